@@ -1,0 +1,1 @@
+"""What every job shares: configuration, the SparkSession factory, paths, logging."""

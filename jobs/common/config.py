@@ -1,0 +1,141 @@
+"""Configuration: `conf/*.yaml` files validated by pydantic models, with `--set a.b=c` overrides.
+
+Every job's configuration is a `LineupConfig` subclass, so the `spark` and `log_level` sections mean the
+same thing everywhere. Validation is strict: an unknown key or a wrong type is a `ConfigError` naming the
+key and the file (or the `--set` flag) it came from. Loading does no other I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from jobs.common.errors import UserError
+from jobs.common.paths import default_data_root, jars_dir
+
+
+class ConfigError(UserError):
+    """A configuration problem a user must fix; the message names the key, the source and the fix."""
+
+
+class StrictModel(BaseModel):
+    """Base for every config section: unknown keys and type coercions are errors."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class SparkSettings(StrictModel):
+    """How jobs get their SparkSession. Ignored where `spark-submit` already decided (master, confs)."""
+
+    master: str = "local[*]"
+    app_name: str = "lineup"
+    data_root: str | None = Field(None, description="warehouse and default tables; default $LINEUP_HOME/data")
+    jars_dir: str | None = Field(None, description="staged Delta jars; default $LINEUP_HOME/jars")
+    shuffle_partitions: int = Field(8, ge=1)
+    ui_enabled: bool = False
+    driver_memory: str = "4g"
+    extra_conf: dict[str, str] = Field(default_factory=dict, description="any other spark.* settings")
+
+    def resolved_data_root(self) -> Path:
+        return Path(self.data_root).expanduser().resolve() if self.data_root else default_data_root()
+
+    def resolved_jars_dir(self) -> Path:
+        return Path(self.jars_dir).expanduser().resolve() if self.jars_dir else jars_dir()
+
+
+class LineupConfig(StrictModel):
+    """Settings shared by every job."""
+
+    spark: SparkSettings = Field(default_factory=SparkSettings)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+ConfigT = TypeVar("ConfigT", bound=LineupConfig)
+
+_OVERRIDE_SOURCE = "--set"
+
+
+def parse_override(override: str) -> tuple[list[str], Any]:
+    """Split `a.b=c` into (["a", "b"], value); the value is read as YAML so `3`, `true`, `[1, 2]` get types.
+
+    >>> parse_override("spark.shuffle_partitions=4")
+    (['spark', 'shuffle_partitions'], 4)
+    """
+    key, sep, raw_value = override.partition("=")
+    parts = key.strip().split(".")
+    if not sep or not all(parts):
+        raise ConfigError(f"--set {override!r}: expected KEY.SUB=VALUE, for example --set spark.master=local[2]")
+    try:
+        value = yaml.safe_load(raw_value) if raw_value.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {override!r}: the value is not valid YAML ({exc.problem})") from None
+    return parts, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> tuple[dict[str, Any], set[str]]:
+    """Return a copy of `data` with overrides applied, and the dotted keys they set."""
+    result: dict[str, Any] = _deep_copy(data)
+    touched: set[str] = set()
+    for override in overrides:
+        parts, value = parse_override(override)
+        node = result
+        for depth, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                prefix = ".".join(parts[: depth + 1])
+                raise ConfigError(f"--set {override!r}: {prefix!r} is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+        touched.add(".".join(parts))
+    return result, touched
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read one config file; a missing file or a non-mapping top level is a `ConfigError`."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found; pass an existing file, e.g. --conf conf/lineup.yaml")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def load_config(model: type[ConfigT], path: Path | str | None = None, overrides: Sequence[str] = ()) -> ConfigT:
+    """Load and validate a config file (or defaults when `path` is None) with `--set` overrides applied.
+
+    >>> cfg = load_config(LineupConfig, None, ["spark.master=local[2]"])
+    >>> cfg.spark.master
+    'local[2]'
+    """
+    source = str(path) if path is not None else "<defaults>"
+    data = read_yaml(Path(path)) if path is not None else {}
+    merged, touched = apply_overrides(data, overrides)
+    try:
+        return model.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source, touched)) from None
+
+
+def _describe(exc: ValidationError, source: str, touched: set[str]) -> str:
+    problems = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"])
+        origin = _OVERRIDE_SOURCE if key in touched else source
+        if error["type"] == "extra_forbidden":
+            problems.append(f"{origin}: unknown key {key!r}; check its spelling against conf/*.yaml")
+        else:
+            problems.append(f"{origin}: key {key!r}: {error['msg']} (got {error.get('input')!r})")
+    return "; ".join(problems)
+
+
+def _deep_copy(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in data.items()}

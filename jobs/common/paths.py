@@ -1,0 +1,32 @@
+"""Where Lineup keeps what setup stages (Delta jars, model packs) and what jobs write by default.
+
+Everything lives under one home folder, `$LINEUP_HOME` (default `~/.lineup`), so that a user can point
+a whole installation elsewhere with one variable and tests can use a temporary one.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+HOME_ENV = "LINEUP_HOME"
+
+
+def lineup_home() -> Path:
+    """The root folder for staged jars, model packs and the default data root."""
+    return Path(os.environ.get(HOME_ENV, "~/.lineup")).expanduser().resolve()
+
+
+def jars_dir() -> Path:
+    """Folder holding the staged Delta Lake jars and their `manifest.json`."""
+    return lineup_home() / "jars"
+
+
+def models_dir() -> Path:
+    """Folder holding built model packs, one sub-folder per pack."""
+    return lineup_home() / "models"
+
+
+def default_data_root() -> Path:
+    """Default root for the warehouse and the tables jobs write."""
+    return lineup_home() / "data"

@@ -1,0 +1,114 @@
+"""The one place that builds SparkSessions (and the only module of `jobs.common` that imports pyspark).
+
+Locally it starts `local[*]` with Delta configured from the staged jars and the warehouse under the data
+root. Under `spark-submit` the submitter owns the master and every setting they passed: this factory only
+fills in the settings they left out, and says exactly what to add when Delta is missing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from jobs.common.config import SparkSettings
+from jobs.common.errors import UserError
+from jobs.common.jars import staged_jars
+
+log = logging.getLogger(__name__)
+
+DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
+DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+DELTA_CONF = {
+    "spark.sql.extensions": DELTA_EXTENSION,
+    "spark.sql.catalog.spark_catalog": DELTA_CATALOG,
+}
+
+
+def under_spark_submit() -> bool:
+    """True when this Python process was started by `spark-submit` (or a pyspark shell): a JVM already runs.
+
+    spark-submit starts the JVM first and hands the Python driver its gateway through this variable.
+    """
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def local_session_conf(settings: SparkSettings, jars: list[Path]) -> dict[str, str]:
+    """Every setting a local session gets: Delta, staged jars, warehouse, quiet UI, this interpreter."""
+    data_root = settings.resolved_data_root()
+    conf = {
+        **DELTA_CONF,
+        "spark.jars": ",".join(str(path) for path in jars),
+        "spark.sql.warehouse.dir": str(data_root / "warehouse"),
+        "spark.sql.shuffle.partitions": str(settings.shuffle_partitions),
+        # Delta rebuilds table state with 50 tasks by default: seconds of overhead per read on a laptop.
+        "spark.databricks.delta.snapshotPartitions": str(settings.shuffle_partitions),
+        "spark.ui.enabled": str(settings.ui_enabled).lower(),
+        "spark.ui.showConsoleProgress": "true",
+        "spark.driver.memory": settings.driver_memory,
+        # Python workers must run this interpreter (the venv), not whatever `python3` is on PATH.
+        "spark.pyspark.python": sys.executable,
+        "spark.pyspark.driver.python": sys.executable,
+    }
+    conf.update(settings.extra_conf)
+    return conf
+
+
+def submitted_session_conf(settings: SparkSettings, given: dict[str, str]) -> dict[str, str]:
+    """Settings to add under spark-submit: only session-level ones the submitter did not give.
+
+    Static settings (master, jars, memory, extensions) are fixed once the JVM runs, so they are never
+    touched here; a missing Delta extension is an error telling the submitter what to pass.
+    """
+    if given.get("spark.sql.extensions", "").find(DELTA_EXTENSION) < 0:
+        raise UserError(
+            "spark-submit did not configure Delta Lake: pass the flags printed by `lineup submit-args` "
+            f"(--jars <staged jars> --conf spark.sql.extensions={DELTA_EXTENSION} ...)"
+        )
+    wanted = {
+        "spark.sql.catalog.spark_catalog": DELTA_CATALOG,
+        "spark.sql.shuffle.partitions": str(settings.shuffle_partitions),
+        **settings.extra_conf,
+    }
+    return {key: value for key, value in wanted.items() if key not in given}
+
+
+def submit_args(settings: SparkSettings) -> list[str]:
+    """The spark-submit flags that give a cluster job the staged Delta jars and Delta's settings."""
+    jars = staged_jars(settings.resolved_jars_dir())
+    args = ["--jars", ",".join(str(path) for path in jars)]
+    for key, value in DELTA_CONF.items():
+        args += ["--conf", f"{key}={value}"]
+    return args
+
+
+def get_spark(settings: SparkSettings, app_name: str | None = None):  # -> SparkSession
+    """Return the SparkSession for a job: a local Delta-enabled one, or the submitter's under spark-submit.
+
+    >>> spark = get_spark(SparkSettings(master="local[2]"))  # doctest: +SKIP
+    >>> spark.range(3).count()  # doctest: +SKIP
+    3
+    """
+    from pyspark import SparkContext
+    from pyspark.sql import SparkSession
+
+    started = time.perf_counter()
+    if under_spark_submit():
+        context = SparkContext.getOrCreate()
+        given = dict(context.getConf().getAll())
+        builder = SparkSession.builder
+        for key, value in submitted_session_conf(settings, given).items():
+            builder = builder.config(key, value)
+        spark = builder.getOrCreate()
+    else:
+        jars = staged_jars(settings.resolved_jars_dir())
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        builder = SparkSession.builder.master(settings.master).appName(app_name or settings.app_name)
+        for key, value in local_session_conf(settings, jars).items():
+            builder = builder.config(key, value)
+        spark = builder.getOrCreate()
+        spark.sparkContext.setLogLevel("WARN")
+    log.info("SparkSession ready in %.1f s (master %s)", time.perf_counter() - started, spark.sparkContext.master)
+    return spark

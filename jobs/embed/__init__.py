@@ -1,0 +1,1 @@
+"""Lineup embed job."""

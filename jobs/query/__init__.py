@@ -1,0 +1,1 @@
+"""Lineup query job."""
