@@ -1,0 +1,16 @@
+# The two set-up commands of the README. `.ci/run` calls exactly these.
+PYTHON ?= python3.11
+VENV ?= .venv
+
+.PHONY: install test
+
+# Python deps (pinned in pyproject.toml), then `lineup setup`: Delta jars staged from Maven Central with
+# checked sha256, and later the default model pack. Reruns are cheap: verified artefacts are kept.
+install:
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet -e '.[test]'
+	$(VENV)/bin/lineup setup
+
+# The whole default suite; fetches nothing (run it offline to check).
+test:
+	$(VENV)/bin/python -m pytest

@@ -1,0 +1,52 @@
+"""Shared fixtures: one local Spark per test run, the evaluation data folder, a private LINEUP_HOME view."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from jobs.common.config import SparkSettings
+from jobs.common.errors import UserError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA_ENV = "LINEUP_DATA_DIR"
+
+
+def shared_data_root() -> Path:
+    """The evaluation data: $LINEUP_DATA_DIR, else ../shared/data beside the checkout."""
+    return Path(os.environ.get(DATA_ENV, REPO_ROOT.parent / "shared" / "data")).expanduser().resolve()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    root = shared_data_root()
+    if not (root / "lfw").is_dir():
+        pytest.skip(f"evaluation data not found at {root}: set {DATA_ENV} to the folder holding lfw/ (see README)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def spark_settings(tmp_path_factory: pytest.TempPathFactory) -> SparkSettings:
+    """Small local Spark: two cores, UI off, two shuffle partitions, warehouse in a temp folder."""
+    return SparkSettings(
+        master="local[2]",
+        app_name="lineup-tests",
+        data_root=str(tmp_path_factory.mktemp("lineup-data")),
+        shuffle_partitions=2,
+        driver_memory="2g",
+    )
+
+
+@pytest.fixture(scope="session")
+def spark(spark_settings: SparkSettings) -> Iterator[object]:
+    from jobs.common.spark import get_spark
+
+    try:
+        session = get_spark(spark_settings)
+    except UserError as error:
+        pytest.fail(f"cannot start the test SparkSession: {error}", pytrace=False)
+    yield session
+    session.stop()

@@ -1,0 +1,49 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def run_lineup(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "jobs.cli", *args], capture_output=True, text=True, env=env, timeout=300
+    )
+
+
+@pytest.mark.slow
+def test_doctor_reports_versions_and_session_start() -> None:
+    result = run_lineup("doctor", "--set", "spark.master=local[2]")
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1, "doctor prints exactly one line on stdout"
+    report = json.loads(lines[0])
+    for key in ["python", "java", "pyspark", "spark", "delta-spark", "onnxruntime", "faiss-cpu"]:
+        assert report[key], key
+    assert report["status"] == "ok"
+    assert report["spark_session_start_s"] > 0
+    assert report["delta_jars"] and all(Path(p).is_file() for p in report["delta_jars"])
+
+
+def test_doctor_without_jars_exits_2_naming_the_fix(tmp_path: Path) -> None:
+    result = run_lineup("doctor", env=dict(os.environ, LINEUP_HOME=str(tmp_path)))
+    assert result.returncode == 2
+    message = result.stderr.strip().splitlines()
+    assert len(message) == 1 and "lineup setup" in message[0] and str(tmp_path) in message[0]
+    assert result.stdout == ""
+
+
+def test_bad_config_key_exits_2() -> None:
+    result = run_lineup("doctor", "--set", "spark.mastr=local[1]")
+    assert result.returncode == 2
+    assert "spark.mastr" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_submit_args_lists_staged_jars_and_delta_conf() -> None:
+    result = run_lineup("submit-args")
+    assert result.returncode == 0, result.stderr
+    args = result.stdout.split()
+    assert args[0] == "--jars" and all(Path(p).is_file() for p in args[1].split(","))
+    assert "spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension" in args
