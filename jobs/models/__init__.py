@@ -1,0 +1,1 @@
+"""Face model packs: formats, converters, the pure-Python face pipeline (no Spark)."""

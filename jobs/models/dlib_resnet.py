@@ -1,0 +1,395 @@
+"""Convert dlib's face-recognition ResNet (`dlib_face_recognition_resnet_model_v1.dat`) to ONNX.
+
+dlib stores a network as nested layer wrappers: each `add_layer` writes its version, then its whole
+sub-network, then its own settings and parameters, so the stream reads outside-in for versions and
+inside-out for layers. Tags, skips and the layer that adds a tagged output write no parameters, so the
+wiring cannot be recovered from the file alone: `face_recognition_net()` spells it out exactly as dlib's
+`dnn_face_recognition_ex.cpp` declares `anet_type`, and the reader checks every layer's type string
+against it while reading, so a different network fails loudly instead of converting wrongly.
+
+The ONNX graph computes the same function: convolutions with dlib's affine (frozen batch-norm) layers
+folded in, ReLU, pooling, residual adds whose shortcut is zero-padded to the larger shape (as dlib's
+`add_prev` does), global average pooling and a bias-free fully connected layer to 128 values. Input is an
+N x 3 x 150 x 150 float tensor already preprocessed: (RGB - channel mean) / 256; the means are returned
+for the pack's preprocessing settings. The output is dlib's descriptor, not normalised.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jobs.models.dlib_format import DlibFormatError, DlibReader
+
+CHIP_SIZE = 150
+
+
+# ---- the network's shape, as nested nodes -------------------------------------------------------------
+
+
+@dataclass
+class Node:
+    """One wrapper of dlib's nested network type. `kind` is the layer or wrapper type."""
+
+    kind: str  # loss | con | affine | relu | max_pool | avg_pool | add_prev | fc | tag | skip | input
+    sub: Node | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def _layer(kind: str, sub: Node, **settings: Any) -> Node:
+    return Node(kind, sub, settings)
+
+
+def _block(filters: int, stride: int, sub: Node) -> Node:
+    first = _layer("con", sub, filters=filters, kernel=3, stride=stride)
+    second = _layer("con", _layer("relu", _layer("affine", first)), filters=filters, kernel=3, stride=1)
+    return _layer("affine", second)
+
+
+def _ares(filters: int, sub: Node) -> Node:
+    residual = _layer("add_prev", _block(filters, 1, Node("tag", sub, {"id": 1})), tag=1)
+    return _layer("relu", residual)
+
+
+def _ares_down(filters: int, sub: Node) -> Node:
+    block = _block(filters, 2, Node("tag", sub, {"id": 1}))
+    shortcut = Node("skip", Node("tag", block, {"id": 2}), {"id": 1})
+    pooled = _layer("avg_pool", shortcut, size=2, stride=2)
+    return _layer("relu", _layer("add_prev", pooled, tag=2))
+
+
+def face_recognition_net() -> Node:
+    """`anet_type` of dlib's face recognition example, outermost (loss) first."""
+    net = Node("input", settings={"size": CHIP_SIZE})
+    net = _layer("con", net, filters=32, kernel=7, stride=2)
+    net = _layer("max_pool", _layer("relu", _layer("affine", net)), size=3, stride=2)
+    for filters, downs, plain in [(32, 0, 3), (64, 1, 3), (128, 1, 2), (256, 1, 2), (256, 1, 0)]:
+        net = _ares_down(filters, net) if downs else net
+        for _ in range(plain):
+            net = _ares(filters, net)
+    net = _layer("avg_pool", net, size=0, stride=1)  # avg_pool_everything
+    net = _layer("fc", net, outputs=128)
+    return Node("loss", net)
+
+
+# ---- reading the parameters ---------------------------------------------------------------------------
+
+
+def read_network(path: Path) -> Node:
+    """Parse the `.dat` file into `face_recognition_net()` with every layer's parameters filled in."""
+    net = face_recognition_net()
+    reader = DlibReader(Path(path).read_bytes())
+    try:
+        _read_node(reader, net)
+    except DlibFormatError as error:
+        raise DlibFormatError(f"{path}: not dlib's face recognition ResNet as expected: {error}") from None
+    if reader.offset != len(reader.data):
+        raise DlibFormatError(f"{path}: {len(reader.data) - reader.offset} unread bytes after the network")
+    return net
+
+
+def _read_node(reader: DlibReader, node: Node) -> None:
+    if node.kind == "loss":
+        _expect_version(reader, {1}, "add_loss_layer")
+        if reader.expect_string("loss_metric_", "loss_metric_2") == "loss_metric_2":
+            node.params.update(margin=reader.read_float(), distance_threshold=reader.read_float())
+        assert node.sub is not None
+        _read_node(reader, node.sub)
+    elif node.kind in ("tag", "skip"):
+        _expect_version(reader, {1}, f"add_{node.kind}_layer")
+        assert node.sub is not None
+        _read_node(reader, node.sub)
+    else:
+        _read_add_layer(reader, node)
+
+
+def _read_add_layer(reader: DlibReader, node: Node) -> None:
+    assert node.sub is not None
+    on_input = node.sub.kind == "input"
+    version = _expect_version(reader, {2, 3} if on_input else {1, 2}, "add_layer")
+    if on_input:
+        _read_input(reader, node.sub)
+    else:
+        _read_node(reader, node.sub)
+    _LAYER_READERS[node.kind](reader, node)
+    for _ in range(3):  # setup called, gradient stale, gradient disabled
+        reader.read_bool()
+    reader.read_tensor()  # x_grad
+    reader.read_tensor()  # cached_output
+    if on_input:
+        reader.read_tensor()  # grad_final
+        if version >= 3:
+            reader.read_int()  # sample expansion factor
+    elif version == 2:
+        reader.read_tensor()  # params_grad
+
+
+def _expect_version(reader: DlibReader, allowed: set[int], what: str) -> int:
+    at = reader.offset
+    version = reader.read_int()
+    if version not in allowed:
+        raise DlibFormatError(f"{what} version {version} at byte {at}, expected {sorted(allowed)}")
+    return version
+
+
+def _read_input(reader: DlibReader, node: Node) -> None:
+    reader.expect_string("input_rgb_image_sized")
+    node.params["mean_rgb"] = [reader.read_float() for _ in range(3)]
+    rows, cols = reader.read_int(), reader.read_int()
+    if (rows, cols) != (node.settings["size"],) * 2:
+        raise DlibFormatError(f"input is {rows}x{cols}, expected {node.settings['size']}")
+
+
+def _split(params: np.ndarray, *shapes: tuple[int, ...]) -> list[np.ndarray]:
+    flat, parts, start = params.reshape(-1), [], 0
+    for shape in shapes:
+        size = int(np.prod(shape))
+        parts.append(flat[start : start + size].reshape(shape))
+        start += size
+    if start != flat.size:
+        raise DlibFormatError(f"parameter tensor has {flat.size} values, layout needs {start}")
+    return parts
+
+
+def _read_con(reader: DlibReader, node: Node) -> None:
+    version = reader.expect_string("con_4", "con_5", "con_6")
+    params = reader.read_tensor()
+    filters, rows, cols = reader.read_int(), reader.read_int(), reader.read_int()
+    stride_y, stride_x, pad_y, pad_x = (reader.read_int() for _ in range(4))
+    filter_shape, bias_shape = reader.read_alias_tensor(), reader.read_alias_tensor()
+    for _ in range(4):  # learning-rate and weight-decay multipliers
+        reader.read_float()
+    use_bias = reader.read_bool() if version in ("con_5", "con_6") else True
+    if version == "con_6" and reader.read_bool():
+        raise DlibFormatError("con_ with a fused relu is not part of this network")
+    expected = (node.settings["filters"], node.settings["kernel"], node.settings["stride"])
+    if (filters, rows, stride_y) != expected or rows != cols or stride_x != stride_y:
+        raise DlibFormatError(f"con_ is {filters} {rows}x{cols}/{stride_y}, expected {expected}")
+    shapes = [filter_shape] + ([bias_shape] if use_bias else [])
+    parts = _split(params, *shapes)
+    weight = parts[0]
+    bias = parts[1].reshape(-1) if use_bias else np.zeros(filters, np.float32)
+    node.params.update(weight=weight, bias=bias, pads=(pad_y, pad_x))
+
+
+def _read_affine(reader: DlibReader, node: Node) -> None:
+    version = reader.expect_string("affine_", "affine_2", "bn_con2")
+    params = reader.read_tensor()
+    gamma_shape, beta_shape = reader.read_alias_tensor(), reader.read_alias_tensor()
+    if version == "bn_con2":  # a batch-norm layer saved from training: freeze it the way dlib does
+        reader.read_tensor(), reader.read_tensor()  # batch means, inverse stds
+        running_means, running_variances = reader.read_tensor(), reader.read_tensor()
+        reader.read_int(), reader.read_int()  # update count, window size
+        for _ in range(4):
+            reader.read_float()
+        eps = reader.read_float()
+        gamma, beta = (part.reshape(-1) for part in _split(params, gamma_shape, beta_shape))
+        scale = gamma / np.sqrt(running_variances.reshape(-1) + eps)
+        shift = beta - scale * running_means.reshape(-1)
+    else:
+        mode = reader.read_int()
+        if mode != 0:  # 0 = CONV_MODE: one scale and shift per channel
+            raise DlibFormatError(f"affine_ in mode {mode}, expected per-channel (conv) mode")
+        if version == "affine_2" and reader.read_bool():
+            raise DlibFormatError("a disabled affine_ layer is not part of this network")
+        scale, shift = (part.reshape(-1) for part in _split(params, gamma_shape, beta_shape))
+    node.params.update(scale=scale.astype(np.float32), shift=shift.astype(np.float32))
+
+
+def _read_relu(reader: DlibReader, node: Node) -> None:
+    if reader.expect_string("relu_", "relu_2") == "relu_2" and reader.read_bool():
+        raise DlibFormatError("a disabled relu_ layer is not part of this network")
+
+
+def _read_pool(reader: DlibReader, node: Node) -> None:
+    tag = "max_pool_2" if node.kind == "max_pool" else "avg_pool_2"
+    reader.expect_string(tag)
+    rows, cols, stride_y, stride_x, pad_y, pad_x = (reader.read_int() for _ in range(6))
+    expected = (node.settings["size"], node.settings["size"], node.settings["stride"], node.settings["stride"])
+    if (rows, cols, stride_y, stride_x) != expected:
+        raise DlibFormatError(f"{tag} is {rows}x{cols}/{stride_y}, expected {expected}")
+    node.params["pads"] = (pad_y, pad_x)
+
+
+def _read_add_prev(reader: DlibReader, node: Node) -> None:
+    reader.expect_string("add_prev_")
+
+
+def _read_fc(reader: DlibReader, node: Node) -> None:
+    version = reader.expect_string("fc_2", "fc_3")
+    outputs, inputs = reader.read_int(), reader.read_int()
+    params = reader.read_tensor()
+    weight_shape, _bias_shape = reader.read_alias_tensor(), reader.read_alias_tensor()
+    bias_mode = reader.read_int()
+    for _ in range(4):
+        reader.read_float()
+    if version == "fc_3":
+        reader.read_bool()
+    if outputs != node.settings["outputs"] or bias_mode != 1:  # 1 = FC_NO_BIAS
+        raise DlibFormatError(f"fc_ with {outputs} outputs and bias mode {bias_mode}, expected 128 and no bias")
+    (weight,) = _split(params, weight_shape)
+    node.params["weight"] = weight.reshape(inputs, outputs)
+
+
+_LAYER_READERS = {
+    "con": _read_con,
+    "affine": _read_affine,
+    "relu": _read_relu,
+    "max_pool": _read_pool,
+    "avg_pool": _read_pool,
+    "add_prev": _read_add_prev,
+    "fc": _read_fc,
+}
+
+
+# ---- writing the ONNX graph ---------------------------------------------------------------------------
+
+
+@dataclass
+class _GraphBuilder:
+    nodes: list[Any] = field(default_factory=list)
+    initializers: list[Any] = field(default_factory=list)
+    tags: dict[int, tuple[str, tuple[int, int, int]]] = field(default_factory=dict)
+    counter: int = 0
+
+    def name(self, prefix: str) -> str:
+        self.counter += 1
+        return f"{prefix}_{self.counter}"
+
+    def constant(self, prefix: str, value: np.ndarray) -> str:
+        from onnx import numpy_helper
+
+        name = self.name(prefix)
+        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        return name
+
+    def op(self, op_type: str, inputs: list[str], prefix: str, **attributes: Any) -> str:
+        from onnx import helper
+
+        output = self.name(prefix)
+        self.nodes.append(helper.make_node(op_type, inputs, [output], name=output, **attributes))
+        return output
+
+
+Shape = tuple[int, int, int]  # channels, rows, cols
+
+
+def _emit(builder: _GraphBuilder, node: Node) -> tuple[str, Shape]:
+    kind = node.kind
+    if kind == "input":
+        return "chip", (3, node.settings["size"], node.settings["size"])
+    assert node.sub is not None
+    if kind == "affine" and node.sub.kind == "con":
+        return _emit_conv(builder, node.sub, scale=node.params["scale"], shift=node.params["shift"])
+    if kind == "tag":
+        result = _emit(builder, node.sub)
+        builder.tags[node.settings["id"]] = result
+        return result
+    if kind == "skip":
+        _emit(builder, node.sub)
+        return builder.tags[node.settings["id"]]
+    if kind == "loss":
+        return _emit(builder, node.sub)
+    source, shape = _emit(builder, node.sub)
+    if kind == "con":
+        return _emit_conv(builder, node)
+    if kind == "relu":
+        return builder.op("Relu", [source], "relu"), shape
+    if kind in ("max_pool", "avg_pool"):
+        return _emit_pool(builder, node, source, shape)
+    if kind == "add_prev":
+        return _emit_add(builder, (source, shape), builder.tags[node.settings["tag"]])
+    if kind == "fc":
+        flat = builder.op("Flatten", [source], "flatten", axis=1)
+        weight = builder.constant("fc_weight", node.params["weight"].astype(np.float32))
+        return builder.op("MatMul", [flat, weight], "descriptor"), (node.settings["outputs"], 1, 1)
+    raise ValueError(f"no ONNX mapping for dlib layer kind {kind!r}")
+
+
+def _emit_conv(
+    builder: _GraphBuilder, node: Node, scale: np.ndarray | None = None, shift: np.ndarray | None = None
+) -> tuple[str, Shape]:
+    assert node.sub is not None
+    source, (channels, rows, cols) = _emit(builder, node.sub)
+    weight, bias = node.params["weight"].astype(np.float64), node.params["bias"].astype(np.float64)
+    if scale is not None and shift is not None:  # fold the frozen batch-norm into the convolution
+        weight = weight * scale.reshape(-1, 1, 1, 1)
+        bias = bias * scale + shift
+    kernel, stride = node.settings["kernel"], node.settings["stride"]
+    pad_y, pad_x = node.params["pads"]
+    output = builder.op(
+        "Conv",
+        [source, builder.constant("conv_w", weight.astype(np.float32)), builder.constant("conv_b", bias.astype(np.float32))],
+        "conv",
+        kernel_shape=[kernel, kernel],
+        strides=[stride, stride],
+        pads=[pad_y, pad_x, pad_y, pad_x],
+    )
+    out_rows = 1 + (rows + 2 * pad_y - kernel) // stride
+    out_cols = 1 + (cols + 2 * pad_x - kernel) // stride
+    return output, (node.settings["filters"], out_rows, out_cols)
+
+
+def _emit_pool(builder: _GraphBuilder, node: Node, source: str, shape: Shape) -> tuple[str, Shape]:
+    channels, rows, cols = shape
+    size, stride = node.settings["size"], node.settings["stride"]
+    if size == 0:
+        return builder.op("GlobalAveragePool", [source], "gap"), (channels, 1, 1)
+    pad_y, pad_x = node.params["pads"]
+    op_type = "MaxPool" if node.kind == "max_pool" else "AveragePool"
+    output = builder.op(
+        op_type, [source], op_type.lower(), kernel_shape=[size, size], strides=[stride, stride],
+        pads=[pad_y, pad_x, pad_y, pad_x],
+    )
+    return output, (channels, 1 + (rows + 2 * pad_y - size) // stride, 1 + (cols + 2 * pad_x - size) // stride)
+
+
+def _emit_add(builder: _GraphBuilder, left: tuple[str, Shape], right: tuple[str, Shape]) -> tuple[str, Shape]:
+    """dlib's add_prev: the output has the larger size in every dimension, missing values count as zero."""
+    target: Shape = tuple(max(a, b) for a, b in zip(left[1], right[1]))  # type: ignore[assignment]
+    padded = [_pad_to(builder, name, shape, target) for name, shape in (left, right)]
+    return builder.op("Add", padded, "add"), target
+
+
+def _pad_to(builder: _GraphBuilder, name: str, shape: Shape, target: Shape) -> str:
+    if shape == target:
+        return name
+    extra = [t - s for s, t in zip(shape, target)]
+    pads = np.array([0, 0, 0, 0, 0, *extra], dtype=np.int64)  # begin N,C,H,W then end N,C,H,W
+    return builder.op("Pad", [name, builder.constant("pads", pads)], "pad", mode="constant")
+
+
+def to_onnx(net: Node, opset: int = 17) -> bytes:
+    """Serialize the parsed network as an ONNX model (input `chip` N x 3 x 150 x 150, output N x 128)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    builder = _GraphBuilder()
+    output, _ = _emit(builder, net)
+    builder.nodes[-1].output[0] = "descriptor"
+    size = CHIP_SIZE
+    graph = helper.make_graph(
+        builder.nodes,
+        "dlib_face_recognition_resnet_v1",
+        [helper.make_tensor_value_info("chip", TensorProto.FLOAT, ["batch", 3, size, size])],
+        [helper.make_tensor_value_info("descriptor", TensorProto.FLOAT, ["batch", 128])],
+        builder.initializers,
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="lineup-dlib-converter"
+    )
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def input_means(net: Node) -> list[float]:
+    """dlib's per-channel RGB means, subtracted before dividing by 256."""
+    node = net
+    while node.sub is not None:
+        node = node.sub
+    return [float(value) for value in node.params["mean_rgb"]]
