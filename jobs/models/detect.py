@@ -1,0 +1,135 @@
+"""Face detectors with five landmarks, run by onnxruntime: YuNet (default pack) and SCRFD (InsightFace-style).
+
+Both return, per image, boxes (x1, y1, x2, y2), a detection score and five landmarks in one order:
+image-left eye, image-right eye, nose tip, image-left mouth corner, image-right mouth corner.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+STRIDES = (8, 16, 32)
+
+
+@dataclass
+class Detections:
+    """Faces found in one image, best score first."""
+
+    boxes: np.ndarray  # (n, 4) float32 x1, y1, x2, y2 in image pixels
+    scores: np.ndarray  # (n,) float32
+    landmarks: np.ndarray  # (n, 5, 2) float32
+
+    @staticmethod
+    def empty() -> Detections:
+        return Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32))
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy non-maximum suppression; returns kept indices, best score first."""
+    order = np.argsort(-scores, kind="stable")
+    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+    keep = []
+    while order.size:
+        best, rest = order[0], order[1:]
+        keep.append(best)
+        x1 = np.maximum(boxes[best, 0], boxes[rest, 0])
+        y1 = np.maximum(boxes[best, 1], boxes[rest, 1])
+        x2 = np.minimum(boxes[best, 2], boxes[rest, 2])
+        y2 = np.minimum(boxes[best, 3], boxes[rest, 3])
+        inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+        iou = inter / np.maximum(areas[best] + areas[rest] - inter, 1e-9)
+        order = rest[iou <= iou_threshold]
+    return np.array(keep, dtype=np.int64)
+
+
+def letterbox(image: np.ndarray, max_side: int, multiple: int = 32) -> tuple[np.ndarray, float]:
+    """Scale `image` down so its longer side is at most `max_side`, pad bottom/right to a multiple of 32.
+
+    Returns the padded image and the factor that maps its pixels back to the original (divide by it).
+    """
+    import cv2
+
+    height, width = image.shape[:2]
+    scale = min(1.0, max_side / max(height, width))
+    if scale < 1.0:
+        image = cv2.resize(image, (max(1, round(width * scale)), max(1, round(height * scale))),
+                           interpolation=cv2.INTER_AREA)
+    height, width = image.shape[:2]
+    padded_h, padded_w = -(-height // multiple) * multiple, -(-width // multiple) * multiple
+    canvas = np.zeros((padded_h, padded_w, 3), dtype=np.uint8)
+    canvas[:height, :width] = image
+    return canvas, scale
+
+
+@functools.lru_cache(maxsize=64)
+def _grid(rows: int, cols: int, anchors: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Cell coordinates (x, y) of a feature map, repeated per anchor; cached since sizes repeat."""
+    ys, xs = np.mgrid[0:rows, 0:cols]
+    xs, ys = xs.reshape(-1), ys.reshape(-1)
+    if anchors > 1:
+        xs, ys = np.repeat(xs, anchors), np.repeat(ys, anchors)
+    return xs.astype(np.float32), ys.astype(np.float32)
+
+
+def finish(boxes, scores, landmarks, score_threshold, iou_threshold, scale) -> Detections:
+    """Threshold, suppress overlaps and map back to original-image pixels."""
+    keep = scores >= score_threshold
+    boxes, scores, landmarks = boxes[keep], scores[keep], landmarks[keep]
+    if not len(scores):
+        return Detections.empty()
+    kept = nms(boxes, scores, iou_threshold)
+    return Detections(
+        (boxes[kept] / scale).astype(np.float32),
+        scores[kept].astype(np.float32),
+        (landmarks[kept] / scale).astype(np.float32),
+    )
+
+
+def decode_yunet(
+    outputs: dict[str, np.ndarray], height: int, width: int, min_score: float = 0.0
+) -> tuple[np.ndarray, ...]:
+    """YuNet (2023mar) outputs of one image -> boxes, scores, landmarks in input pixels (anchor-free)."""
+    all_boxes, all_scores, all_marks = [], [], []
+    for stride in STRIDES:
+        rows, cols = height // stride, width // stride
+        xs, ys = _grid(rows, cols)
+        cls = np.clip(outputs[f"cls_{stride}"].reshape(-1), 0, 1)
+        obj = np.clip(outputs[f"obj_{stride}"].reshape(-1), 0, 1)
+        scores = np.sqrt(cls * obj)
+        keep = scores >= min_score  # decode only candidates that can pass the threshold
+        xs, ys, scores = xs[keep], ys[keep], scores[keep]
+        bbox = outputs[f"bbox_{stride}"].reshape(-1, 4)[keep]
+        kps = outputs[f"kps_{stride}"].reshape(-1, 5, 2)[keep]
+        cx, cy = (xs + bbox[:, 0]) * stride, (ys + bbox[:, 1]) * stride
+        w, h = np.exp(bbox[:, 2]) * stride, np.exp(bbox[:, 3]) * stride
+        all_boxes.append(np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1))
+        all_scores.append(scores)
+        all_marks.append((kps + np.stack([xs, ys], axis=1)[:, None, :]) * stride)
+    return np.concatenate(all_boxes), np.concatenate(all_scores), np.concatenate(all_marks)
+
+
+def decode_scrfd(outputs: list[np.ndarray], height: int, width: int, anchors: int = 2) -> tuple[np.ndarray, ...]:
+    """SCRFD (with keypoints) outputs of one image -> boxes, scores, landmarks in input pixels.
+
+    Outputs come as scores for strides 8/16/32, then box distances, then keypoint offsets, all in units
+    of the stride, relative to anchor centres at (col, row) * stride with `anchors` anchors per cell.
+    """
+    count = len(STRIDES)
+    all_boxes, all_scores, all_marks = [], [], []
+    for level, stride in enumerate(STRIDES):
+        rows, cols = height // stride, width // stride
+        xs, ys = _grid(rows, cols, anchors)
+        centres = np.stack([xs, ys], axis=1) * stride
+        scores = outputs[level].reshape(-1)
+        distances = outputs[level + count].reshape(-1, 4) * stride
+        kps = outputs[level + 2 * count].reshape(-1, 5, 2) * stride
+        all_boxes.append(np.concatenate([centres - distances[:, :2], centres + distances[:, 2:]], axis=1))
+        all_scores.append(scores)
+        all_marks.append(kps + centres[:, None, :])
+    return np.concatenate(all_boxes), np.concatenate(all_scores), np.concatenate(all_marks)

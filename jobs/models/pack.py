@@ -1,0 +1,128 @@
+"""Model packs: a folder with `pack.json` and the ONNX files it names, every file pinned by sha256.
+
+`pack.json` states everything the pipeline needs to use the files the way they were trained: detector
+kind and input settings, the landmark template and chip size, the embedder's input size, mean, std,
+colour order and output size, and the metric. `model_id` is derived from all of it (file hashes
+included), so two packs with the same id produce the same embeddings, and any edit to a file or a
+setting is caught at load time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jobs.common.errors import UserError
+from jobs.models.sources import sha256_file
+
+PACK_FORMAT = "lineup-pack/1"
+PACK_FILE = "pack.json"
+
+
+class PackError(UserError):
+    """A pack that is missing, malformed or fails its checksums."""
+
+
+def derive_model_id(manifest: dict[str, Any]) -> str:
+    """`<name>-<16 hex>`: a hash of the canonical JSON of everything in the manifest but the id itself."""
+    content = {key: value for key, value in manifest.items() if key != "model_id"}
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    return f"{manifest['name']}-{hashlib.sha256(canonical).hexdigest()[:16]}"
+
+
+@dataclass(frozen=True)
+class Pack:
+    """A loaded, verified pack."""
+
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def model_id(self) -> str:
+        return str(self.manifest["model_id"])
+
+    @property
+    def detector(self) -> dict[str, Any]:
+        return dict(self.manifest["detector"])
+
+    @property
+    def alignment(self) -> dict[str, Any]:
+        return dict(self.manifest["alignment"])
+
+    @property
+    def embedder(self) -> dict[str, Any]:
+        return dict(self.manifest["embedder"])
+
+    @property
+    def dim(self) -> int:
+        return int(self.manifest["embedder"]["output_dim"])
+
+    def file_path(self, section: str) -> Path:
+        return self.path / self.manifest[section]["file"]
+
+
+def load_pack(pack_dir: Path | str) -> Pack:
+    """Read `pack.json`, check its model_id and every file's sha256; `PackError` naming the fix otherwise."""
+    pack_dir = Path(pack_dir).expanduser().resolve()
+    manifest_path = pack_dir / PACK_FILE
+    if not manifest_path.is_file():
+        raise PackError(f"{pack_dir} is not a model pack (no {PACK_FILE}); build one with `lineup models build-default`")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise PackError(f"{manifest_path} is not valid JSON ({error}); rebuild the pack") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != PACK_FORMAT:
+        raise PackError(f"{manifest_path}: not a {PACK_FORMAT} manifest; rebuild the pack")
+    if manifest.get("model_id") != derive_model_id(manifest):
+        raise PackError(f"{manifest_path}: model_id does not match the manifest's content (edited?); rebuild the pack")
+    for section in ("detector", "embedder"):
+        entry = manifest[section]
+        path = pack_dir / entry["file"]
+        if not path.is_file():
+            raise PackError(f"{path} named by {manifest_path} is missing; rebuild the pack")
+        if sha256_file(path) != entry["sha256"]:
+            raise PackError(f"{path} fails its sha256 check against {manifest_path}; refusing the pack, rebuild it")
+    return Pack(pack_dir, manifest)
+
+
+def complete_manifest(manifest: dict[str, Any], files: dict[str, bytes]) -> dict[str, Any]:
+    """A copy of `manifest` with the format, every file's sha256 and the model_id filled in."""
+    manifest = json.loads(json.dumps(manifest))
+    manifest["format"] = PACK_FORMAT
+    for section, data in files.items():
+        manifest[section]["sha256"] = hashlib.sha256(data).hexdigest()
+    manifest["model_id"] = derive_model_id(manifest)
+    return manifest
+
+
+def write_pack(pack_dir: Path, manifest: dict[str, Any], files: dict[str, bytes]) -> Pack:
+    """Write the files and a manifest (sha256s and model_id filled in) into `pack_dir`, atomically.
+
+    The pack is assembled in a temporary sibling folder and renamed into place, so a reader never sees a
+    half-written pack.
+    """
+    manifest = complete_manifest(manifest, files)
+    pack_dir = Path(pack_dir).expanduser().resolve()
+    pack_dir.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{pack_dir.name}-", dir=pack_dir.parent))
+    try:
+        for section, data in files.items():
+            (scratch / manifest[section]["file"]).write_bytes(data)
+        (scratch / PACK_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        if pack_dir.exists():
+            old = pack_dir.with_name(f".{pack_dir.name}-old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(pack_dir, old)
+            os.replace(scratch, pack_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(scratch, pack_dir)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return load_pack(pack_dir)
