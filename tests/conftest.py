@@ -50,3 +50,21 @@ def spark(spark_settings: SparkSettings) -> Iterator[object]:
         pytest.fail(f"cannot start the test SparkSession: {error}", pytrace=False)
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def default_pack():
+    from jobs.models.build import default_pack_dir
+    from jobs.models.pack import PackError, load_pack
+
+    try:
+        return load_pack(default_pack_dir())
+    except PackError as error:
+        pytest.fail(f"the default model pack is not built: {error} (run `make install`)", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def face_pipeline(default_pack):
+    from jobs.models.pipeline import FacePipeline
+
+    return FacePipeline(default_pack)

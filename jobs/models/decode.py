@@ -62,13 +62,14 @@ def decode_image(data: bytes, max_pixels: int = 50_000_000) -> DecodedImage:
 def _read_header(data: bytes) -> tuple[str, int, int] | DecodedImage:
     from PIL import Image, UnidentifiedImageError
 
+    # Pillow's own decompression-bomb guard would override `max_pixels` either way; the limit that
+    # applies is ours, checked right after this header read and before any pixel is decoded.
+    Image.MAX_IMAGE_PIXELS = None
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Pillow's own bomb warning: we apply our own limit
+            warnings.simplefilter("ignore")
             with Image.open(io.BytesIO(data)) as image:
                 return str(image.format), int(image.width), int(image.height)
-    except Image.DecompressionBombError as error:
-        return DecodedImage(TOO_LARGE, f"refused before decoding: {error}")
     except UnidentifiedImageError:
         return DecodedImage(UNSUPPORTED_FORMAT, "not a recognised image format")
     except Exception as error:  # a broken header must become a status row, whatever Pillow raised
