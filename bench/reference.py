@@ -24,7 +24,10 @@ class DlibReference:
         if not faces:
             return None
         centre = np.array([rgb.shape[1] / 2, rgb.shape[0] / 2])
-        best = min(faces, key=lambda r: np.hypot((r.left() + r.right()) / 2 - centre[0], (r.top() + r.bottom()) / 2 - centre[1]))
+        best = min(
+            faces,
+            key=lambda r: np.hypot((r.left() + r.right()) / 2 - centre[0], (r.top() + r.bottom()) / 2 - centre[1]),
+        )
         return self.predictor(rgb, best)
 
     def chip(self, rgb: np.ndarray, shape) -> np.ndarray:

@@ -69,7 +69,9 @@ def _models_build_insightface(args: argparse.Namespace) -> int:
     config = load_config(LineupConfig, args.conf, args.overrides)
     configure_logging(config.log_level)
     pack = build_insightface_pack(Path(args.out), Path(args.detector), Path(args.embedder), args.name)
-    emit_summary({"job": "models-build-insightface", "status": "ok", "model_id": pack.model_id, "pack_dir": str(pack.path)})
+    emit_summary(
+        {"job": "models-build-insightface", "status": "ok", "model_id": pack.model_id, "pack_dir": str(pack.path)}
+    )
     return 0
 
 
@@ -81,7 +83,10 @@ def _audit_lfw(args: argparse.Namespace) -> int:
     configure_logging(config.log_level)
     folds = [int(fold) for fold in args.folds.split(",")] if args.folds else None
     if folds and (not all(1 <= fold <= 10 for fold in folds) or len(set(folds)) < 2):
-        raise UserError(f"--folds {args.folds}: give two or more folds numbered 1 to 10 (each fold's threshold is learnt on the others)")
+        raise UserError(
+            f"--folds {args.folds}: give two or more folds numbered 1 to 10 "
+            "(each fold's threshold is learnt on the others)"
+        )
     pack_dir = Path(args.pack) if args.pack else default_pack_dir()
     emit_summary(run_lfw_audit(pack_dir, Path(args.lfw_dir), folds, args.fallback, args.threads))
     return 0
@@ -117,8 +122,12 @@ def _add_audit_commands(commands: argparse._SubParsersAction) -> None:
     lfw.add_argument("--pack", help="pack folder (default: the default pack)")
     lfw.add_argument("--lfw-dir", required=True, help="folder with pairs.txt and images/<Name>/<Name>_NNNN.jpg")
     lfw.add_argument("--folds", help="comma-separated subset of folds 1-10 (default: all ten)")
-    lfw.add_argument("--fallback", choices=["none", "centre"], default="none",
-                     help="for images without a detected face: count their pairs wrong (none) or use the centre")
+    lfw.add_argument(
+        "--fallback",
+        choices=["none", "centre"],
+        default="none",
+        help="for images without a detected face: count their pairs wrong (none) or use the centre",
+    )
     lfw.add_argument("--threads", type=int, default=1, help="onnxruntime threads")
     add_config_flags(lfw)
     lfw.set_defaults(handler=_audit_lfw)

@@ -148,7 +148,9 @@ def _centre_fallback(pipeline, path: Path) -> np.ndarray | None:
     return pipeline.embed_chips(pipeline._chip(decoded.rgb, landmarks)[None])[0]
 
 
-def run_lfw_audit(pack_dir: Path, lfw_dir: Path, folds: list[int] | None, fallback: str, threads: int) -> dict[str, Any]:
+def run_lfw_audit(
+    pack_dir: Path, lfw_dir: Path, folds: list[int] | None, fallback: str, threads: int
+) -> dict[str, Any]:
     from jobs.models.pack import load_pack
     from jobs.models.pipeline import FacePipeline, PipelineSettings
 
@@ -159,7 +161,9 @@ def run_lfw_audit(pack_dir: Path, lfw_dir: Path, folds: list[int] | None, fallba
     names = sorted({pair.left for pair in pairs} | {pair.right for pair in pairs})
     missing = [name for name in names if not (lfw_dir / "images" / name).is_file()]
     if missing:
-        raise UserError(f"{len(missing)} images named by pairs.txt are missing under {lfw_dir / 'images'} (first: {missing[0]})")
+        raise UserError(
+            f"{len(missing)} images named by pairs.txt are missing under {lfw_dir / 'images'} (first: {missing[0]})"
+        )
     pipeline = FacePipeline(pack, PipelineSettings(threads=threads))
     embeddings, counts = embed_lfw_images(pipeline, lfw_dir / "images", names, fallback)
     summary = {"job": "audit-lfw", "status": "ok", "model_id": pack.model_id, **protocol_summary(embeddings, pairs)}

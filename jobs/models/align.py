@@ -9,6 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+
 def similarity_transform(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Least-squares similarity (rotation, uniform scale, translation; no reflection) mapping source->target.
 

@@ -93,7 +93,9 @@ def build_insightface_pack(
         raise PackError(f"{embedder_path}: cannot tell the embedding size from its output shape")
     detector_session = ort.InferenceSession(str(detector_path), providers=["CPUExecutionProvider"])
     if len(detector_session.get_outputs()) != 9:
-        raise PackError(f"{detector_path}: expected SCRFD with keypoints (9 outputs), found {len(detector_session.get_outputs())}")
+        raise PackError(
+            f"{detector_path}: expected SCRFD with keypoints (9 outputs), found {len(detector_session.get_outputs())}"
+        )
     manifest = {
         "name": name,
         "detector": {
@@ -109,8 +111,13 @@ def build_insightface_pack(
             "min_face_px": 20,
             "border_fraction": 0.15,
         },
-        "alignment": {"method": "similarity", "template": ARCFACE_112.tolist(), "chip_size": 112, "padding": 0.0,
-                      "reproduces": "InsightFace norm_crop (ArcFace 5-point template)"},
+        "alignment": {
+            "method": "similarity",
+            "template": ARCFACE_112.tolist(),
+            "chip_size": 112,
+            "padding": 0.0,
+            "reproduces": "InsightFace norm_crop (ArcFace 5-point template)",
+        },
         "embedder": {
             "file": "embedder.onnx",
             "input_name": embedder_input.name,
@@ -144,8 +151,13 @@ def _write_if_changed(pack_dir: Path, manifest: dict, files: dict[str, bytes]) -
 def _provenance(source_names: list[str]) -> dict:
     return {
         "sources": {
-            name: {"package": SOURCES[name].package, "version": SOURCES[name].version, "member": SOURCES[name].member,
-                   "sha256": SOURCES[name].sha256, "licence": SOURCES[name].licence}
+            name: {
+                "package": SOURCES[name].package,
+                "version": SOURCES[name].version,
+                "member": SOURCES[name].member,
+                "sha256": SOURCES[name].sha256,
+                "licence": SOURCES[name].licence,
+            }
             for name in source_names
         },
         "converter_version": CONVERTER_VERSION,

@@ -48,14 +48,20 @@ def decode_image(data: bytes, max_pixels: int = 50_000_000) -> DecodedImage:
         return DecodedImage(UNSUPPORTED_FORMAT, f"{image_format} images are not supported", None, image_format)
     if width * height > max_pixels:
         return DecodedImage(
-            TOO_LARGE, f"{width}x{height} exceeds the {max_pixels}-pixel limit (raise decode.max_pixels)",
-            None, image_format, width, height,
+            TOO_LARGE,
+            f"{width}x{height} exceeds the {max_pixels}-pixel limit (raise decode.max_pixels)",
+            None,
+            image_format,
+            width,
+            height,
         )
     if image_format == "JPEG" and b"\xff\xd9" not in data[-65536:]:
         return DecodedImage(DECODE_ERROR, "truncated JPEG (no end-of-image marker)", None, image_format, width, height)
     rgb = _decode_pixels(data)
     if rgb is None:
-        return DecodedImage(DECODE_ERROR, f"could not decode the {image_format} data", None, image_format, width, height)
+        return DecodedImage(
+            DECODE_ERROR, f"could not decode the {image_format} data", None, image_format, width, height
+        )
     return DecodedImage(OK, None, rgb, image_format, rgb.shape[1], rgb.shape[0])
 
 

@@ -58,8 +58,9 @@ def letterbox(image: np.ndarray, max_side: int, multiple: int = 32) -> tuple[np.
     height, width = image.shape[:2]
     scale = min(1.0, max_side / max(height, width))
     if scale < 1.0:
-        image = cv2.resize(image, (max(1, round(width * scale)), max(1, round(height * scale))),
-                           interpolation=cv2.INTER_AREA)
+        image = cv2.resize(
+            image, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA
+        )
     height, width = image.shape[:2]
     padded_h, padded_w = -(-height // multiple) * multiple, -(-width // multiple) * multiple
     canvas = np.zeros((padded_h, padded_w, 3), dtype=np.uint8)

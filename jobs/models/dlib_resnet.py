@@ -323,7 +323,11 @@ def _emit_conv(
     pad_y, pad_x = node.params["pads"]
     output = builder.op(
         "Conv",
-        [source, builder.constant("conv_w", weight.astype(np.float32)), builder.constant("conv_b", bias.astype(np.float32))],
+        [
+            source,
+            builder.constant("conv_w", weight.astype(np.float32)),
+            builder.constant("conv_b", bias.astype(np.float32)),
+        ],
         "conv",
         kernel_shape=[kernel, kernel],
         strides=[stride, stride],
@@ -342,7 +346,11 @@ def _emit_pool(builder: _GraphBuilder, node: Node, source: str, shape: Shape) ->
     pad_y, pad_x = node.params["pads"]
     op_type = "MaxPool" if node.kind == "max_pool" else "AveragePool"
     output = builder.op(
-        op_type, [source], op_type.lower(), kernel_shape=[size, size], strides=[stride, stride],
+        op_type,
+        [source],
+        op_type.lower(),
+        kernel_shape=[size, size],
+        strides=[stride, stride],
         pads=[pad_y, pad_x, pad_y, pad_x],
     )
     return output, (channels, 1 + (rows + 2 * pad_y - size) // stride, 1 + (cols + 2 * pad_x - size) // stride)

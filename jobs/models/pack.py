@@ -72,7 +72,9 @@ def load_pack(pack_dir: Path | str) -> Pack:
     pack_dir = Path(pack_dir).expanduser().resolve()
     manifest_path = pack_dir / PACK_FILE
     if not manifest_path.is_file():
-        raise PackError(f"{pack_dir} is not a model pack (no {PACK_FILE}); build one with `lineup models build-default`")
+        raise PackError(
+            f"{pack_dir} is not a model pack (no {PACK_FILE}); build one with `lineup models build-default`"
+        )
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:

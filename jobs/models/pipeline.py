@@ -136,7 +136,11 @@ class FacePipeline:
         row = 0
         for index, detections in pending:
             for face_index in range(len(detections)):
-                box, marks, score = detections.boxes[face_index], detections.landmarks[face_index], detections.scores[face_index]
+                box, marks, score = (
+                    detections.boxes[face_index],
+                    detections.landmarks[face_index],
+                    detections.scores[face_index],
+                )
                 results[index].faces.append(
                     Face(face_index, box, marks, float(score), face_quality(box, marks, float(score)), embeddings[row])
                 )

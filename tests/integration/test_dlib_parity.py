@@ -38,7 +38,9 @@ def test_onnx_descriptor_matches_dlib(default_pack, request: pytest.FixtureReque
 
     embedder = default_pack.embedder
     session = ort.InferenceSession(str(default_pack.file_path("embedder")), providers=["CPUExecutionProvider"])
-    tensor = ((chips.astype(np.float32) - np.float32(embedder["mean"])) / np.float32(embedder["std"])).transpose(0, 3, 1, 2)
+    tensor = ((chips.astype(np.float32) - np.float32(embedder["mean"])) / np.float32(embedder["std"])).transpose(
+        0, 3, 1, 2
+    )
     actual = session.run(None, {embedder["input_name"]: np.ascontiguousarray(tensor)})[0]
     assert actual.shape == expected.shape == (len(chips), 128)
     assert np.abs(actual - expected).max() <= TOLERANCE

@@ -62,7 +62,6 @@ def test_several_faces_in_one_photo(face_pipeline, shared_data: Path) -> None:
 
 @pytest.mark.data
 def test_same_person_scores_above_different_people(face_pipeline, shared_data: Path) -> None:
-    names = ["Aaron_Peirsol/Aaron_Peirsol_0001.jpg", "Aaron_Peirsol/Aaron_Peirsol_0002.jpg",
-             "AJ_Cook/AJ_Cook_0001.jpg"]
+    names = ["Aaron_Peirsol/Aaron_Peirsol_0001.jpg", "Aaron_Peirsol/Aaron_Peirsol_0002.jpg", "AJ_Cook/AJ_Cook_0001.jpg"]
     faces = [r.faces[0].embedding for r in face_pipeline.process_bytes([lfw_image(shared_data, n) for n in names])]
     assert float(faces[0] @ faces[1]) > float(faces[0] @ faces[2]) + 0.03

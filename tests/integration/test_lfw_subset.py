@@ -27,7 +27,9 @@ def test_insightface_style_pack_builds_and_verifies(tmp_path: Path, shared_data:
     models = shared_data.parent / "models" / "insightface-style"
     if not models.is_dir():
         pytest.skip(f"InsightFace-style test models not found at {models}")
-    pack = build_insightface_pack(tmp_path / "pack", models / "det_scrfd_2.5g_kps.onnx", models / "rec_mobilefacenet_128.onnx")
+    pack = build_insightface_pack(
+        tmp_path / "pack", models / "det_scrfd_2.5g_kps.onnx", models / "rec_mobilefacenet_128.onnx"
+    )
     assert pack.dim == 128 and pack.model_id.startswith("insightface-style-")
     summary = run_lfw_audit(pack.path, shared_data / "lfw", [1, 2], "none", 2)
     assert summary["detect_fail"] == 0 and summary["auc"] >= 0.995

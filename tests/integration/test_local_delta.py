@@ -12,7 +12,8 @@ def test_local_session_writes_merges_and_time_travels(spark, tmp_path: Path) -> 
     spark.createDataFrame([(1, "a"), (2, "b")], "face_id long, subject_id string").write.format("delta").save(path)
     updates = spark.createDataFrame([(2, "B"), (3, "c")], "face_id long, subject_id string")
     (
-        DeltaTable.forPath(spark, path).alias("t")
+        DeltaTable.forPath(spark, path)
+        .alias("t")
         .merge(updates.alias("u"), "t.face_id = u.face_id")
         .whenMatchedUpdateAll()
         .whenNotMatchedInsertAll()

@@ -57,18 +57,40 @@ def standalone_cluster(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     master_url = f"spark://127.0.0.1:{master_port}"
     master_log, worker_log = tmp_path / "master.log", tmp_path / "worker.log"
     master = _start(
-        [_spark_bin("spark-class"), "org.apache.spark.deploy.master.Master",
-         "--host", "127.0.0.1", "--port", str(master_port), "--webui-port", str(_free_port())],
-        master_log, env,
+        [
+            _spark_bin("spark-class"),
+            "org.apache.spark.deploy.master.Master",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(master_port),
+            "--webui-port",
+            str(_free_port()),
+        ],
+        master_log,
+        env,
     )
     processes = [master]
     try:
         _wait_for_log(master_log, "I have been elected leader", master, 90)
         worker = _start(
-            [_spark_bin("spark-class"), "org.apache.spark.deploy.worker.Worker", master_url,
-             "--host", "127.0.0.1", "--cores", "2", "--memory", "2g", "--webui-port", str(_free_port()),
-             "--work-dir", str(worker_dir)],
-            worker_log, env,
+            [
+                _spark_bin("spark-class"),
+                "org.apache.spark.deploy.worker.Worker",
+                master_url,
+                "--host",
+                "127.0.0.1",
+                "--cores",
+                "2",
+                "--memory",
+                "2g",
+                "--webui-port",
+                str(_free_port()),
+                "--work-dir",
+                str(worker_dir),
+            ],
+            worker_log,
+            env,
         )
         processes.append(worker)
         _wait_for_log(worker_log, "Successfully registered with master", worker, 90)
@@ -88,14 +110,22 @@ def test_job_runs_unchanged_on_a_standalone_cluster(standalone_cluster, tmp_path
     master_url, worker_dir = standalone_cluster
     table_path = tmp_path / "cluster_table"
     command = [
-        _spark_bin("spark-submit"), "--master", master_url,
+        _spark_bin("spark-submit"),
+        "--master",
+        master_url,
         *submit_args(SparkSettings()),
-        "--conf", f"spark.pyspark.python={sys.executable}",
-        "--conf", f"spark.pyspark.driver.python={sys.executable}",
-        "--conf", "spark.ui.enabled=false",
-        "--conf", "spark.sql.shuffle.partitions=3",  # the submitter's choice must survive the factory
-        "--conf", "spark.databricks.delta.snapshotPartitions=2",
-        str(JOB), str(table_path),
+        "--conf",
+        f"spark.pyspark.python={sys.executable}",
+        "--conf",
+        f"spark.pyspark.driver.python={sys.executable}",
+        "--conf",
+        "spark.ui.enabled=false",
+        "--conf",
+        "spark.sql.shuffle.partitions=3",  # the submitter's choice must survive the factory
+        "--conf",
+        "spark.databricks.delta.snapshotPartitions=2",
+        str(JOB),
+        str(table_path),
     ]
     env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1")
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)

@@ -32,7 +32,18 @@ def test_special_floats() -> None:
 
 def test_string_bool_tensor() -> None:
     values = np.arange(6, dtype="<f4")
-    data = packed(5) + b"con_4" + b"1" + b"0" + packed(2) + packed(1) + packed(2) + packed(3) + packed(1) + values.tobytes()
+    data = (
+        packed(5)
+        + b"con_4"
+        + b"1"
+        + b"0"
+        + packed(2)
+        + packed(1)
+        + packed(2)
+        + packed(3)
+        + packed(1)
+        + values.tobytes()
+    )
     reader = DlibReader(data)
     assert reader.read_string() == "con_4"
     assert reader.read_bool() is True and reader.read_bool() is False

@@ -37,7 +37,9 @@ def test_auc_matches_pair_counting() -> None:
     scores = np.round(rng.normal(size=200), 1)  # rounding makes ties
     genuine = rng.random(200) < 0.4
     pos, neg = scores[genuine], scores[~genuine]
-    expected = ((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()) / (pos.size * neg.size)
+    expected = ((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()) / (
+        pos.size * neg.size
+    )
     assert roc_auc(scores, genuine) == pytest.approx(expected)
 
 
