@@ -92,7 +92,18 @@ def _audit_lfw(args: argparse.Namespace) -> int:
     return 0
 
 
+def _embed(args: argparse.Namespace) -> int:
+    from jobs.embed.config import EmbedConfig
+    from jobs.embed.job import run_embed
+
+    config = load_config(EmbedConfig, args.conf, args.overrides)
+    configure_logging(config.log_level)
+    emit_summary(run_embed(config))
+    return 0
+
+
 COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
+    "embed": ("embed an image archive (folder, tars, or a table of bytes) into the faces table", _embed),
     "setup": ("stage the Delta jars and build the default model pack", _setup),
     "doctor": ("check the installation; print versions and the SparkSession start time", _doctor),
     "submit-args": ("print the spark-submit flags that give a cluster job Delta Lake", _submit_args),

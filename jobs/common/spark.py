@@ -105,6 +105,8 @@ def get_spark(settings: SparkSettings, app_name: str | None = None):  # -> Spark
     else:
         jars = staged_jars(settings.resolved_jars_dir())
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        # PySpark reads the worker interpreter from this variable in local mode, not from the conf.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         builder = SparkSession.builder.master(settings.master).appName(app_name or settings.app_name)
         for key, value in local_session_conf(settings, jars).items():
             builder = builder.config(key, value)

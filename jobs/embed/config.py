@@ -1,0 +1,62 @@
+"""Configuration of the embed job (validated, no I/O)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from jobs.common.config import LineupConfig, StrictModel
+
+
+class InputSettings(StrictModel):
+    kind: Literal["dir", "tar", "table"] = "dir"
+    path: str = Field(..., description="a folder, a tar file (or folder of tars), or a Delta/Parquet table")
+    glob: str = Field("*", description="file-name pattern for folder files and tar members")
+    table_format: Literal["delta", "parquet"] = "delta"
+    bytes_column: str = "content"
+    id_column: str = "path"
+
+
+class LabelSettings(StrictModel):
+    subject_from_path: str | None = Field(None, description="regex on the relative path; group 1 = subject_id")
+    attributes_from_name: str | None = Field(None, description="regex on the file name; named groups = attributes")
+
+    @field_validator("subject_from_path", "attributes_from_name")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as error:
+                raise ValueError(f"not a valid regular expression: {error}") from None
+        return value
+
+
+class EmbedSettings(StrictModel):
+    input: InputSettings
+    table_path: str | None = Field(None, description="faces table; default <data_root>/tables/faces")
+    pack_dir: str | None = Field(None, description="model pack; default the default pack")
+    labels: LabelSettings = Field(default_factory=LabelSettings)
+    files_per_task: int = Field(128, ge=1)
+    files_per_commit: int = Field(4096, ge=1, description="each chunk is one Delta commit: progress survives a crash")
+    batch_images: int = Field(16, ge=1)
+    max_pixels: int = Field(50_000_000, ge=1)
+    threads_per_worker: int = Field(1, ge=1)
+    progress_interval_s: float = Field(30.0, gt=0)
+
+
+class EmbedConfig(LineupConfig):
+    embed: EmbedSettings
+
+    def faces_table_path(self) -> Path:
+        if self.embed.table_path:
+            return Path(self.embed.table_path).expanduser().resolve()
+        return self.spark.resolved_data_root() / "tables" / "faces"
+
+    def resolved_pack_dir(self) -> Path:
+        from jobs.models.build import default_pack_dir
+
+        return Path(self.embed.pack_dir).expanduser().resolve() if self.embed.pack_dir else default_pack_dir()

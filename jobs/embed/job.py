@@ -1,0 +1,308 @@
+"""The embed job: plan on the driver, workers on executors, one Delta MERGE per chunk of files.
+
+Chunks make long runs resumable: each chunk's rows are committed atomically, so a run killed midway
+keeps every finished chunk, and the rerun skips those images by content id. The MERGE inserts only
+face_ids the table does not hold yet, so nothing is ever duplicated, whatever was committed before.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from jobs.common.errors import UserError
+from jobs.common.schema import FACES_DDL
+from jobs.embed.config import EmbedConfig
+from jobs.embed.plan import InputRef, cut_tasks, list_inputs
+from jobs.embed.worker import KnownImages, Labeller
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Progress:
+    files_total: int
+    started: float = field(default_factory=time.perf_counter)
+    files_done: int = 0
+    last_log: float = 0.0
+
+    def report(self, files: int, interval_s: float, force: bool = False) -> None:
+        self.files_done += files
+        now = time.perf_counter()
+        if not force and now - self.last_log < interval_s:
+            return
+        self.last_log = now
+        rate = self.files_done / max(now - self.started, 1e-9)
+        remaining = (self.files_total - self.files_done) / rate if rate > 0 else float("inf")
+        log.info(
+            "embed progress: %d/%d files (%.1f%%), %.1f files/s, ETA %.0f s",
+            self.files_done,
+            self.files_total,
+            100 * self.files_done / max(self.files_total, 1),
+            rate,
+            remaining,
+        )
+
+
+@dataclass
+class Counts:
+    files_seen: int = 0
+    files_skipped_known: int = 0
+    files_processed: int = 0
+    duplicate_content_files: int = 0
+    faces: int = 0
+    rows_written: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: dict[str, int], by_status: dict[str, int]) -> None:
+        for key, value in other.items():
+            setattr(self, key, getattr(self, key) + value)
+        for status, value in by_status.items():
+            self.by_status[status] = self.by_status.get(status, 0) + value
+
+
+def new_run_id(job: str) -> str:
+    return f"{job}-{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:8]}"
+
+
+def run_embed(config: EmbedConfig, spark=None) -> dict[str, Any]:
+    from jobs.common.spark import get_spark
+    from jobs.models.pack import load_pack
+
+    pack = load_pack(config.resolved_pack_dir())
+    refs = list_inputs(config.embed.input) if config.embed.input.kind != "table" else []
+    started = time.perf_counter()
+    spark = spark or get_spark(config.spark, app_name="lineup-embed")
+    session_s = time.perf_counter() - started
+    table_path = str(config.faces_table_path())
+    ensure_faces_table(spark, table_path)
+    known = KnownImages(known_image_ids(spark, table_path, pack.model_id))
+    log.info("faces table %s holds %d images for model %s", table_path, len(known), pack.model_id)
+    run_id = new_run_id("embed")
+    context = {
+        "pack_dir": str(pack.path),
+        "model_id": pack.model_id,
+        "run_id": run_id,
+        "labeller": Labeller(config.embed.labels.subject_from_path, config.embed.labels.attributes_from_name),
+        "embedded_at": dt.datetime.now(dt.UTC),
+        "batch_images": config.embed.batch_images,
+        "max_pixels": config.embed.max_pixels,
+        "threads": config.embed.threads_per_worker,
+    }
+    known_handle = spark.sparkContext.broadcast(known)
+    counts = Counts()
+    work_started = time.perf_counter()
+    if config.embed.input.kind == "table":
+        _embed_table(spark, config, context, known_handle, table_path, counts)
+    else:
+        progress = Progress(len(refs))
+        for start in range(0, len(refs), config.embed.files_per_commit):
+            chunk = refs[start : start + config.embed.files_per_commit]
+            _embed_chunk(spark, chunk, config, context, known_handle, table_path, counts)
+            progress.report(len(chunk), config.embed.progress_interval_s, force=start == 0)
+    elapsed = time.perf_counter() - work_started
+    return _summary(spark, config, pack.model_id, run_id, table_path, counts, elapsed, session_s)
+
+
+def ensure_faces_table(spark, table_path: str) -> None:
+    from delta.tables import DeltaTable
+
+    schema = spark.createDataFrame([], FACES_DDL).schema
+    DeltaTable.createIfNotExists(spark).location(table_path).addColumns(schema).execute()
+
+
+def known_image_ids(spark, table_path: str, model_id: str) -> list[str]:
+    from pyspark.sql import functions as F
+
+    rows = (
+        spark.read.format("delta")
+        .load(table_path)
+        .where((F.col("model_id") == model_id) & F.col("image_id").isNotNull())
+        .select("image_id")
+        .distinct()
+        .collect()
+    )
+    return [row.image_id for row in rows]
+
+
+def _embed_chunk(spark, chunk: list[InputRef], config, context, known_handle, table_path, counts: Counts) -> None:
+    tasks = cut_tasks(chunk, config.embed.files_per_task)
+    payload = [json.dumps([asdict(ref) for ref in task]) for task in tasks]
+    rdd = spark.sparkContext.parallelize([(p,) for p in payload], numSlices=len(payload))
+    task_frame = spark.createDataFrame(rdd, "refs STRING")
+    skipped = spark.sparkContext.accumulator(0)
+    runner = make_task_runner(context, known_handle, skipped)
+    rows = task_frame.mapInArrow(runner, FACES_DDL)
+    _commit(spark, rows, table_path, counts, files_seen=len(chunk), skipped=skipped)
+
+
+def _embed_table(spark, config, context, known_handle, table_path, counts: Counts) -> None:
+    settings = config.embed.input
+    try:
+        source = spark.read.format(settings.table_format).load(settings.path)
+    except Exception as error:  # noqa: BLE001 - Spark's AnalysisException arrives wrapped from the JVM
+        raise UserError(
+            f"embed.input.path {settings.path} is not a readable {settings.table_format} table: "
+            f"{str(error).splitlines()[0]}"
+        ) from None
+    missing = [c for c in (settings.id_column, settings.bytes_column) if c not in source.columns]
+    if missing:
+        raise UserError(
+            f"embed.input.path {settings.path} has no column(s) {missing}; set embed.input.id_column "
+            f"and embed.input.bytes_column (columns: {source.columns})"
+        )
+    frame = source.select(
+        source[settings.id_column].cast("string").alias("id"), source[settings.bytes_column].alias("content")
+    )
+    files_seen = frame.count()
+    skipped = spark.sparkContext.accumulator(0)
+    runner = make_table_runner(context, known_handle, skipped, f"{settings.path}#")
+    _commit(spark, frame.mapInArrow(runner, FACES_DDL), table_path, counts, files_seen=files_seen, skipped=skipped)
+
+
+def _commit(spark, rows, table_path: str, counts: Counts, files_seen: int, skipped) -> None:
+    from delta.tables import DeltaTable
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    # Computed once: the MERGE, the counts and the dedup must all see the same rows.
+    rows = rows.persist(StorageLevel.DISK_ONLY)
+    try:
+        stats = (
+            rows.groupBy("status")
+            .agg(F.count("*").alias("rows"), F.countDistinct("source_path").alias("files"))
+            .collect()
+        )
+        processed = rows.select("source_path").distinct().count()
+        unique = rows.dropDuplicates(["face_id"])
+        written = unique.count()
+        (
+            DeltaTable.forPath(spark, table_path)
+            .alias("t")
+            .merge(unique.alias("s"), "t.face_id = s.face_id")
+            .whenNotMatchedInsertAll()
+            .execute()
+        )
+    finally:
+        rows.unpersist()
+    by_status = {row.status: int(row.rows) for row in stats}
+    duplicates = files_seen - skipped.value - processed
+    counts.add(
+        {
+            "files_seen": files_seen,
+            "files_skipped_known": skipped.value,
+            "files_processed": processed,
+            "duplicate_content_files": max(duplicates, 0),
+            "faces": by_status.get("ok", 0),
+            "rows_written": written,
+        },
+        by_status,
+    )
+
+
+def _summary(spark, config, model_id, run_id, table_path, counts: Counts, elapsed: float, session_s: float) -> dict:
+    from delta.tables import DeltaTable
+
+    version = DeltaTable.forPath(spark, table_path).history(1).collect()[0].version
+    accounted = counts.files_skipped_known + counts.files_processed + counts.duplicate_content_files
+    if accounted != counts.files_seen:
+        raise RuntimeError(f"{counts.files_seen} files seen but {accounted} accounted for: a bug, please report it")
+    return {
+        "job": "embed",
+        "run_id": run_id,
+        "status": "ok",
+        "model_id": model_id,
+        **{k: v for k, v in asdict(counts).items()},
+        "images_per_s": round(counts.files_processed / max(elapsed, 1e-9), 2),
+        "faces_per_s": round(counts.faces / max(elapsed, 1e-9), 2),
+        "elapsed_s": round(elapsed, 1),
+        "session_start_s": round(session_s, 1),
+        "outputs": {"faces_table": table_path, "faces_table_version": int(version)},
+    }
+
+
+# ---- executor side ------------------------------------------------------------------------------------
+
+_PIPELINES: dict[tuple[str, str, int, int], Any] = {}
+
+
+def _pipeline(pack_dir: str, model_id: str, threads: int, max_pixels: int):
+    """One FacePipeline per Python worker process: ONNX sessions are built here, never pickled."""
+    key = (pack_dir, model_id, threads, max_pixels)
+    if key not in _PIPELINES:
+        from jobs.models.pack import load_pack
+        from jobs.models.pipeline import FacePipeline, PipelineSettings
+
+        pack = load_pack(pack_dir)
+        if pack.model_id != model_id:
+            raise RuntimeError(f"pack at {pack_dir} changed during the run ({pack.model_id} != {model_id})")
+        _PIPELINES[key] = FacePipeline(pack, PipelineSettings(threads=threads, max_pixels=max_pixels))
+    return _PIPELINES[key]
+
+
+def _row_context(context: dict):
+    from jobs.embed.worker import RowContext
+
+    return RowContext(context["model_id"], context["run_id"], context["labeller"], context["embedded_at"])
+
+
+def make_task_runner(context: dict, known_handle, skipped):
+    def run(batches: Iterator) -> Iterator:
+        from jobs.embed.arrow_rows import to_record_batch
+        from jobs.embed.worker import embed_loaded, read_refs
+
+        pipeline = _pipeline(context["pack_dir"], context["model_id"], context["threads"], context["max_pixels"])
+        known = known_handle.value
+        for batch in batches:
+            for payload in batch.column(0).to_pylist():
+                refs = [InputRef(**ref) for ref in json.loads(payload)]
+                counted = _CountingKnown(known)
+                rows = list(
+                    embed_loaded(read_refs(refs), pipeline, counted, _row_context(context), context["batch_images"])
+                )
+                skipped.add(counted.hits)
+                if rows:
+                    yield to_record_batch(rows)
+
+    return run
+
+
+def make_table_runner(context: dict, known_handle, skipped, prefix: str):
+    def run(batches: Iterator) -> Iterator:
+        from jobs.embed.arrow_rows import to_record_batch
+        from jobs.embed.worker import Loaded, embed_loaded
+
+        pipeline = _pipeline(context["pack_dir"], context["model_id"], context["threads"], context["max_pixels"])
+        counted = _CountingKnown(known_handle.value)
+        for batch in batches:
+            ids, contents = batch.column(0).to_pylist(), batch.column(1).to_pylist()
+            items = (
+                Loaded(prefix + str(i), str(i), c)
+                if c is not None
+                else Loaded(prefix + str(i), str(i), None, "read_error", "null image bytes")
+                for i, c in zip(ids, contents)
+            )
+            rows = list(embed_loaded(items, pipeline, counted, _row_context(context), context["batch_images"]))
+            if rows:
+                yield to_record_batch(rows)
+        skipped.add(counted.hits)
+
+    return run
+
+
+class _CountingKnown:
+    """A KnownImages view that counts how many lookups hit (files skipped as already embedded)."""
+
+    def __init__(self, known: KnownImages) -> None:
+        self.known, self.hits = known, 0
+
+    def __contains__(self, image_id: str) -> bool:
+        hit = image_id in self.known
+        self.hits += hit
+        return hit

@@ -1,0 +1,212 @@
+"""Worker (executor side, plain Python): read one task's images, run the pack, make faces-table rows.
+
+Every input yields at least one row: one per face with status `ok`, or a single status row saying why
+there is none. Images already in the table for this model (by content sha256) are skipped before any
+pixel is decoded. The FacePipeline is built once per Python worker process and reused across tasks.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+import tarfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from jobs.embed.ids import STATUS_ROW_INDEX, face_id_of, image_id_of
+from jobs.embed.plan import InputRef, unsafe_member_reason
+
+log = logging.getLogger(__name__)
+
+READ_ERROR = "read_error"
+UNSAFE_MEMBER = "unsafe_member"
+
+
+class KnownImages:
+    """Image ids already embedded with this model: a sorted array of 64-bit prefixes (8 bytes each),
+    small enough to broadcast for tens of millions of images."""
+
+    def __init__(self, image_ids: Iterable[str]) -> None:
+        self.prefixes = np.unique(np.array([int(i[:16], 16) for i in image_ids], dtype=np.uint64))
+
+    def __contains__(self, image_id: str) -> bool:
+        key = np.uint64(int(image_id[:16], 16))
+        position = int(np.searchsorted(self.prefixes, key))
+        return position < len(self.prefixes) and self.prefixes[position] == key
+
+    def __len__(self) -> int:
+        return len(self.prefixes)
+
+
+@dataclass(frozen=True)
+class Labeller:
+    """subject_id from a regex on the path, attributes from named groups of a regex on the file name."""
+
+    subject_from_path: str | None = None
+    attributes_from_name: str | None = None
+
+    def subject(self, name: str) -> str | None:
+        if not self.subject_from_path:
+            return None
+        match = re.search(self.subject_from_path, name)
+        if not match:
+            return None
+        return match.groupdict().get("subject") or (match.group(1) if match.groups() else match.group(0))
+
+    def attributes(self, name: str) -> list[tuple[str, str]] | None:
+        if not self.attributes_from_name:
+            return None
+        match = re.search(self.attributes_from_name, PurePosixPath(name).name)
+        if not match:
+            return None
+        return sorted((key, value) for key, value in match.groupdict().items() if value is not None)
+
+
+@dataclass
+class Loaded:
+    """One input's bytes, or why they could not be read."""
+
+    ref_name: str
+    label_name: str
+    data: bytes | None
+    status: str | None = None
+    error: str | None = None
+
+
+def read_refs(refs: list[InputRef]) -> Iterator[Loaded]:
+    """Bytes of each ref, streamed from folders and tars (tar members are read into memory only)."""
+    open_tar: tuple[str, tarfile.TarFile] | None = None
+    try:
+        for ref in refs:
+            if ref.member is None:
+                yield _read_file(ref)
+                continue
+            reason = unsafe_member_reason(ref.member)
+            if reason:
+                yield Loaded(ref.source_path, ref.member, None, UNSAFE_MEMBER, f"refused: {reason}")
+                continue
+            if open_tar is None or open_tar[0] != ref.path:
+                if open_tar is not None:
+                    open_tar[1].close()
+                open_tar = (ref.path, tarfile.open(ref.path, mode="r:*"))
+            yield _read_member(open_tar[1], ref)
+    finally:
+        if open_tar is not None:
+            open_tar[1].close()
+
+
+def _read_file(ref: InputRef) -> Loaded:
+    try:
+        return Loaded(ref.source_path, ref.path, Path(ref.path).read_bytes())
+    except OSError as error:
+        return Loaded(ref.source_path, ref.path, None, READ_ERROR, f"{type(error).__name__}: {error.strerror or error}")
+
+
+def _read_member(archive: tarfile.TarFile, ref: InputRef) -> Loaded:
+    try:
+        handle = archive.extractfile(ref.member)  # a file object over the archive: nothing touches disk
+        if handle is None:
+            return Loaded(ref.source_path, ref.member or "", None, READ_ERROR, "not a regular file")
+        return Loaded(ref.source_path, ref.member or "", handle.read())
+    except (KeyError, tarfile.TarError, OSError) as error:
+        return Loaded(ref.source_path, ref.member or "", None, READ_ERROR, f"{type(error).__name__}: {error}")
+
+
+@dataclass(frozen=True)
+class RowContext:
+    model_id: str
+    run_id: str
+    labeller: Labeller
+    embedded_at: dt.datetime
+
+
+def embed_loaded(
+    items: Iterable[Loaded], pipeline, known: KnownImages, context: RowContext, batch_images: int
+) -> Iterator[dict[str, Any]]:
+    """Rows for every loaded input not already known; known images yield nothing (counted by the caller)."""
+    batch: list[tuple[Loaded, str]] = []
+    for item in items:
+        if item.data is None:
+            # A file that cannot be read has no content id: key its row by path so reruns replace it.
+            yield _status_row(item, None, context, item.status or READ_ERROR, item.error)
+            continue
+        image_id = image_id_of(item.data)
+        if image_id in known:
+            continue
+        batch.append((item, image_id))
+        if len(batch) >= batch_images:
+            yield from _process_batch(batch, pipeline, context)
+            batch = []
+    if batch:
+        yield from _process_batch(batch, pipeline, context)
+
+
+def _process_batch(batch: list[tuple[Loaded, str]], pipeline, context: RowContext) -> Iterator[dict[str, Any]]:
+    results = pipeline.process_bytes([item.data for item, _ in batch])
+    for (item, image_id), result in zip(batch, results):
+        if result.status != "ok":
+            yield _status_row(item, image_id, context, result.status, result.error, result.width, result.height)
+            continue
+        for face in result.faces:
+            row = _base_row(item, image_id, context, "ok", None, result.width, result.height)
+            x1, y1, x2, y2 = (float(v) for v in face.bbox)
+            row.update(
+                face_id=face_id_of(image_id, context.model_id, face.face_index),
+                face_index=face.face_index,
+                bbox={"x1": x1, "y1": y1, "x2": x2, "y2": y2},
+                landmarks=[float(v) for v in face.landmarks.reshape(-1)],
+                det_score=float(face.det_score),
+                quality=float(face.quality),
+                embedding=face.embedding.astype(np.float32).tolist(),
+            )
+            yield row
+
+
+def _base_row(
+    item: Loaded,
+    image_id: str | None,
+    context: RowContext,
+    status: str,
+    error: str | None,
+    width: int | None = None,
+    height: int | None = None,
+) -> dict[str, Any]:
+    return {
+        "face_id": None,
+        "image_id": image_id,
+        "source_path": item.ref_name,
+        "face_index": STATUS_ROW_INDEX,
+        "bbox": None,
+        "landmarks": None,
+        "det_score": None,
+        "quality": None,
+        "embedding": None,
+        "model_id": context.model_id,
+        "status": status,
+        "error": error,
+        "subject_id": context.labeller.subject(item.label_name),
+        "attributes": context.labeller.attributes(item.label_name),
+        "image_width": width,
+        "image_height": height,
+        "run_id": context.run_id,
+        "embedded_at": context.embedded_at,
+    }
+
+
+def _status_row(
+    item: Loaded,
+    image_id: str | None,
+    context: RowContext,
+    status: str,
+    error: str | None,
+    width: int | None = None,
+    height: int | None = None,
+) -> dict[str, Any]:
+    row = _base_row(item, image_id, context, status, error, width, height)
+    row["face_id"] = face_id_of(image_id or f"path:{item.ref_name}", context.model_id, STATUS_ROW_INDEX)
+    return row
