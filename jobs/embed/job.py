@@ -181,14 +181,14 @@ def _commit(spark, rows, table_path: str, counts: Counts, files_seen: int, skipp
         )
         processed = rows.select("source_path").distinct().count()
         unique = rows.dropDuplicates(["face_id"])
-        written = unique.count()
-        (
+        metrics = (
             DeltaTable.forPath(spark, table_path)
             .alias("t")
             .merge(unique.alias("s"), "t.face_id = s.face_id")
             .whenNotMatchedInsertAll()
             .execute()
         )
+        written = int(metrics.first()["num_inserted_rows"]) if metrics is not None else 0
     finally:
         rows.unpersist()
     by_status = {row.status: int(row.rows) for row in stats}

@@ -58,7 +58,8 @@ def _list_folder(root: Path, pattern: str) -> list[InputRef]:
         subfolders.sort()
         for name in sorted(files):
             if fnmatch.fnmatch(name, pattern):
-                refs.append(InputRef(str(Path(folder, name).resolve())))
+                # absolute, not resolved: a symlink is recorded under its own name
+                refs.append(InputRef(os.path.abspath(os.path.join(folder, name))))
     return refs
 
 

@@ -1,0 +1,137 @@
+"""The embed job on the shared local Spark: accounting, statuses, labels, idempotence, bad archives."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from jobs.common.config import load_config
+from jobs.common.errors import UserError
+from jobs.embed.config import EmbedConfig
+from jobs.embed.job import run_embed
+from tests.fixtures.images import bad_input_corpus
+
+pytestmark = [pytest.mark.slow, pytest.mark.data]
+
+PEOPLE = ["Aaron_Peirsol", "AJ_Cook", "Zico"]
+
+
+def make_config(input_path: Path, table_path: Path, *extra: str) -> EmbedConfig:
+    return load_config(
+        EmbedConfig,
+        None,
+        [
+            f"embed.input.path={input_path}",
+            f"embed.table_path={table_path}",
+            "embed.labels.subject_from_path=([^/!]+)/[^/]+$",
+            "embed.files_per_task=4",
+            *extra,
+        ],
+    )
+
+
+def faces(spark, table_path: Path) -> list:
+    return spark.read.format("delta").load(str(table_path)).collect()
+
+
+@pytest.fixture()
+def archive(tmp_path: Path, shared_data: Path) -> Path:
+    root = tmp_path / "archive"
+    for person in PEOPLE:
+        (root / person).mkdir(parents=True)
+        for image in sorted((shared_data / "lfw" / "images" / person).glob("*.jpg"))[:2]:
+            shutil.copy(image, root / person / image.name)
+    (root / "bad").mkdir()
+    for name, data in bad_input_corpus().items():
+        (root / "bad" / f"{name}.jpg").write_bytes(data)
+    (root / "bad" / "dangling.jpg").symlink_to(root / "nowhere.jpg")  # listed, but cannot be read
+    return root
+
+
+def test_every_file_is_accounted_for_and_reruns_add_nothing(
+    spark, archive: Path, tmp_path: Path, shared_data: Path
+) -> None:
+    table = tmp_path / "faces"
+    files = sorted(p for p in archive.rglob("*.jpg"))
+    summary = run_embed(make_config(archive, table), spark)
+    rows = faces(spark, table)
+    assert summary["files_seen"] == len(files) == summary["files_processed"]
+    assert {row.source_path for row in rows} == {str(p.absolute()) for p in files}
+    assert len({row.face_id for row in rows}) == len(rows)
+    by_path = {Path(row.source_path).name: row for row in rows if row.face_index == -1}
+    assert by_path["dangling.jpg"].status == "read_error"
+    assert by_path["empty.jpg"].status == "decode_error"
+    assert by_path["claims_30000x30000.jpg"].status == "too_large"
+    assert by_path["one_pixel.jpg"].status == "too_small"
+    ok = [row for row in rows if row.status == "ok"]
+    assert {row.subject_id for row in ok} == set(PEOPLE)
+    assert all(len(row.embedding) == 128 and len(row.landmarks) == 10 for row in ok)
+    assert summary["faces"] == len(ok) and summary["by_status"]["ok"] == len(ok)
+
+    again = run_embed(make_config(archive, table), spark)
+    assert again["rows_written"] == 0
+    assert again["files_skipped_known"] == len(files) - 1  # the unreadable file is tried again
+    assert sorted(r.face_id for r in faces(spark, table)) == sorted(r.face_id for r in rows)
+
+    shutil.copy(files[0], archive / "Zico" / "copy_of_known.jpg")
+    new_image = sorted((shared_data / "lfw" / "images" / "Zico").glob("*.jpg"))[2]
+    shutil.copy(new_image, archive / "Zico" / new_image.name)
+    third = run_embed(make_config(archive, table), spark)
+    assert third["files_processed"] == 2  # the new image and the unreadable file
+    assert third["files_skipped_known"] == len(files)  # old files and the copy of known content
+    new_rows = [r for r in faces(spark, table) if r.source_path.endswith(new_image.name)]
+    assert new_rows and all(row.status == "ok" for row in new_rows)
+
+
+def test_tar_members_are_streamed_and_unsafe_names_refused(spark, tmp_path: Path, shared_data: Path) -> None:
+    tar_path = tmp_path / "photos.tar"
+    image = (shared_data / "lfw" / "images" / "Zico" / "Zico_0001.jpg").read_bytes()
+    with tarfile.open(tar_path, "w") as archive:
+        for name in ["Zico/Zico_0001.jpg", "../escape.jpg", "/etc/absolute.jpg"]:
+            info = tarfile.TarInfo(name)
+            info.size = len(image)
+            archive.addfile(info, io.BytesIO(image))
+    table = tmp_path / "faces"
+    summary = run_embed(make_config(tar_path, table, "embed.input.kind=tar"), spark)
+    rows = {row.source_path.split("!", 1)[1]: row for row in faces(spark, table)}
+    assert rows["Zico/Zico_0001.jpg"].status == "ok" and rows["Zico/Zico_0001.jpg"].subject_id == "Zico"
+    assert rows["../escape.jpg"].status == "unsafe_member"
+    assert rows["/etc/absolute.jpg"].status == "unsafe_member"
+    assert summary["files_seen"] == 3
+    assert not (tmp_path / "escape.jpg").exists() and not Path("/etc/absolute.jpg").exists()
+
+
+def test_table_of_bytes_input(spark, tmp_path: Path, shared_data: Path) -> None:
+    images = sorted((shared_data / "lfw" / "images" / "Aaron_Peirsol").glob("*.jpg"))[:2]
+    source = tmp_path / "source"
+    spark.createDataFrame(
+        [(p.name, p.read_bytes()) for p in images] + [("broken", b"xx")], "path STRING, content BINARY"
+    ).write.format("delta").save(str(source))
+    table = tmp_path / "faces"
+    summary = run_embed(
+        make_config(source, table, "embed.input.kind=table", "embed.labels.subject_from_path=null"), spark
+    )
+    statuses = sorted(row.status for row in faces(spark, table))
+    assert summary["files_seen"] == 3 and statuses == ["ok", "ok", "unsupported_format"]
+
+
+@pytest.mark.parametrize("problem", ["missing", "empty", "wrong_columns"])
+def test_bad_inputs_are_one_line_errors_and_keep_the_table(spark, archive: Path, tmp_path: Path, problem: str) -> None:
+    table = tmp_path / "faces"
+    run_embed(make_config(archive / "Zico", table), spark)
+    before = sorted(r.face_id for r in faces(spark, table))
+    if problem == "missing":
+        config = make_config(tmp_path / "no_such_folder", table)
+    elif problem == "empty":
+        (tmp_path / "empty").mkdir()
+        config = make_config(tmp_path / "empty", table)
+    else:
+        config = make_config(table, table, "embed.input.kind=table", "embed.input.bytes_column=pixels")
+    with pytest.raises(UserError) as error:
+        run_embed(config, spark)
+    assert "embed.input" in str(error.value) and "\n" not in str(error.value)
+    assert sorted(r.face_id for r in faces(spark, table)) == before
