@@ -87,6 +87,13 @@ def _audit_lfw(args: argparse.Namespace) -> int:
             f"--folds {args.folds}: give two or more folds numbered 1 to 10 "
             "(each fold's threshold is learnt on the others)"
         )
+    if args.faces_table:
+        from jobs.audit.lfw import run_lfw_audit_from_table
+        from jobs.common.spark import get_spark
+
+        spark = get_spark(config.spark, app_name="lineup-audit-lfw")
+        emit_summary(run_lfw_audit_from_table(spark, args.faces_table, Path(args.lfw_dir), args.model_id, folds))
+        return 0
     pack_dir = Path(args.pack) if args.pack else default_pack_dir()
     emit_summary(run_lfw_audit(pack_dir, Path(args.lfw_dir), folds, args.fallback, args.threads))
     return 0
@@ -131,6 +138,8 @@ def _add_audit_commands(commands: argparse._SubParsersAction) -> None:
     actions = audit.add_subparsers(dest="action", required=True, metavar="ACTION")
     lfw = actions.add_parser("lfw", help="LFW View 2 protocol for a model pack")
     lfw.add_argument("--pack", help="pack folder (default: the default pack)")
+    lfw.add_argument("--faces-table", help="read embeddings from this faces table instead of running a pack")
+    lfw.add_argument("--model-id", help="with --faces-table: which model's faces to use when it holds several")
     lfw.add_argument("--lfw-dir", required=True, help="folder with pairs.txt and images/<Name>/<Name>_NNNN.jpg")
     lfw.add_argument("--folds", help="comma-separated subset of folds 1-10 (default: all ten)")
     lfw.add_argument(

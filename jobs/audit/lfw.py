@@ -174,3 +174,65 @@ def run_lfw_audit(
         f"{len(os.sched_getaffinity(0))} CPUs, {threads} onnxruntime thread(s)"
     )
     return summary
+
+
+def embeddings_from_faces_table(spark, table_path: str, model_id: str | None) -> tuple[dict, str, int]:
+    """Central-face embeddings keyed by `Name/Name_NNNN.jpg`, read from a faces table written by `lineup embed`.
+
+    Returns the embeddings, the model_id they come from and the table version read.
+    """
+    from delta.tables import DeltaTable
+    from pyspark.sql import functions as F
+
+    try:
+        version = int(DeltaTable.forPath(spark, table_path).history(1).collect()[0].version)
+    except Exception:  # noqa: BLE001 - the JVM's error for "not a Delta table" is long; ours names the fix
+        raise UserError(f"--faces-table {table_path} is not a Delta table written by `lineup embed`") from None
+    frame = spark.read.format("delta").option("versionAsOf", version).load(table_path).where(F.col("status") == "ok")
+    models = [row.model_id for row in frame.select("model_id").distinct().collect()]
+    if model_id is None:
+        if len(models) != 1:
+            raise UserError(f"--faces-table {table_path} holds models {models}: choose one with --model-id")
+        model_id = models[0]
+    elif model_id not in models:
+        raise UserError(f"--faces-table {table_path} has no faces for model {model_id} (it has {models})")
+    rows = (
+        frame.where(F.col("model_id") == model_id)
+        .select("source_path", "bbox", "embedding", "image_width", "image_height")
+        .collect()
+    )
+    by_image: dict[str, list] = {}
+    for row in rows:
+        name = "/".join(row.source_path.replace("!", "/").split("/")[-2:])
+        by_image.setdefault(name, []).append(row)
+    embeddings = {}
+    for name, faces in by_image.items():
+        centre = np.array([faces[0].image_width / 2, faces[0].image_height / 2])
+        best = min(
+            faces,
+            key=lambda r: np.hypot((r.bbox.x1 + r.bbox.x2) / 2 - centre[0], (r.bbox.y1 + r.bbox.y2) / 2 - centre[1]),
+        )
+        embeddings[name] = np.asarray(best.embedding, dtype=np.float32)
+    return embeddings, model_id, version
+
+
+def run_lfw_audit_from_table(
+    spark, table_path: str, lfw_dir: Path, model_id: str | None, folds: list[int] | None
+) -> dict[str, Any]:
+    """The View 2 numbers from embeddings already in a faces table (no model is run)."""
+    pairs = read_pairs(lfw_dir / "pairs.txt")
+    if folds:
+        pairs = [pair for pair in pairs if pair.fold + 1 in folds]
+    embeddings, model_id, version = embeddings_from_faces_table(spark, table_path, model_id)
+    names = sorted({pair.left for pair in pairs} | {pair.right for pair in pairs})
+    missing = [name for name in names if name not in embeddings]
+    summary = {"job": "audit-lfw", "status": "ok", "model_id": model_id, **protocol_summary(embeddings, pairs)}
+    summary.update(
+        images=len(names),
+        detect_fail=len(missing),
+        detect_fail_images=missing[:50],
+        fallback="none",
+        folds_used=sorted({pair.fold + 1 for pair in pairs}),
+        measured_on=f"LFW View 2 pairs.txt from {lfw_dir}; embeddings from faces table {table_path} version {version}",
+    )
+    return summary

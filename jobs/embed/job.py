@@ -96,6 +96,7 @@ def run_embed(config: EmbedConfig, spark=None) -> dict[str, Any]:
         "threads": config.embed.threads_per_worker,
     }
     known_handle = spark.sparkContext.broadcast(known)
+    context["peak_rss"] = spark.sparkContext.accumulator(0.0, _MaxParam())
     counts = Counts()
     work_started = time.perf_counter()
     if config.embed.input.kind == "table":
@@ -107,7 +108,9 @@ def run_embed(config: EmbedConfig, spark=None) -> dict[str, Any]:
             _embed_chunk(spark, chunk, config, context, known_handle, table_path, counts)
             progress.report(len(chunk), config.embed.progress_interval_s, force=start == 0)
     elapsed = time.perf_counter() - work_started
-    return _summary(spark, config, pack.model_id, run_id, table_path, counts, elapsed, session_s)
+    summary = _summary(spark, config, pack.model_id, run_id, table_path, counts, elapsed, session_s)
+    summary["python_worker_peak_rss_mb"] = round(context["peak_rss"].value, 1)
+    return summary
 
 
 def ensure_faces_table(spark, table_path: str) -> None:
@@ -137,7 +140,7 @@ def _embed_chunk(spark, chunk: list[InputRef], config, context, known_handle, ta
     rdd = spark.sparkContext.parallelize([(p,) for p in payload], numSlices=len(payload))
     task_frame = spark.createDataFrame(rdd, "refs STRING")
     skipped = spark.sparkContext.accumulator(0)
-    runner = make_task_runner(context, known_handle, skipped)
+    runner = make_task_runner(context, known_handle, skipped, context["peak_rss"])
     rows = task_frame.mapInArrow(runner, FACES_DDL)
     _commit(spark, rows, table_path, counts, files_seen=len(chunk), skipped=skipped)
 
@@ -162,7 +165,7 @@ def _embed_table(spark, config, context, known_handle, table_path, counts: Count
     )
     files_seen = frame.count()
     skipped = spark.sparkContext.accumulator(0)
-    runner = make_table_runner(context, known_handle, skipped, f"{settings.path}#")
+    runner = make_table_runner(context, known_handle, skipped, context["peak_rss"], f"{settings.path}#")
     _commit(spark, frame.mapInArrow(runner, FACES_DDL), table_path, counts, files_seen=files_seen, skipped=skipped)
 
 
@@ -252,7 +255,7 @@ def _row_context(context: dict):
     return RowContext(context["model_id"], context["run_id"], context["labeller"], context["embedded_at"])
 
 
-def make_task_runner(context: dict, known_handle, skipped):
+def make_task_runner(context: dict, known_handle, skipped, peak_rss):
     def run(batches: Iterator) -> Iterator:
         from jobs.embed.arrow_rows import to_record_batch
         from jobs.embed.worker import embed_loaded, read_refs
@@ -267,13 +270,14 @@ def make_task_runner(context: dict, known_handle, skipped):
                     embed_loaded(read_refs(refs), pipeline, counted, _row_context(context), context["batch_images"])
                 )
                 skipped.add(counted.hits)
+                peak_rss.add(_max_rss_mb())
                 if rows:
                     yield to_record_batch(rows)
 
     return run
 
 
-def make_table_runner(context: dict, known_handle, skipped, prefix: str):
+def make_table_runner(context: dict, known_handle, skipped, peak_rss, prefix: str):
     def run(batches: Iterator) -> Iterator:
         from jobs.embed.arrow_rows import to_record_batch
         from jobs.embed.worker import Loaded, embed_loaded
@@ -292,8 +296,25 @@ def make_table_runner(context: dict, known_handle, skipped, prefix: str):
             if rows:
                 yield to_record_batch(rows)
         skipped.add(counted.hits)
+        peak_rss.add(_max_rss_mb())
 
     return run
+
+
+def _max_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+class _MaxParam:
+    """Accumulator that keeps the largest value seen (peak RSS across Python workers)."""
+
+    def zero(self, value: float) -> float:
+        return 0.0
+
+    def addInPlace(self, first: float, second: float) -> float:  # noqa: N802 - Spark's name
+        return max(first, second)
 
 
 class _CountingKnown:

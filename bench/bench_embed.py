@@ -1,0 +1,128 @@
+"""Embed-job benchmark: the Spark job against a plain single-process loop, memory at two sizes, and
+LFW accuracy read back from the faces table. Prints one JSON line.
+
+- Throughput: the same images through `FacePipeline.process_bytes` in one process (onnxruntime with one
+  thread, and with as many threads as cores), then through the Spark job on local[N] (one Python worker
+  per core, one onnxruntime thread each), in the same run. Session start is excluded from the job's
+  rate and reported separately.
+- Memory: peak RSS of the Python workers embedding 1,000 and 10,000 LFW images (fresh tables).
+- End to end: all of LFW into a faces table; counts must reconcile exactly; `audit lfw` from that table
+  against the in-memory pipeline's LFW accuracy.
+
+Usage: .venv/bin/python -m bench.bench_embed [--throughput-images 2000] [--skip-full]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from bench.common import data_root
+from jobs.audit.lfw import run_lfw_audit, run_lfw_audit_from_table
+from jobs.common.config import load_config
+from jobs.common.spark import get_spark
+from jobs.embed.config import EmbedConfig
+from jobs.embed.job import run_embed
+from jobs.models.build import build_default_pack
+from jobs.models.pipeline import FacePipeline, PipelineSettings
+
+log = logging.getLogger("bench_embed")
+
+
+def link_images(files: list[Path], folder: Path) -> Path:
+    """A folder view of some LFW images (hard links: no copy, same bytes)."""
+    for path in files:
+        target = folder / path.parent.name / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(path, target)
+        except OSError:
+            shutil.copy(path, target)
+    return folder
+
+
+def plain_loop(files: list[Path], threads: int) -> float:
+    pipeline = FacePipeline(build_default_pack(), PipelineSettings(threads=threads))
+    started = time.perf_counter()
+    for start in range(0, len(files), 16):
+        pipeline.process_bytes([path.read_bytes() for path in files[start : start + 16]])
+    return len(files) / (time.perf_counter() - started)
+
+
+def embed(spark, folder: Path, table: Path, cores: int) -> dict:
+    config = load_config(
+        EmbedConfig,
+        None,
+        [f"embed.input.path={folder}", f"embed.table_path={table}", "embed.input.glob=*.jpg",
+         "embed.labels.subject_from_path=([^/]+)/[^/]+$", f"spark.master=local[{cores}]"],
+    )
+    return run_embed(config, spark)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--throughput-images", type=int, default=2000)
+    parser.add_argument("--skip-full", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO)
+    lfw = data_root() / "lfw"
+    cores = len(os.sched_getaffinity(0))
+    all_files = sorted((lfw / "images").glob("*/*.jpg"))
+    sample = list(all_files)
+    random.Random(0).shuffle(sample)
+    report: dict = {"bench": "embed"}
+    scratch = Path(tempfile.mkdtemp(prefix="bench-embed-"))
+    try:
+        started = time.perf_counter()
+        spark = get_spark(load_config(EmbedConfig, None, ["embed.input.path=.", f"spark.master=local[{cores}]"]).spark)
+        report["session_start_s"] = round(time.perf_counter() - started, 1)
+        subset = sample[: args.throughput_images]
+        folder = link_images(subset, scratch / "subset")
+        loop_1 = plain_loop(subset, 1)
+        loop_n = plain_loop(subset, cores)
+        job = embed(spark, folder, scratch / "faces_subset", cores)
+        report["throughput"] = {
+            "images": len(subset), "plain_loop_1_thread_images_per_s": round(loop_1, 1),
+            f"plain_loop_{cores}_threads_images_per_s": round(loop_n, 1),
+            f"spark_local_{cores}_images_per_s": job["images_per_s"],
+            "ratio_vs_best_plain_loop": round(job["images_per_s"] / max(loop_1, loop_n), 3),
+        }
+        small = embed(spark, link_images(sample[:1000], scratch / "m1k"), scratch / "faces_1k", cores)
+        large = embed(spark, link_images(sample[:10000], scratch / "m10k"), scratch / "faces_10k", cores)
+        report["memory"] = {
+            "worker_peak_rss_mb_1k": small["python_worker_peak_rss_mb"],
+            "worker_peak_rss_mb_10k": large["python_worker_peak_rss_mb"],
+            "ratio": round(large["python_worker_peak_rss_mb"] / small["python_worker_peak_rss_mb"], 3),
+        }
+        if not args.skip_full:
+            full = embed(spark, lfw / "images", scratch / "faces_lfw", cores)
+            table_rows = spark.read.format("delta").load(str(scratch / "faces_lfw"))
+            paths = table_rows.select("source_path").distinct().count()
+            report["lfw_full"] = {
+                "files": len(all_files), "files_seen": full["files_seen"], "files_processed": full["files_processed"],
+                "distinct_source_paths_in_table": paths, "by_status": full["by_status"], "faces": full["faces"],
+                "images_per_s": full["images_per_s"], "reconciles": full["files_seen"] == len(all_files) == paths,
+            }
+            from_table = run_lfw_audit_from_table(spark, str(scratch / "faces_lfw"), lfw, None, None)
+            in_memory = run_lfw_audit(build_default_pack().path, lfw, None, "none", 1)
+            report["lfw_accuracy"] = {
+                "from_faces_table": from_table["accuracy_mean"], "in_memory_pipeline": in_memory["accuracy_mean"],
+                "difference_points": round(100 * abs(from_table["accuracy_mean"] - in_memory["accuracy_mean"]), 3),
+                "detect_fail_from_table": from_table["detect_fail"],
+            }
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    report["measured_on"] = f"{platform.node()} {platform.machine()}, {cores} CPUs, local[{cores}], {lfw}"
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
