@@ -60,7 +60,8 @@ _OVERRIDE_SOURCE = "--set"
 
 
 def parse_override(override: str) -> tuple[list[str], Any]:
-    """Split `a.b=c` into (["a", "b"], value); the value is read as YAML so `3`, `true`, `[1, 2]` get types.
+    """Split `a.b=c` into (["a", "b"], value); the value is read as YAML so `3`, `true`, `[1, 2]` get types,
+    and kept as text where it is not YAML (`*.jpg`).
 
     >>> parse_override("spark.shuffle_partitions=4")
     (['spark', 'shuffle_partitions'], 4)
@@ -71,8 +72,8 @@ def parse_override(override: str) -> tuple[list[str], Any]:
         raise ConfigError(f"--set {override!r}: expected KEY.SUB=VALUE, for example --set spark.master=local[2]")
     try:
         value = yaml.safe_load(raw_value) if raw_value.strip() else ""
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {override!r}: the value is not valid YAML ({exc.problem})") from None
+    except yaml.YAMLError:
+        value = raw_value  # e.g. `*.jpg`, which YAML reads as an alias: the user meant the text
     return parts, value
 
 

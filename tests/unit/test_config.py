@@ -83,3 +83,7 @@ def test_defaults_resolve_under_lineup_home(monkeypatch: pytest.MonkeyPatch, tmp
     config = load_config(LineupConfig)
     assert config.spark.resolved_jars_dir() == tmp_path / "jars"
     assert config.spark.resolved_data_root() == tmp_path / "data"
+
+
+def test_override_value_that_is_not_yaml_stays_text() -> None:
+    assert parse_override("embed.input.glob=*.jpg") == (["embed", "input", "glob"], "*.jpg")
