@@ -61,8 +61,13 @@ def embed(spark, folder: Path, table: Path, cores: int) -> dict:
     config = load_config(
         EmbedConfig,
         None,
-        [f"embed.input.path={folder}", f"embed.table_path={table}", "embed.input.glob=*.jpg",
-         "embed.labels.subject_from_path=([^/]+)/[^/]+$", f"spark.master=local[{cores}]"],
+        [
+            f"embed.input.path={folder}",
+            f"embed.table_path={table}",
+            "embed.input.glob=*.jpg",
+            "embed.labels.subject_from_path=([^/]+)/[^/]+$",
+            f"spark.master=local[{cores}]",
+        ],
     )
     return run_embed(config, spark)
 
@@ -90,7 +95,8 @@ def main() -> None:
         loop_n = plain_loop(subset, cores)
         job = embed(spark, folder, scratch / "faces_subset", cores)
         report["throughput"] = {
-            "images": len(subset), "plain_loop_1_thread_images_per_s": round(loop_1, 1),
+            "images": len(subset),
+            "plain_loop_1_thread_images_per_s": round(loop_1, 1),
             f"plain_loop_{cores}_threads_images_per_s": round(loop_n, 1),
             f"spark_local_{cores}_images_per_s": job["images_per_s"],
             "ratio_vs_best_plain_loop": round(job["images_per_s"] / max(loop_1, loop_n), 3),
@@ -107,14 +113,22 @@ def main() -> None:
             table_rows = spark.read.format("delta").load(str(scratch / "faces_lfw"))
             paths = table_rows.select("source_path").distinct().count()
             report["lfw_full"] = {
-                "files": len(all_files), "files_seen": full["files_seen"], "files_processed": full["files_processed"],
-                "distinct_source_paths_in_table": paths, "by_status": full["by_status"], "faces": full["faces"],
-                "images_per_s": full["images_per_s"], "reconciles": full["files_seen"] == len(all_files) == paths,
+                "files": len(all_files),
+                "files_seen": full["files_seen"],
+                "files_processed": full["files_processed"],
+                "duplicate_content_files": full["duplicate_content_files"],
+                "distinct_source_paths_in_table": paths,
+                "by_status": full["by_status"],
+                "faces": full["faces"],
+                "images_per_s": full["images_per_s"],
+                "reconciles": full["files_seen"] == len(all_files) == full["files_processed"]
+                and paths == full["files_processed"] - full["duplicate_content_files"],
             }
             from_table = run_lfw_audit_from_table(spark, str(scratch / "faces_lfw"), lfw, None, None)
             in_memory = run_lfw_audit(build_default_pack().path, lfw, None, "none", 1)
             report["lfw_accuracy"] = {
-                "from_faces_table": from_table["accuracy_mean"], "in_memory_pipeline": in_memory["accuracy_mean"],
+                "from_faces_table": from_table["accuracy_mean"],
+                "in_memory_pipeline": in_memory["accuracy_mean"],
                 "difference_points": round(100 * abs(from_table["accuracy_mean"] - in_memory["accuracy_mean"]), 3),
                 "detect_fail_from_table": from_table["detect_fail"],
             }

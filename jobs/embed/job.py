@@ -58,6 +58,7 @@ class Counts:
     duplicate_content_files: int = 0
     faces: int = 0
     rows_written: int = 0
+    rows_already_present: int = 0
     by_status: dict[str, int] = field(default_factory=dict)
 
     def add(self, other: dict[str, int], by_status: dict[str, int]) -> None:
@@ -172,18 +173,21 @@ def _embed_table(spark, config, context, known_handle, table_path, counts: Count
 def _commit(spark, rows, table_path: str, counts: Counts, files_seen: int, skipped) -> None:
     from delta.tables import DeltaTable
     from pyspark import StorageLevel
+    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     # Computed once: the MERGE, the counts and the dedup must all see the same rows.
     rows = rows.persist(StorageLevel.DISK_ONLY)
     try:
-        stats = (
-            rows.groupBy("status")
-            .agg(F.count("*").alias("rows"), F.countDistinct("source_path").alias("files"))
-            .collect()
-        )
         processed = rows.select("source_path").distinct().count()
-        unique = rows.dropDuplicates(["face_id"])
+        # Two files with the same bytes give the same face_ids: keep the first path in sorted order, so
+        # a resumed run keeps exactly the row a clean run keeps.
+        first_path = Window.partitionBy("face_id").orderBy("source_path")
+        unique = rows.withColumn("_rank", F.row_number().over(first_path)).where("_rank = 1").drop("_rank")
+        unique = unique.persist(StorageLevel.DISK_ONLY)
+        unique_paths = unique.select("source_path").distinct().count()
+        stats = unique.groupBy("status").agg(F.count("*").alias("rows")).collect()
+        unique_rows = sum(int(row.rows) for row in stats)
         metrics = (
             DeltaTable.forPath(spark, table_path)
             .alias("t")
@@ -192,18 +196,19 @@ def _commit(spark, rows, table_path: str, counts: Counts, files_seen: int, skipp
             .execute()
         )
         written = int(metrics.first()["num_inserted_rows"]) if metrics is not None else 0
+        unique.unpersist()
     finally:
         rows.unpersist()
     by_status = {row.status: int(row.rows) for row in stats}
-    duplicates = files_seen - skipped.value - processed
     counts.add(
         {
             "files_seen": files_seen,
             "files_skipped_known": skipped.value,
             "files_processed": processed,
-            "duplicate_content_files": max(duplicates, 0),
+            "duplicate_content_files": processed - unique_paths,
             "faces": by_status.get("ok", 0),
             "rows_written": written,
+            "rows_already_present": unique_rows - written,
         },
         by_status,
     )
@@ -213,7 +218,7 @@ def _summary(spark, config, model_id, run_id, table_path, counts: Counts, elapse
     from delta.tables import DeltaTable
 
     version = DeltaTable.forPath(spark, table_path).history(1).collect()[0].version
-    accounted = counts.files_skipped_known + counts.files_processed + counts.duplicate_content_files
+    accounted = counts.files_skipped_known + counts.files_processed
     if accounted != counts.files_seen:
         raise RuntimeError(f"{counts.files_seen} files seen but {accounted} accounted for: a bug, please report it")
     return {

@@ -56,11 +56,15 @@ def test_every_file_is_accounted_for_and_reruns_add_nothing(
     spark, archive: Path, tmp_path: Path, shared_data: Path
 ) -> None:
     table = tmp_path / "faces"
+    original = archive / "Zico" / sorted(p.name for p in (archive / "Zico").iterdir())[0]
+    shutil.copy(original, archive / "Zico" / "dup_copy.jpg")  # same bytes: one image, kept once
     files = sorted(p for p in archive.rglob("*.jpg"))
     summary = run_embed(make_config(archive, table), spark)
     rows = faces(spark, table)
     assert summary["files_seen"] == len(files) == summary["files_processed"]
-    assert {row.source_path for row in rows} == {str(p.absolute()) for p in files}
+    assert summary["duplicate_content_files"] == 1
+    recorded = {str(p.absolute()) for p in files} - {str(archive / "Zico" / "dup_copy.jpg")}
+    assert {row.source_path for row in rows} == recorded  # the first path in sorted order wins
     assert len({row.face_id for row in rows}) == len(rows)
     by_path = {Path(row.source_path).name: row for row in rows if row.face_index == -1}
     assert by_path["dangling.jpg"].status == "read_error"
