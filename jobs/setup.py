@@ -12,6 +12,7 @@ from typing import Any
 from jobs.common.config import LineupConfig
 from jobs.common.jars import load_lock, stage_jars
 from jobs.models.build import build_default_pack
+from jobs.models.sources import source_path
 
 
 def run_setup(config: LineupConfig) -> dict[str, Any]:
@@ -19,6 +20,9 @@ def run_setup(config: LineupConfig) -> dict[str, Any]:
     lock = load_lock()
     jars = stage_jars(config.spark.resolved_jars_dir(), lock)
     pack = build_default_pack()
+    # dlib's own landmark model: only the parity test and benchmarks (dlib's reference pipeline) use it,
+    # but it is staged here so that nothing is fetched at test time.
+    reference = source_path("shape_predictor_5")
     return {
         "job": "setup",
         "status": "ok",
@@ -27,5 +31,6 @@ def run_setup(config: LineupConfig) -> dict[str, Any]:
         "jars": len(jars),
         "default_pack": str(pack.path),
         "default_model_id": pack.model_id,
+        "reference_files": [str(reference)],
         "elapsed_s": round(time.perf_counter() - started, 1),
     }

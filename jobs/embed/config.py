@@ -20,7 +20,18 @@ class InputSettings(StrictModel):
     id_column: str = "path"
 
 
+class LabelTableSettings(StrictModel):
+    """A table of labels joined to images by name (path relative to the input folder, tar member or id)."""
+
+    path: str
+    format: Literal["delta", "parquet", "csv"] = "delta"
+    key_column: str = "path"
+    subject_column: str | None = "subject_id"
+    attribute_columns: list[str] = Field(default_factory=list)
+
+
 class LabelSettings(StrictModel):
+    table: LabelTableSettings | None = None
     subject_from_path: str | None = Field(None, description="regex on the relative path; group 1 = subject_id")
     attributes_from_name: str | None = Field(None, description="regex on the file name; named groups = attributes")
 

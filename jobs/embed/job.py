@@ -90,7 +90,11 @@ def run_embed(config: EmbedConfig, spark=None) -> dict[str, Any]:
         "pack_dir": str(pack.path),
         "model_id": pack.model_id,
         "run_id": run_id,
-        "labeller": Labeller(config.embed.labels.subject_from_path, config.embed.labels.attributes_from_name),
+        "labeller": Labeller(
+            config.embed.labels.subject_from_path,
+            config.embed.labels.attributes_from_name,
+            load_label_table(spark, config.embed.labels.table) if config.embed.labels.table else None,
+        ),
         "embedded_at": dt.datetime.now(dt.UTC),
         "batch_images": config.embed.batch_images,
         "max_pixels": config.embed.max_pixels,
@@ -119,6 +123,37 @@ def ensure_faces_table(spark, table_path: str) -> None:
 
     schema = spark.createDataFrame([], FACES_DDL).schema
     DeltaTable.createIfNotExists(spark).location(table_path).addColumns(schema).execute()
+
+
+def load_label_table(spark, settings) -> dict[str, tuple[str | None, dict[str, str]]]:
+    """The labels table as {name: (subject_id, attributes)}; `UserError` naming missing columns."""
+    reader = spark.read.format(settings.format)
+    if settings.format == "csv":
+        reader = reader.option("header", "true")
+    try:
+        frame = reader.load(settings.path)
+    except Exception as error:  # noqa: BLE001 - the JVM's message is long; ours names the setting
+        raise UserError(
+            f"embed.labels.table.path {settings.path} is not a readable {settings.format} table: "
+            f"{str(error).splitlines()[0]}"
+        ) from None
+    wanted = [
+        settings.key_column,
+        *([settings.subject_column] if settings.subject_column else []),
+        *settings.attribute_columns,
+    ]
+    missing = [column for column in wanted if column not in frame.columns]
+    if missing:
+        raise UserError(
+            f"embed.labels.table.path {settings.path} has no column(s) {missing} "
+            f"(columns: {frame.columns}); fix embed.labels.table.*_column"
+        )
+    labels = {}
+    for row in frame.select(*wanted).collect():
+        attributes = {c: str(row[c]) for c in settings.attribute_columns if row[c] is not None}
+        subject = row[settings.subject_column] if settings.subject_column else None
+        labels[str(row[settings.key_column])] = (None if subject is None else str(subject), attributes)
+    return labels
 
 
 def known_image_ids(spark, table_path: str, model_id: str) -> list[str]:

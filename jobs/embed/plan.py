@@ -18,19 +18,19 @@ from jobs.embed.config import InputSettings
 
 @dataclass(frozen=True)
 class InputRef:
-    """Where one image's bytes are: `path` alone, or `path` (a tar) plus `member`."""
+    """Where one image's bytes are: `path` alone, or `path` (a tar) plus `member`.
+
+    `name` is how labels find the image: the path relative to the input folder, or the member name.
+    """
 
     path: str
     member: str | None = None
+    name: str = ""
 
     @property
     def source_path(self) -> str:
         """What the faces table records: the file path, or `archive.tar!member/name.jpg`."""
         return f"{self.path}!{self.member}" if self.member is not None else self.path
-
-    @property
-    def relative_name(self) -> str:
-        return self.member if self.member is not None else self.path
 
 
 def list_inputs(settings: InputSettings) -> list[InputRef]:
@@ -59,7 +59,8 @@ def _list_folder(root: Path, pattern: str) -> list[InputRef]:
         for name in sorted(files):
             if fnmatch.fnmatch(name, pattern):
                 # absolute, not resolved: a symlink is recorded under its own name
-                refs.append(InputRef(os.path.abspath(os.path.join(folder, name))))
+                path = os.path.abspath(os.path.join(folder, name))
+                refs.append(InputRef(path, None, os.path.relpath(path, root.absolute())))
     return refs
 
 
@@ -83,7 +84,7 @@ def list_tar_members(tar_path: Path, pattern: str) -> list[InputRef]:
     except (tarfile.TarError, OSError) as error:
         raise UserError(f"embed.input.path {tar_path} is not a readable tar archive: {error}") from None
     return [
-        InputRef(str(tar_path.resolve()), member.name)
+        InputRef(str(tar_path.resolve()), member.name, member.name)
         for member in members
         if fnmatch.fnmatch(PurePosixPath(member.name).name, pattern)
     ]

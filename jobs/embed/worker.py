@@ -45,12 +45,18 @@ class KnownImages:
 
 @dataclass(frozen=True)
 class Labeller:
-    """subject_id from a regex on the path, attributes from named groups of a regex on the file name."""
+    """subject_id and attributes for an image, from a labels table keyed by the image's name (path
+    relative to the input folder, tar member name or table id) and/or from regexes: subject_id from a
+    regex on the name, attributes from the named groups of a regex on the file name. The table wins
+    where both give a value."""
 
     subject_from_path: str | None = None
     attributes_from_name: str | None = None
+    table: dict[str, tuple[str | None, dict[str, str]]] | None = None
 
     def subject(self, name: str) -> str | None:
+        if self.table is not None and name in self.table and self.table[name][0] is not None:
+            return self.table[name][0]
         if not self.subject_from_path:
             return None
         match = re.search(self.subject_from_path, name)
@@ -59,12 +65,14 @@ class Labeller:
         return match.groupdict().get("subject") or (match.group(1) if match.groups() else match.group(0))
 
     def attributes(self, name: str) -> list[tuple[str, str]] | None:
-        if not self.attributes_from_name:
-            return None
-        match = re.search(self.attributes_from_name, PurePosixPath(name).name)
-        if not match:
-            return None
-        return sorted((key, value) for key, value in match.groupdict().items() if value is not None)
+        found: dict[str, str] = {}
+        if self.attributes_from_name:
+            match = re.search(self.attributes_from_name, PurePosixPath(name).name)
+            if match:
+                found.update({key: value for key, value in match.groupdict().items() if value is not None})
+        if self.table is not None and name in self.table:
+            found.update(self.table[name][1])
+        return sorted(found.items()) if found else None
 
 
 @dataclass
@@ -102,9 +110,9 @@ def read_refs(refs: list[InputRef]) -> Iterator[Loaded]:
 
 def _read_file(ref: InputRef) -> Loaded:
     try:
-        return Loaded(ref.source_path, ref.path, Path(ref.path).read_bytes())
+        return Loaded(ref.source_path, ref.name, Path(ref.path).read_bytes())
     except OSError as error:
-        return Loaded(ref.source_path, ref.path, None, READ_ERROR, f"{type(error).__name__}: {error.strerror or error}")
+        return Loaded(ref.source_path, ref.name, None, READ_ERROR, f"{type(error).__name__}: {error.strerror or error}")
 
 
 def _read_member(archive: tarfile.TarFile, ref: InputRef) -> Loaded:

@@ -139,3 +139,35 @@ def test_bad_inputs_are_one_line_errors_and_keep_the_table(spark, archive: Path,
         run_embed(config, spark)
     assert "embed.input" in str(error.value) and "\n" not in str(error.value)
     assert sorted(r.face_id for r in faces(spark, table)) == before
+
+
+def test_labels_from_a_table_and_from_file_names(spark, tmp_path: Path, shared_data: Path) -> None:
+    archive = tmp_path / "utk_like"
+    (archive / "site_a").mkdir(parents=True)
+    source = sorted((shared_data / "lfw" / "images" / "Zico").glob("*.jpg"))
+    shutil.copy(source[0], archive / "site_a" / "30_1_2_20170109.jpg")
+    shutil.copy(source[1], archive / "site_a" / "41_0_3_20170110.jpg")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,subject_id,camera\nsite_a/30_1_2_20170109.jpg,person-7,north\n")
+    table = tmp_path / "faces"
+    config = make_config(
+        archive,
+        table,
+        "embed.labels.subject_from_path=null",
+        r"embed.labels.attributes_from_name=^(?P<age>\d+)_(?P<gender>\d)_(?P<race>\d)_",
+        f"embed.labels.table={{path: '{labels}', format: csv, attribute_columns: [camera]}}",
+    )
+    run_embed(config, spark)
+    by_name = {Path(r.source_path).name: r for r in faces(spark, table) if r.status == "ok"}
+    labelled, plain = by_name["30_1_2_20170109.jpg"], by_name["41_0_3_20170110.jpg"]
+    assert labelled.subject_id == "person-7"
+    assert labelled.attributes == {"age": "30", "gender": "1", "race": "2", "camera": "north"}
+    assert plain.subject_id is None and plain.attributes == {"age": "41", "gender": "0", "race": "3"}
+
+
+def test_labels_table_with_a_missing_column_is_refused(spark, tmp_path: Path, archive: Path) -> None:
+    labels = tmp_path / "labels.csv"
+    labels.write_text("file,who\nZico/Zico_0001.jpg,z\n")
+    config = make_config(archive / "Zico", tmp_path / "faces", f"embed.labels.table={{path: '{labels}', format: csv}}")
+    with pytest.raises(UserError, match=r"no column\(s\) \['path', 'subject_id'\]"):
+        run_embed(config, spark)
