@@ -63,8 +63,7 @@ def letterbox(image: np.ndarray, max_side: int, multiple: int = 32) -> tuple[np.
         )
     height, width = image.shape[:2]
     padded_h, padded_w = -(-height // multiple) * multiple, -(-width // multiple) * multiple
-    canvas = np.zeros((padded_h, padded_w, 3), dtype=np.uint8)
-    canvas[:height, :width] = image
+    canvas = cv2.copyMakeBorder(image, 0, padded_h - height, 0, padded_w - width, cv2.BORDER_CONSTANT, value=0)
     return canvas, scale
 
 

@@ -49,7 +49,7 @@ class ImageResult:
 class PipelineSettings:
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
     threads: int = 1
-    embed_batch: int = 16
+    embed_batch: int = 8
     max_faces: int = 20
     max_pixels: int = 50_000_000
     min_face_px: int | None = None  # None: the pack's value
@@ -188,8 +188,10 @@ class FacePipeline:
         cfg = self.detector_cfg
         framed = np.pad(image, ((border, border), (border, border), (0, 0))) if border else image
         canvas, scale = letterbox(framed if cfg["colour"] == "RGB" else framed[:, :, ::-1], int(cfg["max_side"]))
-        tensor = (canvas.astype(np.float32) - np.float32(cfg["mean"])) / np.float32(cfg["std"])
-        outputs = self.detector.run(None, {cfg["input_name"]: tensor.transpose(2, 0, 1)[None]})
+        tensor = np.ascontiguousarray(canvas.transpose(2, 0, 1), dtype=np.float32)[None]
+        if cfg["mean"] != 0.0 or cfg["std"] != 1.0:
+            tensor = (tensor - np.float32(cfg["mean"])) / np.float32(cfg["std"])
+        outputs = self.detector.run(None, {cfg["input_name"]: tensor})
         height, width = canvas.shape[:2]
         if cfg["kind"] == "yunet":
             raw = decode_yunet(dict(zip(self.detector_outputs, outputs)), height, width, float(cfg["score_threshold"]))
