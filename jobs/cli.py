@@ -109,7 +109,18 @@ def _embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _index(args: argparse.Namespace) -> int:
+    from jobs.index.config import IndexConfig
+    from jobs.index.job import run_index
+
+    config = load_config(IndexConfig, args.conf, args.overrides)
+    configure_logging(config.log_level)
+    emit_summary(run_index(config))
+    return 0
+
+
 COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
+    "index": ("build (or update) the sharded FAISS index of a faces table", _index),
     "embed": ("embed an image archive (folder, tars, or a table of bytes) into the faces table", _embed),
     "setup": ("stage the Delta jars and build the default model pack", _setup),
     "doctor": ("check the installation; print versions and the SparkSession start time", _doctor),

@@ -1,0 +1,81 @@
+"""FAISS mechanics (no Spark): train once, add a shard's vectors with their face_ids, exact ground truth,
+recall, and the search parameter that reaches a recall floor."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from jobs.index.choose import IndexChoice
+from jobs.index.shards import ShardedIndex, deserialize, serialize
+
+log = logging.getLogger(__name__)
+
+
+def new_index(factory: str, dim: int):
+    """An empty index that accepts `add_with_ids` (flat and HNSW indexes are wrapped in an id map)."""
+    import faiss
+
+    index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    if factory.strip().lower() in ("flat",) or "HNSW" in factory:
+        index = faiss.IndexIDMap2(index)
+    return index
+
+
+def train(choice: IndexChoice, dim: int, sample: np.ndarray) -> bytes:
+    """The trained, empty index every shard starts from, serialized."""
+    index = new_index(choice.factory, dim)
+    if not index.is_trained:
+        index.train(np.ascontiguousarray(sample, dtype=np.float32))
+    return serialize(index)
+
+
+def add_to_shard(trained_or_shard: bytes, ids: np.ndarray, vectors: np.ndarray) -> bytes:
+    index = deserialize(trained_or_shard)
+    if len(ids):
+        index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.ascontiguousarray(ids, dtype=np.int64))
+    return serialize(index)
+
+
+def exact_top_k(gallery: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int, block: int = 4096):
+    """Exact top-k by inner product with blocked GEMM (numpy beats IndexFlatIP on this CPU); ties go to
+    the smaller face_id, as in `merge_top_k`."""
+    k = min(k, len(gallery))
+    best_scores = np.full((len(queries), 0), -np.inf, np.float32)
+    best_ids = np.zeros((len(queries), 0), np.int64)
+    for start in range(0, len(gallery), block):
+        scores = queries @ gallery[start : start + block].T
+        block_ids = np.broadcast_to(ids[start : start + block], scores.shape)
+        all_scores = np.concatenate([best_scores, scores], axis=1)
+        all_ids = np.concatenate([best_ids, block_ids], axis=1)
+        order = np.lexsort((all_ids, -all_scores), axis=1)[:, :k]
+        best_scores = np.take_along_axis(all_scores, order, axis=1)
+        best_ids = np.take_along_axis(all_ids, order, axis=1)
+    return best_scores, best_ids
+
+
+def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
+    """Share of the true top-k ids that the index returned in its top-k, averaged over queries."""
+    hits = sum(len(np.intersect1d(f[f >= 0], t)) for f, t in zip(found, truth))
+    return hits / truth.size
+
+
+def tune(
+    index: ShardedIndex, queries: np.ndarray, truth: np.ndarray, k: int, floor: float
+) -> tuple[int | None, float, list]:
+    """Cheapest search parameter whose recall@k reaches `floor`: (value, recall, [(value, recall), ...])."""
+    param = index.manifest["search_param"]
+    if param is None:
+        _, found = index.search(queries, k)
+        return None, recall_at_k(found, truth), []
+    tried = []
+    for value in index.manifest["search_candidates"]:
+        index.set_search_param(value)
+        _, found = index.search(queries, k)
+        recall = recall_at_k(found, truth)
+        tried.append((value, round(recall, 4)))
+        log.info("%s=%d: recall@%d %.4f", param, value, k, recall)
+        if recall >= floor:
+            return value, recall, tried
+    return tried[-1][0], tried[-1][1], tried

@@ -1,0 +1,60 @@
+"""Which FAISS index for a gallery: a public decision kept apart from the build mechanics.
+
+Scores are inner products of L2-normalised embeddings (cosine). Small galleries get exact search;
+large ones an IVF index whose inverted lists hold full vectors while they fit the memory budget, PQ
+codes when they do not. A FAISS factory string in the config overrides the choice.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+EXACT_LIMIT = 200_000  # below this, exact search over all shards costs well under a second per 100 probes
+
+
+@dataclass(frozen=True)
+class IndexChoice:
+    factory: str
+    exact: bool
+    reason: str
+    search_param: str | None  # "nprobe", "efSearch" or None (exact)
+    candidates: tuple[int, ...]  # values of search_param to try, cheapest first
+
+
+def _nlist(vectors: int) -> int:
+    """About 4 * sqrt(n) lists, a power of two, at least 16 and at most n / 39 (FAISS wants ~39 training
+    points per centroid)."""
+    target = 4 * math.sqrt(vectors)
+    nlist = 2 ** max(4, round(math.log2(max(target, 1))))
+    while nlist > 16 and nlist * 39 > vectors:
+        nlist //= 2
+    return nlist
+
+
+def choose_index(vectors: int, dim: int, memory_budget_bytes: int, factory: str | None = None) -> IndexChoice:
+    if factory:
+        exact = factory.strip().lower() in ("flat", "idmap,flat")
+        param = None if exact else ("efSearch" if "HNSW" in factory else "nprobe")
+        return IndexChoice(factory, exact, "forced by index.factory", param, _candidates(param, factory))
+    if vectors <= EXACT_LIMIT:
+        return IndexChoice("Flat", True, f"{vectors} vectors <= {EXACT_LIMIT}: exact search", None, ())
+    nlist = _nlist(vectors)
+    flat_bytes = vectors * dim * 4
+    if flat_bytes <= memory_budget_bytes:
+        factory = f"IVF{nlist},Flat"
+        reason = f"{vectors} vectors, {flat_bytes / 2**30:.2f} GiB of full vectors fit the budget"
+    else:
+        m = max(8, dim // 4)
+        factory = f"IVF{nlist},PQ{m}x8"
+        reason = f"{flat_bytes / 2**30:.2f} GiB of full vectors exceed the budget: {m}-byte PQ codes"
+    return IndexChoice(factory, False, reason, "nprobe", _candidates("nprobe", factory))
+
+
+def _candidates(param: str | None, factory: str) -> tuple[int, ...]:
+    if param == "nprobe":
+        nlist = int("".join(ch for ch in factory.split(",")[0] if ch.isdigit()) or 1024)
+        return tuple(v for v in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096) if v <= nlist)
+    if param == "efSearch":
+        return (16, 32, 64, 128, 256, 512, 1024)
+    return ()

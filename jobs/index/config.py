@@ -1,0 +1,41 @@
+"""Configuration of the index job (validated, no I/O)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from jobs.common.config import LineupConfig, StrictModel
+
+
+class IndexSettings(StrictModel):
+    faces_table: str | None = Field(None, description="default <data_root>/tables/faces")
+    faces_version: int | None = Field(None, ge=0, description="Delta version to index; default the latest")
+    index_dir: str | None = Field(None, description="default <data_root>/indexes/faces")
+    model_id: str | None = Field(None, description="which model's faces, when the table holds several")
+    shards: int = Field(4, ge=1)
+    memory_budget_gb: float = Field(4.0, gt=0)
+    factory: str | None = Field(None, description="a FAISS factory string forcing the index type")
+    recall_k: int = Field(10, ge=1)
+    recall_floor: float = Field(0.95, gt=0, le=1)
+    accept_low_recall: bool = False
+    holdout_queries: int = Field(1000, ge=1)
+    train_sample: int = Field(65536, ge=100)
+    seed: int = 0
+    update: bool = Field(False, description="add rows new since the manifest's version instead of rebuilding")
+    rebuild_fraction: float = Field(0.2, gt=0, description="advise a rebuild once this share was added later")
+
+
+class IndexConfig(LineupConfig):
+    index: IndexSettings = Field(default_factory=IndexSettings)
+
+    def faces_table_path(self) -> str:
+        if self.index.faces_table:
+            return str(Path(self.index.faces_table).expanduser().resolve())
+        return str(self.spark.resolved_data_root() / "tables" / "faces")
+
+    def index_path(self) -> Path:
+        if self.index.index_dir:
+            return Path(self.index.index_dir).expanduser().resolve()
+        return self.spark.resolved_data_root() / "indexes" / "faces"

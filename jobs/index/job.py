@@ -1,0 +1,327 @@
+"""The index job: faces table (pinned Delta version) -> sharded FAISS index + manifest.json.
+
+Plan on the driver (validate the gallery, choose the index, train once on a sample), add vectors on the
+executors (one shard per `face_id % shards`, written to a temp name and renamed), then measure recall@k
+of the assembled index against exact search on held-out gallery vectors and store it, with the search
+parameter that reaches the floor, in the manifest. `index.update=true` adds the rows that are new since
+the manifest's version without retraining and records removed rows, which searches then skip.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jobs.common.errors import UserError
+from jobs.index import build
+from jobs.index.choose import choose_index
+from jobs.index.config import IndexConfig
+from jobs.index.shards import MANIFEST, load_index, read_manifest, sha256_bytes, write_atomically
+
+log = logging.getLogger(__name__)
+
+
+def shard_file(shard: int, generation: int) -> str:
+    return f"shard-{shard:04d}.g{generation}.faiss"
+
+
+def gallery_frame(spark, table_path: str, version: int | None, model_id: str | None):
+    """`ok` rows (face_id, embedding) of one model at one version; validates model and dimension."""
+    from delta.tables import DeltaTable
+    from pyspark.sql import functions as F
+
+    try:
+        history = DeltaTable.forPath(spark, table_path).history(1).collect()
+    except Exception:  # noqa: BLE001 - the JVM's message for "not a Delta table" is pages long
+        raise UserError(
+            f"index.faces_table {table_path} is not a Delta faces table; run `lineup embed` first"
+        ) from None
+    latest = int(history[0].version)
+    version = latest if version is None else version
+    if version > latest:
+        raise UserError(f"index.faces_version {version} does not exist (latest is {latest})")
+    frame = spark.read.format("delta").option("versionAsOf", version).load(table_path).where(F.col("status") == "ok")
+    models = [row.model_id for row in frame.select("model_id").distinct().collect()]
+    if not models:
+        raise UserError(f"index.faces_table {table_path} version {version} has no faces (status ok): nothing to index")
+    if model_id is None and len(models) > 1:
+        raise UserError(f"index.faces_table {table_path} mixes models {sorted(models)}: set index.model_id to one")
+    model_id = model_id or models[0]
+    if model_id not in models:
+        raise UserError(f"index.model_id {model_id} has no faces in {table_path} (it has {sorted(models)})")
+    frame = frame.where(F.col("model_id") == model_id).select("face_id", "embedding")
+    dims = [row.d for row in frame.select(F.size("embedding").alias("d")).distinct().collect()]
+    if len(dims) != 1:
+        raise UserError(f"index.faces_table {table_path} has embeddings of several sizes {sorted(dims)}: re-embed")
+    return frame, version, model_id, int(dims[0])
+
+
+def to_numpy(frame) -> tuple[np.ndarray, np.ndarray]:
+    """(face_ids, vectors) through Arrow, without a Python object per value."""
+    table = frame.toArrow()
+    ids = table.column("face_id").to_numpy()
+    flat = table.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    return ids.astype(np.int64), flat.astype(np.float32).reshape(len(ids), -1)
+
+
+def run_index(config: IndexConfig, spark=None) -> dict[str, Any]:
+    from jobs.common.spark import get_spark
+
+    spark = spark or get_spark(config.spark, app_name="lineup-index")
+    if config.index.update:
+        return _update(config, spark)
+    return _build(config, spark)
+
+
+def _build(config: IndexConfig, spark) -> dict[str, Any]:
+    settings, started = config.index, time.perf_counter()
+    table_path = config.faces_table_path()
+    frame, version, model_id, dim = gallery_frame(spark, table_path, settings.faces_version, settings.model_id)
+    vectors = frame.count()
+    choice = choose_index(vectors, dim, int(settings.memory_budget_gb * 2**30), settings.factory)
+    log.info(
+        "indexing %d vectors (dim %d) of %s v%d as %s: %s",
+        vectors,
+        dim,
+        table_path,
+        version,
+        choice.factory,
+        choice.reason,
+    )
+    sample = frame.orderBy("face_id").sample(fraction=min(1.0, settings.train_sample / vectors), seed=settings.seed)
+    _, sample_vectors = to_numpy(sample.limit(settings.train_sample))
+    if not choice.exact and len(sample_vectors) < 39:
+        raise UserError(f"{vectors} vectors are too few to train {choice.factory}; set index.factory=Flat")
+    trained = build.train(choice, dim, sample_vectors)
+    out = config.index_path()
+    out.mkdir(parents=True, exist_ok=True)
+    generation = int(time.time())
+    shards = _add_shards(spark, frame, trained, settings.shards, {}, out, generation)
+    manifest = {
+        "index_id": f"index-{uuid.uuid4().hex[:12]}",
+        "model_id": model_id,
+        "dim": dim,
+        "metric": "inner_product",
+        "faces_table": table_path,
+        "faces_version": version,
+        "built_version": version,
+        "factory": choice.factory,
+        "exact": choice.exact,
+        "choice_reason": choice.reason,
+        "search_param": choice.search_param,
+        "search_candidates": list(choice.candidates),
+        "search_value": None,
+        "shard_count": settings.shards,
+        "shards": shards,
+        "vectors": vectors,
+        "vectors_at_build": vectors,
+        "added_since_build": 0,
+        "removed_file": None,
+        "removed_sha256": None,
+        "removed": 0,
+        "created_at": dt.datetime.now(dt.UTC).isoformat(),
+    }
+    _write_manifest(out, manifest)
+    manifest.update(_measure_recall(frame, out, settings))
+    manifest["build_s"] = round(time.perf_counter() - started, 1)
+    _write_manifest(out, manifest)
+    if manifest["recall_at_k"] < settings.recall_floor and not settings.accept_low_recall:
+        raise UserError(
+            f"recall@{settings.recall_k} {manifest['recall_at_k']:.3f} stays below index.recall_floor "
+            f"{settings.recall_floor} for every {choice.search_param}; use a larger index.factory or set "
+            "index.accept_low_recall=true"
+        )
+    _remove_stale(out, manifest)
+    return _summary("build", manifest, out)
+
+
+def _add_shards(
+    spark, frame, base: bytes, shard_count: int, existing: dict[int, str], out: Path, generation: int
+) -> list[dict]:
+    """Add the frame's rows to shards on the executors; returns the manifest entries of every shard."""
+    from pyspark.sql import functions as F
+
+    base_path = out / f".base.g{generation}.faiss"
+    write_atomically(base_path, base)
+    keyed = frame.withColumn("shard", F.pmod(F.col("face_id"), F.lit(shard_count)))
+    runner = _shard_runner(str(base_path), str(out), existing, shard_count, generation)
+    written = {
+        row.shard: row.asDict()
+        for row in keyed.repartition(shard_count, "shard")
+        .mapInArrow(runner, "shard INT, file STRING, sha256 STRING, vectors BIGINT")
+        .collect()
+    }
+    entries = []
+    for shard in range(shard_count):
+        if shard not in written:  # no new rows for this shard: keep it, or start it empty
+            source = out / existing[shard] if shard in existing else base_path
+            data = source.read_bytes()
+            name = existing.get(shard) or shard_file(shard, generation)
+            if shard not in existing:
+                write_atomically(out / name, data)
+            written[shard] = {
+                "shard": shard,
+                "file": name,
+                "sha256": sha256_bytes(data),
+                "vectors": int(build.deserialize(data).ntotal),
+            }
+        entries.append(written[shard])
+    base_path.unlink()
+    return entries
+
+
+def _shard_runner(base_path: str, out: str, existing: dict[int, str], shard_count: int, generation: int):
+    def run(batches):
+        import pyarrow as pa
+
+        groups: dict[int, list] = {}
+        for batch in batches:
+            shard_keys = batch.column("shard").to_numpy()
+            ids = batch.column("face_id").to_numpy()
+            flat = batch.column("embedding").flatten().to_numpy(zero_copy_only=False)
+            vectors = flat.astype(np.float32).reshape(len(ids), -1) if len(ids) else flat.reshape(0, 0)
+            for shard in np.unique(shard_keys):
+                mask = shard_keys == shard
+                groups.setdefault(int(shard), []).append((ids[mask], vectors[mask]))
+        rows = []
+        for shard, parts in groups.items():
+            start = Path(out) / existing[shard] if shard in existing else Path(base_path)
+            data = build.add_to_shard(
+                start.read_bytes(), np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+            )
+            name = shard_file(shard, generation)
+            write_atomically(Path(out) / name, data)
+            rows.append(
+                {
+                    "shard": shard,
+                    "file": name,
+                    "sha256": sha256_bytes(data),
+                    "vectors": int(build.deserialize(data).ntotal),
+                }
+            )
+        if rows:
+            yield pa.RecordBatch.from_pylist(
+                rows,
+                schema=pa.schema(
+                    [("shard", pa.int32()), ("file", pa.string()), ("sha256", pa.string()), ("vectors", pa.int64())]
+                ),
+            )
+
+    return run
+
+
+def _measure_recall(frame, out: Path, settings) -> dict[str, Any]:
+    """recall@k against exact search, for held-out gallery vectors used as queries."""
+    ids, vectors = to_numpy(frame)
+    order = np.argsort(ids)
+    ids, vectors = ids[order], vectors[order]
+    rng = np.random.default_rng(settings.seed)
+    picked = rng.choice(len(ids), size=min(settings.holdout_queries, len(ids)), replace=False)
+    queries = vectors[picked]
+    _, truth = build.exact_top_k(vectors, ids, queries, settings.recall_k)
+    index = load_index(out)
+    value, recall, tried = build.tune(index, queries, truth, settings.recall_k, settings.recall_floor)
+    return {
+        "search_value": value,
+        "recall_at_k": round(recall, 5),
+        "recall_k": settings.recall_k,
+        "recall_floor": settings.recall_floor,
+        "recall_queries": len(queries),
+        "recall_tried": tried,
+    }
+
+
+def _update(config: IndexConfig, spark) -> dict[str, Any]:
+    """Add rows new since the manifest's version (no retraining) and record removed rows."""
+
+    out, settings = config.index_path(), config.index
+    manifest = read_manifest(out)
+    load_index(out)  # refuse a tampered index before touching it
+    table_path = manifest["faces_table"]
+    new_frame, version, model_id, dim = gallery_frame(spark, table_path, settings.faces_version, manifest["model_id"])
+    if dim != manifest["dim"]:
+        raise UserError(f"{table_path} now has {dim}-d embeddings, the index {manifest['dim']}-d: rebuild it")
+    old_frame, *_ = gallery_frame(spark, table_path, manifest["faces_version"], model_id)
+    added = new_frame.join(old_frame.select("face_id"), "face_id", "left_anti")
+    removed_ids = old_frame.select("face_id").join(new_frame.select("face_id"), "face_id", "left_anti")
+    added_count = added.count()
+    generation = int(time.time())
+    existing = {entry["shard"]: entry["file"] for entry in manifest["shards"]}
+    if added_count:
+        first = (out / existing[0]).read_bytes()
+        base = build.serialize(_emptied(build.deserialize(first)))
+        manifest["shards"] = _add_shards(spark, added, base, manifest["shard_count"], existing, out, generation)
+    removed = np.array(sorted(r.face_id for r in removed_ids.collect()), dtype=np.int64)
+    if manifest.get("removed_file"):
+        previous = np.frombuffer((out / manifest["removed_file"]).read_bytes(), dtype=np.int64)
+        removed = np.union1d(previous, removed)
+    if len(removed):
+        name = f"removed.g{generation}.bin"
+        write_atomically(out / name, removed.tobytes())
+        manifest.update(removed_file=name, removed_sha256=sha256_bytes(removed.tobytes()), removed=int(len(removed)))
+    manifest["faces_version"] = version
+    manifest["added_since_build"] += added_count
+    manifest["vectors"] = sum(entry["vectors"] for entry in manifest["shards"])
+    manifest.update(_measure_recall(new_frame, out, settings) if not manifest["exact"] else {})
+    _write_manifest(out, manifest)
+    _remove_stale(out, manifest)
+    summary = _summary("update", manifest, out)
+    share = manifest["added_since_build"] / max(manifest["vectors_at_build"], 1)
+    summary.update(
+        added=added_count,
+        removed=int(len(removed)),
+        added_share_since_build=round(share, 4),
+        rebuild_advised=share > settings.rebuild_fraction,
+    )
+    return summary
+
+
+def _emptied(index):
+    """A copy of a shard with its vectors removed: the trained state new shards start from."""
+    index.reset()
+    return index
+
+
+def _write_manifest(out: Path, manifest: dict) -> None:
+    write_atomically(out / MANIFEST, json.dumps(manifest, indent=2).encode("utf-8"))
+
+
+def _remove_stale(out: Path, manifest: dict) -> None:
+    """Delete shard and removed-id files no manifest names any more (only after the manifest swap)."""
+    keep = {entry["file"] for entry in manifest["shards"]} | {MANIFEST, manifest.get("removed_file")}
+    for path in out.iterdir():
+        if path.is_file() and path.name not in keep and (path.suffix in (".faiss", ".bin")):
+            path.unlink()
+
+
+def _summary(mode: str, manifest: dict, out: Path) -> dict[str, Any]:
+    keys = [
+        "index_id",
+        "model_id",
+        "dim",
+        "factory",
+        "faces_table",
+        "faces_version",
+        "vectors",
+        "shard_count",
+        "search_param",
+        "search_value",
+        "recall_at_k",
+        "recall_k",
+        "recall_queries",
+        "build_s",
+    ]
+    return {
+        "job": "index",
+        "mode": mode,
+        "status": "ok",
+        **{k: manifest.get(k) for k in keys},
+        "outputs": {"index_dir": str(out)},
+    }

@@ -1,0 +1,129 @@
+"""The index job on synthetic faces tables: sharded exact == single exact, recorded recall is real,
+incremental update == full rebuild, tampering and bad galleries refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jobs.common.config import load_config
+from jobs.common.errors import UserError
+from jobs.common.schema import FACES_DDL
+from jobs.index.build import exact_top_k, recall_at_k
+from jobs.index.config import IndexConfig
+from jobs.index.job import run_index
+from jobs.index.shards import load_index
+
+pytestmark = pytest.mark.slow
+
+COLUMNS = [
+    c.split()[0] for c in FACES_DDL.replace("STRUCT<x1: FLOAT, y1: FLOAT, x2: FLOAT, y2: FLOAT>", "S").split(", ")
+]
+
+
+def clustered(count: int, dim: int = 16, seed: int = 0) -> np.ndarray:
+    """Identities as centres with a few samples each, L2-normalised: shaped like face embeddings."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(max(count // 4, 1), dim))
+    vectors = centres[rng.integers(0, len(centres), count)] + 0.35 * rng.normal(size=(count, dim))
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+def write_faces(
+    spark, path: Path, ids: np.ndarray, vectors: np.ndarray, model_id: str = "m-test", mode: str = "append"
+):
+    columns = spark.createDataFrame([], FACES_DDL).columns
+    rows = []
+    for face_id, vector in zip(ids.tolist(), vectors):
+        row = dict.fromkeys(columns)
+        row.update(
+            face_id=int(face_id), embedding=[float(v) for v in vector], model_id=model_id, status="ok", face_index=0
+        )
+        rows.append(tuple(row[c] for c in columns))
+    spark.createDataFrame(rows, FACES_DDL).write.format("delta").mode(mode).save(str(path))
+
+
+def config(table: Path, out: Path, *extra: str) -> IndexConfig:
+    return load_config(
+        IndexConfig,
+        None,
+        [f"index.faces_table={table}", f"index.index_dir={out}", "index.shards=3", "index.holdout_queries=200", *extra],
+    )
+
+
+def test_sharded_exact_search_equals_single_exact(spark, tmp_path: Path) -> None:
+    ids = np.arange(1, 3001, dtype=np.int64) * 7919
+    vectors = clustered(3000)
+    write_faces(spark, tmp_path / "faces", ids, vectors)
+    summary = run_index(config(tmp_path / "faces", tmp_path / "index"), spark)
+    assert summary["factory"] == "Flat" and summary["vectors"] == 3000 and summary["recall_at_k"] == 1.0
+    index = load_index(tmp_path / "index")
+    assert sorted(entry["vectors"] for entry in index.manifest["shards"]) != [0, 0, 3000]
+    queries = clustered(50, seed=9)
+    _, found = index.search(queries, 10)
+    _, expected = exact_top_k(vectors, ids, queries, 10)
+    assert np.array_equal(found, expected)
+
+
+def test_approximate_recall_in_manifest_is_recomputable(spark, tmp_path: Path) -> None:
+    ids = np.arange(5000, dtype=np.int64) + 10
+    vectors = clustered(5000, dim=32, seed=3)
+    write_faces(spark, tmp_path / "faces", ids, vectors)
+    summary = run_index(config(tmp_path / "faces", tmp_path / "index", "index.factory=IVF32,Flat"), spark)
+    assert summary["search_param"] == "nprobe" and summary["recall_at_k"] >= 0.95
+    index = load_index(tmp_path / "index")  # applies the stored nprobe
+    rng = np.random.default_rng(0)
+    picked = rng.choice(len(ids), size=200, replace=False)
+    _, truth = exact_top_k(vectors, ids, vectors[picked], 10)
+    _, found = index.search(vectors[picked], 10)
+    assert recall_at_k(found, truth) == pytest.approx(summary["recall_at_k"], abs=1e-4)
+
+
+def test_incremental_update_equals_full_rebuild(spark, tmp_path: Path) -> None:
+    from delta.tables import DeltaTable
+
+    ids = np.arange(1, 2001, dtype=np.int64)
+    vectors = clustered(2200, seed=5)
+    write_faces(spark, tmp_path / "faces", ids, vectors[:2000])
+    run_index(config(tmp_path / "faces", tmp_path / "index"), spark)
+    write_faces(spark, tmp_path / "faces", np.arange(2001, 2201, dtype=np.int64), vectors[2000:])  # +10%
+    DeltaTable.forPath(spark, str(tmp_path / "faces")).delete("face_id <= 20")  # and 20 removed
+    update = run_index(config(tmp_path / "faces", tmp_path / "index", "index.update=true"), spark)
+    assert update["added"] == 200 and update["removed"] == 20 and update["rebuild_advised"] is False
+    run_index(config(tmp_path / "faces", tmp_path / "rebuilt"), spark)
+    queries = clustered(40, seed=11)
+    _, incremental = load_index(tmp_path / "index").search(queries, 10)
+    _, rebuilt = load_index(tmp_path / "rebuilt").search(queries, 10)
+    assert np.array_equal(incremental, rebuilt)
+    assert not np.isin(incremental, np.arange(1, 21)).any()
+
+
+def test_tampered_shard_is_refused(spark, tmp_path: Path) -> None:
+    write_faces(spark, tmp_path / "faces", np.arange(300, dtype=np.int64), clustered(300))
+    run_index(config(tmp_path / "faces", tmp_path / "index"), spark)
+    shard = sorted((tmp_path / "index").glob("shard-*.faiss"))[0]
+    data = bytearray(shard.read_bytes())
+    data[-5] ^= 0x01
+    shard.write_bytes(bytes(data))
+    with pytest.raises(UserError, match="sha256"):
+        load_index(tmp_path / "index")
+
+
+@pytest.mark.parametrize("problem", ["mixed_models", "mixed_dims", "empty"])
+def test_bad_galleries_are_refused(spark, tmp_path: Path, problem: str) -> None:
+    table = tmp_path / "faces"
+    if problem == "mixed_models":
+        write_faces(spark, table, np.arange(10, dtype=np.int64), clustered(10), model_id="a")
+        write_faces(spark, table, np.arange(10, 20, dtype=np.int64), clustered(10), model_id="b")
+        expected = "mixes models"
+    elif problem == "mixed_dims":
+        write_faces(spark, table, np.arange(10, dtype=np.int64), clustered(10, dim=16))
+        write_faces(spark, table, np.arange(10, 20, dtype=np.int64), clustered(10, dim=8))
+        expected = "several sizes"
+    else:
+        write_faces(spark, table, np.arange(0, dtype=np.int64), clustered(1)[:0])
+        expected = "no faces"
+    with pytest.raises(UserError, match=expected):
+        run_index(config(table, tmp_path / "index"), spark)
