@@ -76,6 +76,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--throughput-images", type=int, default=2000)
     parser.add_argument("--skip-full", action="store_true")
+    parser.add_argument("--only-full", action="store_true", help="only the end-to-end LFW part")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
     lfw = data_root() / "lfw"
@@ -89,53 +90,65 @@ def main() -> None:
         started = time.perf_counter()
         spark = get_spark(load_config(EmbedConfig, None, ["embed.input.path=.", f"spark.master=local[{cores}]"]).spark)
         report["session_start_s"] = round(time.perf_counter() - started, 1)
-        subset = sample[: args.throughput_images]
-        folder = link_images(subset, scratch / "subset")
-        loop_1 = plain_loop(subset, 1)
-        loop_n = plain_loop(subset, cores)
-        job = embed(spark, folder, scratch / "faces_subset", cores)
-        report["throughput"] = {
+        if not args.only_full:
+            report.update(throughput_and_memory(spark, sample, args.throughput_images, scratch, cores))
+        if not args.skip_full:
+            report.update(end_to_end(spark, lfw, all_files, scratch, cores))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    report["measured_on"] = f"{platform.node()} {platform.machine()}, {cores} CPUs, local[{cores}], {lfw}"
+    print(json.dumps(report))
+
+
+def throughput_and_memory(spark, sample: list[Path], images: int, scratch: Path, cores: int) -> dict:
+    subset = sample[:images]
+    folder = link_images(subset, scratch / "subset")
+    loop_1 = plain_loop(subset, 1)
+    loop_n = plain_loop(subset, cores)
+    job = embed(spark, folder, scratch / "faces_subset", cores)
+    small = embed(spark, link_images(sample[:1000], scratch / "m1k"), scratch / "faces_1k", cores)
+    large = embed(spark, link_images(sample[:10000], scratch / "m10k"), scratch / "faces_10k", cores)
+    return {
+        "throughput": {
             "images": len(subset),
             "plain_loop_1_thread_images_per_s": round(loop_1, 1),
             f"plain_loop_{cores}_threads_images_per_s": round(loop_n, 1),
             f"spark_local_{cores}_images_per_s": job["images_per_s"],
             "ratio_vs_best_plain_loop": round(job["images_per_s"] / max(loop_1, loop_n), 3),
-        }
-        small = embed(spark, link_images(sample[:1000], scratch / "m1k"), scratch / "faces_1k", cores)
-        large = embed(spark, link_images(sample[:10000], scratch / "m10k"), scratch / "faces_10k", cores)
-        report["memory"] = {
+        },
+        "memory": {
             "worker_peak_rss_mb_1k": small["python_worker_peak_rss_mb"],
             "worker_peak_rss_mb_10k": large["python_worker_peak_rss_mb"],
             "ratio": round(large["python_worker_peak_rss_mb"] / small["python_worker_peak_rss_mb"], 3),
-        }
-        if not args.skip_full:
-            full = embed(spark, lfw / "images", scratch / "faces_lfw", cores)
-            table_rows = spark.read.format("delta").load(str(scratch / "faces_lfw"))
-            paths = table_rows.select("source_path").distinct().count()
-            report["lfw_full"] = {
-                "files": len(all_files),
-                "files_seen": full["files_seen"],
-                "files_processed": full["files_processed"],
-                "duplicate_content_files": full["duplicate_content_files"],
-                "distinct_source_paths_in_table": paths,
-                "by_status": full["by_status"],
-                "faces": full["faces"],
-                "images_per_s": full["images_per_s"],
-                "reconciles": full["files_seen"] == len(all_files) == full["files_processed"]
-                and paths == full["files_processed"] - full["duplicate_content_files"],
-            }
-            from_table = run_lfw_audit_from_table(spark, str(scratch / "faces_lfw"), lfw, None, None)
-            in_memory = run_lfw_audit(build_default_pack().path, lfw, None, "none", 1)
-            report["lfw_accuracy"] = {
-                "from_faces_table": from_table["accuracy_mean"],
-                "in_memory_pipeline": in_memory["accuracy_mean"],
-                "difference_points": round(100 * abs(from_table["accuracy_mean"] - in_memory["accuracy_mean"]), 3),
-                "detect_fail_from_table": from_table["detect_fail"],
-            }
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    report["measured_on"] = f"{platform.node()} {platform.machine()}, {cores} CPUs, local[{cores}], {lfw}"
-    print(json.dumps(report))
+        },
+    }
+
+
+def end_to_end(spark, lfw: Path, all_files: list[Path], scratch: Path, cores: int) -> dict:
+    full = embed(spark, lfw / "images", scratch / "faces_lfw", cores)
+    paths = spark.read.format("delta").load(str(scratch / "faces_lfw")).select("source_path").distinct().count()
+    from_table = run_lfw_audit_from_table(spark, str(scratch / "faces_lfw"), lfw, None, None)
+    in_memory = run_lfw_audit(build_default_pack().path, lfw, None, "none", 1)
+    return {
+        "lfw_full": {
+            "files": len(all_files),
+            "files_seen": full["files_seen"],
+            "files_processed": full["files_processed"],
+            "duplicate_content_files": full["duplicate_content_files"],
+            "distinct_source_paths_in_table": paths,
+            "by_status": full["by_status"],
+            "faces": full["faces"],
+            "images_per_s": full["images_per_s"],
+            "reconciles": full["files_seen"] == len(all_files) == full["files_processed"]
+            and paths == full["files_processed"] - full["duplicate_content_files"],
+        },
+        "lfw_accuracy": {
+            "from_faces_table": from_table["accuracy_mean"],
+            "in_memory_pipeline": in_memory["accuracy_mean"],
+            "difference_points": round(100 * abs(from_table["accuracy_mean"] - in_memory["accuracy_mean"]), 3),
+            "detect_fail_from_table": from_table["detect_fail"],
+        },
+    }
 
 
 if __name__ == "__main__":

@@ -220,9 +220,7 @@ def _commit(spark, rows, table_path: str, counts: Counts, files_seen: int, skipp
         first_path = Window.partitionBy("face_id").orderBy("source_path")
         unique = rows.withColumn("_rank", F.row_number().over(first_path)).where("_rank = 1").drop("_rank")
         unique = unique.persist(StorageLevel.DISK_ONLY)
-        unique_paths = unique.select("source_path").distinct().count()
-        stats = unique.groupBy("status").agg(F.count("*").alias("rows")).collect()
-        unique_rows = sum(int(row.rows) for row in stats)
+        unique_rows = unique.count()
         metrics = (
             DeltaTable.forPath(spark, table_path)
             .alias("t")
@@ -231,6 +229,12 @@ def _commit(spark, rows, table_path: str, counts: Counts, files_seen: int, skipp
             .execute()
         )
         written = int(metrics.first()["num_inserted_rows"]) if metrics is not None else 0
+        # What the table now holds for these files: a copy of content committed by an earlier chunk
+        # (or run) is not there under its own path, and is counted as a duplicate.
+        held = spark.read.format("delta").load(table_path).select("face_id", "source_path")
+        kept = unique.join(held, ["face_id", "source_path"], "left_semi")
+        stats = kept.groupBy("status").agg(F.count("*").alias("rows")).collect()
+        recorded_paths = kept.select("source_path").distinct().count()
         unique.unpersist()
     finally:
         rows.unpersist()
@@ -240,7 +244,7 @@ def _commit(spark, rows, table_path: str, counts: Counts, files_seen: int, skipp
             "files_seen": files_seen,
             "files_skipped_known": skipped.value,
             "files_processed": processed,
-            "duplicate_content_files": processed - unique_paths,
+            "duplicate_content_files": processed - recorded_paths,
             "faces": by_status.get("ok", 0),
             "rows_written": written,
             "rows_already_present": unique_rows - written,

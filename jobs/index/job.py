@@ -143,11 +143,19 @@ def _build(config: IndexConfig, spark) -> dict[str, Any]:
 
 
 def _add_shards(
-    spark, frame, base: bytes, shard_count: int, existing: dict[int, str], out: Path, generation: int
+    spark,
+    frame,
+    base: bytes,
+    shard_count: int,
+    existing: dict[int, str],
+    out: Path,
+    generation: int,
+    previous_entries: list[dict] | None = None,
 ) -> list[dict]:
     """Add the frame's rows to shards on the executors; returns the manifest entries of every shard."""
     from pyspark.sql import functions as F
 
+    previous_entries = previous_entries or []
     base_path = out / f".base.g{generation}.faiss"
     write_atomically(base_path, base)
     keyed = frame.withColumn("shard", F.pmod(F.col("face_id"), F.lit(shard_count)))
@@ -155,7 +163,9 @@ def _add_shards(
     written = {
         row.shard: row.asDict()
         for row in keyed.repartition(shard_count, "shard")
-        .mapInArrow(runner, "shard INT, file STRING, sha256 STRING, vectors BIGINT")
+        .mapInArrow(
+            runner, "shard INT, file STRING, sha256 STRING, vectors BIGINT, added_min_id BIGINT, added_max_id BIGINT"
+        )
         .collect()
     }
     entries = []
@@ -172,7 +182,17 @@ def _add_shards(
                 "sha256": sha256_bytes(data),
                 "vectors": int(build.deserialize(data).ntotal),
             }
-        entries.append(written[shard])
+        entry = written[shard]
+        previous = next((e for e in previous_entries if e["shard"] == shard), {})
+        # id range over everything the shard holds: this pass's rows and what it held before
+        lows = [v for v in (entry.pop("added_min_id", None), previous.get("min_id")) if v is not None]
+        highs = [v for v in (entry.pop("added_max_id", None), previous.get("max_id")) if v is not None]
+        entry.update(
+            shard_key=f"face_id % {shard_count} == {shard}",
+            min_id=min(lows, default=None),
+            max_id=max(highs, default=None),
+        )
+        entries.append(entry)
     base_path.unlink()
     return entries
 
@@ -193,9 +213,8 @@ def _shard_runner(base_path: str, out: str, existing: dict[int, str], shard_coun
         rows = []
         for shard, parts in groups.items():
             start = Path(out) / existing[shard] if shard in existing else Path(base_path)
-            data = build.add_to_shard(
-                start.read_bytes(), np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-            )
+            shard_ids = np.concatenate([p[0] for p in parts])
+            data = build.add_to_shard(start.read_bytes(), shard_ids, np.concatenate([p[1] for p in parts]))
             name = shard_file(shard, generation)
             write_atomically(Path(out) / name, data)
             rows.append(
@@ -204,15 +223,22 @@ def _shard_runner(base_path: str, out: str, existing: dict[int, str], shard_coun
                     "file": name,
                     "sha256": sha256_bytes(data),
                     "vectors": int(build.deserialize(data).ntotal),
+                    "added_min_id": int(shard_ids.min()),
+                    "added_max_id": int(shard_ids.max()),
                 }
             )
         if rows:
-            yield pa.RecordBatch.from_pylist(
-                rows,
-                schema=pa.schema(
-                    [("shard", pa.int32()), ("file", pa.string()), ("sha256", pa.string()), ("vectors", pa.int64())]
-                ),
+            schema = pa.schema(
+                [
+                    ("shard", pa.int32()),
+                    ("file", pa.string()),
+                    ("sha256", pa.string()),
+                    ("vectors", pa.int64()),
+                    ("added_min_id", pa.int64()),
+                    ("added_max_id", pa.int64()),
+                ]
             )
+            yield pa.RecordBatch.from_pylist(rows, schema=schema)
 
     return run
 
@@ -257,7 +283,9 @@ def _update(config: IndexConfig, spark) -> dict[str, Any]:
     if added_count:
         first = (out / existing[0]).read_bytes()
         base = build.serialize(_emptied(build.deserialize(first)))
-        manifest["shards"] = _add_shards(spark, added, base, manifest["shard_count"], existing, out, generation)
+        manifest["shards"] = _add_shards(
+            spark, added, base, manifest["shard_count"], existing, out, generation, manifest["shards"]
+        )
     removed = np.array(sorted(r.face_id for r in removed_ids.collect()), dtype=np.int64)
     if manifest.get("removed_file"):
         previous = np.frombuffer((out / manifest["removed_file"]).read_bytes(), dtype=np.int64)
