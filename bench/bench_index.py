@@ -192,7 +192,7 @@ def main() -> None:
         started = time.perf_counter()
         spark = get_spark(load_config(IndexConfig, None, [f"spark.master=local[{cores}]"]).spark)
         report["session_start_s"] = round(time.perf_counter() - started, 1)
-        lfw_table = args.lfw_faces_table or _embed_lfw(spark, scratch)
+        lfw_table = args.lfw_faces_table or _embed_lfw(spark)
         frame = spark.read.format("delta").load(lfw_table).where("status = 'ok' and subject_id is not null")
         arrow = frame.select("face_id", "subject_id", "embedding").toArrow()
         lfw_ids = arrow.column("face_id").to_numpy().astype(np.int64)

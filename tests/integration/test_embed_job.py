@@ -171,3 +171,18 @@ def test_labels_table_with_a_missing_column_is_refused(spark, tmp_path: Path, ar
     config = make_config(archive / "Zico", tmp_path / "faces", f"embed.labels.table={{path: '{labels}', format: csv}}")
     with pytest.raises(UserError, match=r"no column\(s\) \['path', 'subject_id'\]"):
         run_embed(config, spark)
+
+
+def test_duplicate_content_across_commits_is_counted(spark, tmp_path: Path, shared_data: Path) -> None:
+    archive = tmp_path / "dups"
+    images = sorted((shared_data / "lfw" / "images" / "Zico").glob("*.jpg"))[:3]
+    for folder in ("a", "b"):  # b/ holds copies of a/, committed in later chunks
+        (archive / folder).mkdir(parents=True)
+        for image in images:
+            shutil.copy(image, archive / folder / image.name)
+    table = tmp_path / "faces"
+    summary = run_embed(make_config(archive, table, "embed.files_per_commit=2", "embed.files_per_task=1"), spark)
+    paths = {r.source_path for r in faces(spark, table)}
+    assert summary["files_seen"] == summary["files_processed"] == 6
+    assert summary["duplicate_content_files"] == 3
+    assert paths == {str(archive / "a" / image.name) for image in images}
