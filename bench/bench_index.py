@@ -217,6 +217,11 @@ def main() -> None:
     parser.add_argument("--lfw-faces-table", help="a faces table of LFW with subject_id (from `lineup embed`)")
     parser.add_argument("--queries", type=int, default=10_000)
     parser.add_argument("--per-identity", type=int, default=5)
+    parser.add_argument(
+        "--synthetic-factory",
+        default="IVF4096,Flat",
+        help="index for the synthetic gallery ('' = the job's own choice, which is exact up to 1M)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
     cores = len(os.sched_getaffinity(0))
@@ -246,7 +251,10 @@ def main() -> None:
 
         gallery, _ = synthesize(args.vectors, args.per_identity, shape, *params, seed=42)
         write_gallery(scratch / "synthetic", gallery, "synthetic", spark)
-        report["synthetic"] = index_gallery(spark, scratch / "synthetic", scratch / "synthetic_index", "synthetic", [])
+        forced = [f"index.factory={args.synthetic_factory}"] if args.synthetic_factory else []
+        report["synthetic"] = index_gallery(
+            spark, scratch / "synthetic", scratch / "synthetic_index", "synthetic", forced
+        )
         # Probes: new samples of gallery identities (same centres, other noise), as when a known person
         # is searched with a new photo.
         others, _ = synthesize(args.vectors, args.per_identity, shape, *params, seed=42, sample_seed=7)
