@@ -47,3 +47,11 @@ def test_submit_args_lists_staged_jars_and_delta_conf() -> None:
     args = result.stdout.split()
     assert args[0] == "--jars" and all(Path(p).is_file() for p in args[1].split(","))
     assert "spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension" in args
+
+
+@pytest.mark.slow
+def test_index_of_a_missing_table_exits_2_with_one_line(tmp_path: Path) -> None:
+    result = run_lineup("index", "--set", f"index.faces_table={tmp_path / 'nope'}", "--set", "spark.master=local[1]")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert "not a Delta faces table" in lines[-1] and "Traceback" not in result.stderr
