@@ -27,22 +27,23 @@ def add_config_flags(parser: argparse.ArgumentParser, default_conf: str | None =
     )
 
 
-def _doctor(args: argparse.Namespace) -> int:
-    from jobs.doctor import run_doctor
+def _config_job(config_name: str, runner_name: str) -> Callable[[argparse.Namespace], int]:
+    """A handler that loads the job's config (validated), sets logging, runs it and prints its summary.
 
-    config = load_config(LineupConfig, args.conf, args.overrides)
-    configure_logging(config.log_level)
-    emit_summary(run_doctor(config))
-    return 0
+    Names, not objects, so that `lineup --help` imports neither pyspark nor onnxruntime.
+    """
 
+    def handler(args: argparse.Namespace) -> int:
+        import importlib
 
-def _setup(args: argparse.Namespace) -> int:
-    from jobs.setup import run_setup
+        config_module, config_class = config_name.rsplit(".", 1)
+        runner_module, runner_function = runner_name.rsplit(".", 1)
+        config = load_config(getattr(importlib.import_module(config_module), config_class), args.conf, args.overrides)
+        configure_logging(config.log_level)
+        emit_summary(getattr(importlib.import_module(runner_module), runner_function)(config))
+        return 0
 
-    config = load_config(LineupConfig, args.conf, args.overrides)
-    configure_logging(config.log_level)
-    emit_summary(run_setup(config))
-    return 0
+    return handler
 
 
 def _submit_args(args: argparse.Namespace) -> int:
@@ -99,31 +100,23 @@ def _audit_lfw(args: argparse.Namespace) -> int:
     return 0
 
 
-def _embed(args: argparse.Namespace) -> int:
-    from jobs.embed.config import EmbedConfig
-    from jobs.embed.job import run_embed
-
-    config = load_config(EmbedConfig, args.conf, args.overrides)
-    configure_logging(config.log_level)
-    emit_summary(run_embed(config))
-    return 0
-
-
-def _index(args: argparse.Namespace) -> int:
-    from jobs.index.config import IndexConfig
-    from jobs.index.job import run_index
-
-    config = load_config(IndexConfig, args.conf, args.overrides)
-    configure_logging(config.log_level)
-    emit_summary(run_index(config))
-    return 0
-
-
 COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
-    "index": ("build (or update) the sharded FAISS index of a faces table", _index),
-    "embed": ("embed an image archive (folder, tars, or a table of bytes) into the faces table", _embed),
-    "setup": ("stage the Delta jars and build the default model pack", _setup),
-    "doctor": ("check the installation; print versions and the SparkSession start time", _doctor),
+    "index": (
+        "build (or update) the sharded FAISS index of a faces table",
+        _config_job("jobs.index.config.IndexConfig", "jobs.index.job.run_index"),
+    ),
+    "embed": (
+        "embed an image archive (folder, tars, or a table of bytes) into the faces table",
+        _config_job("jobs.embed.config.EmbedConfig", "jobs.embed.job.run_embed"),
+    ),
+    "setup": (
+        "stage the Delta jars and build the default model pack",
+        _config_job("jobs.common.config.LineupConfig", "jobs.setup.run_setup"),
+    ),
+    "doctor": (
+        "check the installation; print versions and the SparkSession start time",
+        _config_job("jobs.common.config.LineupConfig", "jobs.doctor.run_doctor"),
+    ),
     "submit-args": ("print the spark-submit flags that give a cluster job Delta Lake", _submit_args),
 }
 
