@@ -145,7 +145,7 @@ def _centre_fallback(pipeline, path: Path) -> np.ndarray | None:
     size = pipeline.chip_size
     scale = 0.6 * min(width, height) / size * 1.5
     landmarks = (template - size / 2) * scale + np.array([width / 2, height / 2])
-    return pipeline.embed_chips(pipeline._chip(decoded.rgb, landmarks)[None])[0]
+    return pipeline.embed_chips(pipeline.cut_chip(decoded.rgb, landmarks)[None])[0]
 
 
 def run_lfw_audit(

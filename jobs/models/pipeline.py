@@ -131,7 +131,7 @@ class FacePipeline:
             results.append(result)
             if detections is not None:
                 pending.append((len(results) - 1, detections))
-                chips.extend(self._chip(image, marks) for marks in detections.landmarks)
+                chips.extend(self.cut_chip(image, marks) for marks in detections.landmarks)
         embeddings = self.embed_chips(np.stack(chips)) if chips else np.zeros((0, self.pack.dim), np.float32)
         row = 0
         for index, detections in pending:
@@ -165,6 +165,24 @@ class FacePipeline:
         if not len(found) and border:
             found = self._detect_framed(image, border)
         return found
+
+    def cut_chip(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        """Cut the chip; with a refine template, detect again on that chip and cut once more.
+
+        The second look sees the face upright and at chip scale, where the detector's landmarks are
+        steadier; they are mapped back to the image and fitted to the template measured at that scale.
+        """
+        chip_to_image = template_chip_to_image(self.template, landmarks)
+        chip = warp_chip(image, chip_to_image, self.chip_size)
+        if self.refine_template is None:
+            return chip
+        found = self._detect_framed(chip, 0)
+        if not len(found):
+            return chip
+        centre = self.chip_size / 2
+        nearest = int(np.argmin(np.linalg.norm(found.landmarks[:, 2] - centre, axis=1)))
+        refined = found.landmarks[nearest].astype(np.float64) @ chip_to_image[:, :2].T + chip_to_image[:, 2]
+        return warp_chip(image, template_chip_to_image(self.refine_template, refined), self.chip_size)
 
     # -- internals ---------------------------------------------------------------------------------------
 
@@ -204,24 +222,6 @@ class FacePipeline:
             found.boxes -= border
             found.landmarks -= border
         return found
-
-    def _chip(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-        """Cut the chip; with a refine template, detect again on that chip and cut once more.
-
-        The second look sees the face upright and at chip scale, where the detector's landmarks are
-        steadier; they are mapped back to the image and fitted to the template measured at that scale.
-        """
-        chip_to_image = template_chip_to_image(self.template, landmarks)
-        chip = warp_chip(image, chip_to_image, self.chip_size)
-        if self.refine_template is None:
-            return chip
-        found = self._detect_framed(chip, 0)
-        if not len(found):
-            return chip
-        centre = self.chip_size / 2
-        nearest = int(np.argmin(np.linalg.norm(found.landmarks[:, 2] - centre, axis=1)))
-        refined = found.landmarks[nearest].astype(np.float64) @ chip_to_image[:, :2].T + chip_to_image[:, 2]
-        return warp_chip(image, template_chip_to_image(self.refine_template, refined), self.chip_size)
 
     def _embed_batch(self, chips: np.ndarray) -> np.ndarray:
         cfg = self.embedder_cfg
