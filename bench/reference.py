@@ -30,6 +30,10 @@ class DlibReference:
         )
         return self.predictor(rgb, best)
 
+    def all_shapes(self, rgb: np.ndarray) -> list:
+        """The 5-point shape of every HOG detection."""
+        return [self.predictor(rgb, rect) for rect in self.detector(rgb, self.upsample)]
+
     def chip(self, rgb: np.ndarray, shape) -> np.ndarray:
         return self.dlib.get_face_chip(rgb, shape, size=150, padding=0.25)
 
