@@ -9,7 +9,6 @@ or run time and a machine without network runs the same code.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -22,6 +21,7 @@ from importlib import resources
 from pathlib import Path
 
 from jobs.common.errors import UserError
+from jobs.common.hashing import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +49,6 @@ def load_lock() -> JarLock:
     text = resources.files("jobs.resources").joinpath("delta-jars.json").read_text(encoding="utf-8")
     data = json.loads(text)
     return JarLock(coordinates=data["coordinates"], sha256_by_file=dict(data["sha256"]))
-
-
-def sha256_of(path: Path, chunk_bytes: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def staged_jars(staging_dir: Path) -> list[Path]:
@@ -87,7 +79,7 @@ def verify_staged(staging_dir: Path, lock: JarLock) -> list[Path]:
             f"staged jars in {staging_dir} are not the locked set for {lock.coordinates}: run `lineup setup`"
         )
     for path in jars:
-        if sha256_of(path) != lock.sha256_by_file[path.name]:
+        if sha256_file(path) != lock.sha256_by_file[path.name]:
             raise JarsNotStaged(f"staged jar {path} fails its sha256 check: run `lineup setup` to stage it again")
     return jars
 
@@ -129,7 +121,7 @@ def _check_against_lock(resolved: list[Path], lock: JarLock) -> None:
             f"(missing {sorted(missing)}, unexpected {sorted(extra)}); update the lock deliberately"
         )
     for path in resolved:
-        if sha256_of(path) != lock.sha256_by_file[path.name]:
+        if sha256_file(path) != lock.sha256_by_file[path.name]:
             raise JarsNotStaged(f"{path.name} from Maven Central does not match its locked sha256; refusing it")
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.common.errors import UserError
-from jobs.models.sources import sha256_file
+from jobs.common.hashing import sha256_file
 
 PACK_FORMAT = "lineup-pack/1"
 PACK_FILE = "pack.json"

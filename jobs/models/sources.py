@@ -7,7 +7,6 @@ Nothing here runs at test or job time unless a file is missing, and then only fr
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import subprocess
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jobs.common.errors import UserError
+from jobs.common.hashing import sha256_file
 from jobs.common.paths import lineup_home
 
 log = logging.getLogger(__name__)
@@ -70,14 +70,6 @@ class SourceUnavailable(UserError):
 
 def sources_dir() -> Path:
     return lineup_home() / "sources"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def source_path(name: str, cache_dir: Path | None = None, fetch: bool = True) -> Path:

@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 
 from jobs.common import jars as jars_module
-from jobs.common.jars import JarLock, JarsNotStaged, sha256_of, stage_jars, staged_jars, verify_staged
+from jobs.common.hashing import sha256_file
+from jobs.common.jars import JarLock, JarsNotStaged, stage_jars, staged_jars, verify_staged
 
 
 def make_staged(folder: Path, contents: dict[str, bytes]) -> JarLock:
@@ -12,7 +13,7 @@ def make_staged(folder: Path, contents: dict[str, bytes]) -> JarLock:
     entries = []
     for name, data in contents.items():
         (folder / name).write_bytes(data)
-        entries.append({"file": name, "bytes": len(data), "sha256": sha256_of(folder / name)})
+        entries.append({"file": name, "bytes": len(data), "sha256": sha256_file(folder / name)})
     (folder / "manifest.json").write_text(json.dumps({"coordinates": "g:a:1", "jars": entries}))
     return JarLock("g:a:1", {entry["file"]: entry["sha256"] for entry in entries})
 
