@@ -10,6 +10,10 @@ install:
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet -e '.[test]'
 	$(VENV)/bin/lineup setup
+	@# Debian's Chromium renders the audit report in its test; apt needs root (CI runs as root).
+	command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "install Debian's chromium (apt-get install chromium) for the audit report test" >&2
 
 # The whole default suite; fetches nothing (run it offline to check).
 test:

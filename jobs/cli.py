@@ -109,6 +109,14 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
         "embed an image archive (folder, tars, or a table of bytes) into the faces table",
         _config_job("jobs.embed.config.EmbedConfig", "jobs.embed.job.run_embed"),
     ),
+    "query": (
+        "search probes (an archive or a faces table) against an index; write matches, identities, runs",
+        _config_job("jobs.query.config.QueryConfig", "jobs.query.job.run_query"),
+    ),
+    "compare": (
+        "score pairs (two image paths or two face ids per row) into a pair scores table",
+        _config_job("jobs.compare.config.CompareConfig", "jobs.compare.job.run_compare"),
+    ),
     "setup": (
         "stage the Delta jars and build the default model pack",
         _config_job("jobs.common.config.LineupConfig", "jobs.setup.run_setup"),

@@ -136,3 +136,54 @@ def load_index(directory: Path | str) -> ShardedIndex:
     index = ShardedIndex(directory, manifest, shards, removed)
     index.set_search_param(manifest.get("search_value"))
     return index
+
+
+def verify_index(directory: Path | str) -> dict[str, Any]:
+    """The manifest, after checking that every file it names exists and matches its sha256 (nothing is
+    deserialized: the driver of a query job needs the check, not the vectors)."""
+    from jobs.common.hashing import sha256_file
+
+    directory = Path(directory).expanduser().resolve()
+    manifest = read_manifest(directory)
+    named = [(entry["file"], entry["sha256"]) for entry in manifest["shards"]]
+    if manifest.get("removed_file"):
+        named.append((manifest["removed_file"], manifest["removed_sha256"]))
+    for name, expected in named:
+        path = directory / name
+        if not path.is_file():
+            raise IndexError_(
+                f"{path} named by {directory / MANIFEST} is missing; rebuild the index with `lineup index`"
+            )
+        if sha256_file(path) != expected:
+            raise IndexError_(f"{path} fails its sha256 check against {directory / MANIFEST}; refusing the index")
+    return manifest
+
+
+_LOADED_SHARDS: dict[tuple[str, str, int | None], Any] = {}
+
+
+def load_shard(directory: str, entry: dict[str, Any], search_param: str | None, search_value: int | None):
+    """One shard, loaded once per Python worker process (keyed by path and sha256) and checked on load."""
+    import faiss
+
+    key = (str(Path(directory) / entry["file"]), entry["sha256"], search_value)
+    if key not in _LOADED_SHARDS:
+        if len(_LOADED_SHARDS) >= 64:  # a long-lived worker that served many indexes: start over
+            _LOADED_SHARDS.clear()
+        data = Path(key[0]).read_bytes()
+        if sha256_bytes(data) != entry["sha256"]:
+            raise IndexError_(f"shard {key[0]} changed during the run (sha256 mismatch); refusing it")
+        shard = deserialize(data)
+        if search_param is not None and search_value is not None:
+            faiss.ParameterSpace().set_index_parameter(shard, search_param, search_value)
+        _LOADED_SHARDS[key] = shard
+    return _LOADED_SHARDS[key]
+
+
+def load_removed(directory: str, manifest: dict[str, Any]) -> np.ndarray:
+    if not manifest.get("removed_file"):
+        return np.zeros(0, np.int64)
+    data = (Path(directory) / manifest["removed_file"]).read_bytes()
+    if sha256_bytes(data) != manifest["removed_sha256"]:
+        raise IndexError_(f"{manifest['removed_file']} in {directory} fails its sha256 check; refusing the index")
+    return np.sort(np.frombuffer(data, dtype=np.int64))

@@ -10,39 +10,13 @@ import pytest
 
 from jobs.common.config import load_config
 from jobs.common.errors import UserError
-from jobs.common.schema import FACES_DDL
 from jobs.index.build import exact_top_k, recall_at_k
 from jobs.index.config import IndexConfig
 from jobs.index.job import run_index
 from jobs.index.shards import load_index
+from tests.fixtures.faces import clustered, write_faces
 
 pytestmark = pytest.mark.slow
-
-COLUMNS = [
-    c.split()[0] for c in FACES_DDL.replace("STRUCT<x1: FLOAT, y1: FLOAT, x2: FLOAT, y2: FLOAT>", "S").split(", ")
-]
-
-
-def clustered(count: int, dim: int = 16, seed: int = 0) -> np.ndarray:
-    """Identities as centres with a few samples each, L2-normalised: shaped like face embeddings."""
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(max(count // 4, 1), dim))
-    vectors = centres[rng.integers(0, len(centres), count)] + 0.35 * rng.normal(size=(count, dim))
-    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
-
-
-def write_faces(
-    spark, path: Path, ids: np.ndarray, vectors: np.ndarray, model_id: str = "m-test", mode: str = "append"
-):
-    columns = spark.createDataFrame([], FACES_DDL).columns
-    rows = []
-    for face_id, vector in zip(ids.tolist(), vectors):
-        row = dict.fromkeys(columns)
-        row.update(
-            face_id=int(face_id), embedding=[float(v) for v in vector], model_id=model_id, status="ok", face_index=0
-        )
-        rows.append(tuple(row[c] for c in columns))
-    spark.createDataFrame(rows, FACES_DDL).write.format("delta").mode(mode).save(str(path))
 
 
 def config(table: Path, out: Path, *extra: str) -> IndexConfig:

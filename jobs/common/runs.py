@@ -1,0 +1,93 @@
+"""The runs table: an append-only audit trail, one row per job run (who, when, with what, on which
+table versions, what came out, and how it ended)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import json
+import logging
+import socket
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+RUNS_DDL = (
+    "run_id STRING, job STRING, started_at TIMESTAMP, finished_at TIMESTAMP, user STRING, host STRING, "
+    "params STRING, inputs ARRAY<STRUCT<name: STRING, path: STRING, version: BIGINT>>, "
+    "outputs ARRAY<STRUCT<name: STRING, path: STRING, version: BIGINT>>, counts MAP<STRING, BIGINT>, "
+    "threshold DOUBLE, threshold_source STRING, status STRING, error STRING"
+)
+
+
+def new_run_id(job: str) -> str:
+    return f"{job}-{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:8]}"
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry in some containers
+        return "unknown"
+
+
+@dataclass
+class RunRecord:
+    """Filled in while a job runs; `append_run` writes it once, at the end (ok or failed)."""
+
+    job: str
+    params: dict[str, Any]
+    run_id: str = ""
+    started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    threshold: float | None = None
+    threshold_source: str | None = None
+
+    def __post_init__(self) -> None:
+        self.run_id = self.run_id or new_run_id(self.job)
+
+    def add_input(self, name: str, path: str, version: int | None) -> None:
+        self.inputs.append({"name": name, "path": str(path), "version": None if version is None else int(version)})
+
+    def add_output(self, name: str, path: str, version: int | None) -> None:
+        self.outputs.append({"name": name, "path": str(path), "version": None if version is None else int(version)})
+
+
+def delta_version(spark, path: str) -> int:
+    from delta.tables import DeltaTable
+
+    return int(DeltaTable.forPath(spark, str(path)).history(1).collect()[0].version)
+
+
+def append_run(spark, runs_table: str, record: RunRecord, status: str, error: str | None = None) -> int:
+    """Append the run's row (one Delta commit); returns the runs table's new version."""
+    row = {
+        "run_id": record.run_id,
+        "job": record.job,
+        "started_at": record.started_at,
+        "finished_at": dt.datetime.now(dt.UTC),
+        "user": _user(),
+        "host": socket.gethostname(),
+        "params": json.dumps(record.params, sort_keys=True, default=str),
+        "inputs": record.inputs,
+        "outputs": record.outputs,
+        "counts": {key: int(value) for key, value in record.counts.items()},
+        "threshold": record.threshold,
+        "threshold_source": record.threshold_source,
+        "status": status,
+        "error": error,
+    }
+    spark.createDataFrame([row], RUNS_DDL).write.format("delta").mode("append").save(str(runs_table))
+    return delta_version(spark, runs_table)
+
+
+def record_failure(spark, runs_table: str, record: RunRecord, error: BaseException) -> None:
+    """Best effort: a failed run still leaves its row; a failure to write it must not hide the first error."""
+    try:
+        append_run(spark, runs_table, record, "failed", f"{type(error).__name__}: {str(error).splitlines()[0][:500]}")
+    except Exception:  # noqa: BLE001 - we are already handling the error that matters
+        log.exception("could not record the failed run %s in %s", record.run_id, runs_table)

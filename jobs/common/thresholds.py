@@ -1,0 +1,92 @@
+"""Thresholds are never hidden: an explicit value, or a calibration record (written by
+`lineup audit calibrate`) that says which FMR it gives, on which data, for which model."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from jobs.common.config import StrictModel
+from jobs.common.errors import UserError
+
+CALIBRATIONS_DIR = "calibrations"
+
+
+class ThresholdSettings(StrictModel):
+    value: float | None = Field(None, ge=-1.0, le=1.0, description="an explicit cosine threshold")
+    calibration: str | None = Field(
+        None, description="a calibration record: its JSON file, or its calibration_id under <data_root>/calibrations"
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ThresholdSettings:
+        if self.value is not None and self.calibration is not None:
+            raise ValueError("give threshold.value or threshold.calibration, not both")
+        return self
+
+
+@dataclass(frozen=True)
+class Threshold:
+    value: float | None
+    source: str  # "explicit", "calibration:<id>" or "none"
+    calibration: dict[str, Any] | None = None
+
+    def describe(self) -> str:
+        if self.value is None:
+            return "no threshold given: above_threshold is null (set threshold.value or threshold.calibration)"
+        if self.calibration is None:
+            return f"explicit threshold {self.value}"
+        c = self.calibration
+        return (
+            f"threshold {self.value:.6f} from calibration {c['calibration_id']}: target FMR {c['target_fmr']:g}, "
+            f"measured FMR {c['measured_fmr']:.3g} on {c['impostor_pairs']} impostor pairs of {c['data']['name']}"
+        )
+
+
+def calibration_path(data_root: Path, calibration_id: str) -> Path:
+    return data_root / CALIBRATIONS_DIR / f"{calibration_id}.json"
+
+
+def write_calibration(data_root: Path, record: dict[str, Any]) -> Path:
+    path = calibration_path(data_root, record["calibration_id"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_suffix(".json.tmp")
+    scratch.write_text(json.dumps(record, indent=2, sort_keys=True), encoding="utf-8")
+    scratch.replace(path)
+    return path
+
+
+def load_calibration(reference: str, data_root: Path, key: str) -> dict[str, Any]:
+    candidate = Path(reference).expanduser()
+    path = candidate if candidate.suffix == ".json" or candidate.is_file() else calibration_path(data_root, reference)
+    if not path.is_file():
+        raise UserError(
+            f"{key} {reference}: no calibration record at {path}; run `lineup audit calibrate` or give a record's path"
+        )
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise UserError(f"{key} {path} is not a calibration record ({error})") from None
+    missing = [k for k in ("calibration_id", "threshold", "model_id", "target_fmr", "measured_fmr") if k not in record]
+    if missing:
+        raise UserError(f"{key} {path} is not a calibration record (no {missing})")
+    return record
+
+
+def resolve_threshold(settings: ThresholdSettings, model_id: str, data_root: Path, key: str) -> Threshold:
+    """The threshold a run uses; refuses a calibration measured for another model."""
+    if settings.value is not None:
+        return Threshold(float(settings.value), "explicit")
+    if settings.calibration is None:
+        return Threshold(None, "none")
+    record = load_calibration(settings.calibration, data_root, f"{key}.calibration")
+    if record["model_id"] != model_id:
+        raise UserError(
+            f"{key}.calibration {record['calibration_id']} was measured for model {record['model_id']}, but this run "
+            f"uses {model_id}: calibrate this model with `lineup audit calibrate`"
+        )
+    return Threshold(float(record["threshold"]), f"calibration:{record['calibration_id']}", record)

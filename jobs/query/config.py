@@ -1,0 +1,68 @@
+"""Configuration of the query job (validated, no I/O)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from jobs.common.config import LineupConfig, StrictModel
+from jobs.common.thresholds import ThresholdSettings
+from jobs.embed.config import InputSettings, LabelSettings
+
+
+class ProbeSettings(StrictModel):
+    kind: Literal["faces_table", "archive"] = "faces_table"
+    faces_table: str | None = Field(None, description="kind=faces_table: a faces table to take probes from")
+    faces_version: int | None = Field(None, ge=0, description="kind=faces_table: its Delta version; default latest")
+    where: str | None = Field(None, description="kind=faces_table: a SQL filter, e.g. \"subject_id = 'x'\"")
+    archive: InputSettings | None = Field(None, description="kind=archive: the images, as embed.input")
+    probe_table: str | None = Field(
+        None, description="kind=archive: faces table for probes; default <data_root>/tables/probe_faces"
+    )
+    pack_dir: str | None = Field(None, description="kind=archive: model pack; default the default pack")
+    labels: LabelSettings = Field(default_factory=LabelSettings)
+
+    @model_validator(mode="after")
+    def _source_given(self) -> ProbeSettings:
+        if self.kind == "faces_table" and not self.faces_table:
+            raise ValueError("kind faces_table needs probes.faces_table (or set probes.kind=archive)")
+        if self.kind == "archive" and self.archive is None:
+            raise ValueError("kind archive needs probes.archive.path (and .kind dir|tar|table)")
+        return self
+
+
+class QuerySettings(StrictModel):
+    probes: ProbeSettings
+    index_dir: str | None = Field(None, description="default <data_root>/indexes/faces")
+    k: int = Field(10, ge=1, le=1000, description="candidates kept per probe")
+    rerank: bool = Field(False, description="rescore candidates exactly from the gallery's stored embeddings")
+    rerank_factor: int = Field(4, ge=1, description="with rerank: fetch k * rerank_factor candidates first")
+    search_value: int | None = Field(None, ge=1, description="override the index's nprobe/efSearch")
+    probe_partitions: int | None = Field(None, ge=1, description="probe partitions; default Spark's parallelism")
+    threshold: ThresholdSettings = Field(default_factory=ThresholdSettings)
+    matches_table: str | None = Field(None, description="default <data_root>/tables/matches")
+    identities_table: str | None = Field(None, description="default <data_root>/tables/identities")
+    runs_table: str | None = Field(None, description="default <data_root>/tables/runs")
+
+
+class QueryConfig(LineupConfig):
+    query: QuerySettings
+
+    def table(self, name: str) -> str:
+        given = getattr(self.query, f"{name}_table", None)
+        if given:
+            return str(Path(given).expanduser().resolve())
+        return str(self.spark.resolved_data_root() / "tables" / name)
+
+    def index_path(self) -> Path:
+        if self.query.index_dir:
+            return Path(self.query.index_dir).expanduser().resolve()
+        return self.spark.resolved_data_root() / "indexes" / "faces"
+
+    def probe_table_path(self) -> str:
+        given = self.query.probes.probe_table
+        if given:
+            return str(Path(given).expanduser().resolve())
+        return str(self.spark.resolved_data_root() / "tables" / "probe_faces")

@@ -1,0 +1,234 @@
+"""The query job on synthetic faces tables: Spark top-k == numpy brute force, thresholds (explicit,
+calibrated, none), identities, re-rank, refusals, the runs audit trail, and reading without Spark."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jobs.cli import main as cli_main
+from jobs.common.config import load_config
+from jobs.common.errors import UserError
+from jobs.common.thresholds import write_calibration
+from jobs.index.build import exact_top_k
+from jobs.index.config import IndexConfig
+from jobs.index.job import run_index
+from jobs.query.config import QueryConfig
+from jobs.query.job import run_query
+from tests.fixtures.faces import clustered, write_faces
+
+pytestmark = pytest.mark.slow
+
+GALLERY = 2000
+K = 10
+
+
+@pytest.fixture(scope="module")
+def world(spark, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A gallery of 2,000 faces (500 subjects) in an exact 3-shard index, and 150 probes: 120 ok, 30 failed."""
+    root = tmp_path_factory.mktemp("query")
+    gallery_ids = np.arange(1, GALLERY + 1, dtype=np.int64) * 104729
+    gallery = clustered(GALLERY, dim=16, seed=1)
+    subjects = [f"s{i % 500:03d}" for i in range(GALLERY)]
+    write_faces(spark, root / "gallery", gallery_ids, gallery, subjects=subjects)
+    index_config = load_config(
+        IndexConfig,
+        None,
+        [f"index.faces_table={root / 'gallery'}", f"index.index_dir={root / 'index'}", "index.shards=3"],
+    )
+    run_index(index_config, spark)
+    probe_ids = np.arange(5_000_000, 5_000_150, dtype=np.int64)
+    probes = clustered(150, dim=16, seed=2)
+    statuses = ["ok"] * 120 + ["no_face"] * 20 + ["decode_error"] * 10
+    write_faces(spark, root / "probes", probe_ids, probes, statuses=statuses, subjects=["p"] * 150)
+    return {
+        "root": root,
+        "gallery_ids": gallery_ids,
+        "gallery": gallery,
+        "subjects": dict(zip(gallery_ids.tolist(), subjects)),
+        "probe_ids": probe_ids[:120],
+        "probes": probes[:120],
+    }
+
+
+def query_config(world: dict, *extra: str, name: str = "run") -> QueryConfig:
+    root = world["root"]
+    return load_config(
+        QueryConfig,
+        None,
+        [
+            f"spark.data_root={root / 'data'}",
+            f"query.probes.faces_table={root / 'probes'}",
+            f"query.index_dir={root / 'index'}",
+            f"query.matches_table={root / name / 'matches'}",
+            f"query.identities_table={root / name / 'identities'}",
+            f"query.runs_table={root / 'runs'}",
+            f"query.k={K}",
+            "query.probe_partitions=2",
+            *extra,
+        ],
+    )
+
+
+def rows_of(spark, path: Path, run_id: str) -> list:
+    return spark.read.format("delta").load(str(path)).where(f"run_id = '{run_id}'").collect()
+
+
+def test_exact_query_equals_numpy_brute_force(spark, world: dict) -> None:
+    summary = run_query(query_config(world, "query.threshold.value=0.8", name="exact"), spark)
+    assert summary["probes_searched"] == 120 and summary["probes_no_face"] == 20 and summary["gallery_size"] == GALLERY
+    rows = rows_of(spark, world["root"] / "exact" / "matches", summary["run_id"])
+    found = [r for r in rows if r.rank is not None]
+    assert len(found) == 120 * K and summary["candidates"] == 120 * K
+    expected_scores, expected_ids = exact_top_k(world["gallery"], world["gallery_ids"], world["probes"], K)
+    by_probe = {}
+    for row in found:
+        by_probe.setdefault(row.probe_face_id, []).append(row)
+    for position, probe_id in enumerate(world["probe_ids"].tolist()):
+        ranked = sorted(by_probe[probe_id], key=lambda r: r.rank)
+        assert [r.rank for r in ranked] == list(range(1, K + 1))
+        assert [r.gallery_face_id for r in ranked] == expected_ids[position].tolist()
+        np.testing.assert_allclose([r.score for r in ranked], expected_scores[position], atol=1e-5)
+        assert [r.gallery_subject_id for r in ranked] == [world["subjects"][i] for i in expected_ids[position]]
+        assert all(r.above_threshold == (r.score >= 0.8) and r.threshold == 0.8 for r in ranked)
+    failed = [r for r in rows if r.rank is None]
+    assert sorted(r.probe_status for r in failed) == ["decode_error"] * 10 + ["no_face"] * 20
+    assert all(r.gallery_face_id is None and r.above_threshold is None for r in failed)
+    above = sum(any(r.score >= 0.8 for r in by_probe[p]) for p in by_probe)
+    assert summary["probes_with_candidate_above_threshold"] == above
+
+
+def test_identities_rank_best_score_per_subject(spark, world: dict) -> None:
+    summary = run_query(query_config(world, "query.threshold.value=0.9", name="ident"), spark)
+    matches = rows_of(spark, world["root"] / "ident" / "matches", summary["run_id"])
+    identities = rows_of(spark, world["root"] / "ident" / "identities", summary["run_id"])
+    expected: dict[int, dict[str, float]] = {}
+    for row in matches:
+        if row.rank is not None:
+            best = expected.setdefault(row.probe_face_id, {})
+            best[row.gallery_subject_id] = max(best.get(row.gallery_subject_id, -2.0), row.score)
+    assert len({r.probe_face_id for r in identities}) == 120
+    for probe_id, best in expected.items():
+        mine = sorted((r for r in identities if r.probe_face_id == probe_id), key=lambda r: r.rank)
+        assert [r.gallery_subject_id for r in mine] == sorted(best, key=lambda s: (-best[s], s))
+        assert [r.best_score for r in mine] == [best[r.gallery_subject_id] for r in mine]
+        assert all(r.above_threshold == (r.best_score >= 0.9) for r in mine)
+
+
+def test_no_threshold_is_said_and_above_threshold_is_null(spark, world: dict) -> None:
+    summary = run_query(query_config(world, name="none"), spark)
+    assert summary["threshold"] is None and summary["threshold_source"] == "none"
+    assert "no threshold given" in summary["threshold_note"]
+    assert "probes_with_candidate_above_threshold" not in summary
+    rows = rows_of(spark, world["root"] / "none" / "matches", summary["run_id"])
+    assert len([r for r in rows if r.rank is not None]) == 120 * K  # every candidate is still written
+    assert all(r.above_threshold is None and r.threshold is None for r in rows)
+
+
+def test_calibrated_threshold_is_recorded_and_other_models_refused(spark, world: dict) -> None:
+    data_root = world["root"] / "data"
+    record = {
+        "calibration_id": "cal-test-1",
+        "threshold": 0.85,
+        "model_id": "m-test",
+        "target_fmr": 1e-3,
+        "measured_fmr": 9e-4,
+        "impostor_pairs": 10000,
+        "data": {"name": "synthetic"},
+    }
+    write_calibration(data_root, record)
+    summary = run_query(query_config(world, "query.threshold.calibration=cal-test-1", name="cal"), spark)
+    assert summary["threshold"] == 0.85 and summary["threshold_source"] == "calibration:cal-test-1"
+    runs = rows_of(spark, world["root"] / "runs", summary["run_id"])
+    assert [(r.status, r.threshold, r.threshold_source) for r in runs] == [("ok", 0.85, "calibration:cal-test-1")]
+    names = {entry.name: entry.version for entry in runs[0].inputs}
+    assert names["probe_faces"] == 0 and names["gallery_faces"] == 0
+    assert json.loads(runs[0].params)["index_id"] == summary["index_id"]
+    write_calibration(data_root, {**record, "calibration_id": "cal-other", "model_id": "another-model"})
+    with pytest.raises(UserError, match="measured for model another-model"):
+        run_query(query_config(world, "query.threshold.calibration=cal-other", name="cal2"), spark)
+    failed = spark.read.format("delta").load(str(world["root"] / "runs")).where("status = 'failed'").collect()
+    assert any("another-model" in r.error for r in failed)
+
+
+def test_approximate_index_with_rerank_gives_exact_scores(spark, world: dict, tmp_path: Path) -> None:
+    root = world["root"]
+    run_index(
+        load_config(
+            IndexConfig,
+            None,
+            [
+                f"index.faces_table={root / 'gallery'}",
+                f"index.index_dir={tmp_path / 'ivf'}",
+                "index.shards=2",
+                "index.factory=IVF16,Flat",
+                "index.holdout_queries=200",
+            ],
+        ),
+        spark,
+    )
+    extra = [f"query.index_dir={tmp_path / 'ivf'}", "query.rerank=true", "query.search_value=1", "query.rerank_factor=3"]
+    summary = run_query(query_config(world, *extra, name="rerank"), spark)
+    rows = [r for r in rows_of(spark, root / "rerank" / "matches", summary["run_id"]) if r.rank is not None]
+    vectors = dict(zip(world["gallery_ids"].tolist(), world["gallery"]))
+    probes = dict(zip(world["probe_ids"].tolist(), world["probes"]))
+    for row in rows:
+        assert row.score == pytest.approx(float(probes[row.probe_face_id] @ vectors[row.gallery_face_id]), abs=1e-5)
+    per_probe = {}
+    for row in rows:
+        per_probe.setdefault(row.probe_face_id, []).append(row)
+    for ranked in per_probe.values():
+        ranked.sort(key=lambda r: r.rank)
+        assert len(ranked) == K and all(a.score >= b.score for a, b in zip(ranked, ranked[1:]))
+
+
+def test_probes_of_another_model_or_dimension_are_refused(spark, world: dict, tmp_path: Path) -> None:
+    write_faces(spark, tmp_path / "other", np.arange(5, dtype=np.int64), clustered(5), model_id="other-model")
+    with pytest.raises(UserError, match="embedded with \\['other-model'\\]"):
+        run_query(query_config(world, f"query.probes.faces_table={tmp_path / 'other'}"), spark)
+    write_faces(spark, tmp_path / "narrow", np.arange(5, dtype=np.int64), clustered(5, dim=8))
+    with pytest.raises(UserError, match="\\[8\\] dimensions, the index 16"):
+        run_query(query_config(world, f"query.probes.faces_table={tmp_path / 'narrow'}"), spark)
+
+
+def test_missing_or_tampered_index_fails_cleanly(spark, world: dict, tmp_path: Path, capsys) -> None:
+    missing = query_config(world, f"query.index_dir={tmp_path / 'nowhere'}")
+    with pytest.raises(UserError, match="is not a Lineup index"):
+        run_query(missing, spark)
+    copy = tmp_path / "tampered"
+    copy.mkdir()
+    for path in (world["root"] / "index").iterdir():
+        (copy / path.name).write_bytes(path.read_bytes())
+    shard = sorted(copy.glob("shard-*.faiss"))[0]
+    data = bytearray(shard.read_bytes())
+    data[-5] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    overrides = {
+        "query.index_dir": copy,
+        "query.probes.faces_table": world["root"] / "probes",
+        "spark.data_root": world["root"] / "data",
+    }
+    assert cli_main(["query", *(f"--set={key}={value}" for key, value in overrides.items())]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("lineup query: error:")]
+    assert len(errors) == 1 and "fails its sha256 check" in errors[0] and "Traceback" not in err
+
+
+def test_matches_are_readable_without_spark(spark, world: dict) -> None:
+    """The README's example: the deltalake package reads the matches table (no JVM)."""
+    from deltalake import DeltaTable
+
+    summary = run_query(query_config(world, "query.threshold.value=0.8", name="plain"), spark)
+    table = DeltaTable(str(world["root"] / "plain" / "matches")).to_pyarrow_table()
+    plain = table.filter(table["run_id"].to_numpy(zero_copy_only=False) == summary["run_id"])
+    assert plain.num_rows == 120 * K + 30
+    spark_rows = rows_of(spark, world["root"] / "plain" / "matches", summary["run_id"])
+    key = lambda r: (r["probe_face_id"], r["rank"] or 0)  # noqa: E731
+    mine = sorted(plain.select(["probe_face_id", "rank", "gallery_face_id", "score"]).to_pylist(), key=key)
+    theirs = sorted(
+        [{f: r[f] for f in ("probe_face_id", "rank", "gallery_face_id", "score")} for r in spark_rows], key=key
+    )
+    assert mine == theirs
