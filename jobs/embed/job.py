@@ -279,7 +279,7 @@ def _summary(spark, config, model_id, run_id, table_path, counts: Counts, elapse
 _PIPELINES: dict[tuple[str, str, int, int], Any] = {}
 
 
-def _pipeline(pack_dir: str, model_id: str, threads: int, max_pixels: int):
+def cached_pipeline(pack_dir: str, model_id: str, threads: int, max_pixels: int):
     """One FacePipeline per Python worker process: ONNX sessions are built here, never pickled."""
     key = (pack_dir, model_id, threads, max_pixels)
     if key not in _PIPELINES:
@@ -304,7 +304,7 @@ def make_task_runner(context: dict, known_handle, skipped, peak_rss):
         from jobs.embed.arrow_rows import to_record_batch
         from jobs.embed.worker import embed_loaded, read_refs
 
-        pipeline = _pipeline(context["pack_dir"], context["model_id"], context["threads"], context["max_pixels"])
+        pipeline = cached_pipeline(context["pack_dir"], context["model_id"], context["threads"], context["max_pixels"])
         known = known_handle.value
         for batch in batches:
             for payload in batch.column(0).to_pylist():
@@ -326,7 +326,7 @@ def make_table_runner(context: dict, known_handle, skipped, peak_rss, prefix: st
         from jobs.embed.arrow_rows import to_record_batch
         from jobs.embed.worker import Loaded, embed_loaded
 
-        pipeline = _pipeline(context["pack_dir"], context["model_id"], context["threads"], context["max_pixels"])
+        pipeline = cached_pipeline(context["pack_dir"], context["model_id"], context["threads"], context["max_pixels"])
         counted = _CountingKnown(known_handle.value)
         for batch in batches:
             ids, contents = batch.column(0).to_pylist(), batch.column(1).to_pylist()

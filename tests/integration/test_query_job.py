@@ -170,7 +170,12 @@ def test_approximate_index_with_rerank_gives_exact_scores(spark, world: dict, tm
         ),
         spark,
     )
-    extra = [f"query.index_dir={tmp_path / 'ivf'}", "query.rerank=true", "query.search_value=1", "query.rerank_factor=3"]
+    extra = [
+        f"query.index_dir={tmp_path / 'ivf'}",
+        "query.rerank=true",
+        "query.search_value=1",
+        "query.rerank_factor=3",
+    ]
     summary = run_query(query_config(world, *extra, name="rerank"), spark)
     rows = [r for r in rows_of(spark, root / "rerank" / "matches", summary["run_id"]) if r.rank is not None]
     vectors = dict(zip(world["gallery_ids"].tolist(), world["gallery"]))

@@ -1,0 +1,85 @@
+"""Executor side of compare: one embedding per image, its most prominent (largest) face."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jobs.embed.ids import face_id_of, image_id_of
+
+IMAGE_DDL = (
+    "path STRING, image_id STRING, status STRING, error STRING, face_id BIGINT, faces INT, embedding ARRAY<FLOAT>"
+)
+
+
+def largest_face(faces: list) -> Any:
+    """The face a person comparing two photos means: the biggest one (ties: the first detected)."""
+    return max(faces, key=lambda f: ((f.bbox[2] - f.bbox[0]) * (f.bbox[3] - f.bbox[1]), -f.face_index))
+
+
+def embed_images(paths: list[str], pipeline, model_id: str) -> Iterator[dict[str, Any]]:
+    """A row per path: status `ok` with the largest face's embedding, or the status that stopped it."""
+    blobs: dict[str, bytes] = {}
+    rows: dict[str, dict[str, Any]] = {}
+    for path in paths:
+        try:
+            blobs[path] = Path(path).read_bytes()
+        except OSError as error:
+            rows[path] = _row(path, None, "read_error", f"{type(error).__name__}: {error.strerror or error}")
+    readable = list(blobs)
+    for path, result in zip(readable, pipeline.process_bytes([blobs[p] for p in readable])):
+        image_id = image_id_of(blobs[path])
+        if result.status != "ok":
+            rows[path] = _row(path, image_id, result.status, result.error)
+            continue
+        face = largest_face(result.faces)
+        rows[path] = _row(path, image_id, "ok", None)
+        rows[path].update(
+            face_id=face_id_of(image_id, model_id, face.face_index),
+            faces=len(result.faces),
+            embedding=face.embedding.astype(np.float32).tolist(),
+        )
+    for path in paths:
+        yield rows[path]
+
+
+def _row(path: str, image_id: str | None, status: str, error: str | None) -> dict[str, Any]:
+    return {
+        "path": path,
+        "image_id": image_id,
+        "status": status,
+        "error": error,
+        "face_id": None,
+        "faces": 0,
+        "embedding": None,
+    }
+
+
+def make_image_runner(context: dict[str, Any]) -> Callable[[Iterator], Iterator]:
+    def run(batches: Iterator) -> Iterator:
+        import pyarrow as pa
+
+        from jobs.embed.job import cached_pipeline
+
+        pipeline = cached_pipeline(context["pack_dir"], context["model_id"], context["threads"], context["max_pixels"])
+        schema = pa.schema(
+            [
+                ("path", pa.string()),
+                ("image_id", pa.string()),
+                ("status", pa.string()),
+                ("error", pa.string()),
+                ("face_id", pa.int64()),
+                ("faces", pa.int32()),
+                ("embedding", pa.list_(pa.float32())),
+            ]
+        )
+        for batch in batches:
+            paths = [str(p) for p in batch.column("path").to_pylist()]
+            for start in range(0, len(paths), 16):
+                rows = list(embed_images(paths[start : start + 16], pipeline, context["model_id"]))
+                yield pa.RecordBatch.from_pylist(rows, schema=schema)
+
+    return run
