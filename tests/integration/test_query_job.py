@@ -237,3 +237,64 @@ def test_matches_are_readable_without_spark(spark, world: dict) -> None:
         [{f: r[f] for f in ("probe_face_id", "rank", "gallery_face_id", "score")} for r in spark_rows], key=key
     )
     assert mine == theirs
+
+
+@pytest.mark.data
+def test_probe_archive_with_bad_files(spark, tmp_path: Path, shared_data: Path, default_pack) -> None:
+    """Probes from a folder: embedded with the embed job's code, bad files kept as rows, rank 1 = same person."""
+    import shutil
+
+    from jobs.embed.config import EmbedConfig
+    from jobs.embed.job import run_embed
+    from tests.fixtures.images import bad_input_corpus
+
+    people = [p for p in sorted((shared_data / "lfw" / "images").iterdir()) if len(list(p.glob("*.jpg"))) >= 3][:4]
+    gallery_dir, probe_dir = tmp_path / "gallery", tmp_path / "probes"
+    for person in people:
+        images = sorted(person.glob("*.jpg"))
+        (gallery_dir / person.name).mkdir(parents=True)
+        (probe_dir / person.name).mkdir(parents=True)
+        for image in images[:2]:
+            shutil.copy(image, gallery_dir / person.name / image.name)
+        shutil.copy(images[2], probe_dir / person.name / images[2].name)
+    (probe_dir / "bad").mkdir()
+    for name in ("truncated_jpeg", "random_bytes", "one_pixel"):
+        (probe_dir / "bad" / f"{name}.jpg").write_bytes(bad_input_corpus()[name])
+    labels = "embed.labels.subject_from_path=([^/!]+)/[^/]+$"
+    gallery_faces = tmp_path / "gallery_faces"
+    overrides = [f"embed.input.path={gallery_dir}", f"embed.table_path={gallery_faces}", labels]
+    run_embed(load_config(EmbedConfig, None, overrides), spark)
+    run_index(
+        load_config(IndexConfig, None, [f"index.faces_table={gallery_faces}", f"index.index_dir={tmp_path / 'index'}"]),
+        spark,
+    )
+    config = load_config(
+        QueryConfig,
+        None,
+        [
+            f"spark.data_root={tmp_path / 'data'}",
+            "query.probes.kind=archive",
+            f'query.probes.archive={{"path": "{probe_dir}", "glob": "*.jpg"}}',
+            f"query.probes.probe_table={tmp_path / 'probe_faces'}",
+            "query.probes.labels.subject_from_path=([^/!]+)/[^/]+$",
+            f"query.index_dir={tmp_path / 'index'}",
+            "query.k=3",
+        ],
+    )
+    summary = run_query(config, spark)
+    assert summary["probe_files_seen"] == len(people) + 3 and summary["probes_searched"] >= len(people)
+    matches = spark.read.format("delta").load(summary["outputs"]["matches_table"]).collect()
+    failed = {Path(r.probe_source_path).name: r.probe_status for r in matches if r.rank is None}
+    assert failed == {
+        "truncated_jpeg.jpg": "decode_error",
+        "random_bytes.jpg": "unsupported_format",
+        "one_pixel.jpg": "too_small",
+    }
+    first = {r.probe_source_path: r for r in matches if r.rank == 1 and r.probe_subject_id is not None}
+    assert {Path(p).parent.name for p in first} == {p.name for p in people}
+    hits = [r.gallery_subject_id == r.probe_subject_id for r in first.values()]
+    assert sum(hits) >= len(people) - 1  # the default pack is 98.9% on LFW pairs: one miss is possible
+    again = run_query(config, spark)  # the probes are known now: nothing is embedded twice
+    assert (
+        again["probe_files_skipped_known"] == len(people) + 3 and again["probes_searched"] == summary["probes_searched"]
+    )
