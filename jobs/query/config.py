@@ -41,6 +41,10 @@ class QuerySettings(StrictModel):
     rerank_factor: int = Field(4, ge=1, description="with rerank: fetch k * rerank_factor candidates first")
     search_value: int | None = Field(None, ge=1, description="override the index's nprobe/efSearch")
     probe_partitions: int | None = Field(None, ge=1, description="probe partitions; default Spark's parallelism")
+    plan: Literal["auto", "all_shards", "per_shard"] = Field(
+        "auto", description="all_shards: each task searches every shard; per_shard: one (probes, shard) per task"
+    )
+    worker_index_gb: float = Field(2.0, gt=0, description="auto picks all_shards while the index fits this")
     threshold: ThresholdSettings = Field(default_factory=ThresholdSettings)
     matches_table: str | None = Field(None, description="default <data_root>/tables/matches")
     identities_table: str | None = Field(None, description="default <data_root>/tables/identities")

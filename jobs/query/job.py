@@ -67,8 +67,9 @@ def _run(config: QueryConfig, spark, record: RunRecord) -> dict[str, Any]:
     ok_probes = probes.where(F.col("status") == "ok")
     # Re-ranking an exact index would change nothing: only approximate ones fetch extra candidates.
     fetch = settings.k * settings.rerank_factor if settings.rerank and not manifest["exact"] else settings.k
-    candidates = search_candidates(spark, ok_probes, index_dir, manifest, settings, fetch)
-    top = keep_top(candidates, fetch)
+    plan = choose_plan(index_dir, manifest, settings)
+    record.params["plan"] = plan
+    top = search_candidates(spark, ok_probes, index_dir, manifest, settings, fetch, plan)
     top = top.join(gallery.select("gallery_face_id", "gallery_subject_id"), "gallery_face_id", "left")
     if fetch > settings.k:
         top = rerank(top, ok_probes, gallery, settings.k)
@@ -83,15 +84,15 @@ def probe_frame(config: QueryConfig, spark, manifest: dict, record: RunRecord):
     probes_settings = config.query.probes
     if probes_settings.kind == "archive":
         table, version, prefix, counts = _embed_archive(config, spark, manifest)
-        frame = _read_delta(spark, table, version, "query.probes.probe_table")
+        frame = _read_delta(spark, table, version, "query.probes.probe_table", version)
         frame = frame.where(F.col("source_path").startswith(prefix))
         record.add_input("probe_archive", probes_settings.archive.path, None)
         record.add_input("probe_faces", table, version)
         return frame, counts
     table = str(Path(probes_settings.faces_table).expanduser().resolve())
-    version = _latest_version(spark, table, "query.probes.faces_table")
-    version = version if probes_settings.faces_version is None else probes_settings.faces_version
-    frame = _read_delta(spark, table, version, "query.probes.faces_table")
+    latest = _latest_version(spark, table, "query.probes.faces_table")
+    version = latest if probes_settings.faces_version is None else probes_settings.faces_version
+    frame = _read_delta(spark, table, version, "query.probes.faces_table", latest)
     if probes_settings.where:
         try:
             frame = frame.where(probes_settings.where)
@@ -151,8 +152,8 @@ def _latest_version(spark, table: str, key: str) -> int:
         raise UserError(f"{key} {table} is not a Delta faces table; run `lineup embed` first") from None
 
 
-def _read_delta(spark, table: str, version: int, key: str):
-    latest = _latest_version(spark, table, key)
+def _read_delta(spark, table: str, version: int, key: str, latest: int | None = None):
+    latest = _latest_version(spark, table, key) if latest is None else latest
     if version > latest:
         raise UserError(f"{key} {table} has no version {version} (latest is {latest})")
     frame = spark.read.format("delta").option("versionAsOf", version).load(table)
@@ -167,7 +168,8 @@ def check_probes(probes, manifest: dict) -> None:
     from pyspark.sql import functions as F
 
     ok = probes.where(F.col("status") == "ok")
-    models = sorted(row.model_id for row in ok.select("model_id").distinct().collect())
+    seen = ok.groupBy("model_id", F.size("embedding").alias("d")).count().collect()  # one pass over the probes
+    models = sorted({row.model_id for row in seen})
     if not models:
         return  # no usable probe: the run records their statuses
     foreign = [model for model in models if model != manifest["model_id"]]
@@ -176,7 +178,7 @@ def check_probes(probes, manifest: dict) -> None:
             f"probes were embedded with {foreign}, the index holds {manifest['model_id']}: "
             "embed the probes with the gallery's model pack (or filter them with query.probes.where)"
         )
-    dims = sorted(row.d for row in ok.select(F.size("embedding").alias("d")).distinct().collect())
+    dims = sorted({row.d for row in seen})
     if dims != [manifest["dim"]]:
         raise UserError(f"probe embeddings have {dims} dimensions, the index {manifest['dim']}: re-embed the probes")
 
@@ -193,21 +195,20 @@ def gallery_frame(spark, manifest: dict):
     )
 
 
-def search_candidates(spark, ok_probes, index_dir: Path, manifest: dict, settings, fetch: int):
-    """Per-shard top candidates: one task per (probe partition, shard)."""
+def choose_plan(index_dir: Path, manifest: dict, settings) -> str:
+    """all_shards while the whole index fits a worker's share of memory, else one shard per task."""
+    if settings.plan != "auto":
+        return settings.plan
+    index_bytes = sum((index_dir / entry["file"]).stat().st_size for entry in manifest["shards"])
+    return "all_shards" if index_bytes <= settings.worker_index_gb * 2**30 else "per_shard"
+
+
+def search_candidates(spark, ok_probes, index_dir: Path, manifest: dict, settings, fetch: int, plan: str):
+    """The `fetch` best gallery faces per probe over all shards (probe_face_id, gallery_face_id, score, rank)."""
     from pyspark.sql import functions as F
 
-    shard_count = len(manifest["shards"])
     partitions = settings.probe_partitions or spark.sparkContext.defaultParallelism
-    shards = spark.range(shard_count).select(F.col("id").cast("int").alias("shard"))
-    tasks = (
-        ok_probes.select(F.col("face_id").alias("probe_face_id"), "embedding")
-        .dropDuplicates(["probe_face_id"])
-        .withColumn("probe_part", F.pmod(F.xxhash64("probe_face_id"), F.lit(partitions)))
-        .crossJoin(F.broadcast(shards))
-        .withColumn("task", F.col("probe_part") * shard_count + F.col("shard"))
-        .repartitionByRange(partitions * shard_count, "task")
-    )
+    probes = ok_probes.select(F.col("face_id").alias("probe_face_id"), "embedding").dropDuplicates(["probe_face_id"])
     context = {
         "index_dir": str(index_dir),
         "manifest": {key: manifest.get(key) for key in ("shards", "removed_file", "removed_sha256")},
@@ -216,7 +217,19 @@ def search_candidates(spark, ok_probes, index_dir: Path, manifest: dict, setting
         "k": fetch,
         "threads": 1,
     }
-    return tasks.select("shard", "probe_face_id", "embedding").mapInArrow(make_search_runner(context), CANDIDATES_DDL)
+    runner = make_search_runner(context)
+    if plan == "all_shards":
+        return probes.repartition(partitions).mapInArrow(runner, CANDIDATES_DDL)
+    shard_count = len(manifest["shards"])
+    shards = spark.range(shard_count).select(F.col("id").cast("int").alias("shard"))
+    tasks = (
+        probes.withColumn("probe_part", F.pmod(F.xxhash64("probe_face_id"), F.lit(partitions)))
+        .crossJoin(F.broadcast(shards))
+        .withColumn("task", F.col("probe_part") * shard_count + F.col("shard"))
+        .repartitionByRange(partitions * shard_count, "task")
+    )
+    per_shard = tasks.select("probe_face_id", "embedding", "shard").mapInArrow(runner, CANDIDATES_DDL)
+    return keep_top(per_shard, fetch)
 
 
 def keep_top(candidates, k: int):
@@ -225,7 +238,8 @@ def keep_top(candidates, k: int):
     from pyspark.sql import functions as F
 
     order = Window.partitionBy("probe_face_id").orderBy(F.col("score").desc(), F.col("gallery_face_id").asc())
-    return candidates.withColumn("rank", F.row_number().over(order)).where(F.col("rank") <= k).drop("shard")
+    ranked = candidates.drop("rank").withColumn("rank", F.row_number().over(order))
+    return ranked.where(F.col("rank") <= k)
 
 
 def rerank(top, ok_probes, gallery, k: int):
@@ -242,9 +256,9 @@ def rerank(top, ok_probes, gallery, k: int):
         top.join(probe_vectors.dropDuplicates(["probe_face_id"]), "probe_face_id")
         .join(gallery.select("gallery_face_id", "gallery_embedding"), "gallery_face_id")
         .withColumn("score", exact.cast("float"))
-        .drop("probe_vec", "gallery_embedding", "rank")
+        .drop("probe_vec", "gallery_embedding")
     )
-    return keep_top(scored.withColumn("shard", F.lit(0)), k)
+    return keep_top(scored, k)
 
 
 def matches_frame(top, probes, threshold: Threshold, manifest: dict, run_id: str, gallery_size: int):
@@ -340,29 +354,29 @@ def _write(config, spark, record, matches, threshold, manifest, probe_counts, ga
     # One computation feeds the matches, the identities and the counts.
     matches = matches.persist(StorageLevel.DISK_ONLY)
     try:
-        stats = matches.agg(
-            F.count("*").alias("rows"),
-            F.countDistinct("probe_face_id").alias("probe_rows"),
-            F.countDistinct(F.when(F.col("probe_status") == "ok", F.col("probe_face_id"))).alias("probes_searched"),
-            F.count(F.when(F.col("rank").isNotNull(), 1)).alias("candidates"),
-            F.countDistinct(F.when(F.col("above_threshold"), F.col("probe_face_id"))).alias("probes_above"),
-        ).first()
-        by_status = {
-            row.probe_status: int(row.n)
-            for row in matches.groupBy("probe_status").agg(F.countDistinct("probe_face_id").alias("n")).collect()
-        }
+        per_status = (
+            matches.groupBy("probe_status")
+            .agg(
+                F.countDistinct("probe_face_id").alias("probes"),
+                F.count(F.when(F.col("rank").isNotNull(), 1)).alias("candidates"),
+                F.countDistinct(F.when(F.col("above_threshold"), F.col("probe_face_id"))).alias("above"),
+            )
+            .collect()
+        )
+        by_status = {row.probe_status: int(row.probes) for row in per_status}
         matches.write.format("delta").mode("append").save(matches_table)
         identities_frame(matches).write.format("delta").mode("append").save(identities_table)
     finally:
         matches.unpersist()
     record.add_output("matches", matches_table, delta_version(spark, matches_table))
     record.add_output("identities", identities_table, delta_version(spark, identities_table))
+    above = sum(int(row.above) for row in per_status)
     counts = {
-        "probe_rows": int(stats.probe_rows),
-        "probes_searched": int(stats.probes_searched),
-        "candidates": int(stats.candidates),
+        "probe_rows": sum(by_status.values()),
+        "probes_searched": by_status.get("ok", 0),
+        "candidates": sum(int(row.candidates) for row in per_status),
         "gallery_size": gallery_size,
-        **({"probes_with_candidate_above_threshold": int(stats.probes_above)} if threshold.value is not None else {}),
+        **({"probes_with_candidate_above_threshold": above} if threshold.value is not None else {}),
         **{f"probes_{status}": n for status, n in by_status.items()},
         **probe_counts,
     }
@@ -377,6 +391,7 @@ def _write(config, spark, record, matches, threshold, manifest, probe_counts, ga
         "index_id": manifest["index_id"],
         "index_recall_at_k": manifest.get("recall_at_k"),
         "k": config.query.k,
+        "plan": record.params["plan"],
         "threshold": threshold.value,
         "threshold_source": threshold.source,
         "threshold_note": threshold.describe(),

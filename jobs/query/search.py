@@ -1,7 +1,9 @@
-"""Executor side of a query: search one shard for a partition of probes (FAISS, no Spark).
+"""Executor side of a query: search shards for a partition of probes (FAISS, no Spark).
 
-Each task gets (probe, shard) rows; the shard is loaded once per Python worker and reused by later
-tasks. A task returns each probe's top-k within its shard; the driver's plan merges shards per probe.
+Two plans. `all_shards`: a task searches every shard for its probes and merges them itself (shards are
+loaded once per Python worker and reused by later tasks): one stage, no shuffle, while the whole index
+fits a worker's memory. `per_shard`: a task gets (probe, shard) rows and searches only that shard, so a
+worker holds one shard at a time; the driver's plan merges the shards' lists per probe.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-CANDIDATES_DDL = "probe_face_id BIGINT, shard INT, gallery_face_id BIGINT, score FLOAT"
+CANDIDATES_DDL = "probe_face_id BIGINT, gallery_face_id BIGINT, score FLOAT, rank INT"
 
 
 def search_shard(shard, removed: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -25,12 +27,43 @@ def search_shard(shard, removed: np.ndarray, queries: np.ndarray, k: int) -> tup
     return scores, ids
 
 
+def search_all(shards: list, removed: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The global top-k over every shard, merged as `merge_top_k` does (score, then smaller face_id)."""
+    from jobs.index.shards import merge_top_k
+
+    found = [search_shard(shard, removed, queries, k) for shard in shards]
+    found = [pair for pair in found if pair[1].shape[1]]
+    if not found:
+        return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+    return merge_top_k([f[0] for f in found], [f[1] for f in found], k)
+
+
+def _to_batch(probe_ids: np.ndarray, scores: np.ndarray, ids: np.ndarray):
+    import pyarrow as pa
+
+    keep = ids >= 0
+    per_probe = keep.sum(axis=1)
+    ranks = np.broadcast_to(np.arange(1, ids.shape[1] + 1, dtype=np.int32), ids.shape)
+    return pa.RecordBatch.from_arrays(
+        [
+            pa.array(np.repeat(probe_ids, per_probe), pa.int64()),
+            pa.array(ids[keep], pa.int64()),
+            pa.array(scores[keep].astype(np.float32), pa.float32()),
+            pa.array(ranks[keep], pa.int32()),
+        ],
+        names=["probe_face_id", "gallery_face_id", "score", "rank"],
+    )
+
+
 def make_search_runner(context: dict[str, Any]) -> Callable[[Iterator], Iterator]:
-    """A mapInArrow function over rows (shard, probe_face_id, embedding) -> CANDIDATES_DDL rows."""
+    """mapInArrow over (probe_face_id, embedding[, shard]) rows -> CANDIDATES_DDL rows.
+
+    Without a `shard` column the task searches every shard and `rank` is global; with it, each row's
+    shard only, and `rank` is within that shard.
+    """
 
     def run(batches: Iterator) -> Iterator:
         import faiss
-        import pyarrow as pa
 
         from jobs.index.shards import load_removed, load_shard
 
@@ -38,29 +71,24 @@ def make_search_runner(context: dict[str, Any]) -> Callable[[Iterator], Iterator
         faiss.omp_set_num_threads(context.get("threads", 1))
         removed = load_removed(context["index_dir"], context["manifest"])
         entries = {entry["shard"]: entry for entry in context["manifest"]["shards"]}
+
+        def shard(key: int):
+            return load_shard(context["index_dir"], entries[key], context["search_param"], context["search_value"])
+
         for batch in batches:
             if batch.num_rows == 0:
                 continue
-            shard_keys = batch.column("shard").to_numpy()
             probe_ids = batch.column("probe_face_id").to_numpy()
             flat = batch.column("embedding").flatten().to_numpy(zero_copy_only=False)
             vectors = flat.astype(np.float32).reshape(len(probe_ids), -1)
-            for shard_key in np.unique(shard_keys):
-                mask = shard_keys == shard_key
-                shard = load_shard(
-                    context["index_dir"], entries[int(shard_key)], context["search_param"], context["search_value"]
-                )
-                scores, ids = search_shard(shard, removed, vectors[mask], context["k"])
-                keep = ids >= 0
-                rows = keep.sum(axis=1)
-                yield pa.RecordBatch.from_arrays(
-                    [
-                        pa.array(np.repeat(probe_ids[mask], rows), pa.int64()),
-                        pa.array(np.full(int(rows.sum()), shard_key, np.int32), pa.int32()),
-                        pa.array(ids[keep], pa.int64()),
-                        pa.array(scores[keep], pa.float32()),
-                    ],
-                    names=["probe_face_id", "shard", "gallery_face_id", "score"],
-                )
+            if "shard" not in batch.schema.names:
+                scores, ids = search_all([shard(key) for key in sorted(entries)], removed, vectors, context["k"])
+                yield _to_batch(probe_ids, scores, ids)
+                continue
+            shard_keys = batch.column("shard").to_numpy()
+            for key in np.unique(shard_keys):
+                mask = shard_keys == key
+                scores, ids = search_shard(shard(int(key)), removed, vectors[mask], context["k"])
+                yield _to_batch(probe_ids[mask], scores, ids)
 
     return run

@@ -77,10 +77,13 @@ def rows_of(spark, path: Path, run_id: str) -> list:
     return spark.read.format("delta").load(str(path)).where(f"run_id = '{run_id}'").collect()
 
 
-def test_exact_query_equals_numpy_brute_force(spark, world: dict) -> None:
-    summary = run_query(query_config(world, "query.threshold.value=0.8", name="exact"), spark)
+@pytest.mark.parametrize("plan", ["all_shards", "per_shard"])
+def test_exact_query_equals_numpy_brute_force(spark, world: dict, plan: str) -> None:
+    config = query_config(world, "query.threshold.value=0.8", f"query.plan={plan}", name=f"exact-{plan}")
+    summary = run_query(config, spark)
+    assert summary["plan"] == plan
     assert summary["probes_searched"] == 120 and summary["probes_no_face"] == 20 and summary["gallery_size"] == GALLERY
-    rows = rows_of(spark, world["root"] / "exact" / "matches", summary["run_id"])
+    rows = rows_of(spark, world["root"] / f"exact-{plan}" / "matches", summary["run_id"])
     found = [r for r in rows if r.rank is not None]
     assert len(found) == 120 * K and summary["candidates"] == 120 * K
     expected_scores, expected_ids = exact_top_k(world["gallery"], world["gallery_ids"], world["probes"], K)
