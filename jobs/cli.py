@@ -145,9 +145,41 @@ def _add_models_commands(commands: argparse._SubParsersAction) -> None:
     insight.set_defaults(handler=_models_build_insightface)
 
 
+def _audit_run(args: argparse.Namespace) -> int:
+    from jobs.audit.config import AuditConfig
+    from jobs.audit.job import run_audit
+
+    config = load_config(AuditConfig, args.conf, args.overrides)
+    configure_logging(config.log_level)
+    emit_summary(run_audit(config))
+    return 0
+
+
+def _audit_calibrate(args: argparse.Namespace) -> int:
+    from jobs.audit.config import AuditConfig
+    from jobs.audit.job import run_calibrate
+
+    if not 0 < args.target_fmr < 1:
+        raise UserError(f"--target-fmr {args.target_fmr}: give a rate between 0 and 1, e.g. 1e-4")
+    config = load_config(AuditConfig, args.conf, args.overrides)
+    configure_logging(config.log_level)
+    emit_summary(run_calibrate(config, args.target_fmr))
+    return 0
+
+
 def _add_audit_commands(commands: argparse._SubParsersAction) -> None:
-    audit = commands.add_parser("audit", help="measure error rates", description="measure error rates")
-    actions = audit.add_subparsers(dest="action", required=True, metavar="ACTION")
+    audit = commands.add_parser(
+        "audit",
+        help="measure error rates (1:1, 1:N, per group) and write metrics tables and an HTML report",
+        description="`lineup audit --conf conf/audit.yaml` measures; the actions below calibrate or run LFW's protocol",
+    )
+    add_config_flags(audit)
+    audit.set_defaults(handler=_audit_run)
+    actions = audit.add_subparsers(dest="action", required=False, metavar="ACTION")
+    calibrate = actions.add_parser("calibrate", help="store the threshold that gives a target FMR on labelled data")
+    calibrate.add_argument("--target-fmr", type=float, required=True, help="e.g. 1e-4")
+    add_config_flags(calibrate)
+    calibrate.set_defaults(handler=_audit_calibrate)
     lfw = actions.add_parser("lfw", help="LFW View 2 protocol for a model pack")
     lfw.add_argument("--pack", help="pack folder (default: the default pack)")
     lfw.add_argument("--faces-table", help="read embeddings from this faces table instead of running a pack")

@@ -1,0 +1,75 @@
+"""Configuration of the audit job (validated, no I/O)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+
+from jobs.common.config import LineupConfig, StrictModel
+from jobs.common.thresholds import ThresholdSettings
+
+
+class LabelledSettings(StrictModel):
+    """The labelled faces for 1:1 error rates."""
+
+    faces_table: str | None = Field(None, description="a faces table with subject_id and/or attributes")
+    faces_version: int | None = Field(None, ge=0)
+    model_id: str | None = Field(None, description="which model's faces, when the table holds several")
+    where: str | None = Field(None, description="a SQL filter on the faces table")
+    name: str | None = Field(None, description="what the data is, for records and the report; default the path")
+    one_face_per_image: bool = Field(True, description="keep each image's most confident face only")
+    genuine_max: int = Field(1_000_000, ge=1, description="genuine pairs beyond this are a seeded sample")
+    impostor_max: int = Field(2_000_000, ge=1, description="impostor pairs beyond this are a seeded sample")
+    impostors_within: list[str] = Field(
+        default_factory=list, description="attributes impostor pairs must share, e.g. [race, gender]"
+    )
+    seed: int = 0
+
+
+class IdentificationSettings(StrictModel):
+    """A query run's matches for 1:N error rates."""
+
+    matches_table: str | None = None
+    run_id: str | None = Field(None, description="default: the latest run in the matches table")
+
+
+class AuditSettings(StrictModel):
+    labelled: LabelledSettings = Field(default_factory=LabelledSettings)
+    identification: IdentificationSettings = Field(default_factory=IdentificationSettings)
+    group_by: list[str] = Field(default_factory=list, description="attributes for demographic differentials")
+    fmr_targets: list[float] = Field(default_factory=lambda: [1e-2, 1e-3, 1e-4, 1e-5])
+    fpir_targets: list[float] = Field(default_factory=lambda: [1e-1, 1e-2, 1e-3])
+    differential_fmr: float = Field(1e-4, gt=0, lt=1, description="the global threshold groups are compared at")
+    threshold: ThresholdSettings = Field(
+        default_factory=ThresholdSettings, description="override the global threshold (explicit or calibrated)"
+    )
+    scenario_thresholds: list[float] = Field(default_factory=lambda: [0.8, 0.9, 0.95])
+    scenario_calibrations: list[str] = Field(default_factory=list, description="calibration ids/paths to replay")
+    bootstrap_rounds: int = Field(1000, ge=0)
+    report_dir: str | None = Field(None, description="default <data_root>/reports")
+    metrics_table: str | None = None
+    calibrations_table: str | None = None
+    runs_table: str | None = None
+
+    @model_validator(mode="after")
+    def _something_to_audit(self) -> AuditSettings:
+        if not self.labelled.faces_table and not self.identification.matches_table:
+            raise ValueError("give labelled.faces_table (1:1) and/or identification.matches_table (1:N)")
+        return self
+
+
+class AuditConfig(LineupConfig):
+    audit: AuditSettings
+
+    def table(self, name: str) -> str:
+        given = getattr(self.audit, f"{name}_table", None)
+        if given:
+            return str(Path(given).expanduser().resolve())
+        default = {"metrics": "audit_metrics"}.get(name, name)
+        return str(self.spark.resolved_data_root() / "tables" / default)
+
+    def report_path(self) -> Path:
+        if self.audit.report_dir:
+            return Path(self.audit.report_dir).expanduser().resolve()
+        return self.spark.resolved_data_root() / "reports"
