@@ -1,0 +1,182 @@
+"""The audit job on synthetic labelled faces: numbers equal an independent brute-force count, a
+calibration record drives a query, 1:N numbers from a real query run, and the HTML report renders in
+headless Chromium with its plots and without console errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jobs.audit.config import AuditConfig
+from jobs.audit.job import run_audit, run_calibrate
+from jobs.common.config import load_config
+from jobs.common.thresholds import load_calibration
+from jobs.index.config import IndexConfig
+from jobs.index.job import run_index
+from jobs.query.config import QueryConfig
+from jobs.query.job import run_query
+from tests.fixtures.browser import load_page
+from tests.fixtures.faces import write_faces
+
+pytestmark = pytest.mark.slow
+
+
+def labelled_world(count: int = 400, dim: int = 16, seed: int = 0):
+    """Subjects with 4 faces each; group 'b' is drawn from a narrower region, so its impostors score higher."""
+    rng = np.random.default_rng(seed)
+    subjects = np.arange(count) // 4
+    group = np.where(subjects % 2 == 0, "a", "b")
+    centres = rng.normal(size=(subjects.max() + 1, dim))
+    centres[1::2, : dim // 2] *= 0.35  # group b: less spread between people
+    vectors = centres[subjects] + 0.3 * rng.normal(size=(count, dim))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors.astype(np.float32), [f"s{s}" for s in subjects], [{"g": g} for g in group]
+
+
+@pytest.fixture(scope="module")
+def labelled(spark, tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("audit")
+    vectors, subjects, attributes = labelled_world()
+    ids = np.arange(1, len(vectors) + 1, dtype=np.int64)
+    write_faces(spark, root / "faces", ids, vectors, subjects=subjects, attributes=attributes)
+    return {"root": root, "vectors": vectors, "subjects": subjects, "attributes": attributes, "ids": ids}
+
+
+def audit_config(world: dict, *extra: str) -> AuditConfig:
+    root = world["root"]
+    return load_config(
+        AuditConfig,
+        None,
+        [
+            f"spark.data_root={root / 'data'}",
+            f"audit.labelled.faces_table={root / 'faces'}",
+            "audit.labelled.name=synthetic 400 faces",
+            "audit.labelled.one_face_per_image=false",
+            "audit.bootstrap_rounds=200",
+            *extra,
+        ],
+    )
+
+
+def brute_force(world: dict, group: str | None = None):
+    v, s, a = world["vectors"], world["subjects"], world["attributes"]
+    genuine, impostor = [], []
+    for i in range(len(v)):
+        for j in range(i + 1, len(v)):
+            if group is not None and not (a[i]["g"] == a[j]["g"] == group):
+                continue
+            (genuine if s[i] == s[j] else impostor).append(float(v[i] @ v[j]))
+    return np.array(genuine), np.array(impostor)
+
+
+def test_one_to_one_numbers_equal_a_brute_force_count(spark, labelled: dict) -> None:
+    summary = run_audit(audit_config(labelled, "audit.group_by=[g]"), spark)
+    one = summary["one_to_one"]
+    genuine, impostor = brute_force(labelled)
+    assert one["pairs"] == {"genuine_pairs": len(genuine), "impostor_pairs": len(impostor)}
+    assert not one["sampled_impostors"]
+    for point in one["operating_points"]:
+        t = point["threshold"]
+        assert point["fmr"] == pytest.approx((impostor >= t).mean(), abs=1e-12)
+        assert point["fnmr"] == pytest.approx((genuine < t).mean(), abs=1e-12)
+        assert point["fmr"] <= point["target_fmr"] or not point["resolvable"]
+        assert point["fmr_ci_low"] <= point["fmr"] <= point["fmr_ci_high"]
+    groups = one["groups"]["g"]
+    t = groups["threshold"]
+    for name in ("a", "b"):
+        g_genuine, g_impostor = brute_force(labelled, name)
+        assert groups["groups"][name]["fmr"] == pytest.approx((g_impostor >= t).mean(), abs=1e-12)
+        assert groups["groups"][name]["impostor_pairs"] == len(g_impostor)
+    assert groups["groups"]["b"]["fmr"] > groups["groups"]["a"]["fmr"]  # the narrower group errs more
+    metrics = (
+        spark.read.format("delta").load(summary["outputs"]["metrics_table"]).where(f"run_id = '{summary['run_id']}'")
+    )
+    assert metrics.where("scope = '1:1 group' and metric = 'fmr'").count() == 2
+    runs = spark.read.format("delta").load(summary["outputs"]["runs_table"]).where("job = 'audit'").collect()
+    assert runs[-1].status == "ok" and runs[-1].inputs[0].version == 0
+
+
+def test_calibration_record_drives_a_query(spark, labelled: dict) -> None:
+    summary = run_calibrate(audit_config(labelled), 1e-3, spark)
+    _, impostor = brute_force(labelled)
+    assert summary["impostor_pairs"] == len(impostor) and summary["resolvable"]
+    assert summary["measured_fmr"] == pytest.approx((impostor >= summary["threshold"]).mean())
+    assert summary["measured_fmr"] <= 1e-3
+    record = load_calibration(summary["calibration_id"], labelled["root"] / "data", "test")
+    assert record["data"]["version"] == 0 and record["model_id"] == "m-test"
+    table = spark.read.format("delta").load(summary["outputs"]["calibrations_table"]).collect()
+    assert [r.calibration_id for r in table] == [summary["calibration_id"]]
+    assert json.loads(table[0].record)["threshold"] == summary["threshold"]
+
+
+def test_one_to_n_and_the_report_renders_in_chromium(spark, labelled: dict) -> None:
+    root = labelled["root"]
+    # gallery: the first face of every even-numbered subject; probes: every other face (mated and non-mated)
+    gallery = [i for i in range(len(labelled["ids"])) if i % 4 == 0 and (i // 4) % 2 == 0]
+    probes = [i for i in range(len(labelled["ids"])) if i % 4 != 0]
+    pick = lambda rows, key: [labelled[key][i] for i in rows]  # noqa: E731
+    write_faces(
+        spark,
+        root / "gallery",
+        labelled["ids"][gallery],
+        labelled["vectors"][gallery],
+        subjects=pick(gallery, "subjects"),
+    )
+    write_faces(
+        spark,
+        root / "probes",
+        labelled["ids"][probes] + 10_000,
+        labelled["vectors"][probes],
+        subjects=pick(probes, "subjects"),
+        attributes=pick(probes, "attributes"),
+    )
+    run_index(
+        load_config(IndexConfig, None, [f"index.faces_table={root / 'gallery'}", f"index.index_dir={root / 'index'}"]),
+        spark,
+    )
+    query = run_query(
+        load_config(
+            QueryConfig,
+            None,
+            [
+                f"spark.data_root={root / 'data'}",
+                f"query.probes.faces_table={root / 'probes'}",
+                f"query.index_dir={root / 'index'}",
+                "query.k=5",
+            ],
+        ),
+        spark,
+    )
+    summary = run_audit(
+        audit_config(
+            labelled,
+            f"audit.identification.matches_table={query['outputs']['matches_table']}",
+            "audit.group_by=[g]",
+        ),
+        spark,
+    )
+    many = summary["one_to_n"]
+    assert many["gallery_size"] == len(gallery) and many["searches"] == len(probes)
+    mated = [i for i in probes if (i // 4) % 2 == 0]
+    assert many["mated_searches"] == len(mated) and many["non_mated_searches"] == len(probes) - len(mated)
+    matches = spark.read.format("delta").load(query["outputs"]["matches_table"]).where("rank = 1").collect()
+    hits = sum(r.gallery_subject_id == r.probe_subject_id for r in matches)
+    assert many["rank_1_hit_rate"] == pytest.approx(hits / len(mated))
+    labels = {row["threshold_label"] for row in many["scenario"]}
+    assert "fixed 0.8" in labels and any(label.startswith("calibrated FMR 0.0001") for label in labels)
+
+    report = Path(summary["outputs"]["report"])
+    page = load_page(
+        report.as_uri(),
+        "JSON.stringify({plots: Array.from(document.images).filter(i => i.complete && i.naturalWidth > 100).length,"
+        " images: document.images.length, tables: document.querySelectorAll('table').length,"
+        " text: document.body.innerText})",
+    )
+    assert page.console_errors == [] and page.exceptions == [] and page.log_errors == []
+    facts = json.loads(page.evaluated)
+    assert facts["images"] == facts["plots"] == 2  # DET curve and score histogram, decoded by the browser
+    assert facts["tables"] >= 5
+    assert "synthetic 400 faces" in facts["text"] and f"gallery {len(gallery)} faces" in facts["text"]
