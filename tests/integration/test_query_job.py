@@ -230,16 +230,18 @@ def test_matches_are_readable_without_spark(spark, world: dict) -> None:
     from deltalake import DeltaTable
 
     summary = run_query(query_config(world, "query.threshold.value=0.8", name="plain"), spark)
-    table = DeltaTable(str(world["root"] / "plain" / "matches")).to_pyarrow_table()
-    plain = table.filter(table["run_id"].to_numpy(zero_copy_only=False) == summary["run_id"])
-    assert plain.num_rows == 120 * K + 30
-    spark_rows = rows_of(spark, world["root"] / "plain" / "matches", summary["run_id"])
-    key = lambda r: (r["probe_face_id"], r["rank"] or 0)  # noqa: E731
-    mine = sorted(plain.select(["probe_face_id", "rank", "gallery_face_id", "score"]).to_pylist(), key=key)
-    theirs = sorted(
-        [{f: r[f] for f in ("probe_face_id", "rank", "gallery_face_id", "score")} for r in spark_rows], key=key
+    matches = DeltaTable(str(world["root"] / "plain" / "matches")).to_pandas(
+        columns=["run_id", "probe_face_id", "rank", "gallery_face_id", "score", "above_threshold"]
     )
-    assert mine == theirs
+    latest = matches[matches.run_id == matches.run_id.max()]
+    assert len(latest) == 120 * K + 30
+    spark_rows = rows_of(spark, world["root"] / "plain" / "matches", summary["run_id"])
+    mine = {(r.probe_face_id, r.rank): (r.gallery_face_id, r.score, r.above_threshold) for r in spark_rows if r.rank}
+    theirs = {
+        (int(r.probe_face_id), int(r.rank)): (int(r.gallery_face_id), float(r.score), bool(r.above_threshold))
+        for r in latest[latest["rank"].notna()].itertuples()
+    }
+    assert theirs == mine
 
 
 @pytest.mark.data
