@@ -63,11 +63,7 @@ class AuditConfig(LineupConfig):
     audit: AuditSettings
 
     def table(self, name: str) -> str:
-        given = getattr(self.audit, f"{name}_table", None)
-        if given:
-            return str(Path(given).expanduser().resolve())
-        default = {"metrics": "audit_metrics"}.get(name, name)
-        return str(self.spark.resolved_data_root() / "tables" / default)
+        return self.table_path(getattr(self.audit, f"{name}_table", None), {"metrics": "audit_metrics"}.get(name, name))
 
     def report_path(self) -> Path:
         if self.audit.report_dir:

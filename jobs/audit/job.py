@@ -29,7 +29,7 @@ from jobs.audit.metrics import (
 )
 from jobs.audit.pairs import PairSet, build_pairs, pair_scores, subject_codes
 from jobs.common.errors import UserError
-from jobs.common.runs import RunRecord, append_run, delta_version, record_failure
+from jobs.common.runs import RunRecord, append_run, delta_version, pinned_version, record_failure, run_recorded
 from jobs.common.thresholds import Threshold, load_calibration, resolve_threshold, write_calibration
 
 log = logging.getLogger(__name__)
@@ -64,13 +64,7 @@ def load_labelled(spark, config: AuditConfig) -> Labelled:
 
     settings = config.audit.labelled
     table = str(Path(settings.faces_table).expanduser().resolve())
-    try:
-        latest = delta_version(spark, table)
-    except Exception:  # noqa: BLE001 - the JVM's "not a Delta table" message is pages long
-        raise UserError(f"audit.labelled.faces_table {table} is not a Delta faces table; run `lineup embed`") from None
-    version = latest if settings.faces_version is None else settings.faces_version
-    if version > latest:
-        raise UserError(f"audit.labelled.faces_version {version} does not exist in {table} (latest {latest})")
+    version = pinned_version(spark, table, settings.faces_version, "audit.labelled.faces_table")
     frame = spark.read.format("delta").option("versionAsOf", version).load(table).where(F.col("status") == "ok")
     if settings.where:
         try:
@@ -273,11 +267,7 @@ def run_audit(config: AuditConfig, spark=None) -> dict[str, Any]:
 
     spark = spark or get_spark(config.spark, app_name="lineup-audit")
     record = RunRecord("audit", params=config.audit.model_dump(mode="json"))
-    try:
-        return _run(config, spark, record)
-    except Exception as error:
-        record_failure(spark, config.table("runs"), record, error)
-        raise
+    return run_recorded(spark, config.table("runs"), record, lambda r: _run(config, spark, r))
 
 
 def _run(config: AuditConfig, spark, record: RunRecord) -> dict[str, Any]:

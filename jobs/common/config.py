@@ -53,6 +53,12 @@ class LineupConfig(StrictModel):
     spark: SparkSettings = Field(default_factory=SparkSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
+    def table_path(self, given: str | None, default_name: str) -> str:
+        """A configured table path, resolved; else `<data_root>/tables/<default_name>`."""
+        if given:
+            return str(Path(given).expanduser().resolve())
+        return str(self.spark.resolved_data_root() / "tables" / default_name)
+
 
 ConfigT = TypeVar("ConfigT", bound=LineupConfig)
 

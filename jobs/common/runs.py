@@ -9,8 +9,11 @@ import json
 import logging
 import socket
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -91,3 +94,26 @@ def record_failure(spark, runs_table: str, record: RunRecord, error: BaseExcepti
         append_run(spark, runs_table, record, "failed", f"{type(error).__name__}: {str(error).splitlines()[0][:500]}")
     except Exception:  # noqa: BLE001 - we are already handling the error that matters
         log.exception("could not record the failed run %s in %s", record.run_id, runs_table)
+
+
+def run_recorded(spark, runs_table: str, record: RunRecord, body: Callable[[RunRecord], T]) -> T:
+    """Run a job's body; if it fails, its row still lands in the runs table (status failed) before re-raising."""
+    try:
+        return body(record)
+    except Exception as error:
+        record_failure(spark, runs_table, record, error)
+        raise
+
+
+def pinned_version(spark, table: str, version: int | None, key: str) -> int:
+    """The Delta version a run reads (the latest when none is asked for); `UserError` naming `key` when the
+    path is not a Delta table or the version does not exist."""
+    from jobs.common.errors import UserError
+
+    try:
+        latest = delta_version(spark, table)
+    except Exception:  # noqa: BLE001 - the JVM's "not a Delta table" message is pages long
+        raise UserError(f"{key} {table} is not a Delta table; run the job that writes it first") from None
+    if version is not None and version > latest:
+        raise UserError(f"{key} {table} has no version {version} (latest is {latest})")
+    return latest if version is None else version

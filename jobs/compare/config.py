@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -38,8 +37,4 @@ class CompareConfig(LineupConfig):
     compare: CompareSettings
 
     def table(self, name: str) -> str:
-        given = getattr(self.compare, f"{name}_table", None)
-        if given:
-            return str(Path(given).expanduser().resolve())
-        default = {"scores": "pair_scores"}.get(name, name)
-        return str(self.spark.resolved_data_root() / "tables" / default)
+        return self.table_path(getattr(self.compare, f"{name}_table", None), {"scores": "pair_scores"}.get(name, name))

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.common.errors import UserError
-from jobs.common.runs import RunRecord, append_run, delta_version, record_failure
+from jobs.common.runs import RunRecord, append_run, delta_version, pinned_version, run_recorded
 from jobs.common.thresholds import resolve_threshold
 from jobs.compare.config import CompareConfig
 from jobs.compare.worker import IMAGE_DDL, make_image_runner
@@ -29,11 +29,7 @@ def run_compare(config: CompareConfig, spark=None) -> dict[str, Any]:
 
     spark = spark or get_spark(config.spark, app_name="lineup-compare")
     record = RunRecord("compare", params=config.compare.model_dump(mode="json"))
-    try:
-        return _run(config, spark, record)
-    except Exception as error:
-        record_failure(spark, config.table("runs"), record, error)
-        raise
+    return run_recorded(spark, config.table("runs"), record, lambda r: _run(config, spark, r))
 
 
 def read_pairs(spark, settings):
@@ -194,13 +190,7 @@ def _face_sides(config: CompareConfig, spark, pairs, record: RunRecord):
         if settings.faces_table
         else str(config.spark.resolved_data_root() / "tables" / "faces")
     )
-    try:
-        latest = delta_version(spark, table)
-    except Exception:  # noqa: BLE001 - the JVM's "not a Delta table" message is pages long
-        raise UserError(f"compare.faces_table {table} is not a Delta faces table; run `lineup embed` first") from None
-    version = latest if settings.faces_version is None else settings.faces_version
-    if version > latest:
-        raise UserError(f"compare.faces_version {version} does not exist in {table} (latest is {latest})")
+    version = pinned_version(spark, table, settings.faces_version, "compare.faces_table")
     record.add_input("faces", table, version)
     faces = spark.read.format("delta").option("versionAsOf", version).load(table)
     keys = pairs.select(F.col("a").alias("key")).union(pairs.select(F.col("b").alias("key"))).distinct()

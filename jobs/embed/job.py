@@ -11,12 +11,12 @@ import datetime as dt
 import json
 import logging
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from jobs.common.errors import UserError
+from jobs.common.runs import new_run_id
 from jobs.common.schema import FACES_DDL
 from jobs.embed.config import EmbedConfig
 from jobs.embed.plan import InputRef, cut_tasks, list_inputs
@@ -66,10 +66,6 @@ class Counts:
             setattr(self, key, getattr(self, key) + value)
         for status, value in by_status.items():
             self.by_status[status] = self.by_status.get(status, 0) + value
-
-
-def new_run_id(job: str) -> str:
-    return f"{job}-{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:8]}"
 
 
 def run_embed(config: EmbedConfig, spark=None) -> dict[str, Any]:

@@ -55,10 +55,7 @@ class QueryConfig(LineupConfig):
     query: QuerySettings
 
     def table(self, name: str) -> str:
-        given = getattr(self.query, f"{name}_table", None)
-        if given:
-            return str(Path(given).expanduser().resolve())
-        return str(self.spark.resolved_data_root() / "tables" / name)
+        return self.table_path(getattr(self.query, f"{name}_table", None), name)
 
     def index_path(self) -> Path:
         if self.query.index_dir:
@@ -66,7 +63,4 @@ class QueryConfig(LineupConfig):
         return self.spark.resolved_data_root() / "indexes" / "faces"
 
     def probe_table_path(self) -> str:
-        given = self.query.probes.probe_table
-        if given:
-            return str(Path(given).expanduser().resolve())
-        return str(self.spark.resolved_data_root() / "tables" / "probe_faces")
+        return self.table_path(self.query.probes.probe_table, "probe_faces")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.common.errors import UserError
-from jobs.common.runs import RunRecord, append_run, delta_version, record_failure
+from jobs.common.runs import RunRecord, append_run, delta_version, pinned_version, run_recorded
 from jobs.common.thresholds import Threshold, resolve_threshold
 from jobs.index.shards import verify_index
 from jobs.query.config import QueryConfig
@@ -39,11 +39,7 @@ def run_query(config: QueryConfig, spark=None) -> dict[str, Any]:
 
     spark = spark or get_spark(config.spark, app_name="lineup-query")
     record = RunRecord("query", params=config.query.model_dump(mode="json"))
-    try:
-        return _run(config, spark, record)
-    except Exception as error:
-        record_failure(spark, config.table("runs"), record, error)
-        raise
+    return run_recorded(spark, config.table("runs"), record, lambda r: _run(config, spark, r))
 
 
 def _run(config: QueryConfig, spark, record: RunRecord) -> dict[str, Any]:
@@ -84,15 +80,13 @@ def probe_frame(config: QueryConfig, spark, manifest: dict, record: RunRecord):
     probes_settings = config.query.probes
     if probes_settings.kind == "archive":
         table, version, prefix, counts = _embed_archive(config, spark, manifest)
-        frame = _read_delta(spark, table, version, "query.probes.probe_table", version)
+        frame, _ = _read_delta(spark, table, version, "query.probes.probe_table")
         frame = frame.where(F.col("source_path").startswith(prefix))
         record.add_input("probe_archive", probes_settings.archive.path, None)
         record.add_input("probe_faces", table, version)
         return frame, counts
     table = str(Path(probes_settings.faces_table).expanduser().resolve())
-    latest = _latest_version(spark, table, "query.probes.faces_table")
-    version = latest if probes_settings.faces_version is None else probes_settings.faces_version
-    frame = _read_delta(spark, table, version, "query.probes.faces_table", latest)
+    frame, version = _read_delta(spark, table, probes_settings.faces_version, "query.probes.faces_table")
     if probes_settings.where:
         try:
             frame = frame.where(probes_settings.where)
@@ -145,22 +139,13 @@ def _embed_archive(config: QueryConfig, spark, manifest: dict) -> tuple[str, int
     return str(embed_config.faces_table_path()), summary["outputs"]["faces_table_version"], prefix, counts
 
 
-def _latest_version(spark, table: str, key: str) -> int:
-    try:
-        return delta_version(spark, table)
-    except Exception:  # noqa: BLE001 - the JVM's message for "not a Delta table" is pages long
-        raise UserError(f"{key} {table} is not a Delta faces table; run `lineup embed` first") from None
-
-
-def _read_delta(spark, table: str, version: int, key: str, latest: int | None = None):
-    latest = _latest_version(spark, table, key) if latest is None else latest
-    if version > latest:
-        raise UserError(f"{key} {table} has no version {version} (latest is {latest})")
+def _read_delta(spark, table: str, version: int | None, key: str):
+    version = pinned_version(spark, table, version, key)
     frame = spark.read.format("delta").option("versionAsOf", version).load(table)
     missing = {"face_id", "image_id", "embedding", "model_id", "status"} - set(frame.columns)
     if missing:
         raise UserError(f"{key} {table} is not a faces table (no columns {sorted(missing)})")
-    return frame
+    return frame, version
 
 
 def check_probes(probes, manifest: dict) -> None:
