@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -18,7 +19,9 @@ class LabelledSettings(StrictModel):
     model_id: str | None = Field(None, description="which model's faces, when the table holds several")
     where: str | None = Field(None, description="a SQL filter on the faces table")
     name: str | None = Field(None, description="what the data is, for records and the report; default the path")
-    one_face_per_image: bool = Field(True, description="keep each image's most confident face only")
+    face_per_image: Literal["all", "most_confident", "central"] = Field(
+        "most_confident", description="which faces of a multi-face image are the labelled person"
+    )
     genuine_max: int = Field(1_000_000, ge=1, description="genuine pairs beyond this are a seeded sample")
     impostor_max: int = Field(2_000_000, ge=1, description="impostor pairs beyond this are a seeded sample")
     impostors_within: list[str] = Field(

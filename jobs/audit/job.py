@@ -79,9 +79,15 @@ def load_labelled(spark, config: AuditConfig) -> Labelled:
         raise UserError(f"audit.labelled.faces_table {table} mixes models {models}: set audit.labelled.model_id")
     model_id = settings.model_id or models[0]
     frame = frame.where(F.col("model_id") == model_id)
-    if settings.one_face_per_image:
-        # A group photo's bystanders are not the labelled person: keep each image's most confident face.
-        best = Window.partitionBy("image_id").orderBy(F.col("det_score").desc_nulls_last(), F.col("face_index"))
+    if settings.face_per_image != "all":
+        # A group photo's bystanders are not the labelled person: keep one face per image, the most
+        # confident one, or the one nearest the centre (LFW's convention: the photo is about that person).
+        centre_distance = F.hypot(
+            (F.col("bbox.x1") + F.col("bbox.x2")) / 2 - F.col("image_width") / 2,
+            (F.col("bbox.y1") + F.col("bbox.y2")) / 2 - F.col("image_height") / 2,
+        )
+        key = F.col("det_score").desc_nulls_last() if settings.face_per_image == "most_confident" else centre_distance
+        best = Window.partitionBy("image_id").orderBy(key, F.col("face_index"))
         frame = frame.withColumn("_n", F.row_number().over(best)).where("_n = 1").drop("_n")
     rows = frame.select("face_id", "subject_id", "attributes", "embedding").orderBy("face_id").toArrow()
     flat = rows.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False)

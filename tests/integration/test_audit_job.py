@@ -54,7 +54,7 @@ def audit_config(world: dict, *extra: str) -> AuditConfig:
             f"spark.data_root={root / 'data'}",
             f"audit.labelled.faces_table={root / 'faces'}",
             "audit.labelled.name=synthetic 400 faces",
-            "audit.labelled.one_face_per_image=false",
+            "audit.labelled.face_per_image=all",
             "audit.bootstrap_rounds=200",
             *extra,
         ],
