@@ -40,7 +40,9 @@ class IdentificationSettings(StrictModel):
 class AuditSettings(StrictModel):
     labelled: LabelledSettings = Field(default_factory=LabelledSettings)
     identification: IdentificationSettings = Field(default_factory=IdentificationSettings)
-    group_by: list[str] = Field(default_factory=list, description="attributes for demographic differentials")
+    group_by: list[str] = Field(
+        default_factory=list, description="attributes for demographic differentials; a+b for their intersection"
+    )
     fmr_targets: list[float] = Field(default_factory=lambda: [1e-2, 1e-3, 1e-4, 1e-5])
     fpir_targets: list[float] = Field(default_factory=lambda: [1e-1, 1e-2, 1e-3])
     differential_fmr: float = Field(1e-4, gt=0, lt=1, description="the global threshold groups are compared at")

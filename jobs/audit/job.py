@@ -146,7 +146,9 @@ def verification(labelled: Labelled, pairs: PairSet, scores: np.ndarray, config:
 
 def _group_rates(labelled, pairs: PairSet, scores, name: str, threshold: float, settings) -> dict[str, Any]:
     """Per-group FMR/FNMR at one threshold, over pairs whose two faces are in the same group."""
-    values = np.array([a.get(name, "unknown") for a in labelled.attributes], dtype=object)
+    # "race+gender" groups by the pair of values: differentials often hide in intersections.
+    parts = name.split("+")
+    values = np.array(["/".join(a.get(p, "unknown") for p in parts) for a in labelled.attributes], dtype=object)
     same = values[pairs.a] == values[pairs.b]
     rows = {}
     for group in sorted(set(values.tolist())):

@@ -60,7 +60,7 @@ class OperatingPoint:
     target_fmr: float
     threshold: float
     fmr: float
-    fnmr: float
+    fnmr: float | None  # None without genuine pairs (e.g. UTKFace has no identity labels)
     false_matches: int
     impostor_pairs: int
     false_non_matches: int
@@ -78,7 +78,7 @@ def operating_point(genuine: np.ndarray, impostor: np.ndarray, target_fmr: float
         target_fmr=target_fmr,
         threshold=threshold,
         fmr=float(fmr[0]),
-        fnmr=float(fnmr[0]),
+        fnmr=float(fnmr[0]) if len(genuine) else None,
         false_matches=int(round(fmr[0] * len(impostor))),
         impostor_pairs=len(impostor),
         false_non_matches=int(round(fnmr[0] * len(genuine))),

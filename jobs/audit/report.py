@@ -30,7 +30,7 @@ def det_plot(curve, points: list[dict], title: str) -> str:
     keep = (fmr > 0) & (fnmr > 0)
     axes.plot(fmr[keep], fnmr[keep], lw=1.6, label="DET")
     for p in points:
-        if p["fmr"] > 0 and p["fnmr"] > 0:
+        if p["fmr"] > 0 and (p["fnmr"] or 0) > 0:
             axes.plot(p["fmr"], p["fnmr"], "o", ms=5, label=f"FMR target {p['target_fmr']:g}: t={p['threshold']:.4f}")
     axes.set_xscale("log")
     axes.set_yscale("log")
