@@ -35,6 +35,7 @@ class IdentificationSettings(StrictModel):
 
     matches_table: str | None = None
     run_id: str | None = Field(None, description="default: the latest run in the matches table")
+    index_dir: str | None = Field(None, description="the run's index; default: found in the runs table")
 
 
 class AuditSettings(StrictModel):

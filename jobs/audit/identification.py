@@ -27,6 +27,8 @@ class Searches:
 
 def searches_from_matches(matches: pd.DataFrame, enrolled: set[str]) -> Searches:
     """Reduce matches rows (probe_status ok) to per-search facts; `enrolled` = the gallery's subject ids."""
+    # A probe without a subject_id cannot be called mated or non-mated: it is left out (and counted).
+    matches = matches[matches["probe_subject_id"].notna()]
     found = matches[matches["rank"].notna()].copy()
     found["false"] = found["gallery_subject_id"] != found["probe_subject_id"]
     probes = matches.drop_duplicates("probe_face_id")[["probe_face_id", "probe_subject_id", "probe_attributes"]]

@@ -206,10 +206,17 @@ def load_searches(spark, config: AuditConfig) -> tuple[ident.Searches, dict[str,
     if frame.empty:
         raise UserError(f"run {run_id} has no searched probes in {table}")
     index_row = run.select("index_id", "model_id", "gallery_size").first()
-    runs = spark.read.format("delta").load(config.table("runs")).where(F.col("run_id") == run_id).collect()
-    index_dir = next((i.path for r in runs for i in r.inputs if i.name == "index"), None)
+    index_dir = settings.index_dir
     if index_dir is None:
-        raise UserError(f"run {run_id} is not in the runs table {config.table('runs')}: cannot find its index")
+        try:
+            runs = spark.read.format("delta").load(config.table("runs")).where(F.col("run_id") == run_id).collect()
+        except Exception:  # noqa: BLE001 - no runs table at all
+            runs = []
+        index_dir = next((i.path for r in runs for i in r.inputs if i.name == "index"), None)
+    if index_dir is None:
+        raise UserError(
+            f"run {run_id} is not in the runs table {config.table('runs')}: set audit.identification.index_dir"
+        )
     manifest = read_manifest(Path(index_dir))
     gallery = spark.read.format("delta").option("versionAsOf", manifest["faces_version"]).load(manifest["faces_table"])
     enrolled = {
@@ -220,6 +227,7 @@ def load_searches(spark, config: AuditConfig) -> tuple[ident.Searches, dict[str,
         .collect()
     }
     frame["probe_attributes"] = [dict(a) if a is not None else {} for a in frame["probe_attributes"]]
+    unlabelled = int(frame.loc[frame["probe_subject_id"].isna(), "probe_face_id"].nunique())
     info = {
         "matches_table": table,
         "run_id": run_id,
@@ -229,6 +237,7 @@ def load_searches(spark, config: AuditConfig) -> tuple[ident.Searches, dict[str,
         "gallery_subjects": len(enrolled),
         "gallery_table": manifest["faces_table"],
         "gallery_version": manifest["faces_version"],
+        "unlabelled_probes_left_out": unlabelled,
     }
     return ident.searches_from_matches(frame, enrolled), info
 

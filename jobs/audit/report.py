@@ -186,7 +186,8 @@ def render(run_id: str, model_id: str | None, one: dict | None, many: dict | Non
             f"{html.escape(many['index_id'])}; gallery <b>{many['gallery_size']:,} faces</b> of "
             f"{many['gallery_subjects']:,} subjects ({html.escape(many['gallery_table'])} v{many['gallery_version']}); "
             f"{many['searches']:,} searches, {many['mated_searches']:,} mated, {many['non_mated_searches']:,} "
-            f"non-mated; candidates per search k = {many['k']} (every rate is within the top k).</p>"
+            f"non-mated; candidates per search k = {many['k']} (every rate is within the top k); "
+            f"{many.get('unlabelled_probes_left_out', 0):,} probes without a subject_id left out.</p>"
         )
         hits = [[f"rank-{r}", many.get(f"rank_{r}_hit_rate")] for r in (1, 5, 10) if f"rank_{r}_hit_rate" in many]
         parts.append(_table(["investigation mode", "hit rate (mated searches)"], hits))

@@ -173,7 +173,7 @@ def _image_sides(config: CompareConfig, spark, pairs):
         "threads": settings.threads_per_worker,
         "max_pixels": settings.max_pixels,
     }
-    embedded = paths.select("path").distinct().mapInArrow(make_image_runner(context), IMAGE_DDL)
+    embedded = paths.select("path").mapInArrow(make_image_runner(context), IMAGE_DDL)
     sides = paths.join(embedded, "path", "left").select(
         "key", "face_id", "faces", "embedding", "status", "error", "image_id"
     )

@@ -103,12 +103,15 @@ def test_identification_rates_by_hand() -> None:
         # probe 3 and 4 (not enrolled): top scores 0.85 and 0.6
         (3, "Z", 1, 31, "B", 0.85), (3, "Z", 2, 32, "A", 0.5),
         (4, "Y", 1, 41, "A", 0.6), (4, "Y", 2, 42, "C", 0.55),
+        # probe 5 has no subject_id: neither mated nor non-mated, so it is left out
+        (5, None, 1, 51, "A", 0.99),
     ]  # fmt: skip
     frame = pd.DataFrame(
         rows, columns=["probe_face_id", "probe_subject_id", "rank", "gallery_face_id", "gallery_subject_id", "score"]
     )
     frame["probe_attributes"] = [{"g": "1"} if p in (3,) else {"g": "2"} for p in frame["probe_face_id"]]
     searches = ident.searches_from_matches(frame, enrolled={"A", "B", "C"})
+    assert len(searches.table) == 4
     assert ident.rank_hit_rates(searches) == {"mated_searches": 2, "rank_1_hit_rate": 0.5}
     at = ident.fpir_fnir(searches, 0.82)
     # non-mated with a candidate >= 0.82: probe 3 only -> 1/2; mated whose subject is below 0.82: probe 1 (0.8)
