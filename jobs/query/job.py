@@ -48,6 +48,9 @@ def _run(config: QueryConfig, spark, record: RunRecord) -> dict[str, Any]:
     settings, started = config.query, time.perf_counter()
     index_dir = config.index_path()
     manifest = verify_index(index_dir)
+    if manifest.get("metric") != "inner_product":
+        # Every merge and threshold here reads "larger is more similar" (cosine on unit vectors).
+        raise UserError(f"index {index_dir} uses metric {manifest.get('metric')}; rebuild it with `lineup index`")
     record.add_input("index", str(index_dir), None)
     record.params["index_id"] = manifest["index_id"]
     threshold = resolve_threshold(
