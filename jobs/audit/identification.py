@@ -92,9 +92,10 @@ def _false_candidates(searches: Searches, threshold: float) -> pd.Series:
 
 
 def group_of(attributes, names: list[str]) -> str:
-    """'race=1,gender=0' from a probe's attributes (a dict or a list of pairs); 'unknown' where missing."""
+    """'race=1,gender=0' from a probe's attributes (a dict or a list of pairs); 'unknown' where missing;
+    'all' when no attribute is asked for."""
     values = dict(attributes) if attributes is not None else {}
-    return ",".join(f"{name}={values.get(name, 'unknown')}" for name in names)
+    return ",".join(f"{name}={values.get(name, 'unknown')}" for name in names) or "all"
 
 
 def per_group_fpir(searches: Searches, threshold: float, names: list[str]) -> pd.DataFrame:

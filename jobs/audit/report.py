@@ -207,6 +207,10 @@ def render(run_id: str, model_id: str | None, one: dict | None, many: dict | Non
         )
         if many["scenario"]:
             parts.append("<h3>Scenario replay: non-mated searches, false matches per probe group</h3>")
+            parts.append(
+                "<p>Every probe here is of a person not in the gallery, so every candidate at or above a threshold "
+                f"is a false match; false candidates are counted among each search's top {many['k']}.</p>"
+            )
             rows = [
                 [
                     s["threshold_label"],
