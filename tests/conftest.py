@@ -1,4 +1,4 @@
-"""Shared fixtures: one local Spark per test run, the evaluation data folder, a private LINEUP_HOME view."""
+"""Shared fixtures: one local Spark per test run, the evaluation data folder, the default pack."""
 
 from __future__ import annotations
 
