@@ -136,10 +136,23 @@ def _embed_archive(config: QueryConfig, spark, manifest: dict) -> tuple[str, int
         raise UserError(str(error).replace("embed.input.", "query.probes.archive.")) from None
     counts = {f"probe_{key}": value for key, value in summary.items() if isinstance(value, int)}
     counts.update({f"probe_status_{key}": value for key, value in summary["by_status"].items()})
-    prefix = embed_config.embed.input.path
-    if embed_config.embed.input.kind == "table":
-        prefix = f"{prefix}#"
-    return str(embed_config.faces_table_path()), summary["outputs"]["faces_table_version"], prefix, counts
+    return (
+        str(embed_config.faces_table_path()),
+        summary["outputs"]["faces_table_version"],
+        _source_prefix(embed_config.embed.input),
+        counts,
+    )
+
+
+def _source_prefix(archive) -> str:
+    """How the faces table's source_path starts for this archive's images (and for no other archive's):
+    `dir/...` for folders (and folders of tars), `file.tar!member` for one tar, `table#id` for tables."""
+    path = archive.path.rstrip("/")
+    if archive.kind == "table":
+        return f"{path}#"
+    if archive.kind == "tar" and not Path(path).is_dir():
+        return f"{path}!"
+    return f"{path}/"
 
 
 def _read_delta(spark, table: str, version: int | None, key: str):
