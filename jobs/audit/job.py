@@ -9,6 +9,7 @@ rates at one global threshold; 1:N rank hit rates, FNIR at FPIR, per-group FPIR,
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import uuid
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from jobs.audit.metrics import (
 )
 from jobs.audit.pairs import PairSet, build_pairs, pair_scores, subject_codes
 from jobs.common.errors import UserError
-from jobs.common.runs import RunRecord, append_run, delta_version, pinned_version, record_failure, run_recorded
+from jobs.common.runs import RunRecord, append_run, delta_version, pinned_version, run_recorded
 from jobs.common.thresholds import Threshold, load_calibration, resolve_threshold, write_calibration
 
 log = logging.getLogger(__name__)
@@ -433,26 +434,9 @@ def metric_rows(run_id: str, model_id: str | None, one: dict | None, many: dict 
                 add("1:N", "fnir", p["fnir"], p["threshold"], p["target_fpir"], n=p["mated_searches"], data=data)
                 add("1:N", "fpir", p["fpir"], p["threshold"], p["target_fpir"], n=p["non_mated_searches"], data=data)
         for s in many["scenario"]:
-            add(
-                "scenario",
-                "fpir",
-                s["fpir"],
-                s["threshold"],
-                None,
-                f"{s['threshold_label']}: {s['group']}",
-                n=s["searches"],
-                data=data,
-            )
-            add(
-                "scenario",
-                "false_candidates",
-                s["false_candidates"],
-                s["threshold"],
-                None,
-                f"{s['threshold_label']}: {s['group']}",
-                n=s["searches"],
-                data=data,
-            )
+            for metric in ("fpir", "false_candidates"):
+                group = f"{s['threshold_label']}: {s['group']}"
+                add("scenario", metric, s[metric], s["threshold"], None, group, n=s["searches"], data=data)
     return rows
 
 
@@ -464,75 +448,73 @@ def run_calibrate(config: AuditConfig, target_fmr: float, spark=None) -> dict[st
         raise UserError("calibrate needs audit.labelled.faces_table (labelled faces to draw impostor pairs from)")
     spark = spark or get_spark(config.spark, app_name="lineup-audit-calibrate")
     record = RunRecord("audit-calibrate", params={**config.audit.model_dump(mode="json"), "target_fmr": target_fmr})
-    try:
-        labelled = load_labelled(spark, config)
-        record.add_input("labelled_faces", labelled.table, labelled.version)
-        pairs, scores = make_pairs(labelled, config)
-        genuine, impostor = scores[pairs.genuine], scores[~pairs.genuine]
-        if len(impostor) == 0:
-            raise UserError(f"{labelled.name}: no impostor pairs to calibrate on")
-        point = operating_point(genuine, impostor, target_fmr)
-        ci = bootstrap_rates(genuine, impostor, point.threshold, config.audit.bootstrap_rounds, 3)
-        calibration = {
-            "calibration_id": f"cal-{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:6]}",
-            "threshold": point.threshold,
-            "target_fmr": target_fmr,
-            "measured_fmr": point.fmr,
-            "measured_fnmr": point.fnmr if len(genuine) else None,
-            "false_matches": point.false_matches,
-            "impostor_pairs": point.impostor_pairs,
-            "genuine_pairs": point.genuine_pairs,
-            "resolvable": point.resolvable,
-            **ci,
-            "model_id": labelled.model_id,
-            "data": {
-                "name": labelled.name,
-                "table": labelled.table,
-                "version": labelled.version,
-                "where": config.audit.labelled.where,
-                "faces": len(labelled.subjects),
-                "impostors_within": config.audit.labelled.impostors_within,
-                "sampled_impostors": pairs.sampled_impostors,
-                "seed": config.audit.labelled.seed,
-            },
-            "method": "lowest threshold with FMR <= target (score >= threshold matches)",
-            "run_id": record.run_id,
-            "created_at": dt.datetime.now(dt.UTC).isoformat(),
-        }
-        if not point.resolvable:
-            log.warning(
-                "%d impostor pairs cannot measure FMR %g: the stored threshold sits above every impostor score",
-                point.impostor_pairs,
-                target_fmr,
-            )
-        path = write_calibration(config.spark.resolved_data_root(), calibration)
-        import json
+    return run_recorded(spark, config.table("runs"), record, lambda r: _calibrate(config, spark, r, target_fmr))
 
-        row = {
-            "calibration_id": calibration["calibration_id"],
-            "threshold": point.threshold,
-            "target_fmr": target_fmr,
-            "measured_fmr": point.fmr,
-            "measured_fnmr": calibration["measured_fnmr"],
-            "model_id": labelled.model_id,
-            "data_name": labelled.name,
-            "data_table": labelled.table,
-            "data_version": labelled.version,
-            "genuine_pairs": point.genuine_pairs,
-            "impostor_pairs": point.impostor_pairs,
-            "resolvable": point.resolvable,
-            "record": json.dumps(calibration, sort_keys=True),
-            "created_at": dt.datetime.now(dt.UTC),
-        }
-        table = config.table("calibrations")
-        spark.createDataFrame([row], CALIBRATIONS_DDL).write.format("delta").mode("append").save(table)
-        record.add_output("calibrations", table, delta_version(spark, table))
-        record.threshold, record.threshold_source = point.threshold, f"calibration:{calibration['calibration_id']}"
-        record.counts = {"genuine_pairs": point.genuine_pairs, "impostor_pairs": point.impostor_pairs}
-        runs_version = append_run(spark, config.table("runs"), record, "ok")
-    except Exception as error:
-        record_failure(spark, config.table("runs"), record, error)
-        raise
+
+def _calibrate(config: AuditConfig, spark, record: RunRecord, target_fmr: float) -> dict[str, Any]:
+    labelled = load_labelled(spark, config)
+    record.add_input("labelled_faces", labelled.table, labelled.version)
+    pairs, scores = make_pairs(labelled, config)
+    genuine, impostor = scores[pairs.genuine], scores[~pairs.genuine]
+    if len(impostor) == 0:
+        raise UserError(f"{labelled.name}: no impostor pairs to calibrate on")
+    point = operating_point(genuine, impostor, target_fmr)
+    ci = bootstrap_rates(genuine, impostor, point.threshold, config.audit.bootstrap_rounds, 3)
+    calibration = {
+        "calibration_id": f"cal-{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:6]}",
+        "threshold": point.threshold,
+        "target_fmr": target_fmr,
+        "measured_fmr": point.fmr,
+        "measured_fnmr": point.fnmr if len(genuine) else None,
+        "false_matches": point.false_matches,
+        "impostor_pairs": point.impostor_pairs,
+        "genuine_pairs": point.genuine_pairs,
+        "resolvable": point.resolvable,
+        **ci,
+        "model_id": labelled.model_id,
+        "data": {
+            "name": labelled.name,
+            "table": labelled.table,
+            "version": labelled.version,
+            "where": config.audit.labelled.where,
+            "faces": len(labelled.subjects),
+            "impostors_within": config.audit.labelled.impostors_within,
+            "sampled_impostors": pairs.sampled_impostors,
+            "seed": config.audit.labelled.seed,
+        },
+        "method": "lowest threshold with FMR <= target (score >= threshold matches)",
+        "run_id": record.run_id,
+        "created_at": dt.datetime.now(dt.UTC).isoformat(),
+    }
+    if not point.resolvable:
+        log.warning(
+            "%d impostor pairs cannot measure FMR %g: the stored threshold sits above every impostor score",
+            point.impostor_pairs,
+            target_fmr,
+        )
+    path = write_calibration(config.spark.resolved_data_root(), calibration)
+    row = {
+        "calibration_id": calibration["calibration_id"],
+        "threshold": point.threshold,
+        "target_fmr": target_fmr,
+        "measured_fmr": point.fmr,
+        "measured_fnmr": calibration["measured_fnmr"],
+        "model_id": labelled.model_id,
+        "data_name": labelled.name,
+        "data_table": labelled.table,
+        "data_version": labelled.version,
+        "genuine_pairs": point.genuine_pairs,
+        "impostor_pairs": point.impostor_pairs,
+        "resolvable": point.resolvable,
+        "record": json.dumps(calibration, sort_keys=True),
+        "created_at": dt.datetime.now(dt.UTC),
+    }
+    table = config.table("calibrations")
+    spark.createDataFrame([row], CALIBRATIONS_DDL).write.format("delta").mode("append").save(table)
+    record.add_output("calibrations", table, delta_version(spark, table))
+    record.threshold, record.threshold_source = point.threshold, f"calibration:{calibration['calibration_id']}"
+    record.counts = {"genuine_pairs": point.genuine_pairs, "impostor_pairs": point.impostor_pairs}
+    runs_version = append_run(spark, config.table("runs"), record, "ok")
     return {
         "job": "audit-calibrate",
         "run_id": record.run_id,

@@ -185,11 +185,7 @@ def _face_sides(config: CompareConfig, spark, pairs, record: RunRecord):
     from pyspark.sql import functions as F
 
     settings = config.compare
-    table = (
-        str(Path(settings.faces_table).expanduser().resolve())
-        if settings.faces_table
-        else str(config.spark.resolved_data_root() / "tables" / "faces")
-    )
+    table = config.table_path(settings.faces_table, "faces")
     version = pinned_version(spark, table, settings.faces_version, "compare.faces_table")
     record.add_input("faces", table, version)
     faces = spark.read.format("delta").option("versionAsOf", version).load(table)
