@@ -1,6 +1,7 @@
 """The `lineup` command: one sub-command per job or tool, each `--conf FILE [--set key.sub=value ...]`.
 
-Bad input ends with a one-line message on stderr and exit status 2; success prints one JSON line.
+Bad input ends with a one-line message on stderr and exit status 2 (a transient failure: 3); success prints
+one JSON line.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from jobs.common.config import LineupConfig, load_config
-from jobs.common.errors import UserError
+from jobs.common.errors import TransientError, UserError
 from jobs.common.logs import configure_logging, emit_summary
 
 log = logging.getLogger("lineup")
 
 EXIT_USER_ERROR = 2
+EXIT_TRANSIENT = 3
 
 
 def add_config_flags(parser: argparse.ArgumentParser, default_conf: str | None = None) -> None:
@@ -217,6 +219,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as error:
         sys.stderr.write(f"lineup {args.command}: error: {error}\n")
         return EXIT_USER_ERROR
+    except TransientError as error:
+        sys.stderr.write(f"lineup {args.command}: transient failure, retry later: {error}\n")
+        return EXIT_TRANSIENT
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from jobs.audit.metrics import (
     ratio_max_min,
 )
 from jobs.audit.pairs import PairSet, build_pairs, pair_scores, subject_codes
+from jobs.common.commits import append_with_retries
 from jobs.common.errors import UserError
 from jobs.common.runs import RunRecord, append_run, delta_version, pinned_version, run_recorded
 from jobs.common.thresholds import Threshold, load_calibration, resolve_threshold, write_calibration
@@ -314,7 +315,7 @@ def _run(config: AuditConfig, spark, record: RunRecord) -> dict[str, Any]:
         one_to_n = identification(searches, info, config, scenario_thresholds(config, model_id, points))
     metrics_table = config.table("metrics")
     rows = metric_rows(record.run_id, model_id, one_to_one, one_to_n)
-    spark.createDataFrame(rows, METRICS_DDL).write.format("delta").mode("append").save(metrics_table)
+    append_with_retries(spark.createDataFrame(rows, METRICS_DDL), metrics_table)
     record.add_output("audit_metrics", metrics_table, delta_version(spark, metrics_table))
     report = write_report(config.report_path() / f"{record.run_id}.html", record.run_id, model_id, one_to_one, one_to_n)
     record.counts = {"metric_rows": len(rows)}
@@ -510,7 +511,7 @@ def _calibrate(config: AuditConfig, spark, record: RunRecord, target_fmr: float)
         "created_at": dt.datetime.now(dt.UTC),
     }
     table = config.table("calibrations")
-    spark.createDataFrame([row], CALIBRATIONS_DDL).write.format("delta").mode("append").save(table)
+    append_with_retries(spark.createDataFrame([row], CALIBRATIONS_DDL), table)
     record.add_output("calibrations", table, delta_version(spark, table))
     record.threshold, record.threshold_source = point.threshold, f"calibration:{calibration['calibration_id']}"
     record.counts = {"genuine_pairs": point.genuine_pairs, "impostor_pairs": point.impostor_pairs}

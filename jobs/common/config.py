@@ -7,6 +7,7 @@ key and the file (or the `--set` flag) it came from. Loading does no other I/O.
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -63,6 +64,9 @@ class LineupConfig(StrictModel):
 ConfigT = TypeVar("ConfigT", bound=LineupConfig)
 
 _OVERRIDE_SOURCE = "--set"
+# What an error echoes of a bad value is bounded: a 400-byte YAML alias bomb expands to gigabytes.
+_ECHO = reprlib.Repr()
+_ECHO.maxlevel, _ECHO.maxdict, _ECHO.maxlist, _ECHO.maxstring, _ECHO.maxother = 2, 4, 4, 80, 80
 
 
 def parse_override(override: str) -> tuple[list[str], Any]:
@@ -140,7 +144,7 @@ def _describe(exc: ValidationError, source: str, touched: set[str]) -> str:
         if error["type"] == "extra_forbidden":
             problems.append(f"{origin}: unknown key {key!r}; check its spelling against conf/*.yaml")
         else:
-            problems.append(f"{origin}: key {key!r}: {error['msg']} (got {error.get('input')!r})")
+            problems.append(f"{origin}: key {key!r}: {error['msg']} (got {_ECHO.repr(error.get('input'))})")
     return "; ".join(problems)
 
 

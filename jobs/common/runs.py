@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from jobs.common.commits import append_with_retries
+
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
@@ -84,7 +86,7 @@ def append_run(spark, runs_table: str, record: RunRecord, status: str, error: st
         "status": status,
         "error": error,
     }
-    spark.createDataFrame([row], RUNS_DDL).write.format("delta").mode("append").save(str(runs_table))
+    append_with_retries(spark.createDataFrame([row], RUNS_DDL), str(runs_table))
     return delta_version(spark, runs_table)
 
 

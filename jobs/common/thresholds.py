@@ -71,10 +71,33 @@ def load_calibration(reference: str, data_root: Path, key: str) -> dict[str, Any
         record = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise UserError(f"{key} {path} is not a calibration record ({error})") from None
+    problem = calibration_record_problem(record, path.stem)
+    if problem:
+        raise UserError(f"{key} {path} is not a valid calibration record: {problem}; recalibrate it")
+    return record
+
+
+def calibration_record_problem(record: object, file_stem: str) -> str | None:
+    """Why a calibration record must not be used, or None. Scores are cosines, so a threshold outside
+    [-1, 1] matches everything or nothing; an id that differs from the file name means a copied record.
+
+    >>> calibration_record_problem({"calibration_id": "c1", "threshold": 7.5, "model_id": "m",
+    ...     "target_fmr": 1e-3, "measured_fmr": 1e-3}, "c1")
+    'threshold 7.5 is outside [-1, 1], the range of a cosine score'
+    """
+    if not isinstance(record, dict):
+        return "not a JSON object"
     missing = [k for k in ("calibration_id", "threshold", "model_id", "target_fmr", "measured_fmr") if k not in record]
     if missing:
-        raise UserError(f"{key} {path} is not a calibration record (no {missing})")
-    return record
+        return f"no {missing}"
+    threshold = record["threshold"]
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not -1.0 <= threshold <= 1.0:
+        return f"threshold {threshold!r} is outside [-1, 1], the range of a cosine score"
+    if not isinstance(record["model_id"], str) or not record["model_id"]:
+        return "model_id is empty"
+    if record["calibration_id"] != file_stem:
+        return f"its calibration_id {record['calibration_id']!r} is not its file name {file_stem!r}"
+    return None
 
 
 def resolve_threshold(settings: ThresholdSettings, model_id: str, data_root: Path, key: str) -> Threshold:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from jobs.common.commits import append_with_retries
 from jobs.common.errors import UserError
 from jobs.common.runs import RunRecord, append_run, delta_version, pinned_version, run_recorded
 from jobs.common.thresholds import resolve_threshold
@@ -122,7 +123,7 @@ def _run(config: CompareConfig, spark, record: RunRecord) -> dict[str, Any]:
     try:
         by_status = {row.status: int(row.n) for row in scores.groupBy("status").agg(F.count("*").alias("n")).collect()}
         above = scores.where(F.col("above_threshold")).count() if threshold.value is not None else None
-        scores.write.format("delta").mode("append").save(scores_table)
+        append_with_retries(scores, scores_table)
     finally:
         scores.unpersist()
         pairs.unpersist()

@@ -26,6 +26,8 @@ FACES_ARROW = pa.schema(
         ("image_height", pa.int32()),
         ("run_id", pa.string()),
         ("embedded_at", pa.timestamp("us", tz="UTC")),
+        # the exact bytes of source_path where it is not UTF-8 (source_path then escapes them as \xNN)
+        ("source_path_raw", pa.binary()),
     ]
 )
 

@@ -18,6 +18,10 @@ class InputSettings(StrictModel):
     table_format: Literal["delta", "parquet"] = "delta"
     bytes_column: str = "content"
     id_column: str = "path"
+    max_file_bytes: int = Field(
+        64 * 1024 * 1024, ge=1, description="larger files and members become too_large rows, never read"
+    )
+    follow_symlinks: bool = Field(False, description="read symlinks that point outside the input folder")
 
 
 class LabelTableSettings(StrictModel):

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from jobs.common.commits import with_commit_retries
 from jobs.common.errors import UserError
 from jobs.common.runs import new_run_id
 from jobs.common.schema import FACES_DDL
@@ -95,6 +96,7 @@ def run_embed(config: EmbedConfig, spark=None) -> dict[str, Any]:
         "batch_images": config.embed.batch_images,
         "max_pixels": config.embed.max_pixels,
         "threads": config.embed.threads_per_worker,
+        "max_file_bytes": config.embed.input.max_file_bytes,
     }
     known_handle = spark.sparkContext.broadcast(known)
     context["peak_rss"] = spark.sparkContext.accumulator(0.0, _MaxParam())
@@ -115,10 +117,20 @@ def run_embed(config: EmbedConfig, spark=None) -> dict[str, Any]:
 
 
 def ensure_faces_table(spark, table_path: str) -> None:
+    """Create the faces table, or add the columns a table written by an older Lineup lacks."""
     from delta.tables import DeltaTable
 
     schema = spark.createDataFrame([], FACES_DDL).schema
-    DeltaTable.createIfNotExists(spark).location(table_path).addColumns(schema).execute()
+
+    def create() -> None:
+        DeltaTable.createIfNotExists(spark).location(table_path).addColumns(schema).execute()
+        held = set(spark.read.format("delta").load(table_path).columns)
+        missing = [f"`{f.name}` {f.dataType.simpleString()}" for f in schema.fields if f.name not in held]
+        if missing:
+            log.info("faces table %s: adding column(s) %s", table_path, ", ".join(missing))
+            spark.sql(f"ALTER TABLE delta.`{table_path}` ADD COLUMNS ({', '.join(missing)})")
+
+    with_commit_retries(create, table_path)
 
 
 def load_label_table(spark, settings) -> dict[str, tuple[str | None, dict[str, str]]]:
@@ -210,19 +222,22 @@ def _commit(spark, rows, table_path: str, counts: Counts, files_seen: int, skipp
     # Computed once: the MERGE, the counts and the dedup must all see the same rows.
     rows = rows.persist(StorageLevel.DISK_ONLY)
     try:
-        processed = rows.select("source_path").distinct().count()
+        processed = rows.select("source_path", "source_path_raw").distinct().count()
         # Two files with the same bytes give the same face_ids: keep the first path in sorted order, so
         # a resumed run keeps exactly the row a clean run keeps.
         first_path = Window.partitionBy("face_id").orderBy("source_path")
         unique = rows.withColumn("_rank", F.row_number().over(first_path)).where("_rank = 1").drop("_rank")
         unique = unique.persist(StorageLevel.DISK_ONLY)
         unique_rows = unique.count()
-        metrics = (
-            DeltaTable.forPath(spark, table_path)
-            .alias("t")
-            .merge(unique.alias("s"), "t.face_id = s.face_id")
-            .whenNotMatchedInsertAll()
-            .execute()
+        metrics = with_commit_retries(
+            lambda: (
+                DeltaTable.forPath(spark, table_path)
+                .alias("t")
+                .merge(unique.alias("s"), "t.face_id = s.face_id")
+                .whenNotMatchedInsertAll()
+                .execute()
+            ),
+            table_path,
         )
         written = int(metrics.first()["num_inserted_rows"]) if metrics is not None else 0
         # What the table now holds for these files: a copy of content committed by an earlier chunk
@@ -230,7 +245,7 @@ def _commit(spark, rows, table_path: str, counts: Counts, files_seen: int, skipp
         held = spark.read.format("delta").load(table_path).select("face_id", "source_path")
         kept = unique.join(held, ["face_id", "source_path"], "left_semi")
         stats = kept.groupBy("status").agg(F.count("*").alias("rows")).collect()
-        recorded_paths = kept.select("source_path").distinct().count()
+        recorded_paths = kept.select("source_path", "source_path_raw").distinct().count()
         unique.unpersist()
     finally:
         rows.unpersist()
@@ -306,9 +321,8 @@ def make_task_runner(context: dict, known_handle, skipped, peak_rss):
             for payload in batch.column(0).to_pylist():
                 refs = [InputRef(**ref) for ref in json.loads(payload)]
                 counted = _CountingKnown(known)
-                rows = list(
-                    embed_loaded(read_refs(refs), pipeline, counted, _row_context(context), context["batch_images"])
-                )
+                loaded = read_refs(refs, context["max_file_bytes"])
+                rows = list(embed_loaded(loaded, pipeline, counted, _row_context(context), context["batch_images"]))
                 skipped.add(counted.hits)
                 peak_rss.add(_max_rss_mb())
                 if rows:
@@ -320,18 +334,13 @@ def make_task_runner(context: dict, known_handle, skipped, peak_rss):
 def make_table_runner(context: dict, known_handle, skipped, peak_rss, prefix: str):
     def run(batches: Iterator) -> Iterator:
         from jobs.embed.arrow_rows import to_record_batch
-        from jobs.embed.worker import Loaded, embed_loaded
+        from jobs.embed.worker import embed_loaded, table_item
 
         pipeline = cached_pipeline(context["pack_dir"], context["model_id"], context["threads"], context["max_pixels"])
         counted = _CountingKnown(known_handle.value)
         for batch in batches:
             ids, contents = batch.column(0).to_pylist(), batch.column(1).to_pylist()
-            items = (
-                Loaded(prefix + str(i), str(i), c)
-                if c is not None
-                else Loaded(prefix + str(i), str(i), None, "read_error", "null image bytes")
-                for i, c in zip(ids, contents)
-            )
+            items = (table_item(prefix, str(i), c, context["max_file_bytes"]) for i, c in zip(ids, contents))
             rows = list(embed_loaded(items, pipeline, counted, _row_context(context), context["batch_images"]))
             if rows:
                 yield to_record_batch(rows)

@@ -1,48 +1,108 @@
-"""Plan (driver side): list every input file of an archive, cut the list into tasks. No image is read.
+"""Plan (driver side): list every input entry of an archive, cut the list into tasks. No image is read.
 
 An input is one `InputRef`: a file in a folder, a member of a tar, or a row of a table. Tasks carry refs,
-never image bytes, so the driver's memory does not grow with the archive.
+never image bytes, so the driver's memory does not grow with image sizes. Every entry the input holds is
+accounted for: what cannot be read (a symlink or device member, a member over the size limit, an unsafe
+name, a symlink out of the input root) is a ref that already carries its status, and becomes a row.
+
+Names are kept as the file system or the tar gives them (undecodable bytes as surrogate escapes, so the
+file can be opened again); `display_name` turns them into text a table can hold.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import logging
 import os
 import tarfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 from jobs.common.errors import UserError
 from jobs.embed.config import InputSettings
 
+log = logging.getLogger(__name__)
+
+NOT_A_FILE = "not_a_file"
+TOO_LARGE = "too_large"
+UNSAFE_MEMBER = "unsafe_member"
+READ_ERROR = "read_error"
+
+# Every suffix tarfile opens ("r:*" detects the compression from the bytes, not the name).
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tbz", ".tar.xz", ".txz")
+_COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")
+
+
+def raw_bytes(name: str) -> bytes:
+    """The bytes a name stood for (surrogate escapes are the undecodable bytes of a non-UTF-8 name)."""
+    return name.encode("utf-8", "surrogateescape")
+
+
+def display_name(name: str) -> str:
+    r"""The name as UTF-8 text: bytes that are not UTF-8 are written `\xNN` (Python's backslashreplace).
+
+    >>> display_name(b"caf\xe9.jpg".decode("utf-8", "surrogateescape"))
+    'caf\\xe9.jpg'
+    >>> display_name("café.jpg")
+    'café.jpg'
+    """
+    return raw_bytes(name).decode("utf-8", "backslashreplace")
+
+
+def is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
 
 @dataclass(frozen=True)
 class InputRef:
-    """Where one image's bytes are: `path` alone, or `path` (a tar) plus `member`.
+    """Where one entry's bytes are: `path` alone, or `path` (a tar) plus `member`.
 
     `name` is how labels find the image: the path relative to the input folder, or the member name.
+    For tar members, `offset`/`size` say where the member's bytes are in the (uncompressed) archive, so a
+    task seeks straight to them and two members with one name stay two images. `status`/`error` are set
+    when planning already knows the entry cannot be read. `tag` tells apart members that share a name.
     """
 
     path: str
     member: str | None = None
     name: str = ""
+    offset: int | None = None
+    size: int | None = None
+    compressed: bool = False
+    status: str | None = None
+    error: str | None = None
+    tag: str = ""
 
     @property
     def source_path(self) -> str:
-        """What the faces table records: the file path, or `archive.tar!member/name.jpg`."""
-        return f"{self.path}!{self.member}" if self.member is not None else self.path
+        """What the faces table records: the file path, or `archive.tar!member/name.jpg` (with `#offset=N`
+        when the archive holds several members of that name), in `display_name` form."""
+        if self.member is None:
+            return display_name(self.path)
+        return f"{display_name(self.path)}!{display_name(self.member)}{self.tag}"
+
+    @property
+    def source_path_raw(self) -> bytes | None:
+        """The exact bytes of the source path where its text form had to escape bytes, else None."""
+        if is_utf8(self.path) and (self.member is None or is_utf8(self.member)):
+            return None
+        raw = raw_bytes(self.path)
+        return raw if self.member is None else raw + b"!" + raw_bytes(self.member) + self.tag.encode()
 
 
 def list_inputs(settings: InputSettings) -> list[InputRef]:
-    """Every file the input names, sorted; `UserError` naming the input when it is missing or empty."""
+    """Every entry the input names, sorted; `UserError` naming the input when it is missing or empty."""
     root = Path(settings.path).expanduser()
     if not root.exists():
         raise UserError(f"embed.input.path {root} does not exist: point it at a folder, a tar file or a table")
     if settings.kind == "dir":
-        refs = _list_folder(root, settings.glob)
+        refs = _list_folder(root, settings)
     elif settings.kind == "tar":
-        tars = sorted(root.rglob("*.tar*")) if root.is_dir() else [root]
-        refs = [ref for tar in tars for ref in list_tar_members(tar, settings.glob)]
+        refs = _list_tars(root, settings)
     else:
         raise ValueError("table inputs are planned by the job, not from the file system")
     if not refs:
@@ -50,18 +110,55 @@ def list_inputs(settings: InputSettings) -> list[InputRef]:
     return refs
 
 
-def _list_folder(root: Path, pattern: str) -> list[InputRef]:
+def _list_folder(root: Path, settings: InputSettings) -> list[InputRef]:
     if not root.is_dir():
         raise UserError(f"embed.input.path {root} is a file; with embed.input.kind=dir give a folder")
     refs = []
-    for folder, subfolders, files in os.walk(root, onerror=None):
-        subfolders.sort()
-        for name in sorted(files):
-            if fnmatch.fnmatch(name, pattern):
-                # absolute, not resolved: a symlink is recorded under its own name
-                path = os.path.abspath(os.path.join(folder, name))
-                refs.append(InputRef(path, None, os.path.relpath(path, root.absolute())))
+    for path in _walk_files(root):
+        if fnmatch.fnmatch(os.path.basename(path), settings.glob):
+            refs.append(_folder_ref(root, path, settings.follow_symlinks))
     return refs
+
+
+def _walk_files(root: Path) -> list[str]:
+    """Absolute paths (not resolved: a symlink keeps its own name) of every non-folder entry, sorted."""
+    found = []
+    for folder, subfolders, files in os.walk(root):
+        subfolders.sort()
+        found.extend(os.path.abspath(os.path.join(folder, name)) for name in sorted(files))
+    return found
+
+
+def _folder_ref(root: Path, path: str, follow_symlinks: bool) -> InputRef:
+    name = os.path.relpath(path, root.absolute())
+    if not follow_symlinks and os.path.islink(path):
+        target = os.path.realpath(path)
+        inside = os.path.commonpath([target, os.path.realpath(root)]) == os.path.realpath(root)
+        if not inside:
+            return InputRef(
+                path,
+                None,
+                name,
+                status=NOT_A_FILE,
+                error=f"symbolic link to {display_name(target)}, outside the input root: not followed "
+                "(set embed.input.follow_symlinks=true to read it)",
+            )
+    return InputRef(path, None, name)
+
+
+def _list_tars(root: Path, settings: InputSettings) -> list[InputRef]:
+    if not root.is_dir():
+        return list_tar_members(root, settings.glob, settings.max_file_bytes, in_folder=False)
+    everything = _walk_files(root)
+    tars = [path for path in everything if path.lower().endswith(TAR_SUFFIXES)]
+    if len(tars) < len(everything):
+        log.warning(
+            "%d files under %s are not tar archives (%s) and are ignored",
+            len(everything) - len(tars),
+            root,
+            ", ".join(TAR_SUFFIXES),
+        )
+    return [ref for tar in tars for ref in list_tar_members(Path(tar), settings.glob, settings.max_file_bytes)]
 
 
 def unsafe_member_reason(name: str) -> str | None:
@@ -75,21 +172,104 @@ def unsafe_member_reason(name: str) -> str | None:
     return None
 
 
-def list_tar_members(tar_path: Path, pattern: str) -> list[InputRef]:
-    """Regular-file members matching `pattern`, in archive order; unsafe names are kept (they become
-    status rows) so that every member is accounted for."""
+def is_compressed(tar_path: Path | str) -> bool:
+    with open(tar_path, "rb") as handle:
+        head = handle.read(6)
+    return head.startswith(_COMPRESSED_MAGIC)
+
+
+def list_tar_members(tar_path: Path, pattern: str, max_file_bytes: int, in_folder: bool = True) -> list[InputRef]:
+    """One ref per member matching `pattern` (folders aside), in archive order, each located by offset.
+
+    A tar given directly that cannot be read is a `UserError`; one inside a folder of tars becomes one
+    `read_error` ref, so one bad archive does not stop the others.
+    """
+    path = os.path.abspath(tar_path)
     try:
-        with tarfile.open(tar_path, mode="r:*") as archive:
-            members = [m for m in archive.getmembers() if m.isfile()]
-    except (tarfile.TarError, OSError) as error:
-        raise UserError(f"embed.input.path {tar_path} is not a readable tar archive: {error}") from None
-    return [
-        InputRef(str(tar_path.resolve()), member.name, member.name)
-        for member in members
-        if fnmatch.fnmatch(PurePosixPath(member.name).name, pattern)
-    ]
+        compressed = is_compressed(path)
+        refs = _member_refs(path, pattern, max_file_bytes, compressed)
+    except (tarfile.TarError, OSError, EOFError) as error:
+        if not in_folder:
+            raise UserError(f"embed.input.path {tar_path} is not a readable tar archive: {error}") from None
+        return [InputRef(path, None, os.path.basename(path), status=READ_ERROR, error=f"not a readable tar: {error}")]
+    return _tag_duplicates(refs)
+
+
+def _member_refs(path: str, pattern: str, max_file_bytes: int, compressed: bool) -> list[tuple[int, InputRef]]:
+    """(header offset, ref) of every member the plan keeps."""
+    refs: list[tuple[int, InputRef]] = []
+    regular: dict[str, tarfile.TarInfo] = {}  # the latest regular member of each name: hard links point there
+    with tarfile.open(path, mode="r:*") as archive:
+        while (member := archive.next()) is not None:
+            archive.members.clear()  # TarFile keeps every header it reads; the plan keeps refs instead
+            if member.isreg():
+                regular[member.name] = member
+            if member.isdir() or not fnmatch.fnmatch(PurePosixPath(member.name).name, pattern):
+                continue
+            refs.append((member.offset, _member_ref(path, member, regular, max_file_bytes, compressed)))
+    return refs
+
+
+def _member_ref(
+    path: str, member: tarfile.TarInfo, regular: dict[str, tarfile.TarInfo], max_file_bytes: int, compressed: bool
+) -> InputRef:
+    def refused(status: str, error: str) -> InputRef:
+        return InputRef(path, member.name, member.name, member.offset_data, None, compressed, status, error)
+
+    reason = unsafe_member_reason(member.name)
+    if reason:
+        return refused(UNSAFE_MEMBER, f"refused: {reason}")
+    data_member = member
+    if member.islnk():
+        target = regular.get(member.linkname)
+        if target is None:
+            target_name = display_name(member.linkname)
+            return refused(NOT_A_FILE, f"hard link to {target_name!r}, not a regular member before it")
+        data_member = target
+    elif member.issym():
+        return refused(NOT_A_FILE, f"symbolic link to {display_name(member.linkname)!r}: links are not followed")
+    elif not member.isreg():
+        return refused(NOT_A_FILE, f"a {_member_kind(member)} member, not a regular file")
+    if data_member.issparse():
+        return refused(NOT_A_FILE, "a sparse member: not supported, store it as a regular file")
+    if data_member.size > max_file_bytes:
+        return refused(
+            TOO_LARGE,
+            f"member is {data_member.size} bytes, over embed.input.max_file_bytes={max_file_bytes}; "
+            "raise it to read it",
+        )
+    return InputRef(path, member.name, member.name, data_member.offset_data, data_member.size, compressed)
+
+
+def _member_kind(member: tarfile.TarInfo) -> str:
+    if member.ischr():
+        return "character device"
+    if member.isblk():
+        return "block device"
+    if member.isfifo():
+        return "FIFO"
+    return f"type {member.type!r}"
+
+
+def _tag_duplicates(refs: list[tuple[int, InputRef]]) -> list[InputRef]:
+    """Members that share a name are told apart by their header offset (stable for the same archive)."""
+    seen: dict[str | None, int] = {}
+    for _, ref in refs:
+        seen[ref.member] = seen.get(ref.member, 0) + 1
+    return [ref if seen[ref.member] == 1 else replace(ref, tag=f"#offset={offset}") for offset, ref in refs]
 
 
 def cut_tasks(refs: list[InputRef], files_per_task: int) -> list[list[InputRef]]:
-    """Consecutive runs of refs; refs of one tar stay together so a task opens each archive once."""
-    return [refs[start : start + files_per_task] for start in range(0, len(refs), files_per_task)]
+    """Consecutive runs of refs; all refs of one compressed tar go to one task, because reaching a member
+    of a compressed stream means decompressing everything before it."""
+    tasks: list[list[InputRef]] = []
+    current: list[InputRef] = []
+    for ref in refs:
+        joins_stream = ref.compressed and current and current[-1].compressed and current[-1].path == ref.path
+        if len(current) >= files_per_task and not joins_stream:
+            tasks.append(current)
+            current = []
+        current.append(ref)
+    if current:
+        tasks.append(current)
+    return tasks

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from jobs.common.errors import UserError
 
@@ -100,14 +101,56 @@ class ShardedIndex:
         return merged_scores, merged_ids
 
 
+class _ShardEntry(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    shard: int
+    file: str
+    sha256: str
+    vectors: int
+
+
+class _Manifest(BaseModel):
+    """What readers rely on; the index job writes more (recall, build time, ...), kept as is."""
+
+    model_config = ConfigDict(extra="allow")
+
+    index_id: str
+    model_id: str
+    dim: int
+    metric: str
+    faces_table: str
+    faces_version: int
+    vectors: int
+    exact: bool
+    search_param: str | None
+    shards: list[_ShardEntry]
+    removed_file: str | None = None
+    removed_sha256: str | None = None
+
+
 def read_manifest(directory: Path) -> dict[str, Any]:
+    """The manifest, checked against the fields readers use; `IndexError_` naming the file otherwise."""
     path = directory / MANIFEST
     if not path.is_file():
         raise IndexError_(f"{directory} is not a Lineup index (no {MANIFEST}); build one with `lineup index`")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        _Manifest.model_validate(manifest)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise IndexError_(f"{path} is not valid JSON ({error}); rebuild the index") from None
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'top level'}: {e['msg']}" for e in error.errors()[:5])
+        raise IndexError_(f"{path} is not a Lineup index manifest ({problems}); rebuild the index") from None
+    named = [entry["file"] for entry in manifest["shards"]] + [manifest.get("removed_file") or "x"]
+    if any(not _is_plain_name(name) for name in named):
+        raise IndexError_(f"{path} names a file outside the index folder; refusing the index, rebuild it")
+    return manifest
+
+
+def _is_plain_name(name: str) -> bool:
+    """A file name inside the folder itself: no separator, not `.`/`..` (a manifest must not reach out)."""
+    return bool(name) and "/" not in name and "\\" not in name and name not in (".", "..")
 
 
 def load_index(directory: Path | str) -> ShardedIndex:

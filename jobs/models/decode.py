@@ -49,7 +49,7 @@ def decode_image(data: bytes, max_pixels: int = 50_000_000) -> DecodedImage:
     if width * height > max_pixels:
         return DecodedImage(
             TOO_LARGE,
-            f"{width}x{height} exceeds the {max_pixels}-pixel limit (raise decode.max_pixels)",
+            f"{width}x{height} exceeds the {max_pixels}-pixel limit (raise embed.max_pixels)",
             None,
             image_format,
             width,

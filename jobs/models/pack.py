@@ -85,12 +85,24 @@ def load_pack(pack_dir: Path | str) -> Pack:
         raise PackError(f"{manifest_path}: model_id does not match the manifest's content (edited?); rebuild the pack")
     for section in ("detector", "embedder"):
         entry = manifest[section]
+        if not _inside_pack(pack_dir, entry.get("file")):
+            raise PackError(
+                f"{manifest_path}: {section}.file {entry.get('file')!r} is not a file inside the pack folder; "
+                "refusing the pack"
+            )
         path = pack_dir / entry["file"]
         if not path.is_file():
             raise PackError(f"{path} named by {manifest_path} is missing; rebuild the pack")
         if sha256_file(path) != entry["sha256"]:
             raise PackError(f"{path} fails its sha256 check against {manifest_path}; refusing the pack, rebuild it")
     return Pack(pack_dir, manifest)
+
+
+def _inside_pack(pack_dir: Path, name: object) -> bool:
+    """A relative name that stays inside the pack folder (no absolute path, no `..`, no symlink out)."""
+    if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
+        return False
+    return (pack_dir / name).resolve().is_relative_to(pack_dir.resolve())
 
 
 def complete_manifest(manifest: dict[str, Any], files: dict[str, bytes]) -> dict[str, Any]:

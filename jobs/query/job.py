@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from jobs.common.commits import append_with_retries
 from jobs.common.errors import UserError
 from jobs.common.runs import RunRecord, append_run, delta_version, pinned_version, run_recorded
 from jobs.common.thresholds import Threshold, resolve_threshold
@@ -365,8 +366,8 @@ def _write(config, spark, record, matches, threshold, manifest, probe_counts, ga
             .collect()
         )
         by_status = {row.probe_status: int(row.probes) for row in per_status}
-        matches.write.format("delta").mode("append").save(matches_table)
-        identities_frame(matches).write.format("delta").mode("append").save(identities_table)
+        append_with_retries(matches, matches_table)
+        append_with_retries(identities_frame(matches), identities_table)
     finally:
         matches.unpersist()
     record.add_output("matches", matches_table, delta_version(spark, matches_table))

@@ -1,0 +1,89 @@
+"""Delta commits that survive concurrent writers.
+
+Delta's optimistic concurrency lets two writers append to one table, but a MERGE (or the first commit of
+a new table) that overlaps another writer's commit fails with a `Concurrent...Exception` and asks the
+caller to retry. Our writes are idempotent by construction (MERGE inserts only unknown `face_id`s; appends
+carry a fresh `run_id`), so retrying the whole write is safe. After a bounded number of tries the failure
+is a `TransientError` (exit 3): an orchestrator may retry the run later.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from jobs.common.errors import TransientError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Delta's conflict exceptions (io.delta.exceptions.*) and their error classes, as they reach Python:
+# py4j wraps some, PySpark's captured exceptions carry the error class in the message.
+CONFLICT_MARKERS = (
+    "ConcurrentAppendException",
+    "ConcurrentDeleteReadException",
+    "ConcurrentDeleteDeleteException",
+    "ConcurrentWriteException",
+    "ConcurrentTransactionException",
+    "MetadataChangedException",
+    "ProtocolChangedException",
+    "DELTA_CONCURRENT_",
+    "DELTA_METADATA_CHANGED",
+    "DELTA_PROTOCOL_CHANGED",
+)
+
+
+def is_commit_conflict(error: BaseException) -> bool:
+    """True when `error` is Delta telling a writer that another commit won the race.
+
+    >>> is_commit_conflict(RuntimeError("io.delta.exceptions.ConcurrentAppendException: Files were added"))
+    True
+    >>> is_commit_conflict(RuntimeError("Path does not exist"))
+    False
+    """
+    text = f"{type(error).__name__}: {error}"
+    return any(marker in text for marker in CONFLICT_MARKERS)
+
+
+def with_commit_retries(
+    write: Callable[[], T],
+    table: str,
+    attempts: int = 8,
+    first_wait_s: float = 0.5,
+    max_wait_s: float = 20.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Run `write` (one Delta commit); on a commit conflict wait (exponential, jittered) and run it again.
+
+    Only conflicts are retried; any other error propagates unchanged.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return write()
+        except Exception as error:
+            if not is_commit_conflict(error):
+                raise
+            if attempt == attempts:
+                raise TransientError(
+                    f"{table}: the commit still conflicted with other writers after {attempts} tries; "
+                    "nothing of this commit was written: rerun the job (it resumes where it stopped)"
+                ) from None
+            wait_s = min(max_wait_s, first_wait_s * 2 ** (attempt - 1)) * (0.5 + random.random())
+            log.warning(
+                "commit to %s conflicted with a concurrent writer (try %d of %d): retrying in %.1f s",
+                table,
+                attempt,
+                attempts,
+                wait_s,
+            )
+            sleep(wait_s)
+    raise AssertionError("unreachable")
+
+
+def append_with_retries(frame, table: str) -> None:
+    """Append a DataFrame to a Delta table (created by the first append), retrying commit conflicts."""
+    with_commit_retries(lambda: frame.write.format("delta").mode("append").save(table), table)
