@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import re
 import time
 from pathlib import Path
 
@@ -75,6 +76,24 @@ def submitted_session_conf(settings: SparkSettings, given: dict[str, str]) -> di
     return {key: value for key, value in wanted.items() if key not in given}
 
 
+LOCAL_TASK_TRIES = 4  # Spark's own default on a cluster (spark.task.maxFailures)
+
+
+def with_task_retries(master: str, tries: int = LOCAL_TASK_TRIES) -> str:
+    """A local master that retries a failed task like a cluster does (plain `local[N]` gives up at the
+    first failure: one crashed Python worker would fail the run). Other masters are returned unchanged.
+
+    >>> with_task_retries("local[*]"), with_task_retries("local[2]"), with_task_retries("local")
+    ('local[*,4]', 'local[2,4]', 'local[1,4]')
+    >>> with_task_retries("local[2,1]"), with_task_retries("spark://host:7077")
+    ('local[2,1]', 'spark://host:7077')
+    """
+    match = re.fullmatch(r"local(?:\[(\*|\d+)\])?", master.strip())
+    if not match:
+        return master
+    return f"local[{match.group(1) or 1},{tries}]"
+
+
 def submit_args(settings: SparkSettings) -> list[str]:
     """The spark-submit flags that give a cluster job the staged Delta jars and Delta's settings."""
     jars = staged_jars(settings.resolved_jars_dir())
@@ -107,7 +126,8 @@ def get_spark(settings: SparkSettings, app_name: str | None = None):  # -> Spark
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         # PySpark reads the worker interpreter from this variable in local mode, not from the conf.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-        builder = SparkSession.builder.master(settings.master).appName(app_name or settings.app_name)
+        master = with_task_retries(settings.master)
+        builder = SparkSession.builder.master(master).appName(app_name or settings.app_name)
         for key, value in local_session_conf(settings, jars).items():
             builder = builder.config(key, value)
         spark = builder.getOrCreate()
