@@ -35,8 +35,8 @@ import pyarrow.parquet as pq
 
 from bench.bench_index import _embed_lfw, cosine_stats, fit, measure_shape, synthesize
 from jobs.common.config import load_config
+from jobs.common.schema import FACES_ARROW
 from jobs.common.spark import get_spark
-from jobs.embed.arrow_rows import FACES_ARROW
 from jobs.index.build import exact_top_k, recall_at_k
 from jobs.index.config import IndexConfig
 from jobs.index.job import run_index

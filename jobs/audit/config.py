@@ -56,7 +56,6 @@ class AuditSettings(StrictModel):
     report_dir: str | None = Field(None, description="default <data_root>/reports")
     metrics_table: str | None = None
     calibrations_table: str | None = None
-    runs_table: str | None = None
 
     @model_validator(mode="after")
     def _something_to_audit(self) -> AuditSettings:
@@ -68,10 +67,11 @@ class AuditSettings(StrictModel):
 class AuditConfig(LineupConfig):
     audit: AuditSettings
 
-    def table(self, name: str) -> str:
-        return self.table_path(getattr(self.audit, f"{name}_table", None), {"metrics": "audit_metrics"}.get(name, name))
+    def metrics_table_path(self) -> str:
+        return self.locations.table(self.audit.metrics_table, "audit_metrics")
+
+    def calibrations_table_path(self) -> str:
+        return self.locations.table(self.audit.calibrations_table, "calibrations")
 
     def report_path(self) -> Path:
-        if self.audit.report_dir:
-            return Path(self.audit.report_dir).expanduser().resolve()
-        return self.spark.resolved_data_root() / "reports"
+        return self.locations.report_dir(self.audit.report_dir)

@@ -211,13 +211,13 @@ def load_searches(spark, config: AuditConfig) -> tuple[ident.Searches, dict[str,
     index_dir = settings.index_dir
     if index_dir is None:
         try:
-            runs = spark.read.format("delta").load(config.table("runs")).where(F.col("run_id") == run_id).collect()
+            runs = spark.read.format("delta").load(config.runs_table_path()).where(F.col("run_id") == run_id).collect()
         except Exception:  # noqa: BLE001 - no runs table at all
             runs = []
         index_dir = next((i.path for r in runs for i in r.inputs if i.name == "index"), None)
     if index_dir is None:
         raise UserError(
-            f"run {run_id} is not in the runs table {config.table('runs')}: set audit.identification.index_dir"
+            f"run {run_id} is not in the runs table {config.runs_table_path()}: set audit.identification.index_dir"
         )
     manifest = read_manifest(Path(index_dir))
     gallery = spark.read.format("delta").option("versionAsOf", manifest["faces_version"]).load(manifest["faces_table"])
@@ -286,7 +286,7 @@ def run_audit(config: AuditConfig, spark=None) -> dict[str, Any]:
 
     spark = spark or get_spark(config.spark, app_name="lineup-audit")
     record = RunRecord("audit", params=config.audit.model_dump(mode="json"))
-    return run_recorded(spark, config.table("runs"), record, lambda r: _run(config, spark, r))
+    return run_recorded(spark, config.runs_table_path(), record, lambda r: _run(config, spark, r))
 
 
 def _run(config: AuditConfig, spark, record: RunRecord) -> dict[str, Any]:
@@ -313,7 +313,7 @@ def _run(config: AuditConfig, spark, record: RunRecord) -> dict[str, Any]:
         model_id = info["model_id"]
         record.add_input("matches", info["matches_table"], delta_version(spark, info["matches_table"]))
         one_to_n = identification(searches, info, config, scenario_thresholds(config, model_id, points))
-    metrics_table = config.table("metrics")
+    metrics_table = config.metrics_table_path()
     rows = metric_rows(record.run_id, model_id, one_to_one, one_to_n)
     append_with_retries(spark.createDataFrame(rows, METRICS_DDL), metrics_table)
     record.add_output("audit_metrics", metrics_table, delta_version(spark, metrics_table))
@@ -325,13 +325,13 @@ def _run(config: AuditConfig, spark, record: RunRecord) -> dict[str, Any]:
     if one_to_n:
         record.counts["searches"] = one_to_n["searches"]
         summary["one_to_n"] = _public(one_to_n)
-    runs_version = append_run(spark, config.table("runs"), record, "ok")
+    runs_version = append_run(spark, config.runs_table_path(), record, "ok")
     summary["model_id"] = model_id
     summary["outputs"] = {
         "metrics_table": metrics_table,
         "metrics_version": record.outputs[-1]["version"],
         "report": str(report),
-        "runs_table": config.table("runs"),
+        "runs_table": config.runs_table_path(),
         "runs_version": runs_version,
     }
     return summary
@@ -449,7 +449,7 @@ def run_calibrate(config: AuditConfig, target_fmr: float, spark=None) -> dict[st
         raise UserError("calibrate needs audit.labelled.faces_table (labelled faces to draw impostor pairs from)")
     spark = spark or get_spark(config.spark, app_name="lineup-audit-calibrate")
     record = RunRecord("audit-calibrate", params={**config.audit.model_dump(mode="json"), "target_fmr": target_fmr})
-    return run_recorded(spark, config.table("runs"), record, lambda r: _calibrate(config, spark, r, target_fmr))
+    return run_recorded(spark, config.runs_table_path(), record, lambda r: _calibrate(config, spark, r, target_fmr))
 
 
 def _calibrate(config: AuditConfig, spark, record: RunRecord, target_fmr: float) -> dict[str, Any]:
@@ -510,12 +510,12 @@ def _calibrate(config: AuditConfig, spark, record: RunRecord, target_fmr: float)
         "record": json.dumps(calibration, sort_keys=True),
         "created_at": dt.datetime.now(dt.UTC),
     }
-    table = config.table("calibrations")
+    table = config.calibrations_table_path()
     append_with_retries(spark.createDataFrame([row], CALIBRATIONS_DDL), table)
     record.add_output("calibrations", table, delta_version(spark, table))
     record.threshold, record.threshold_source = point.threshold, f"calibration:{calibration['calibration_id']}"
     record.counts = {"genuine_pairs": point.genuine_pairs, "impostor_pairs": point.impostor_pairs}
-    runs_version = append_run(spark, config.table("runs"), record, "ok")
+    runs_version = append_run(spark, config.runs_table_path(), record, "ok")
     return {
         "job": "audit-calibrate",
         "run_id": record.run_id,

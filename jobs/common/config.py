@@ -16,7 +16,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from jobs.common.errors import UserError
-from jobs.common.paths import default_data_root, jars_dir
+from jobs.common.locations import Locations, resolve
+from jobs.common.paths import jars_dir
 
 
 class ConfigError(UserError):
@@ -42,10 +43,10 @@ class SparkSettings(StrictModel):
     extra_conf: dict[str, str] = Field(default_factory=dict, description="any other spark.* settings")
 
     def resolved_data_root(self) -> Path:
-        return Path(self.data_root).expanduser().resolve() if self.data_root else default_data_root()
+        return Locations(self.data_root).data_root()
 
     def resolved_jars_dir(self) -> Path:
-        return Path(self.jars_dir).expanduser().resolve() if self.jars_dir else jars_dir()
+        return Path(resolve(self.jars_dir)) if self.jars_dir else jars_dir()
 
 
 class LineupConfig(StrictModel):
@@ -53,17 +54,27 @@ class LineupConfig(StrictModel):
 
     spark: SparkSettings = Field(default_factory=SparkSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    runs_table: str | None = Field(
+        None, description="the runs table every job appends to; default <data_root>/tables/runs"
+    )
+
+    @property
+    def locations(self) -> Locations:
+        return Locations(self.spark.data_root, self.runs_table)
 
     def table_path(self, given: str | None, default_name: str) -> str:
-        """A configured table path, resolved; else `<data_root>/tables/<default_name>`."""
-        if given:
-            return str(Path(given).expanduser().resolve())
-        return str(self.spark.resolved_data_root() / "tables" / default_name)
+        """A configured table location, resolved; else `<data_root>/tables/<default_name>`."""
+        return self.locations.table(given, default_name)
+
+    def runs_table_path(self) -> str:
+        return self.locations.runs_table()
 
 
 ConfigT = TypeVar("ConfigT", bound=LineupConfig)
 
 _OVERRIDE_SOURCE = "--set"
+# Settings every job shares, read from beside the job's own file (which may override them).
+SHARED_CONF = "lineup.yaml"
 # What an error echoes of a bad value is bounded: a 400-byte YAML alias bomb expands to gigabytes.
 _ECHO = reprlib.Repr()
 _ECHO.maxlevel, _ECHO.maxdict, _ECHO.maxlist, _ECHO.maxstring, _ECHO.maxother = 2, 4, 4, 80, 80
@@ -122,6 +133,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 def load_config(model: type[ConfigT], path: Path | str | None = None, overrides: Sequence[str] = ()) -> ConfigT:
     """Load and validate a config file (or defaults when `path` is None) with `--set` overrides applied.
+    A `lineup.yaml` beside the file supplies the shared sections (spark, log_level, runs_table) first.
 
     >>> cfg = load_config(LineupConfig, None, ["spark.master=local[2]"])
     >>> cfg.spark.master
@@ -129,6 +141,10 @@ def load_config(model: type[ConfigT], path: Path | str | None = None, overrides:
     """
     source = str(path) if path is not None else "<defaults>"
     data = read_yaml(Path(path)) if path is not None else {}
+    shared = Path(path).with_name(SHARED_CONF) if path is not None else None
+    if shared is not None and shared.is_file() and shared.resolve() != Path(path).resolve():
+        data = deep_merge(read_yaml(shared), data)
+        source = f"{path} (over {shared})"
     merged, touched = apply_overrides(data, overrides)
     try:
         return model.model_validate(merged)
@@ -146,6 +162,21 @@ def _describe(exc: ValidationError, source: str, touched: set[str]) -> str:
         else:
             problems.append(f"{origin}: key {key!r}: {error['msg']} (got {_ECHO.repr(error.get('input'))})")
     return "; ".join(problems)
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` on top of `base`, section by section (a value in `over` replaces, a section merges).
+
+    >>> deep_merge({"spark": {"master": "local[*]", "ui_enabled": False}}, {"spark": {"master": "local[2]"}})
+    {'spark': {'master': 'local[2]', 'ui_enabled': False}}
+    """
+    result = _deep_copy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = deep_merge(result[key], value)
+        else:
+            result[key] = _deep_copy(value) if isinstance(value, dict) else value
+    return result
 
 
 def _deep_copy(data: dict[str, Any]) -> dict[str, Any]:

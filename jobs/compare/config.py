@@ -27,7 +27,6 @@ class CompareSettings(StrictModel):
     pack_dir: str | None = Field(None, description="kind=images: model pack; default the default pack")
     threshold: ThresholdSettings = Field(default_factory=ThresholdSettings)
     scores_table: str | None = Field(None, description="default <data_root>/tables/pair_scores")
-    runs_table: str | None = Field(None, description="default <data_root>/tables/runs")
     images_per_task: int = Field(64, ge=1)
     threads_per_worker: int = Field(1, ge=1)
     max_pixels: int = Field(50_000_000, ge=1)
@@ -36,5 +35,8 @@ class CompareSettings(StrictModel):
 class CompareConfig(LineupConfig):
     compare: CompareSettings
 
-    def table(self, name: str) -> str:
-        return self.table_path(getattr(self.compare, f"{name}_table", None), {"scores": "pair_scores"}.get(name, name))
+    def scores_table_path(self) -> str:
+        return self.locations.table(self.compare.scores_table, "pair_scores")
+
+    def faces_table_path(self) -> str:
+        return self.locations.table(self.compare.faces_table, "faces")

@@ -30,7 +30,7 @@ def run_compare(config: CompareConfig, spark=None) -> dict[str, Any]:
 
     spark = spark or get_spark(config.spark, app_name="lineup-compare")
     record = RunRecord("compare", params=config.compare.model_dump(mode="json"))
-    return run_recorded(spark, config.table("runs"), record, lambda r: _run(config, spark, r))
+    return run_recorded(spark, config.runs_table_path(), record, lambda r: _run(config, spark, r))
 
 
 def read_pairs(spark, settings):
@@ -118,7 +118,7 @@ def _run(config: CompareConfig, spark, record: RunRecord) -> dict[str, Any]:
         F.lit(model_id).alias("model_id"),
         F.current_timestamp().alias("compared_at"),
     )
-    scores_table, runs_table = config.table("scores"), config.table("runs")
+    scores_table, runs_table = config.scores_table_path(), config.runs_table_path()
     scores = scores.persist(StorageLevel.DISK_ONLY)
     try:
         by_status = {row.status: int(row.n) for row in scores.groupBy("status").agg(F.count("*").alias("n")).collect()}
@@ -186,7 +186,7 @@ def _face_sides(config: CompareConfig, spark, pairs, record: RunRecord):
     from pyspark.sql import functions as F
 
     settings = config.compare
-    table = config.table_path(settings.faces_table, "faces")
+    table = config.faces_table_path()
     version = pinned_version(spark, table, settings.faces_version, "compare.faces_table")
     record.add_input("faces", table, version)
     faces = spark.read.format("delta").option("versionAsOf", version).load(table)

@@ -62,7 +62,7 @@ def make_image_runner(context: dict[str, Any]) -> Callable[[Iterator], Iterator]
     def run(batches: Iterator) -> Iterator:
         import pyarrow as pa
 
-        from jobs.embed.job import cached_pipeline
+        from jobs.embed.worker import cached_pipeline
 
         pipeline = cached_pipeline(context["pack_dir"], context["model_id"], context["threads"], context["max_pixels"])
         schema = pa.schema(

@@ -66,12 +66,8 @@ class EmbedSettings(StrictModel):
 class EmbedConfig(LineupConfig):
     embed: EmbedSettings
 
-    def faces_table_path(self) -> Path:
-        if self.embed.table_path:
-            return Path(self.embed.table_path).expanduser().resolve()
-        return self.spark.resolved_data_root() / "tables" / "faces"
+    def faces_table_path(self) -> str:
+        return self.locations.table(self.embed.table_path, "faces")
 
     def resolved_pack_dir(self) -> Path:
-        from jobs.models.build import default_pack_dir
-
-        return Path(self.embed.pack_dir).expanduser().resolve() if self.embed.pack_dir else default_pack_dir()
+        return self.locations.pack_dir(self.embed.pack_dir)

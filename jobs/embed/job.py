@@ -11,17 +11,19 @@ import datetime as dt
 import json
 import logging
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from jobs.common.commits import with_commit_retries
 from jobs.common.errors import UserError
-from jobs.common.runs import new_run_id
+from jobs.common.runs import RunRecord, append_run, run_recorded
 from jobs.common.schema import FACES_DDL
+from jobs.common.timing import Phases
 from jobs.embed.config import EmbedConfig
+from jobs.embed.known import KnownImages
 from jobs.embed.plan import InputRef, cut_tasks, list_inputs
-from jobs.embed.worker import KnownImages, Labeller
+from jobs.embed.rows import Labeller
+from jobs.embed.worker import MaxParam, make_table_runner, make_task_runner
 
 log = logging.getLogger(__name__)
 
@@ -70,20 +72,59 @@ class Counts:
 
 
 def run_embed(config: EmbedConfig, spark=None) -> dict[str, Any]:
+    """Embed the configured input into the faces table; the run's row goes to the runs table (ok or
+    failed) and the summary (counts, rates, `timings_s`) is returned."""
     from jobs.common.spark import get_spark
-    from jobs.models.pack import load_pack
 
-    pack = load_pack(config.resolved_pack_dir())
-    refs = list_inputs(config.embed.input) if config.embed.input.kind != "table" else []
+    phases = Phases("embed")
     started = time.perf_counter()
     spark = spark or get_spark(config.spark, app_name="lineup-embed")
-    session_s = time.perf_counter() - started
-    table_path = str(config.faces_table_path())
-    ensure_faces_table(spark, table_path)
-    known = KnownImages(known_image_ids(spark, table_path, pack.model_id))
+    phases.add("session_start", time.perf_counter() - started)
+    record = RunRecord("embed", params=config.embed.model_dump(mode="json"))
+    return run_recorded(spark, config.runs_table_path(), record, lambda r: _run(config, spark, r, phases))
+
+
+def _run(config: EmbedConfig, spark, record: RunRecord, phases: Phases) -> dict[str, Any]:
+    from jobs.models.pack import load_pack
+
+    with phases.phase("plan"):
+        pack = load_pack(config.resolved_pack_dir())
+        refs = list_inputs(config.embed.input) if config.embed.input.kind != "table" else []
+    table_path = config.faces_table_path()
+    with phases.phase("prepare_table"):
+        ensure_faces_table(spark, table_path)
+        known = KnownImages(known_image_ids(spark, table_path, pack.model_id))
     log.info("faces table %s holds %d images for model %s", table_path, len(known), pack.model_id)
-    run_id = new_run_id("embed")
-    context = {
+    record.params["model_id"] = pack.model_id
+    record.add_input("archive", config.embed.input.path, None)
+    context = _worker_context(config, spark, pack, record.run_id)
+    known_handle = spark.sparkContext.broadcast(known)
+    counts = Counts()
+    with phases.phase("embed_and_commit", count=len(refs) or None, unit="files"):
+        work_started = time.perf_counter()
+        if config.embed.input.kind == "table":
+            _embed_table(spark, config, context, known_handle, table_path, counts)
+        else:
+            progress = Progress(len(refs))
+            for start in range(0, len(refs), config.embed.files_per_commit):
+                chunk = refs[start : start + config.embed.files_per_commit]
+                _embed_chunk(spark, chunk, config, context, known_handle, table_path, counts)
+                progress.report(len(chunk), config.embed.progress_interval_s, force=start == 0)
+        elapsed = time.perf_counter() - work_started
+    summary = _summary(spark, pack.model_id, record.run_id, table_path, counts, elapsed)
+    summary["python_worker_peak_rss_mb"] = round(context["peak_rss"].value, 1)
+    record.add_output("faces", table_path, summary["outputs"]["faces_table_version"])
+    record.counts = {k: v for k, v in summary.items() if isinstance(v, int)}
+    record.counts.update({f"status_{k}": v for k, v in counts.by_status.items()})
+    runs_table = config.runs_table_path()
+    summary["outputs"].update(runs_table=runs_table, runs_version=append_run(spark, runs_table, record, "ok"))
+    summary["timings_s"] = phases.timings_s()
+    return summary
+
+
+def _worker_context(config: EmbedConfig, spark, pack, run_id: str) -> dict[str, Any]:
+    """What every task needs, small enough to ship with the task (the pipeline is built on the worker)."""
+    return {
         "pack_dir": str(pack.path),
         "model_id": pack.model_id,
         "run_id": run_id,
@@ -97,23 +138,8 @@ def run_embed(config: EmbedConfig, spark=None) -> dict[str, Any]:
         "max_pixels": config.embed.max_pixels,
         "threads": config.embed.threads_per_worker,
         "max_file_bytes": config.embed.input.max_file_bytes,
+        "peak_rss": spark.sparkContext.accumulator(0.0, MaxParam()),
     }
-    known_handle = spark.sparkContext.broadcast(known)
-    context["peak_rss"] = spark.sparkContext.accumulator(0.0, _MaxParam())
-    counts = Counts()
-    work_started = time.perf_counter()
-    if config.embed.input.kind == "table":
-        _embed_table(spark, config, context, known_handle, table_path, counts)
-    else:
-        progress = Progress(len(refs))
-        for start in range(0, len(refs), config.embed.files_per_commit):
-            chunk = refs[start : start + config.embed.files_per_commit]
-            _embed_chunk(spark, chunk, config, context, known_handle, table_path, counts)
-            progress.report(len(chunk), config.embed.progress_interval_s, force=start == 0)
-    elapsed = time.perf_counter() - work_started
-    summary = _summary(spark, config, pack.model_id, run_id, table_path, counts, elapsed, session_s)
-    summary["python_worker_peak_rss_mb"] = round(context["peak_rss"].value, 1)
-    return summary
 
 
 def ensure_faces_table(spark, table_path: str) -> None:
@@ -264,7 +290,7 @@ def _commit(spark, rows, table_path: str, counts: Counts, files_seen: int, skipp
     )
 
 
-def _summary(spark, config, model_id, run_id, table_path, counts: Counts, elapsed: float, session_s: float) -> dict:
+def _summary(spark, model_id: str, run_id: str, table_path: str, counts: Counts, elapsed: float) -> dict:
     from delta.tables import DeltaTable
 
     version = DeltaTable.forPath(spark, table_path).history(1).collect()[0].version
@@ -280,99 +306,5 @@ def _summary(spark, config, model_id, run_id, table_path, counts: Counts, elapse
         "images_per_s": round(counts.files_processed / max(elapsed, 1e-9), 2),
         "faces_per_s": round(counts.faces / max(elapsed, 1e-9), 2),
         "elapsed_s": round(elapsed, 1),
-        "session_start_s": round(session_s, 1),
         "outputs": {"faces_table": table_path, "faces_table_version": int(version)},
     }
-
-
-# ---- executor side ------------------------------------------------------------------------------------
-
-_PIPELINES: dict[tuple[str, str, int, int], Any] = {}
-
-
-def cached_pipeline(pack_dir: str, model_id: str, threads: int, max_pixels: int):
-    """One FacePipeline per Python worker process: ONNX sessions are built here, never pickled."""
-    key = (pack_dir, model_id, threads, max_pixels)
-    if key not in _PIPELINES:
-        from jobs.models.pack import load_pack
-        from jobs.models.pipeline import FacePipeline, PipelineSettings
-
-        pack = load_pack(pack_dir)
-        if pack.model_id != model_id:
-            raise RuntimeError(f"pack at {pack_dir} changed during the run ({pack.model_id} != {model_id})")
-        _PIPELINES[key] = FacePipeline(pack, PipelineSettings(threads=threads, max_pixels=max_pixels))
-    return _PIPELINES[key]
-
-
-def _row_context(context: dict):
-    from jobs.embed.worker import RowContext
-
-    return RowContext(context["model_id"], context["run_id"], context["labeller"], context["embedded_at"])
-
-
-def make_task_runner(context: dict, known_handle, skipped, peak_rss):
-    def run(batches: Iterator) -> Iterator:
-        from jobs.embed.arrow_rows import to_record_batch
-        from jobs.embed.worker import embed_loaded, read_refs
-
-        pipeline = cached_pipeline(context["pack_dir"], context["model_id"], context["threads"], context["max_pixels"])
-        known = known_handle.value
-        for batch in batches:
-            for payload in batch.column(0).to_pylist():
-                refs = [InputRef(**ref) for ref in json.loads(payload)]
-                counted = _CountingKnown(known)
-                loaded = read_refs(refs, context["max_file_bytes"])
-                rows = list(embed_loaded(loaded, pipeline, counted, _row_context(context), context["batch_images"]))
-                skipped.add(counted.hits)
-                peak_rss.add(_max_rss_mb())
-                if rows:
-                    yield to_record_batch(rows)
-
-    return run
-
-
-def make_table_runner(context: dict, known_handle, skipped, peak_rss, prefix: str):
-    def run(batches: Iterator) -> Iterator:
-        from jobs.embed.arrow_rows import to_record_batch
-        from jobs.embed.worker import embed_loaded, table_item
-
-        pipeline = cached_pipeline(context["pack_dir"], context["model_id"], context["threads"], context["max_pixels"])
-        counted = _CountingKnown(known_handle.value)
-        for batch in batches:
-            ids, contents = batch.column(0).to_pylist(), batch.column(1).to_pylist()
-            items = (table_item(prefix, str(i), c, context["max_file_bytes"]) for i, c in zip(ids, contents))
-            rows = list(embed_loaded(items, pipeline, counted, _row_context(context), context["batch_images"]))
-            if rows:
-                yield to_record_batch(rows)
-        skipped.add(counted.hits)
-        peak_rss.add(_max_rss_mb())
-
-    return run
-
-
-def _max_rss_mb() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
-class _MaxParam:
-    """Accumulator that keeps the largest value seen (peak RSS across Python workers)."""
-
-    def zero(self, value: float) -> float:
-        return 0.0
-
-    def addInPlace(self, first: float, second: float) -> float:  # noqa: N802 - Spark's name
-        return max(first, second)
-
-
-class _CountingKnown:
-    """A KnownImages view that counts how many lookups hit (files skipped as already embedded)."""
-
-    def __init__(self, known: KnownImages) -> None:
-        self.known, self.hits = known, 0
-
-    def __contains__(self, image_id: str) -> bool:
-        hit = image_id in self.known
-        self.hits += hit
-        return hit

@@ -184,7 +184,7 @@ def list_tar_members(tar_path: Path, pattern: str, max_file_bytes: int, in_folde
     A tar given directly that cannot be read is a `UserError`; one inside a folder of tars becomes one
     `read_error` ref, so one bad archive does not stop the others.
     """
-    path = os.path.abspath(tar_path)
+    path = os.path.realpath(tar_path)  # as recorded before: reruns keep the same source_path
     try:
         compressed = is_compressed(path)
         refs = _member_refs(path, pattern, max_file_bytes, compressed)

@@ -31,11 +31,7 @@ class IndexConfig(LineupConfig):
     index: IndexSettings = Field(default_factory=IndexSettings)
 
     def faces_table_path(self) -> str:
-        if self.index.faces_table:
-            return str(Path(self.index.faces_table).expanduser().resolve())
-        return str(self.spark.resolved_data_root() / "tables" / "faces")
+        return self.locations.table(self.index.faces_table, "faces")
 
     def index_path(self) -> Path:
-        if self.index.index_dir:
-            return Path(self.index.index_dir).expanduser().resolve()
-        return self.spark.resolved_data_root() / "indexes" / "faces"
+        return self.locations.index_dir(self.index.index_dir)

@@ -23,6 +23,7 @@ from jobs.common.errors import UserError
 from jobs.index import build
 from jobs.index.choose import choose_index
 from jobs.index.config import IndexConfig
+from jobs.index.recall import measure_recall
 from jobs.index.shards import MANIFEST, load_index, read_manifest, sha256_bytes, write_atomically
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ def _build(config: IndexConfig, spark) -> dict[str, Any]:
         "created_at": dt.datetime.now(dt.UTC).isoformat(),
     }
     _write_manifest(out, manifest)
-    manifest.update(_measure_recall(frame, out, settings))
+    manifest.update(measure_recall(frame, out, settings))
     manifest["build_s"] = round(time.perf_counter() - started, 1)
     _write_manifest(out, manifest)
     if manifest["recall_at_k"] < settings.recall_floor and not settings.accept_low_recall:
@@ -243,27 +244,6 @@ def _shard_runner(base_path: str, out: str, existing: dict[int, str], shard_coun
     return run
 
 
-def _measure_recall(frame, out: Path, settings) -> dict[str, Any]:
-    """recall@k against exact search, for held-out gallery vectors used as queries."""
-    ids, vectors = to_numpy(frame)
-    order = np.argsort(ids)
-    ids, vectors = ids[order], vectors[order]
-    rng = np.random.default_rng(settings.seed)
-    picked = rng.choice(len(ids), size=min(settings.holdout_queries, len(ids)), replace=False)
-    queries = vectors[picked]
-    _, truth = build.exact_top_k(vectors, ids, queries, settings.recall_k)
-    index = load_index(out)
-    value, recall, tried = build.tune(index, queries, truth, settings.recall_k, settings.recall_floor)
-    return {
-        "search_value": value,
-        "recall_at_k": round(recall, 5),
-        "recall_k": settings.recall_k,
-        "recall_floor": settings.recall_floor,
-        "recall_queries": len(queries),
-        "recall_tried": tried,
-    }
-
-
 def _update(config: IndexConfig, spark) -> dict[str, Any]:
     """Add rows new since the manifest's version (no retraining) and record removed rows."""
 
@@ -297,7 +277,7 @@ def _update(config: IndexConfig, spark) -> dict[str, Any]:
     manifest["faces_version"] = version
     manifest["added_since_build"] += added_count
     manifest["vectors"] = sum(entry["vectors"] for entry in manifest["shards"])
-    manifest.update(_measure_recall(new_frame, out, settings) if not manifest["exact"] else {})
+    manifest.update(measure_recall(new_frame, out, settings) if not manifest["exact"] else {})
     _write_manifest(out, manifest)
     _remove_stale(out, manifest)
     summary = _summary("update", manifest, out)

@@ -19,6 +19,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from jobs.common.errors import UserError
+from jobs.index.search import pad_to_k, search_shards
 
 MANIFEST = "manifest.json"
 
@@ -49,16 +50,6 @@ def deserialize(data: bytes):
     return faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
 
 
-def merge_top_k(scores: list[np.ndarray], ids: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Merge per-shard (queries x k_s) results into the global top-k by score (inner product: larger is
-    better); missing entries (id -1) sort last. Ties are broken by smaller face_id, so results are stable."""
-    all_scores = np.concatenate(scores, axis=1)
-    all_ids = np.concatenate(ids, axis=1)
-    masked = np.where(all_ids < 0, -np.inf, all_scores)
-    order = np.lexsort((all_ids, -masked), axis=1)[:, :k]
-    return np.take_along_axis(masked, order, axis=1), np.take_along_axis(all_ids, order, axis=1)
-
-
 @dataclass
 class ShardedIndex:
     """Loaded shards plus what the manifest says about them."""
@@ -78,27 +69,9 @@ class ShardedIndex:
             faiss.ParameterSpace().set_index_parameter(shard, name, value)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (scores, face_ids) over all shards; removed ids never appear."""
-        queries = np.ascontiguousarray(queries, dtype=np.float32)
-        extra = min(len(self.removed), 4 * k)
-        scores, ids = [], []
-        for shard in self.shards:
-            if shard.ntotal == 0:
-                continue
-            found_scores, found_ids = shard.search(queries, min(k + extra, shard.ntotal))
-            if len(self.removed):
-                gone = np.isin(found_ids, self.removed)
-                found_ids = np.where(gone, -1, found_ids)
-            scores.append(found_scores)
-            ids.append(found_ids)
-        if not scores:
-            return np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), -1, np.int64)
-        merged_scores, merged_ids = merge_top_k(scores, ids, k)
-        if merged_ids.shape[1] < k:
-            pad = k - merged_ids.shape[1]
-            merged_scores = np.pad(merged_scores, ((0, 0), (0, pad)), constant_values=-np.inf)
-            merged_ids = np.pad(merged_ids, ((0, 0), (0, pad)), constant_values=-1)
-        return merged_scores, merged_ids
+        """Top-k (scores, face_ids) over all shards, k columns (-inf / -1 where fewer); removed ids never
+        appear. The same code the query job's executors run."""
+        return pad_to_k(*search_shards(self.shards, self.removed, queries, k), k)
 
 
 class _ShardEntry(BaseModel):
@@ -153,30 +126,45 @@ def _is_plain_name(name: str) -> bool:
     return bool(name) and "/" not in name and "\\" not in name and name not in (".", "..")
 
 
+def checked_file(directory: Path | str, name: str, expected_sha256: str, keep_bytes: bool = True) -> bytes:
+    """A file named by the manifest, checked against its sha256: the one place an index file is trusted.
+    Returns its bytes, or b"" when `keep_bytes` is false (the hash is then streamed: a driver that only
+    verifies never holds a shard). `IndexError_` naming the file when it is missing or differs."""
+    from jobs.common.hashing import sha256_file
+
+    path = Path(directory) / name
+    manifest_path = Path(directory) / MANIFEST
+    try:
+        data = path.read_bytes() if keep_bytes else b""
+        digest = sha256_bytes(data) if keep_bytes else sha256_file(path)
+    except FileNotFoundError:
+        raise IndexError_(f"{path} named by {manifest_path} is missing; rebuild the index (`lineup index`)") from None
+    if digest != expected_sha256:
+        raise IndexError_(f"{path} fails its sha256 check against {manifest_path}; refusing the index")
+    return data
+
+
+def load_removed(directory: Path | str, manifest: dict[str, Any]) -> np.ndarray:
+    """The sorted face_ids searches must skip (rows removed from the faces table since the build)."""
+    if not manifest.get("removed_file"):
+        return np.zeros(0, np.int64)
+    data = checked_file(directory, manifest["removed_file"], manifest["removed_sha256"])
+    return np.sort(np.frombuffer(data, dtype=np.int64))
+
+
 def load_index(directory: Path | str) -> ShardedIndex:
     """Load every shard after checking its sha256 against the manifest; refuse any mismatch."""
     directory = Path(directory).expanduser().resolve()
     manifest = read_manifest(directory)
     shards = []
     for entry in manifest["shards"]:
-        path = directory / entry["file"]
-        if not path.is_file():
-            raise IndexError_(f"shard {path} named by {directory / MANIFEST} is missing; rebuild the index")
-        data = path.read_bytes()
-        if sha256_bytes(data) != entry["sha256"]:
-            raise IndexError_(f"shard {path} fails its sha256 check against {directory / MANIFEST}; refusing the index")
-        shard = deserialize(data)
+        shard = deserialize(checked_file(directory, entry["file"], entry["sha256"]))
         if shard.ntotal != entry["vectors"]:
-            raise IndexError_(f"shard {path} holds {shard.ntotal} vectors, the manifest says {entry['vectors']}")
+            raise IndexError_(
+                f"shard {entry['file']} holds {shard.ntotal} vectors, the manifest says {entry['vectors']}"
+            )
         shards.append(shard)
-    removed = np.zeros(0, np.int64)
-    if manifest.get("removed_file"):
-        removed_path = directory / manifest["removed_file"]
-        data = removed_path.read_bytes()
-        if sha256_bytes(data) != manifest["removed_sha256"]:
-            raise IndexError_(f"{removed_path} fails its sha256 check; refusing the index")
-        removed = np.sort(np.frombuffer(data, dtype=np.int64))
-    index = ShardedIndex(directory, manifest, shards, removed)
+    index = ShardedIndex(directory, manifest, shards, load_removed(directory, manifest))
     index.set_search_param(manifest.get("search_value"))
     return index
 
@@ -184,21 +172,13 @@ def load_index(directory: Path | str) -> ShardedIndex:
 def verify_index(directory: Path | str) -> dict[str, Any]:
     """The manifest, after checking that every file it names exists and matches its sha256 (nothing is
     deserialized: the driver of a query job needs the check, not the vectors)."""
-    from jobs.common.hashing import sha256_file
-
     directory = Path(directory).expanduser().resolve()
     manifest = read_manifest(directory)
     named = [(entry["file"], entry["sha256"]) for entry in manifest["shards"]]
     if manifest.get("removed_file"):
         named.append((manifest["removed_file"], manifest["removed_sha256"]))
     for name, expected in named:
-        path = directory / name
-        if not path.is_file():
-            raise IndexError_(
-                f"{path} named by {directory / MANIFEST} is missing; rebuild the index with `lineup index`"
-            )
-        if sha256_file(path) != expected:
-            raise IndexError_(f"{path} fails its sha256 check against {directory / MANIFEST}; refusing the index")
+        checked_file(directory, name, expected, keep_bytes=False)
     return manifest
 
 
@@ -213,20 +193,8 @@ def load_shard(directory: str, entry: dict[str, Any], search_param: str | None, 
     if key not in _LOADED_SHARDS:
         if len(_LOADED_SHARDS) >= 64:  # a long-lived worker that served many indexes: start over
             _LOADED_SHARDS.clear()
-        data = Path(key[0]).read_bytes()
-        if sha256_bytes(data) != entry["sha256"]:
-            raise IndexError_(f"shard {key[0]} changed during the run (sha256 mismatch); refusing it")
-        shard = deserialize(data)
+        shard = deserialize(checked_file(directory, entry["file"], entry["sha256"]))
         if search_param is not None and search_value is not None:
             faiss.ParameterSpace().set_index_parameter(shard, search_param, search_value)
         _LOADED_SHARDS[key] = shard
     return _LOADED_SHARDS[key]
-
-
-def load_removed(directory: str, manifest: dict[str, Any]) -> np.ndarray:
-    if not manifest.get("removed_file"):
-        return np.zeros(0, np.int64)
-    data = (Path(directory) / manifest["removed_file"]).read_bytes()
-    if sha256_bytes(data) != manifest["removed_sha256"]:
-        raise IndexError_(f"{manifest['removed_file']} in {directory} fails its sha256 check; refusing the index")
-    return np.sort(np.frombuffer(data, dtype=np.int64))

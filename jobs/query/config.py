@@ -48,19 +48,19 @@ class QuerySettings(StrictModel):
     threshold: ThresholdSettings = Field(default_factory=ThresholdSettings)
     matches_table: str | None = Field(None, description="default <data_root>/tables/matches")
     identities_table: str | None = Field(None, description="default <data_root>/tables/identities")
-    runs_table: str | None = Field(None, description="default <data_root>/tables/runs")
 
 
 class QueryConfig(LineupConfig):
     query: QuerySettings
 
-    def table(self, name: str) -> str:
-        return self.table_path(getattr(self.query, f"{name}_table", None), name)
+    def matches_table_path(self) -> str:
+        return self.locations.table(self.query.matches_table, "matches")
+
+    def identities_table_path(self) -> str:
+        return self.locations.table(self.query.identities_table, "identities")
 
     def index_path(self) -> Path:
-        if self.query.index_dir:
-            return Path(self.query.index_dir).expanduser().resolve()
-        return self.spark.resolved_data_root() / "indexes" / "faces"
+        return self.locations.index_dir(self.query.index_dir)
 
     def probe_table_path(self) -> str:
         return self.table_path(self.query.probes.probe_table, "probe_faces")

@@ -40,7 +40,7 @@ def run_query(config: QueryConfig, spark=None) -> dict[str, Any]:
 
     spark = spark or get_spark(config.spark, app_name="lineup-query")
     record = RunRecord("query", params=config.query.model_dump(mode="json"))
-    return run_recorded(spark, config.table("runs"), record, lambda r: _run(config, spark, r))
+    return run_recorded(spark, config.runs_table_path(), record, lambda r: _run(config, spark, r))
 
 
 def _run(config: QueryConfig, spark, record: RunRecord) -> dict[str, Any]:
@@ -115,6 +115,7 @@ def _embed_archive(config: QueryConfig, spark, manifest: dict) -> tuple[str, int
         {
             "spark": config.spark,
             "log_level": config.log_level,
+            "runs_table": config.runs_table,
             "embed": {
                 "input": probes.archive.model_copy(
                     update={"path": str(Path(probes.archive.path).expanduser().resolve())}
@@ -352,7 +353,8 @@ def _write(config, spark, record, matches, threshold, manifest, probe_counts, ga
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    matches_table, identities_table, runs_table = (config.table(name) for name in ("matches", "identities", "runs"))
+    matches_table, identities_table = config.matches_table_path(), config.identities_table_path()
+    runs_table = config.runs_table_path()
     # One computation feeds the matches, the identities and the counts.
     matches = matches.persist(StorageLevel.DISK_ONLY)
     try:

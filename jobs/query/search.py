@@ -1,4 +1,5 @@
-"""Executor side of a query: search shards for a partition of probes (FAISS, no Spark).
+"""Executor side of a query: search shards for a partition of probes (the search itself is
+`jobs.index.search`, shared with the index job's recall tuning).
 
 Two plans. `all_shards`: a task searches every shard for its probes and merges them itself (shards are
 loaded once per Python worker and reused by later tasks): one stage, no shuffle, while the whole index
@@ -14,28 +15,6 @@ from typing import Any
 import numpy as np
 
 CANDIDATES_DDL = "probe_face_id BIGINT, gallery_face_id BIGINT, score FLOAT, rank INT"
-
-
-def search_shard(shard, removed: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k (scores, ids) of one shard; removed ids are dropped, missing entries have id -1."""
-    if shard.ntotal == 0 or len(queries) == 0:
-        return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
-    extra = min(len(removed), 4 * k)
-    scores, ids = shard.search(np.ascontiguousarray(queries, dtype=np.float32), min(k + extra, shard.ntotal))
-    if len(removed):
-        ids = np.where(np.isin(ids, removed), -1, ids)
-    return scores, ids
-
-
-def search_all(shards: list, removed: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The global top-k over every shard, merged as `merge_top_k` does (score, then smaller face_id)."""
-    from jobs.index.shards import merge_top_k
-
-    found = [search_shard(shard, removed, queries, k) for shard in shards]
-    found = [pair for pair in found if pair[1].shape[1]]
-    if not found:
-        return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
-    return merge_top_k([f[0] for f in found], [f[1] for f in found], k)
 
 
 def _to_batch(probe_ids: np.ndarray, scores: np.ndarray, ids: np.ndarray):
@@ -65,6 +44,7 @@ def make_search_runner(context: dict[str, Any]) -> Callable[[Iterator], Iterator
     def run(batches: Iterator) -> Iterator:
         import faiss
 
+        from jobs.index.search import search_shard, search_shards
         from jobs.index.shards import load_removed, load_shard
 
         # Spark already runs one task per core: FAISS's own threads would only oversubscribe them.
@@ -82,7 +62,7 @@ def make_search_runner(context: dict[str, Any]) -> Callable[[Iterator], Iterator
             flat = batch.column("embedding").flatten().to_numpy(zero_copy_only=False)
             vectors = flat.astype(np.float32).reshape(len(probe_ids), -1)
             if "shard" not in batch.schema.names:
-                scores, ids = search_all([shard(key) for key in sorted(entries)], removed, vectors, context["k"])
+                scores, ids = search_shards([shard(key) for key in sorted(entries)], removed, vectors, context["k"])
                 yield _to_batch(probe_ids, scores, ids)
                 continue
             shard_keys = batch.column("shard").to_numpy()

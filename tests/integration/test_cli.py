@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.processes import CEILING_S
+
 
 def run_lineup(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "jobs.cli", *args], capture_output=True, text=True, env=env, timeout=300
+        [sys.executable, "-m", "jobs.cli", *args], capture_output=True, text=True, env=env, timeout=CEILING_S
     )
 
 

@@ -28,7 +28,7 @@ def compare_config(tmp_path: Path, pairs: Path, *extra: str) -> CompareConfig:
             f"spark.data_root={tmp_path / 'data'}",
             f"compare.pairs.path={pairs}",
             f"compare.scores_table={tmp_path / 'scores'}",
-            f"compare.runs_table={tmp_path / 'runs'}",
+            f"runs_table={tmp_path / 'runs'}",
             *extra,
         ],
     )

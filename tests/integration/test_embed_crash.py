@@ -16,6 +16,7 @@ import pytest
 
 from jobs.common.config import SparkSettings
 from jobs.common.spark import submit_args
+from tests.fixtures.processes import CEILING_S
 
 pytestmark = [pytest.mark.slow, pytest.mark.data]
 
@@ -72,7 +73,7 @@ def spark_submit(*args: str) -> subprocess.CompletedProcess:
         *args,
     ]
     env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1", PYSPARK_PYTHON=sys.executable)
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=CEILING_S)
 
 
 def wait_for_version(table: Path, version: int, process: subprocess.Popen, timeout_s: float) -> None:
@@ -101,13 +102,13 @@ def test_killed_run_resumes_to_the_clean_result(spark, tmp_path: Path, shared_da
     clean, crashed = tmp_path / "clean", tmp_path / "crashed"
 
     clean_run = lineup(*job_flags(archive, clean, tmp_path / "d1"))
-    _, clean_err = clean_run.communicate(timeout=600)
+    _, clean_err = clean_run.communicate(timeout=CEILING_S)
     assert clean_run.returncode == 0, clean_err[-3000:]
 
     victim = lineup(*job_flags(archive, crashed, tmp_path / "d2"))
-    wait_for_version(crashed, 2, victim, timeout_s=300)  # table created, two chunks committed
+    wait_for_version(crashed, 2, victim, timeout_s=CEILING_S)  # table created, two chunks committed
     os.killpg(victim.pid, signal.SIGKILL)  # the driver and its JVM, no chance to clean up
-    victim.wait(timeout=60)
+    victim.wait(timeout=CEILING_S)
     partial = rows(spark, crashed)
     assert 0 < len(partial) < len(rows(spark, clean)), "the kill must land midway"
 

@@ -161,7 +161,7 @@ def test_concurrent_queries_share_their_tables(spark, tmp_path: Path) -> None:
                 f"query.index_dir={tmp_path / 'index'}",
                 f"query.matches_table={tmp_path / 'matches'}",
                 f"query.identities_table={tmp_path / 'identities'}",
-                f"query.runs_table={tmp_path / 'runs'}",
+                f"runs_table={tmp_path / 'runs'}",
                 "query.k=5",
             ],
         )

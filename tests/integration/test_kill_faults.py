@@ -17,7 +17,7 @@ from jobs.common.config import load_config
 from jobs.index.config import IndexConfig
 from jobs.index.job import run_index
 from tests.fixtures.faces import clustered, write_faces
-from tests.fixtures.processes import commit_exists, finish, python_workers, start_lineup, stderr_of, wait_for
+from tests.fixtures.processes import CEILING_S, commit_exists, finish, python_workers, start_lineup, stderr_of, wait_for
 
 pytestmark = [pytest.mark.slow]
 
@@ -105,7 +105,7 @@ def query_flags(world: Path, name: str) -> list[str]:
             f"query.index_dir={world / 'index'}",
             f"query.matches_table={world / name / 'matches'}",
             f"query.identities_table={world / name / 'identities'}",
-            f"query.runs_table={world / 'runs'}",
+            f"runs_table={world / 'runs'}",
             "query.k=10",
             "query.probe_partitions=16",
             "query.threshold.value=0.5",
@@ -143,7 +143,7 @@ def test_killed_query_is_not_recorded_as_succeeded_and_reruns_clean(spark, query
     matches = query_world / "killed" / "matches"
     wait_for(commit_exists(matches, 0), victim, "the first matches commit", poll_s=0.01)
     os.killpg(victim.pid, signal.SIGKILL)  # the driver and its JVM: no chance to clean up
-    victim.wait(timeout=600)
+    victim.wait(timeout=CEILING_S)
     runs = spark.read.format("delta").load(str(query_world / "runs"))
     succeeded = {r.run_id for r in runs.where("status = 'ok'").collect()}
     half = {r.run_id for r in spark.read.format("delta").load(str(matches)).select("run_id").distinct().collect()}

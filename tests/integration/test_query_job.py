@@ -65,7 +65,7 @@ def query_config(world: dict, *extra: str, name: str = "run") -> QueryConfig:
             f"query.index_dir={root / 'index'}",
             f"query.matches_table={root / name / 'matches'}",
             f"query.identities_table={root / name / 'identities'}",
-            f"query.runs_table={root / 'runs'}",
+            f"runs_table={root / 'runs'}",
             f"query.k={K}",
             "query.probe_partitions=2",
             *extra,

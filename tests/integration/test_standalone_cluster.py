@@ -16,6 +16,7 @@ import pytest
 
 from jobs.common.config import SparkSettings
 from jobs.common.spark import submit_args
+from tests.fixtures.processes import CEILING_S
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -72,7 +73,7 @@ def standalone_cluster(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     )
     processes = [master]
     try:
-        _wait_for_log(master_log, "I have been elected leader", master, 90)
+        _wait_for_log(master_log, "I have been elected leader", master, CEILING_S)
         worker = _start(
             [
                 _spark_bin("spark-class"),
@@ -93,7 +94,7 @@ def standalone_cluster(tmp_path: Path) -> Iterator[tuple[str, Path]]:
             env,
         )
         processes.append(worker)
-        _wait_for_log(worker_log, "Successfully registered with master", worker, 90)
+        _wait_for_log(worker_log, "Successfully registered with master", worker, CEILING_S)
         yield master_url, worker_dir
     finally:
         for process in reversed(processes):
@@ -128,7 +129,7 @@ def test_job_runs_unchanged_on_a_standalone_cluster(standalone_cluster, tmp_path
         str(table_path),
     ]
     env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1")
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=CEILING_S)
     assert result.returncode == 0, result.stderr[-4000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["master"] == master_url

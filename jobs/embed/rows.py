@@ -1,0 +1,146 @@
+"""Faces-table rows from loaded images (plain Python, no Spark): one row per face, or one status row per
+image without a usable face. Images already in the table for this model (by content sha256) are skipped
+before any pixel is decoded."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Container, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from jobs.embed.ids import STATUS_ROW_INDEX, face_id_of, image_id_of
+from jobs.embed.plan import READ_ERROR
+from jobs.embed.read import Loaded
+
+
+@dataclass(frozen=True)
+class Labeller:
+    """subject_id and attributes for an image, from a labels table keyed by the image's name (path
+    relative to the input folder, tar member name or table id) and/or from regexes: subject_id from a
+    regex on the name, attributes from the named groups of a regex on the file name. The table wins
+    where both give a value."""
+
+    subject_from_path: str | None = None
+    attributes_from_name: str | None = None
+    table: dict[str, tuple[str | None, dict[str, str]]] | None = None
+
+    def subject(self, name: str) -> str | None:
+        if self.table is not None and name in self.table and self.table[name][0] is not None:
+            return self.table[name][0]
+        if not self.subject_from_path:
+            return None
+        match = re.search(self.subject_from_path, name)
+        if not match:
+            return None
+        return match.groupdict().get("subject") or (match.group(1) if match.groups() else match.group(0))
+
+    def attributes(self, name: str) -> list[tuple[str, str]] | None:
+        found: dict[str, str] = {}
+        if self.attributes_from_name:
+            match = re.search(self.attributes_from_name, PurePosixPath(name).name)
+            if match:
+                found.update({key: value for key, value in match.groupdict().items() if value is not None})
+        if self.table is not None and name in self.table:
+            found.update(self.table[name][1])
+        return sorted(found.items()) if found else None
+
+
+@dataclass(frozen=True)
+class RowContext:
+    model_id: str
+    run_id: str
+    labeller: Labeller
+    embedded_at: dt.datetime
+
+
+def embed_loaded(
+    items: Iterable[Loaded], pipeline, known: Container[str], context: RowContext, batch_images: int
+) -> Iterator[dict[str, Any]]:
+    """Rows for every loaded input not already known; known images yield nothing (counted by the caller)."""
+    batch: list[tuple[Loaded, str]] = []
+    for item in items:
+        if item.data is None:
+            # A file that cannot be read has no content id: key its row by path so reruns replace it.
+            yield _status_row(item, None, context, item.status or READ_ERROR, item.error)
+            continue
+        image_id = image_id_of(item.data)
+        if image_id in known:
+            continue
+        batch.append((item, image_id))
+        if len(batch) >= batch_images:
+            yield from _process_batch(batch, pipeline, context)
+            batch = []
+    if batch:
+        yield from _process_batch(batch, pipeline, context)
+
+
+def _process_batch(batch: list[tuple[Loaded, str]], pipeline, context: RowContext) -> Iterator[dict[str, Any]]:
+    results = pipeline.process_bytes([item.data for item, _ in batch])
+    for (item, image_id), result in zip(batch, results):
+        if result.status != "ok":
+            yield _status_row(item, image_id, context, result.status, result.error, result.width, result.height)
+            continue
+        for face in result.faces:
+            row = _base_row(item, image_id, context, "ok", None, result.width, result.height)
+            x1, y1, x2, y2 = (float(v) for v in face.bbox)
+            row.update(
+                face_id=face_id_of(image_id, context.model_id, face.face_index),
+                face_index=face.face_index,
+                bbox={"x1": x1, "y1": y1, "x2": x2, "y2": y2},
+                landmarks=[float(v) for v in face.landmarks.reshape(-1)],
+                det_score=float(face.det_score),
+                quality=float(face.quality),
+                embedding=face.embedding.astype(np.float32).tolist(),
+            )
+            yield row
+
+
+def _base_row(
+    item: Loaded,
+    image_id: str | None,
+    context: RowContext,
+    status: str,
+    error: str | None,
+    width: int | None = None,
+    height: int | None = None,
+) -> dict[str, Any]:
+    return {
+        "face_id": None,
+        "image_id": image_id,
+        "source_path": item.ref_name,
+        "source_path_raw": item.raw_path,
+        "face_index": STATUS_ROW_INDEX,
+        "bbox": None,
+        "landmarks": None,
+        "det_score": None,
+        "quality": None,
+        "embedding": None,
+        "model_id": context.model_id,
+        "status": status,
+        "error": error,
+        "subject_id": context.labeller.subject(item.label_name),
+        "attributes": context.labeller.attributes(item.label_name),
+        "image_width": width,
+        "image_height": height,
+        "run_id": context.run_id,
+        "embedded_at": context.embedded_at,
+    }
+
+
+def _status_row(
+    item: Loaded,
+    image_id: str | None,
+    context: RowContext,
+    status: str,
+    error: str | None,
+    width: int | None = None,
+    height: int | None = None,
+) -> dict[str, Any]:
+    row = _base_row(item, image_id, context, status, error, width, height)
+    row["face_id"] = face_id_of(image_id or f"path:{item.ref_name}", context.model_id, STATUS_ROW_INDEX)
+    return row
