@@ -30,9 +30,11 @@ from jobs.audit.metrics import (
 )
 from jobs.audit.pairs import PairSet, build_pairs, pair_scores, subject_codes
 from jobs.common.commits import append_with_retries
+from jobs.common.delta import pinned_version, read_latest_if_any, read_pinned
 from jobs.common.errors import UserError
-from jobs.common.runs import RunRecord, append_run, delta_version, pinned_version, run_recorded
+from jobs.common.runs import RunRecord, append_run, delta_version, run_job
 from jobs.common.thresholds import Threshold, load_calibration, resolve_threshold, write_calibration
+from jobs.common.timing import Phases
 
 log = logging.getLogger(__name__)
 
@@ -188,13 +190,13 @@ def load_searches(spark, config: AuditConfig) -> tuple[ident.Searches, dict[str,
 
     settings = config.audit.identification
     table = str(Path(settings.matches_table).expanduser().resolve())
-    try:
-        matches = spark.read.format("delta").load(table)
-        run_id = settings.run_id or matches.orderBy(F.col("queried_at").desc()).select("run_id").first()["run_id"]
-    except Exception:  # noqa: BLE001
-        raise UserError(
-            f"audit.identification.matches_table {table} is not a matches table; run `lineup query`"
-        ) from None
+    matches, _ = read_pinned(spark, table, None, "audit.identification.matches_table", "run `lineup query`")
+    if "queried_at" not in matches.columns:
+        raise UserError(f"audit.identification.matches_table {table} is not a matches table; run `lineup query`")
+    latest = matches.orderBy(F.col("queried_at").desc()).select("run_id").first()
+    if latest is None:
+        raise UserError(f"audit.identification.matches_table {table} holds no query runs; run `lineup query`")
+    run_id = settings.run_id or latest["run_id"]
     run = matches.where((F.col("run_id") == run_id) & (F.col("probe_status") == "ok"))
     frame = run.select(
         "probe_face_id",
@@ -210,10 +212,8 @@ def load_searches(spark, config: AuditConfig) -> tuple[ident.Searches, dict[str,
     index_row = run.select("index_id", "model_id", "gallery_size").first()
     index_dir = settings.index_dir
     if index_dir is None:
-        try:
-            runs = spark.read.format("delta").load(config.runs_table_path()).where(F.col("run_id") == run_id).collect()
-        except Exception:  # noqa: BLE001 - no runs table at all
-            runs = []
+        runs_frame = read_latest_if_any(spark, config.runs_table_path())
+        runs = runs_frame.where(F.col("run_id") == run_id).collect() if runs_frame is not None else []
         index_dir = next((i.path for r in runs for i in r.inputs if i.name == "index"), None)
     if index_dir is None:
         raise UserError(
@@ -282,11 +282,13 @@ def scenario_thresholds(config: AuditConfig, model_id: str, points: list[dict] |
 
 
 def run_audit(config: AuditConfig, spark=None) -> dict[str, Any]:
-    from jobs.common.spark import get_spark
+    params = config.audit.model_dump(mode="json")
+    return run_job("audit", config, spark, params, lambda spark, r, phases: _timed(config, spark, r, phases))
 
-    spark = spark or get_spark(config.spark, app_name="lineup-audit")
-    record = RunRecord("audit", params=config.audit.model_dump(mode="json"))
-    return run_recorded(spark, config.runs_table_path(), record, lambda r: _run(config, spark, r))
+
+def _timed(config: AuditConfig, spark, record: RunRecord, phases: Phases) -> dict[str, Any]:
+    with phases.phase("measure_and_write"):
+        return _run(config, spark, record)
 
 
 def _run(config: AuditConfig, spark, record: RunRecord) -> dict[str, Any]:
@@ -443,13 +445,16 @@ def metric_rows(run_id: str, model_id: str | None, one: dict | None, many: dict 
 
 def run_calibrate(config: AuditConfig, target_fmr: float, spark=None) -> dict[str, Any]:
     """Store the threshold that gives `target_fmr` on the labelled data, with everything that qualifies it."""
-    from jobs.common.spark import get_spark
 
     if not config.audit.labelled.faces_table:
         raise UserError("calibrate needs audit.labelled.faces_table (labelled faces to draw impostor pairs from)")
-    spark = spark or get_spark(config.spark, app_name="lineup-audit-calibrate")
-    record = RunRecord("audit-calibrate", params={**config.audit.model_dump(mode="json"), "target_fmr": target_fmr})
-    return run_recorded(spark, config.runs_table_path(), record, lambda r: _calibrate(config, spark, r, target_fmr))
+    params = {**config.audit.model_dump(mode="json"), "target_fmr": target_fmr}
+
+    def body(spark, record: RunRecord, phases: Phases) -> dict[str, Any]:
+        with phases.phase("calibrate"):
+            return _calibrate(config, spark, record, target_fmr)
+
+    return run_job("audit-calibrate", config, spark, params, body)
 
 
 def _calibrate(config: AuditConfig, spark, record: RunRecord, target_fmr: float) -> dict[str, Any]:

@@ -181,13 +181,11 @@ def embeddings_from_faces_table(spark, table_path: str, model_id: str | None) ->
 
     Returns the embeddings, the model_id they come from and the table version read.
     """
-    from delta.tables import DeltaTable
     from pyspark.sql import functions as F
 
-    try:
-        version = int(DeltaTable.forPath(spark, table_path).history(1).collect()[0].version)
-    except Exception:  # noqa: BLE001 - the JVM's error for "not a Delta table" is long; ours names the fix
-        raise UserError(f"--faces-table {table_path} is not a Delta table written by `lineup embed`") from None
+    from jobs.common.delta import pinned_version
+
+    version = pinned_version(spark, table_path, None, "--faces-table", "write it with `lineup embed`")
     frame = spark.read.format("delta").option("versionAsOf", version).load(table_path).where(F.col("status") == "ok")
     models = [row.model_id for row in frame.select("model_id").distinct().collect()]
     if model_id is None:

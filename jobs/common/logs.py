@@ -8,14 +8,27 @@ import sys
 from typing import Any
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is when a record is emitted, not when logging was set up (a
+    caller that swaps stderr, as a test harness or an embedding application does, keeps its logs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: ANN201 - logging's own attribute
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # noqa: ANN001 - StreamHandler.__init__ assigns it
+        pass
+
+
 def configure_logging(level: str = "INFO") -> None:
     """Send log records to stderr so stdout carries only the job's JSON summary line."""
-    logging.basicConfig(
-        level=level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        force=True,
-    )
+    handler = _CurrentStderr()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
     # py4j logs every gateway call at INFO; nobody running a job wants that.
     logging.getLogger("py4j").setLevel(logging.WARNING)
 

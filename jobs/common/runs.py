@@ -8,12 +8,14 @@ import getpass
 import json
 import logging
 import socket
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from jobs.common.commits import append_with_retries
+from jobs.common.timing import Phases
 
 T = TypeVar("T")
 
@@ -63,9 +65,9 @@ class RunRecord:
 
 
 def delta_version(spark, path: str) -> int:
-    from delta.tables import DeltaTable
+    from jobs.common.delta import latest_version
 
-    return int(DeltaTable.forPath(spark, str(path)).history(1).collect()[0].version)
+    return latest_version(spark, str(path))
 
 
 def append_run(spark, runs_table: str, record: RunRecord, status: str, error: str | None = None) -> int:
@@ -98,6 +100,30 @@ def record_failure(spark, runs_table: str, record: RunRecord, error: BaseExcepti
         log.exception("could not record the failed run %s in %s", record.run_id, runs_table)
 
 
+def run_job(
+    job: str,
+    config: Any,
+    spark: Any,
+    params: dict[str, Any],
+    body: Callable[[Any, RunRecord, Phases], dict[str, Any]],
+) -> dict[str, Any]:
+    """Every job's frame: the session (timed), a runs row whatever happens (`run_recorded`), and the
+    phase timings (`timings_s`) in the summary. `body(spark, record, phases)` does the job's work."""
+    from jobs.common.spark import get_spark
+
+    phases = Phases(job)
+    started = time.perf_counter()
+    spark = spark or get_spark(config.spark, app_name=f"lineup-{job}")
+    phases.add("session_start", time.perf_counter() - started)
+
+    def timed(record: RunRecord) -> dict[str, Any]:
+        summary = body(spark, record, phases)
+        summary["timings_s"] = phases.timings_s()
+        return summary
+
+    return run_recorded(spark, config.runs_table_path(), RunRecord(job, params=params), timed)
+
+
 def run_recorded(spark, runs_table: str, record: RunRecord, body: Callable[[RunRecord], T]) -> T:
     """Run a job's body; if it fails, its row still lands in the runs table (status failed) before re-raising."""
     try:
@@ -105,17 +131,3 @@ def run_recorded(spark, runs_table: str, record: RunRecord, body: Callable[[RunR
     except Exception as error:
         record_failure(spark, runs_table, record, error)
         raise
-
-
-def pinned_version(spark, table: str, version: int | None, key: str) -> int:
-    """The Delta version a run reads (the latest when none is asked for); `UserError` naming `key` when the
-    path is not a Delta table or the version does not exist."""
-    from jobs.common.errors import UserError
-
-    try:
-        latest = delta_version(spark, table)
-    except Exception:  # noqa: BLE001 - the JVM's "not a Delta table" message is pages long
-        raise UserError(f"{key} {table} is not a Delta table; run the job that writes it first") from None
-    if version is not None and version > latest:
-        raise UserError(f"{key} {table} has no version {version} (latest is {latest})")
-    return latest if version is None else version

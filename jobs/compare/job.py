@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from jobs.common.commits import append_with_retries
+from jobs.common.delta import pinned_version
 from jobs.common.errors import UserError
-from jobs.common.runs import RunRecord, append_run, delta_version, pinned_version, run_recorded
+from jobs.common.runs import RunRecord, append_run, delta_version, run_job
 from jobs.common.thresholds import resolve_threshold
+from jobs.common.timing import Phases
 from jobs.compare.config import CompareConfig
 from jobs.compare.worker import IMAGE_DDL, make_image_runner
 
@@ -26,11 +28,13 @@ SCORES_DDL = (
 
 
 def run_compare(config: CompareConfig, spark=None) -> dict[str, Any]:
-    from jobs.common.spark import get_spark
+    params = config.compare.model_dump(mode="json")
+    return run_job("compare", config, spark, params, lambda spark, r, phases: _timed(config, spark, r, phases))
 
-    spark = spark or get_spark(config.spark, app_name="lineup-compare")
-    record = RunRecord("compare", params=config.compare.model_dump(mode="json"))
-    return run_recorded(spark, config.runs_table_path(), record, lambda r: _run(config, spark, r))
+
+def _timed(config: CompareConfig, spark, record: RunRecord, phases: Phases) -> dict[str, Any]:
+    with phases.phase("score_and_write"):
+        return _run(config, spark, record)
 
 
 def read_pairs(spark, settings):

@@ -16,7 +16,7 @@ from typing import Any
 
 from jobs.common.commits import with_commit_retries
 from jobs.common.errors import UserError
-from jobs.common.runs import RunRecord, append_run, run_recorded
+from jobs.common.runs import RunRecord, append_run, run_job
 from jobs.common.schema import FACES_DDL
 from jobs.common.timing import Phases
 from jobs.embed.config import EmbedConfig
@@ -74,14 +74,8 @@ class Counts:
 def run_embed(config: EmbedConfig, spark=None) -> dict[str, Any]:
     """Embed the configured input into the faces table; the run's row goes to the runs table (ok or
     failed) and the summary (counts, rates, `timings_s`) is returned."""
-    from jobs.common.spark import get_spark
-
-    phases = Phases("embed")
-    started = time.perf_counter()
-    spark = spark or get_spark(config.spark, app_name="lineup-embed")
-    phases.add("session_start", time.perf_counter() - started)
-    record = RunRecord("embed", params=config.embed.model_dump(mode="json"))
-    return run_recorded(spark, config.runs_table_path(), record, lambda r: _run(config, spark, r, phases))
+    params = config.embed.model_dump(mode="json")
+    return run_job("embed", config, spark, params, lambda spark, r, phases: _run(config, spark, r, phases))
 
 
 def _run(config: EmbedConfig, spark, record: RunRecord, phases: Phases) -> dict[str, Any]:
@@ -118,7 +112,6 @@ def _run(config: EmbedConfig, spark, record: RunRecord, phases: Phases) -> dict[
     record.counts.update({f"status_{k}": v for k, v in counts.by_status.items()})
     runs_table = config.runs_table_path()
     summary["outputs"].update(runs_table=runs_table, runs_version=append_run(spark, runs_table, record, "ok"))
-    summary["timings_s"] = phases.timings_s()
     return summary
 
 

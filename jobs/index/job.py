@@ -19,7 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from jobs.common.delta import read_pinned
 from jobs.common.errors import UserError
+from jobs.common.runs import RunRecord, append_run, run_job
+from jobs.common.timing import Phases
 from jobs.index import build
 from jobs.index.choose import choose_index
 from jobs.index.config import IndexConfig
@@ -35,20 +38,10 @@ def shard_file(shard: int, generation: int) -> str:
 
 def gallery_frame(spark, table_path: str, version: int | None, model_id: str | None):
     """`ok` rows (face_id, embedding) of one model at one version; validates model and dimension."""
-    from delta.tables import DeltaTable
     from pyspark.sql import functions as F
 
-    try:
-        history = DeltaTable.forPath(spark, table_path).history(1).collect()
-    except Exception:  # noqa: BLE001 - the JVM's message for "not a Delta table" is pages long
-        raise UserError(
-            f"index.faces_table {table_path} is not a Delta faces table; run `lineup embed` first"
-        ) from None
-    latest = int(history[0].version)
-    version = latest if version is None else version
-    if version > latest:
-        raise UserError(f"index.faces_version {version} does not exist (latest is {latest})")
-    frame = spark.read.format("delta").option("versionAsOf", version).load(table_path).where(F.col("status") == "ok")
+    frame, version = read_pinned(spark, table_path, version, "index.faces_table", "run `lineup embed`", "faces table")
+    frame = frame.where(F.col("status") == "ok")
     models = [row.model_id for row in frame.select("model_id").distinct().collect()]
     if not models:
         raise UserError(f"index.faces_table {table_path} version {version} has no faces (status ok): nothing to index")
@@ -73,19 +66,28 @@ def to_numpy(frame) -> tuple[np.ndarray, np.ndarray]:
 
 
 def run_index(config: IndexConfig, spark=None) -> dict[str, Any]:
-    from jobs.common.spark import get_spark
+    """Build (or update) the index; the run's row goes to the runs table (ok or failed)."""
 
-    spark = spark or get_spark(config.spark, app_name="lineup-index")
-    if config.index.update:
-        return _update(config, spark)
-    return _build(config, spark)
+    def body(spark, record: RunRecord, phases: Phases) -> dict[str, Any]:
+        summary = _update(config, spark, phases) if config.index.update else _build(config, spark, phases)
+        record.add_input("faces", summary["faces_table"], summary["faces_version"])
+        record.add_output("index", summary["outputs"]["index_dir"], None)
+        record.params.update(index_id=summary["index_id"], model_id=summary["model_id"])
+        record.counts = {k: v for k, v in summary.items() if isinstance(v, int) and not isinstance(v, bool)}
+        runs_table = config.runs_table_path()
+        summary["run_id"] = record.run_id
+        summary["outputs"].update(runs_table=runs_table, runs_version=append_run(spark, runs_table, record, "ok"))
+        return summary
+
+    return run_job("index", config, spark, config.index.model_dump(mode="json"), body)
 
 
-def _build(config: IndexConfig, spark) -> dict[str, Any]:
+def _build(config: IndexConfig, spark, phases: Phases) -> dict[str, Any]:
     settings, started = config.index, time.perf_counter()
     table_path = config.faces_table_path()
-    frame, version, model_id, dim = gallery_frame(spark, table_path, settings.faces_version, settings.model_id)
-    vectors = frame.count()
+    with phases.phase("read"):
+        frame, version, model_id, dim = gallery_frame(spark, table_path, settings.faces_version, settings.model_id)
+        vectors = frame.count()
     choice = choose_index(vectors, dim, int(settings.memory_budget_gb * 2**30), settings.factory)
     log.info(
         "indexing %d vectors (dim %d) of %s v%d as %s: %s",
@@ -96,15 +98,18 @@ def _build(config: IndexConfig, spark) -> dict[str, Any]:
         choice.factory,
         choice.reason,
     )
-    sample = frame.orderBy("face_id").sample(fraction=min(1.0, settings.train_sample / vectors), seed=settings.seed)
-    _, sample_vectors = to_numpy(sample.limit(settings.train_sample))
-    if not choice.exact and len(sample_vectors) < 39:
-        raise UserError(f"{vectors} vectors are too few to train {choice.factory}; set index.factory=Flat")
-    trained = build.train(choice, dim, sample_vectors)
+    with phases.phase("train"):
+        fraction = min(1.0, settings.train_sample / vectors)
+        sample = frame.orderBy("face_id").sample(fraction=fraction, seed=settings.seed)
+        _, sample_vectors = to_numpy(sample.limit(settings.train_sample))
+        if not choice.exact and len(sample_vectors) < 39:
+            raise UserError(f"{vectors} vectors are too few to train {choice.factory}; set index.factory=Flat")
+        trained = build.train(choice, dim, sample_vectors)
     out = config.index_path()
     out.mkdir(parents=True, exist_ok=True)
     generation = int(time.time())
-    shards = _add_shards(spark, frame, trained, settings.shards, {}, out, generation)
+    with phases.phase("add", count=vectors, unit="vectors"):
+        shards = _add_shards(spark, frame, trained, settings.shards, {}, out, generation)
     manifest = {
         "index_id": f"index-{uuid.uuid4().hex[:12]}",
         "model_id": model_id,
@@ -130,7 +135,8 @@ def _build(config: IndexConfig, spark) -> dict[str, Any]:
         "created_at": dt.datetime.now(dt.UTC).isoformat(),
     }
     _write_manifest(out, manifest)
-    manifest.update(measure_recall(frame, out, settings))
+    with phases.phase("recall"):
+        manifest.update(measure_recall(frame, out, settings))
     manifest["build_s"] = round(time.perf_counter() - started, 1)
     _write_manifest(out, manifest)
     if manifest["recall_at_k"] < settings.recall_floor and not settings.accept_low_recall:
@@ -244,7 +250,7 @@ def _shard_runner(base_path: str, out: str, existing: dict[int, str], shard_coun
     return run
 
 
-def _update(config: IndexConfig, spark) -> dict[str, Any]:
+def _update(config: IndexConfig, spark, phases: Phases) -> dict[str, Any]:
     """Add rows new since the manifest's version (no retraining) and record removed rows."""
 
     out, settings = config.index_path(), config.index
@@ -277,7 +283,9 @@ def _update(config: IndexConfig, spark) -> dict[str, Any]:
     manifest["faces_version"] = version
     manifest["added_since_build"] += added_count
     manifest["vectors"] = sum(entry["vectors"] for entry in manifest["shards"])
-    manifest.update(measure_recall(new_frame, out, settings) if not manifest["exact"] else {})
+    if not manifest["exact"]:
+        with phases.phase("recall"):
+            manifest.update(measure_recall(new_frame, out, settings))
     _write_manifest(out, manifest)
     _remove_stale(out, manifest)
     summary = _summary("update", manifest, out)

@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from jobs.common.commits import append_with_retries
+from jobs.common.delta import read_pinned
 from jobs.common.errors import UserError
-from jobs.common.runs import RunRecord, append_run, delta_version, pinned_version, run_recorded
+from jobs.common.runs import RunRecord, append_run, delta_version, run_job
 from jobs.common.thresholds import Threshold, resolve_threshold
+from jobs.common.timing import Phases
 from jobs.index.shards import verify_index
 from jobs.query.config import QueryConfig
 from jobs.query.search import CANDIDATES_DDL, make_search_runner
@@ -36,17 +38,20 @@ IDENTITIES_DDL = (
 
 
 def run_query(config: QueryConfig, spark=None) -> dict[str, Any]:
-    from jobs.common.spark import get_spark
-
-    spark = spark or get_spark(config.spark, app_name="lineup-query")
-    record = RunRecord("query", params=config.query.model_dump(mode="json"))
-    return run_recorded(spark, config.runs_table_path(), record, lambda r: _run(config, spark, r))
+    params = config.query.model_dump(mode="json")
+    return run_job("query", config, spark, params, lambda spark, r, phases: _run(config, spark, r, phases))
 
 
-def _run(config: QueryConfig, spark, record: RunRecord) -> dict[str, Any]:
-    from pyspark.sql import functions as F
+def _run(config: QueryConfig, spark, record: RunRecord, phases: Phases) -> dict[str, Any]:
+    with phases.phase("prepare"):
+        probes, probe_counts, plan_inputs = _prepare(config, spark, record)
+    with phases.phase("search_and_write"):
+        return _search_and_write(config, spark, record, probes, probe_counts, *plan_inputs)
 
-    settings, started = config.query, time.perf_counter()
+
+def _prepare(config: QueryConfig, spark, record: RunRecord):
+    """Driver side: verify the index, resolve the threshold, read (or embed) the probes."""
+    settings = config.query
     index_dir = config.index_path()
     manifest = verify_index(index_dir)
     if manifest.get("metric") != "inner_product":
@@ -60,6 +65,22 @@ def _run(config: QueryConfig, spark, record: RunRecord) -> dict[str, Any]:
     record.threshold, record.threshold_source = threshold.value, threshold.source
     probes, probe_counts = probe_frame(config, spark, manifest, record)
     check_probes(probes, manifest)
+    return probes, probe_counts, (index_dir, manifest, threshold)
+
+
+def _search_and_write(
+    config: QueryConfig,
+    spark,
+    record: RunRecord,
+    probes,
+    probe_counts: dict,
+    index_dir: Path,
+    manifest: dict,
+    threshold,
+) -> dict[str, Any]:
+    from pyspark.sql import functions as F
+
+    settings, started = config.query, time.perf_counter()
     gallery = gallery_frame(spark, manifest)
     record.add_input("gallery_faces", manifest["faces_table"], manifest["faces_version"])
     gallery_size = int(manifest["vectors"]) - int(manifest.get("removed", 0))
@@ -158,8 +179,7 @@ def _source_prefix(archive) -> str:
 
 
 def _read_delta(spark, table: str, version: int | None, key: str):
-    version = pinned_version(spark, table, version, key)
-    frame = spark.read.format("delta").option("versionAsOf", version).load(table)
+    frame, version = read_pinned(spark, table, version, key)
     missing = {"face_id", "image_id", "embedding", "model_id", "status"} - set(frame.columns)
     if missing:
         raise UserError(f"{key} {table} is not a faces table (no columns {sorted(missing)})")

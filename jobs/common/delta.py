@@ -1,0 +1,48 @@
+"""Reading Delta tables at a pinned version: the one place a configured table is opened for reading.
+
+Only the user's mistakes become a `UserError` naming the configuration key: no such path, a path that is
+not a Delta table, a version that does not exist. Anything else (a JVM failure, a storage outage) keeps
+its own exception and traceback: it is not the user's input that is wrong.
+"""
+
+from __future__ import annotations
+
+from jobs.common.errors import UserError
+
+
+def is_delta_table(spark, table: str) -> bool:
+    from delta.tables import DeltaTable
+
+    return bool(DeltaTable.isDeltaTable(spark, table))
+
+
+def latest_version(spark, table: str) -> int:
+    from delta.tables import DeltaTable
+
+    return int(DeltaTable.forPath(spark, table).history(1).collect()[0].version)
+
+
+def pinned_version(
+    spark, table: str, version: int | None, key: str, hint: str = "run the job that writes it", what: str = "table"
+) -> int:
+    """The version a run reads (the latest when none is asked for); `UserError` naming `key` when the
+    path is not a Delta table or the version does not exist. `what` names the table's kind ("faces table")."""
+    if not is_delta_table(spark, table):
+        raise UserError(f"{key} {table} is not a Delta {what} (no _delta_log there): {hint} first, or fix {key}")
+    latest = latest_version(spark, table)
+    if version is not None and not 0 <= version <= latest:
+        raise UserError(f"{key} {table} has no version {version} (latest is {latest})")
+    return latest if version is None else version
+
+
+def read_pinned(
+    spark, table: str, version: int | None, key: str, hint: str = "run the job that writes it", what: str = "table"
+):
+    """(DataFrame at the pinned version, that version)."""
+    pinned = pinned_version(spark, table, version, key, hint, what)
+    return spark.read.format("delta").option("versionAsOf", pinned).load(table), pinned
+
+
+def read_latest_if_any(spark, table: str):
+    """The table's latest DataFrame, or None when nothing was written there yet (e.g. no runs table)."""
+    return spark.read.format("delta").load(table) if is_delta_table(spark, table) else None
