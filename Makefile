@@ -15,6 +15,10 @@ install:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 	  echo "install Debian's chromium (apt-get install chromium) for the audit report test" >&2
 
-# The whole default suite; fetches nothing (run it offline to check).
+# Lint, format, types and doctests first (seconds), then the whole default suite; fetches nothing.
 test:
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/python -m pytest -q --doctest-modules jobs
 	$(VENV)/bin/python -m pytest

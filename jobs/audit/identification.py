@@ -50,9 +50,9 @@ def searches_from_matches(matches: pd.DataFrame, enrolled: set[str]) -> Searches
     return Searches(probes.reset_index(drop=True), found[["probe_face_id", "gallery_subject_id", "score", "false"]], k)
 
 
-def rank_hit_rates(searches: Searches, ranks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float | int]:
+def rank_hit_rates(searches: Searches, ranks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float | int | None]:
     mated = searches.table[searches.table["mated"]]
-    out: dict[str, float | int] = {"mated_searches": len(mated)}
+    out: dict[str, float | int | None] = {"mated_searches": len(mated)}
     for rank in ranks:
         if rank <= searches.k:
             hits = (mated["true_rank"] <= rank).sum()
@@ -74,7 +74,7 @@ def fpir_fnir(searches: Searches, threshold: float) -> dict[str, float | int | N
     }
 
 
-def fnir_at_fpir(searches: Searches, target_fpir: float) -> dict[str, float | int | bool | None]:
+def fnir_at_fpir(searches: Searches, target_fpir: float) -> dict[str, float | int | bool | str | None]:
     non_mated = searches.table[~searches.table["mated"]]
     if not len(non_mated):
         return {"target_fpir": target_fpir, "threshold": None, "reason": "no non-mated searches"}

@@ -67,7 +67,7 @@ def load_labelled(spark, config: AuditConfig) -> Labelled:
     from pyspark.sql import functions as F
 
     settings = config.audit.labelled
-    table = str(Path(settings.faces_table).expanduser().resolve())
+    table = config.locations.table(settings.faces_table, "faces")
     version = pinned_version(spark, table, settings.faces_version, "audit.labelled.faces_table")
     frame = spark.read.format("delta").option("versionAsOf", version).load(table).where(F.col("status") == "ok")
     if settings.where:
@@ -136,6 +136,8 @@ def verification(labelled: Labelled, pairs: PairSet, scores: np.ndarray, config:
         points.append(point)
     out["operating_points"] = points
     threshold = global_t.value
+    if threshold is None:  # global_threshold measures one when none is configured
+        raise RuntimeError("no global threshold to compare groups at: a bug, please report it")
     out["global_threshold"] = {"value": threshold, "source": global_t.source}
     fmr, fnmr = fmr_fnmr(genuine, impostor, np.array([threshold]))
     out["global_threshold"].update(fmr=float(fmr[0]), fnmr=float(fnmr[0]) if len(genuine) else None)
@@ -189,7 +191,7 @@ def load_searches(spark, config: AuditConfig) -> tuple[ident.Searches, dict[str,
     from jobs.index.shards import read_manifest
 
     settings = config.audit.identification
-    table = str(Path(settings.matches_table).expanduser().resolve())
+    table = config.locations.table(settings.matches_table, "matches")
     matches, _ = read_pinned(spark, table, None, "audit.identification.matches_table", "run `lineup query`")
     if "queried_at" not in matches.columns:
         raise UserError(f"audit.identification.matches_table {table} is not a matches table; run `lineup query`")

@@ -111,13 +111,13 @@ def bootstrap_rates(
     return out
 
 
-def ratio_max_min(rates: dict[str, float]) -> tuple[float | None, str]:
+def ratio_max_min(rates: dict[str, float | None]) -> tuple[float | None, str]:
     """max/min of per-group rates; None with the reason when the smallest is zero (the ratio is unbounded)."""
     values = {group: rate for group, rate in rates.items() if rate is not None}
     if len(values) < 2:
         return None, "fewer than two groups with a measured rate"
-    high = max(values, key=values.get)
-    low = min(values, key=values.get)
+    high = max(values, key=lambda group: values[group])
+    low = min(values, key=lambda group: values[group])
     if values[low] == 0:
         return None, f"group {low} had no errors: the ratio is unbounded (see its rule-of-three upper bound)"
     return values[high] / values[low], f"{high} / {low}"

@@ -27,7 +27,8 @@ class PairSet:
 
 def subject_codes(subjects: list[str | None]) -> np.ndarray:
     """Integer person codes; a missing subject_id gets a code of its own."""
-    codes, seen = np.empty(len(subjects), np.int64), {}
+    codes = np.empty(len(subjects), np.int64)
+    seen: dict[tuple[str, object], int] = {}
     for position, subject in enumerate(subjects):
         key = ("s", subject) if subject is not None else ("face", position)
         codes[position] = seen.setdefault(key, len(seen))
@@ -56,18 +57,16 @@ def build_pairs(
     order = np.argsort(codes, kind="stable")
     starts = np.flatnonzero(np.r_[True, codes[order][1:] != codes[order][:-1]])
     sizes = np.diff(np.r_[starts, len(order)])
-    gen_a, gen_b = [], []
-    for start, size in zip(starts[sizes > 1], sizes[sizes > 1]):
-        a, b = _all_pairs(order[start : start + size])
-        gen_a.append(a)
-        gen_b.append(b)
-    gen_a = np.concatenate(gen_a) if gen_a else np.zeros(0, np.int64)
-    gen_b = np.concatenate(gen_b) if gen_b else np.zeros(0, np.int64)
+    gen_parts = [_all_pairs(order[start : start + size]) for start, size in zip(starts[sizes > 1], sizes[sizes > 1])]
+    gen_a = np.concatenate([a for a, _ in gen_parts]) if gen_parts else np.zeros(0, np.int64)
+    gen_b = np.concatenate([b for _, b in gen_parts]) if gen_parts else np.zeros(0, np.int64)
     sampled_genuine = len(gen_a) > genuine_max
     if sampled_genuine:
         keep = np.sort(rng.choice(len(gen_a), genuine_max, replace=False))
         gen_a, gen_b = gen_a[keep], gen_b[keep]
-    imp_a, imp_b, sampled_impostors = [], [], False
+    imp_a_parts: list[np.ndarray] = []
+    imp_b_parts: list[np.ndarray] = []
+    sampled_impostors = False
     block_ids, block_sizes = np.unique(blocks, return_counts=True)
     total = float(np.sum(block_sizes * (block_sizes - 1) / 2))
     for block, size in zip(block_ids, block_sizes):
@@ -80,10 +79,10 @@ def build_pairs(
             sampled_impostors = True
             a, b = _sample_pairs(members, share, rng)
         keep = codes[a] != codes[b]
-        imp_a.append(a[keep])
-        imp_b.append(b[keep])
-    imp_a = np.concatenate(imp_a) if imp_a else np.zeros(0, np.int64)
-    imp_b = np.concatenate(imp_b) if imp_b else np.zeros(0, np.int64)
+        imp_a_parts.append(a[keep])
+        imp_b_parts.append(b[keep])
+    imp_a = np.concatenate(imp_a_parts) if imp_a_parts else np.zeros(0, np.int64)
+    imp_b = np.concatenate(imp_b_parts) if imp_b_parts else np.zeros(0, np.int64)
     genuine = np.r_[np.ones(len(gen_a), bool), np.zeros(len(imp_a), bool)]
     return PairSet(np.r_[gen_a, imp_a], np.r_[gen_b, imp_b], genuine, sampled_impostors, sampled_genuine)
 

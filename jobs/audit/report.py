@@ -51,7 +51,7 @@ def histogram_plot(genuine: np.ndarray, impostor: np.ndarray, thresholds: dict[s
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(5.5, 4.2))
-    bins = np.linspace(min(impostor.min(), genuine.min() if len(genuine) else 1), 1.0, 80)
+    bins = np.linspace(min(impostor.min(), genuine.min() if len(genuine) else 1), 1.0, 80).tolist()
     axes.hist(impostor, bins=bins, density=True, alpha=0.55, label=f"impostor ({len(impostor):,})")
     if len(genuine):
         axes.hist(genuine, bins=bins, density=True, alpha=0.55, label=f"genuine ({len(genuine):,})")

@@ -258,7 +258,8 @@ def _commit(spark, rows, table_path: str, counts: Counts, files_seen: int, skipp
             ),
             table_path,
         )
-        written = int(metrics.first()["num_inserted_rows"]) if metrics is not None else 0
+        first = metrics.first() if metrics is not None else None
+        written = int(first["num_inserted_rows"]) if first is not None else 0
         # What the table now holds for these files: a copy of content committed by an earlier chunk
         # (or run) is not there under its own path, and is counted as a duplicate.
         held = spark.read.format("delta").load(table_path).select("face_id", "source_path")

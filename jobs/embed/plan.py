@@ -122,7 +122,7 @@ def _list_folder(root: Path, settings: InputSettings) -> list[InputRef]:
 
 def _walk_files(root: Path) -> list[str]:
     """Absolute paths (not resolved: a symlink keeps its own name) of every non-folder entry, sorted."""
-    found = []
+    found: list[str] = []
     for folder, subfolders, files in os.walk(root):
         subfolders.sort()
         found.extend(os.path.abspath(os.path.join(folder, name)) for name in sorted(files))
@@ -201,7 +201,7 @@ def _member_refs(path: str, pattern: str, max_file_bytes: int, compressed: bool)
     regular: dict[str, tarfile.TarInfo] = {}  # the latest regular member of each name: hard links point there
     with tarfile.open(path, mode="r:*") as archive:
         while (member := archive.next()) is not None:
-            archive.members.clear()  # TarFile keeps every header it reads; the plan keeps refs instead
+            archive.members.clear()  # type: ignore[attr-defined]  # TarFile keeps each header; the plan keeps refs
             if member.isreg():
                 regular[member.name] = member
             if member.isdir() or not fnmatch.fnmatch(PurePosixPath(member.name).name, pattern):

@@ -11,9 +11,9 @@ import lzma
 import os
 import stat
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from jobs.embed.plan import NOT_A_FILE, READ_ERROR, TOO_LARGE, InputRef, display_name
 
@@ -117,7 +117,11 @@ def _file_kind(mode: int) -> str:
     return next((name for test, name in kinds if test(mode)), "special file")
 
 
-_OPENERS = {b"\x1f\x8b": gzip.open, b"BZh": bz2.open, b"\xfd7zXZ\x00": lzma.open}
+_OPENERS: dict[bytes, Callable[[str, str], Any]] = {
+    b"\x1f\x8b": gzip.open,
+    b"BZh": bz2.open,
+    b"\xfd7zXZ\x00": lzma.open,
+}
 
 
 def _open_archive(ref: InputRef) -> BinaryIO | OSError:
@@ -131,7 +135,8 @@ def _open_archive(ref: InputRef) -> BinaryIO | OSError:
         opener = next((o for magic, o in _OPENERS.items() if head.startswith(magic)), None)
         if opener is None:
             return OSError(f"{display_name(ref.path)} is no longer a compressed tar")
-        return opener(ref.path, "rb")  # type: ignore[no-any-return]
+        stream: BinaryIO = opener(ref.path, "rb")
+        return stream
     except OSError as error:
         return error
 

@@ -105,7 +105,7 @@ class _CountingKnown:
     def __init__(self, known: KnownImages) -> None:
         self.known, self.hits = known, 0
 
-    def __contains__(self, image_id: str) -> bool:
-        hit = image_id in self.known
+    def __contains__(self, image_id: object) -> bool:
+        hit = isinstance(image_id, str) and image_id in self.known
         self.hits += hit
         return hit

@@ -101,12 +101,12 @@ def _decode_with_pillow(data: bytes) -> np.ndarray | None:
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.seek(0)  # first frame of an animation
-            image = ImageOps.exif_transpose(image)
-            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-                array = np.asarray(image, dtype=np.uint32) >> 8
+            upright = ImageOps.exif_transpose(image)
+            if upright.mode in ("I;16", "I;16B", "I;16L", "I"):
+                array = np.asarray(upright, dtype=np.uint32) >> 8
                 grey = np.clip(array, 0, 255).astype(np.uint8)
                 return np.repeat(grey[:, :, None], 3, axis=2)
-            return np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8))
+            return np.ascontiguousarray(np.asarray(upright.convert("RGB"), dtype=np.uint8))
     except Exception as error:  # noqa: BLE001 - any decoder failure is a status, not a crash
         log.debug("Pillow could not decode: %s", error)
         return None

@@ -93,7 +93,7 @@ def finish(boxes, scores, landmarks, score_threshold, iou_threshold, scale) -> D
 
 def decode_yunet(
     outputs: dict[str, np.ndarray], height: int, width: int, min_score: float = 0.0
-) -> tuple[np.ndarray, ...]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """YuNet (2023mar) outputs of one image -> boxes, scores, landmarks in input pixels (anchor-free)."""
     all_boxes, all_scores, all_marks = [], [], []
     for stride in STRIDES:
@@ -114,7 +114,9 @@ def decode_yunet(
     return np.concatenate(all_boxes), np.concatenate(all_scores), np.concatenate(all_marks)
 
 
-def decode_scrfd(outputs: list[np.ndarray], height: int, width: int, anchors: int = 2) -> tuple[np.ndarray, ...]:
+def decode_scrfd(
+    outputs: list[np.ndarray], height: int, width: int, anchors: int = 2
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """SCRFD (with keypoints) outputs of one image -> boxes, scores, landmarks in input pixels.
 
     Outputs come as scores for strides 8/16/32, then box distances, then keypoint offsets, all in units

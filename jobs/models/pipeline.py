@@ -211,6 +211,7 @@ class FacePipeline:
             tensor = (tensor - np.float32(cfg["mean"])) / np.float32(cfg["std"])
         outputs = self.detector.run(None, {cfg["input_name"]: tensor})
         height, width = canvas.shape[:2]
+        raw: tuple[np.ndarray, np.ndarray, np.ndarray]
         if cfg["kind"] == "yunet":
             raw = decode_yunet(dict(zip(self.detector_outputs, outputs)), height, width, float(cfg["score_threshold"]))
         elif cfg["kind"] == "scrfd":

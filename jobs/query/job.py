@@ -103,14 +103,14 @@ def probe_frame(config: QueryConfig, spark, manifest: dict, record: RunRecord):
     from pyspark.sql import functions as F
 
     probes_settings = config.query.probes
-    if probes_settings.kind == "archive":
+    if probes_settings.archive is not None and probes_settings.kind == "archive":
         table, version, prefix, counts = _embed_archive(config, spark, manifest)
         frame, _ = _read_delta(spark, table, version, "query.probes.probe_table")
         frame = frame.where(F.col("source_path").startswith(prefix))
         record.add_input("probe_archive", probes_settings.archive.path, None)
         record.add_input("probe_faces", table, version)
         return frame, counts
-    table = str(Path(probes_settings.faces_table).expanduser().resolve())
+    table = config.locations.table(probes_settings.faces_table, "faces")
     frame, version = _read_delta(spark, table, probes_settings.faces_version, "query.probes.faces_table")
     if probes_settings.where:
         try:
@@ -132,15 +132,14 @@ def _embed_archive(config: QueryConfig, spark, manifest: dict) -> tuple[str, int
     from jobs.models.pack import load_pack
 
     probes = config.query.probes
+    assert probes.archive is not None  # checked by ProbeSettings
     embed_config = EmbedConfig.model_validate(
         {
             "spark": config.spark,
             "log_level": config.log_level,
             "runs_table": config.runs_table,
             "embed": {
-                "input": probes.archive.model_copy(
-                    update={"path": str(Path(probes.archive.path).expanduser().resolve())}
-                ),
+                "input": probes.archive.model_copy(update={"path": config.locations.input_path(probes.archive.path)}),
                 "table_path": config.probe_table_path(),
                 "pack_dir": probes.pack_dir,
                 "labels": probes.labels,
