@@ -27,7 +27,7 @@ from bench.bench_index import _embed_lfw
 from bench.common import data_root
 from jobs.audit.config import AuditConfig
 from jobs.audit.job import run_audit
-from jobs.audit.lfw import embeddings_from_faces_table, read_pairs, score_pairs
+from jobs.audit.lfw import embeddings_from_faces_table, read_lfw_pairs, score_pairs
 from jobs.audit.metrics import operating_point
 from jobs.common.config import load_config
 from jobs.common.spark import get_spark
@@ -72,7 +72,7 @@ def split_gallery_probes(spark, table: str, out: Path) -> dict[str, int]:
 
 def pairs_calibration(spark, table: str, data_root_dir: Path, lfw_dir: Path, target: float) -> dict:
     embeddings, model_id, version = embeddings_from_faces_table(spark, table, None)
-    scores, genuine, failed, _ = score_pairs(embeddings, read_pairs(lfw_dir / "pairs.txt"))
+    scores, genuine, failed, _ = score_pairs(embeddings, read_lfw_pairs(lfw_dir / "pairs.txt"))
     keep = ~failed
     point = operating_point(scores[keep & genuine], scores[keep & ~genuine], target)
     record = {

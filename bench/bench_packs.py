@@ -31,7 +31,7 @@ import numpy as np
 
 from bench.common import data_root, default_pack_sources
 from bench.reference import DlibReference
-from jobs.audit.lfw import protocol_summary, read_pairs, run_lfw_audit
+from jobs.audit.lfw import protocol_summary, read_lfw_pairs, run_lfw_audit
 from jobs.audit.verification import roc_auc
 from jobs.models.build import build_default_pack, build_insightface_pack
 from jobs.models.pipeline import FacePipeline, PipelineSettings
@@ -44,7 +44,7 @@ def rgb_of(path: Path) -> np.ndarray:
 
 
 def dlib_reference_lfw(reference: DlibReference, pipeline: FacePipeline, lfw: Path) -> dict:
-    pairs = read_pairs(lfw / "pairs.txt")
+    pairs = read_lfw_pairs(lfw / "pairs.txt")
     names = sorted({p.left for p in pairs} | {p.right for p in pairs})
     shapes, boxes = {}, []
     for name in names:

@@ -121,7 +121,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
     ),
     "setup": (
         "stage the Delta jars and build the default model pack",
-        _config_job("jobs.common.config.LineupConfig", "jobs.setup.run_setup"),
+        _config_job("jobs.common.config.LineupConfig", "jobs.staging.run_setup"),
     ),
     "doctor": (
         "check the installation; print versions and the SparkSession start time",

@@ -2,7 +2,7 @@
 
 The 10 folds of `pairs.txt` (300 genuine + 300 impostor pairs each): for each fold the threshold is
 chosen on the other nine and accuracy measured on it; mean and sample std (ddof=1) over folds. AUC and
-TAR at FAR 1e-3 are over all pairs. An image without a detected face makes its pairs count as errors
+TMR (1 - FNMR) at FMR 1e-3 are over all pairs. An image without a detected face makes its pairs count as errors
 (`fallback: none`), unless `--fallback centre` is given: then the face is taken from the image centre
 using the pack's template scaled to LFW's typical face box, and the output says so.
 """
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from jobs.audit.verification import k_fold_accuracy, roc_auc, tar_at_far, worst_case_scores
+from jobs.audit.verification import k_fold_accuracy, roc_auc, tmr_at_fmr, worst_case_scores
 from jobs.common.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ def image_name(person: str, number: str) -> str:
     return f"{person}/{person}_{int(number):04d}.jpg"
 
 
-def read_pairs(pairs_path: Path) -> list[Pair]:
+def read_lfw_pairs(pairs_path: Path) -> list[Pair]:
     """Parse LFW's `pairs.txt` (first line: folds and pairs per class per fold)."""
     if not pairs_path.is_file():
         raise UserError(f"{pairs_path} not found: --lfw-dir must hold LFW's pairs.txt and images/")
@@ -86,15 +86,15 @@ def protocol_summary(embeddings: dict[str, np.ndarray | None], pairs: list[Pair]
     fold_results = k_fold_accuracy(scores, genuine, failed, folds)
     accuracies = np.array([result.accuracy for result in fold_results])
     worst = worst_case_scores(scores, genuine, failed)
-    tar, threshold = tar_at_far(worst, genuine, 1e-3)
+    tmr, threshold = tmr_at_fmr(worst, genuine, 1e-3)
     return {
         "accuracy_mean": round(float(accuracies.mean()), 5),
         "accuracy_std": round(float(accuracies.std(ddof=1)) if len(accuracies) > 1 else 0.0, 5),
         "fold_accuracies": [round(float(a), 4) for a in accuracies],
         "fold_thresholds": [round(result.threshold, 4) for result in fold_results],
         "auc": round(roc_auc(worst, genuine), 5),
-        "tar_at_far_1e-3": round(tar, 5),
-        "threshold_at_far_1e-3": round(threshold, 5),
+        "tmr_at_fmr_1e-3": round(tmr, 5),
+        "threshold_at_fmr_1e-3": round(threshold, 5),
         "pairs": len(pairs),
         "pairs_with_detect_fail": int(failed.sum()),
     }
@@ -155,7 +155,7 @@ def run_lfw_audit(
     from jobs.models.pipeline import FacePipeline, PipelineSettings
 
     pack = load_pack(pack_dir)
-    pairs = read_pairs(lfw_dir / "pairs.txt")
+    pairs = read_lfw_pairs(lfw_dir / "pairs.txt")
     if folds:
         pairs = [pair for pair in pairs if pair.fold + 1 in folds]
     names = sorted({pair.left for pair in pairs} | {pair.right for pair in pairs})
@@ -218,7 +218,7 @@ def run_lfw_audit_from_table(
     spark, table_path: str, lfw_dir: Path, model_id: str | None, folds: list[int] | None
 ) -> dict[str, Any]:
     """The View 2 numbers from embeddings already in a faces table (no model is run)."""
-    pairs = read_pairs(lfw_dir / "pairs.txt")
+    pairs = read_lfw_pairs(lfw_dir / "pairs.txt")
     if folds:
         pairs = [pair for pair in pairs if pair.fold + 1 in folds]
     embeddings, model_id, version = embeddings_from_faces_table(spark, table_path, model_id)

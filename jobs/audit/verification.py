@@ -1,4 +1,4 @@
-"""1:1 verification metrics on scored pairs: k-fold accuracy (the LFW protocol), AUC, TAR at a FAR.
+"""1:1 verification metrics on scored pairs: k-fold accuracy (the LFW protocol), AUC, TMR (1 - FNMR) at an FMR.
 
 Pure numpy. Pairs whose images had no detected face are not dropped: they are passed in as `failed` and
 count as errors (a genuine pair rejected, an impostor pair accepted) at every threshold.
@@ -67,10 +67,10 @@ def roc_auc(scores: np.ndarray, genuine: np.ndarray) -> float:
     return float((below + 0.5 * tied).sum() / (genuines.size * impostors.size))
 
 
-def tar_at_far(scores: np.ndarray, genuine: np.ndarray, far: float) -> tuple[float, float]:
-    """(TAR, threshold): the lowest threshold whose impostor accept rate (score >= t) is <= `far`."""
+def tmr_at_fmr(scores: np.ndarray, genuine: np.ndarray, fmr: float) -> tuple[float, float]:
+    """(TMR, threshold): the lowest threshold whose false match rate (impostor score >= t) is <= `fmr`."""
     impostors = np.sort(scores[~genuine])[::-1]
-    allowed = int(np.floor(far * len(impostors)))
+    allowed = int(np.floor(fmr * len(impostors)))
     # Accepting `allowed` impostors at most: the threshold sits just above the next impostor score.
     threshold = float(np.nextafter(impostors[allowed], np.inf)) if allowed < len(impostors) else float(impostors[-1])
     return float((scores[genuine] >= threshold).mean()), threshold

@@ -37,7 +37,7 @@ def _timed(config: CompareConfig, spark, record: RunRecord, phases: Phases) -> d
         return _run(config, spark, record)
 
 
-def read_pairs(spark, settings):
+def read_pairs_table(spark, settings):
     """(pair_index, a, b) in file order; `UserError` naming the file and its columns when they are wrong."""
     from pyspark.sql import functions as F
 
@@ -76,7 +76,7 @@ def _run(config: CompareConfig, spark, record: RunRecord) -> dict[str, Any]:
     from pyspark.sql import functions as F
 
     settings, started = config.compare, time.perf_counter()
-    pairs = read_pairs(spark, settings.pairs).persist(StorageLevel.DISK_ONLY)
+    pairs = read_pairs_table(spark, settings.pairs).persist(StorageLevel.DISK_ONLY)
     record.add_input("pairs", settings.pairs.path, None)
     if settings.pairs.kind == "images":
         sides, model_id = _image_sides(config, spark, pairs)

@@ -36,7 +36,7 @@ def shard_file(shard: int, generation: int) -> str:
     return f"shard-{shard:04d}.g{generation}.faiss"
 
 
-def gallery_frame(spark, table_path: str, version: int | None, model_id: str | None):
+def read_gallery(spark, table_path: str, version: int | None, model_id: str | None):
     """`ok` rows (face_id, embedding) of one model at one version; validates model and dimension."""
     from pyspark.sql import functions as F
 
@@ -86,7 +86,7 @@ def _build(config: IndexConfig, spark, phases: Phases) -> dict[str, Any]:
     settings, started = config.index, time.perf_counter()
     table_path = config.faces_table_path()
     with phases.phase("read"):
-        frame, version, model_id, dim = gallery_frame(spark, table_path, settings.faces_version, settings.model_id)
+        frame, version, model_id, dim = read_gallery(spark, table_path, settings.faces_version, settings.model_id)
         vectors = frame.count()
     choice = choose_index(vectors, dim, int(settings.memory_budget_gb * 2**30), settings.factory)
     log.info(
@@ -257,10 +257,10 @@ def _update(config: IndexConfig, spark, phases: Phases) -> dict[str, Any]:
     manifest = read_manifest(out)
     load_index(out)  # refuse a tampered index before touching it
     table_path = manifest["faces_table"]
-    new_frame, version, model_id, dim = gallery_frame(spark, table_path, settings.faces_version, manifest["model_id"])
+    new_frame, version, model_id, dim = read_gallery(spark, table_path, settings.faces_version, manifest["model_id"])
     if dim != manifest["dim"]:
         raise UserError(f"{table_path} now has {dim}-d embeddings, the index {manifest['dim']}-d: rebuild it")
-    old_frame, *_ = gallery_frame(spark, table_path, manifest["faces_version"], model_id)
+    old_frame, *_ = read_gallery(spark, table_path, manifest["faces_version"], model_id)
     added = new_frame.join(old_frame.select("face_id"), "face_id", "left_anti")
     removed_ids = old_frame.select("face_id").join(new_frame.select("face_id"), "face_id", "left_anti")
     added_count = added.count()

@@ -24,7 +24,7 @@ from jobs.index.search import pad_to_k, search_shards
 MANIFEST = "manifest.json"
 
 
-class IndexError_(UserError):
+class IndexFileError(UserError):
     """A missing, tampered or inconsistent index."""
 
 
@@ -103,21 +103,21 @@ class _Manifest(BaseModel):
 
 
 def read_manifest(directory: Path) -> dict[str, Any]:
-    """The manifest, checked against the fields readers use; `IndexError_` naming the file otherwise."""
+    """The manifest, checked against the fields readers use; `IndexFileError` naming the file otherwise."""
     path = directory / MANIFEST
     if not path.is_file():
-        raise IndexError_(f"{directory} is not a Lineup index (no {MANIFEST}); build one with `lineup index`")
+        raise IndexFileError(f"{directory} is not a Lineup index (no {MANIFEST}); build one with `lineup index`")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
         _Manifest.model_validate(manifest)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise IndexError_(f"{path} is not valid JSON ({error}); rebuild the index") from None
+        raise IndexFileError(f"{path} is not valid JSON ({error}); rebuild the index") from None
     except ValidationError as error:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'top level'}: {e['msg']}" for e in error.errors()[:5])
-        raise IndexError_(f"{path} is not a Lineup index manifest ({problems}); rebuild the index") from None
+        raise IndexFileError(f"{path} is not a Lineup index manifest ({problems}); rebuild the index") from None
     named = [entry["file"] for entry in manifest["shards"]] + [manifest.get("removed_file") or "x"]
     if any(not _is_plain_name(name) for name in named):
-        raise IndexError_(f"{path} names a file outside the index folder; refusing the index, rebuild it")
+        raise IndexFileError(f"{path} names a file outside the index folder; refusing the index, rebuild it")
     return manifest
 
 
@@ -129,7 +129,7 @@ def _is_plain_name(name: str) -> bool:
 def checked_file(directory: Path | str, name: str, expected_sha256: str, keep_bytes: bool = True) -> bytes:
     """A file named by the manifest, checked against its sha256: the one place an index file is trusted.
     Returns its bytes, or b"" when `keep_bytes` is false (the hash is then streamed: a driver that only
-    verifies never holds a shard). `IndexError_` naming the file when it is missing or differs."""
+    verifies never holds a shard). `IndexFileError` naming the file when it is missing or differs."""
     from jobs.common.hashing import sha256_file
 
     path = Path(directory) / name
@@ -138,9 +138,11 @@ def checked_file(directory: Path | str, name: str, expected_sha256: str, keep_by
         data = path.read_bytes() if keep_bytes else b""
         digest = sha256_bytes(data) if keep_bytes else sha256_file(path)
     except FileNotFoundError:
-        raise IndexError_(f"{path} named by {manifest_path} is missing; rebuild the index (`lineup index`)") from None
+        raise IndexFileError(
+            f"{path} named by {manifest_path} is missing; rebuild the index (`lineup index`)"
+        ) from None
     if digest != expected_sha256:
-        raise IndexError_(f"{path} fails its sha256 check against {manifest_path}; refusing the index")
+        raise IndexFileError(f"{path} fails its sha256 check against {manifest_path}; refusing the index")
     return data
 
 
@@ -160,7 +162,7 @@ def load_index(directory: Path | str) -> ShardedIndex:
     for entry in manifest["shards"]:
         shard = deserialize(checked_file(directory, entry["file"], entry["sha256"]))
         if shard.ntotal != entry["vectors"]:
-            raise IndexError_(
+            raise IndexFileError(
                 f"shard {entry['file']} holds {shard.ntotal} vectors, the manifest says {entry['vectors']}"
             )
         shards.append(shard)

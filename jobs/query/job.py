@@ -81,7 +81,7 @@ def _search_and_write(
     from pyspark.sql import functions as F
 
     settings, started = config.query, time.perf_counter()
-    gallery = gallery_frame(spark, manifest)
+    gallery = gallery_faces(spark, manifest)
     record.add_input("gallery_faces", manifest["faces_table"], manifest["faces_version"])
     gallery_size = int(manifest["vectors"]) - int(manifest.get("removed", 0))
 
@@ -205,7 +205,7 @@ def check_probes(probes, manifest: dict) -> None:
         raise UserError(f"probe embeddings have {dims} dimensions, the index {manifest['dim']}: re-embed the probes")
 
 
-def gallery_frame(spark, manifest: dict):
+def gallery_faces(spark, manifest: dict):
     """The gallery's rows at the version the index pins: face_id -> subject_id and embedding."""
     from pyspark.sql import functions as F
 

@@ -11,7 +11,7 @@ import pytest
 from jobs.common.config import ConfigError, LineupConfig, load_config
 from jobs.common.errors import UserError
 from jobs.common.thresholds import load_calibration
-from jobs.index.shards import IndexError_, read_manifest
+from jobs.index.shards import IndexFileError, read_manifest
 from jobs.models.decode import decode_image
 from jobs.models.pack import PackError, derive_model_id, load_pack, write_pack
 from tests.unit.test_pack import FILES, MANIFEST
@@ -38,7 +38,7 @@ def test_yaml_alias_bomb_gives_a_short_error(tmp_path: Path) -> None:
 )
 def test_malformed_index_manifest_is_refused(tmp_path: Path, manifest: object) -> None:
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(IndexError_) as error:
+    with pytest.raises(IndexFileError) as error:
         read_manifest(tmp_path)
     assert "manifest.json" in str(error.value) and "\n" not in str(error.value)
 
@@ -50,7 +50,7 @@ def test_manifest_naming_a_shard_outside_its_folder_is_refused(tmp_path: Path) -
         "shards": [{"shard": 0, "file": "../../etc/passwd", "sha256": "0" * 64, "vectors": 1}],
     }  # fmt: skip
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(IndexError_, match="outside the index folder"):
+    with pytest.raises(IndexFileError, match="outside the index folder"):
         read_manifest(tmp_path)
     manifest["shards"][0]["file"] = "shard-0000.faiss"
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))

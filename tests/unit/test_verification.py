@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from jobs.audit.verification import best_threshold, k_fold_accuracy, roc_auc, tar_at_far, worst_case_scores
+from jobs.audit.verification import best_threshold, k_fold_accuracy, roc_auc, tmr_at_fmr, worst_case_scores
 
 
 def test_best_threshold_separates_hand_made_scores() -> None:
@@ -43,12 +43,12 @@ def test_auc_matches_pair_counting() -> None:
     assert roc_auc(scores, genuine) == pytest.approx(expected)
 
 
-def test_tar_at_far_hand_computed() -> None:
-    impostors = np.linspace(0, 0.99, 100)  # 100 impostors: FAR 0.01 allows exactly one above threshold
+def test_tmr_at_fmr_hand_computed() -> None:
+    impostors = np.linspace(0, 0.99, 100)  # 100 impostors: FMR 0.01 allows exactly one above threshold
     genuine_scores = np.array([0.985, 0.99, 1.0, 0.5])
     scores = np.concatenate([genuine_scores, impostors])
     genuine = np.concatenate([np.ones(4, bool), np.zeros(100, bool)])
-    tar, threshold = tar_at_far(scores, genuine, 0.01)
+    tar, threshold = tmr_at_fmr(scores, genuine, 0.01)
     assert (impostors >= threshold).sum() == 1
     # One impostor (0.99) may pass, so the threshold sits just above the next one (0.98):
     # genuine 0.985, 0.99 and 1.0 pass, 0.5 does not.
