@@ -1,0 +1,115 @@
+"""`lineup audit calibrate`: the threshold that gives a target FMR on stated labelled data, stored as a
+calibration record (JSON file and calibrations table) with everything that qualifies it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import uuid
+from typing import Any
+
+from jobs.audit.config import AuditConfig
+from jobs.audit.load import load_labelled
+from jobs.audit.metrics import bootstrap_rates, operating_point
+from jobs.audit.one_to_one import make_pairs
+from jobs.common.commits import append_with_retries
+from jobs.common.errors import UserError
+from jobs.common.runs import RunRecord, append_run, delta_version, run_job
+from jobs.common.thresholds import write_calibration
+from jobs.common.timing import Phases
+
+log = logging.getLogger(__name__)
+
+CALIBRATIONS_DDL = (
+    "calibration_id STRING, threshold DOUBLE, target_fmr DOUBLE, measured_fmr DOUBLE, measured_fnmr DOUBLE, "
+    "model_id STRING, data_name STRING, data_table STRING, data_version BIGINT, genuine_pairs BIGINT, "
+    "impostor_pairs BIGINT, resolvable BOOLEAN, record STRING, created_at TIMESTAMP"
+)
+
+
+def run_calibrate(config: AuditConfig, target_fmr: float, spark=None) -> dict[str, Any]:
+    """Store the threshold that gives `target_fmr` on the labelled data, with everything that qualifies it."""
+
+    if not config.audit.labelled.faces_table:
+        raise UserError("calibrate needs audit.labelled.faces_table (labelled faces to draw impostor pairs from)")
+    params = {**config.audit.model_dump(mode="json"), "target_fmr": target_fmr}
+
+    def body(spark, record: RunRecord, phases: Phases) -> dict[str, Any]:
+        with phases.phase("calibrate"):
+            return _calibrate(config, spark, record, target_fmr)
+
+    return run_job("audit-calibrate", config, spark, params, body)
+
+
+def _calibrate(config: AuditConfig, spark, record: RunRecord, target_fmr: float) -> dict[str, Any]:
+    labelled = load_labelled(spark, config)
+    record.add_input("labelled_faces", labelled.table, labelled.version)
+    pairs, scores = make_pairs(labelled, config)
+    genuine, impostor = scores[pairs.genuine], scores[~pairs.genuine]
+    if len(impostor) == 0:
+        raise UserError(f"{labelled.name}: no impostor pairs to calibrate on")
+    point = operating_point(genuine, impostor, target_fmr)
+    ci = bootstrap_rates(genuine, impostor, point.threshold, config.audit.bootstrap_rounds, 3)
+    calibration = {
+        "calibration_id": f"cal-{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:6]}",
+        "threshold": point.threshold,
+        "target_fmr": target_fmr,
+        "measured_fmr": point.fmr,
+        "measured_fnmr": point.fnmr if len(genuine) else None,
+        "false_matches": point.false_matches,
+        "impostor_pairs": point.impostor_pairs,
+        "genuine_pairs": point.genuine_pairs,
+        "resolvable": point.resolvable,
+        **ci,
+        "model_id": labelled.model_id,
+        "data": {
+            "name": labelled.name,
+            "table": labelled.table,
+            "version": labelled.version,
+            "where": config.audit.labelled.where,
+            "faces": len(labelled.subjects),
+            "impostors_within": config.audit.labelled.impostors_within,
+            "sampled_impostors": pairs.sampled_impostors,
+            "seed": config.audit.labelled.seed,
+        },
+        "method": "lowest threshold with FMR <= target (score >= threshold matches)",
+        "run_id": record.run_id,
+        "created_at": dt.datetime.now(dt.UTC).isoformat(),
+    }
+    if not point.resolvable:
+        log.warning(
+            "%d impostor pairs cannot measure FMR %g: the stored threshold sits above every impostor score",
+            point.impostor_pairs,
+            target_fmr,
+        )
+    path = write_calibration(config.spark.resolved_data_root(), calibration)
+    row = {
+        "calibration_id": calibration["calibration_id"],
+        "threshold": point.threshold,
+        "target_fmr": target_fmr,
+        "measured_fmr": point.fmr,
+        "measured_fnmr": calibration["measured_fnmr"],
+        "model_id": labelled.model_id,
+        "data_name": labelled.name,
+        "data_table": labelled.table,
+        "data_version": labelled.version,
+        "genuine_pairs": point.genuine_pairs,
+        "impostor_pairs": point.impostor_pairs,
+        "resolvable": point.resolvable,
+        "record": json.dumps(calibration, sort_keys=True),
+        "created_at": dt.datetime.now(dt.UTC),
+    }
+    table = config.calibrations_table_path()
+    append_with_retries(spark.createDataFrame([row], CALIBRATIONS_DDL), table)
+    record.add_output("calibrations", table, delta_version(spark, table))
+    record.threshold, record.threshold_source = point.threshold, f"calibration:{calibration['calibration_id']}"
+    record.counts = {"genuine_pairs": point.genuine_pairs, "impostor_pairs": point.impostor_pairs}
+    runs_version = append_run(spark, config.runs_table_path(), record, "ok")
+    return {
+        "job": "audit-calibrate",
+        "run_id": record.run_id,
+        "status": "ok",
+        **{k: v for k, v in calibration.items() if k not in ("run_id",)},
+        "outputs": {"calibration_file": str(path), "calibrations_table": table, "runs_version": runs_version},
+    }

@@ -1,0 +1,109 @@
+"""1:1 verification on labelled faces (numpy): genuine and impostor pairs, EER, operating points with
+bootstrap intervals, and per-group FMR/FNMR at one global threshold."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from jobs.audit.config import AuditConfig
+from jobs.audit.load import Labelled
+from jobs.audit.metrics import (
+    bootstrap_rates,
+    det_curve,
+    equal_error_rate,
+    fmr_fnmr,
+    operating_point,
+    ratio_max_min,
+)
+from jobs.audit.pairs import PairSet, build_pairs, pair_scores, subject_codes
+from jobs.common.errors import UserError
+from jobs.common.thresholds import Threshold, resolve_threshold
+
+
+def make_pairs(labelled: Labelled, config: AuditConfig) -> tuple[PairSet, np.ndarray]:
+    settings = config.audit.labelled
+    codes = subject_codes(labelled.subjects)
+    within = settings.impostors_within
+    keys = [tuple(a.get(name) for name in within) for a in labelled.attributes]
+    blocks = subject_codes([repr(k) for k in keys]) if within else np.zeros(len(keys), np.int64)
+    pairs = build_pairs(codes, blocks, settings.genuine_max, settings.impostor_max, settings.seed)
+    return pairs, pair_scores(labelled.vectors, pairs.a, pairs.b)
+
+
+def verification(labelled: Labelled, pairs: PairSet, scores: np.ndarray, config: AuditConfig, global_t: Threshold):
+    """1:1 numbers: counts, EER, operating points with intervals, per-group rates at the global threshold."""
+    settings = config.audit
+    genuine, impostor = scores[pairs.genuine], scores[~pairs.genuine]
+    if len(impostor) == 0:
+        raise UserError(f"{labelled.name}: no impostor pairs (one subject only?): nothing to measure FMR on")
+    out: dict[str, Any] = {"pairs": pairs.counts, "sampled_impostors": pairs.sampled_impostors}
+    out["faces"] = len(labelled.subjects)
+    out["subjects"] = len({s for s in labelled.subjects if s is not None})
+    if len(genuine):
+        eer, eer_t = equal_error_rate(genuine, impostor)
+        out["eer"], out["eer_threshold"] = eer, eer_t
+    points = []
+    for target in settings.fmr_targets:
+        point = operating_point(genuine, impostor, target).as_dict()
+        point.update(bootstrap_rates(genuine, impostor, point["threshold"], settings.bootstrap_rounds, 1))
+        points.append(point)
+    out["operating_points"] = points
+    threshold = global_t.value
+    if threshold is None:  # global_threshold measures one when none is configured
+        raise RuntimeError("no global threshold to compare groups at: a bug, please report it")
+    out["global_threshold"] = {"value": threshold, "source": global_t.source}
+    fmr, fnmr = fmr_fnmr(genuine, impostor, np.array([threshold]))
+    out["global_threshold"].update(fmr=float(fmr[0]), fnmr=float(fnmr[0]) if len(genuine) else None)
+    out["groups"] = {
+        name: _group_rates(labelled, pairs, scores, name, threshold, settings) for name in settings.group_by
+    }
+    thresholds, det_fmr, det_fnmr = det_curve(genuine, impostor) if len(genuine) else (np.zeros(0),) * 3
+    out["_curve"] = (thresholds, det_fmr, det_fnmr)
+    out["_scores"] = (genuine, impostor)
+    return out
+
+
+def _group_rates(labelled, pairs: PairSet, scores, name: str, threshold: float, settings) -> dict[str, Any]:
+    """Per-group FMR/FNMR at one threshold, over pairs whose two faces are in the same group."""
+    # "race+gender" groups by the pair of values: differentials often hide in intersections.
+    parts = name.split("+")
+    values = np.array(["/".join(a.get(p, "unknown") for p in parts) for a in labelled.attributes], dtype=object)
+    same = values[pairs.a] == values[pairs.b]
+    rows = {}
+    for group in sorted(set(values.tolist())):
+        mask = same & (values[pairs.a] == group)
+        genuine, impostor = scores[mask & pairs.genuine], scores[mask & ~pairs.genuine]
+        fmr, fnmr = fmr_fnmr(genuine, impostor, np.array([threshold]))
+        ci = bootstrap_rates(genuine, impostor, threshold, settings.bootstrap_rounds, 2)
+        rows[group] = {
+            "impostor_pairs": int(len(impostor)),
+            "genuine_pairs": int(len(genuine)),
+            "fmr": float(fmr[0]) if len(impostor) else None,
+            "fnmr": float(fnmr[0]) if len(genuine) else None,
+            "false_matches": int(round(fmr[0] * len(impostor))),
+            **ci,
+        }
+    fmr_ratio, fmr_note = ratio_max_min({g: r["fmr"] for g, r in rows.items()})
+    fnmr_ratio, fnmr_note = ratio_max_min({g: r["fnmr"] for g, r in rows.items()})
+    return {
+        "threshold": threshold,
+        "groups": rows,
+        "fmr_max_min_ratio": fmr_ratio,
+        "fmr_ratio_note": fmr_note,
+        "fnmr_max_min_ratio": fnmr_ratio,
+        "fnmr_ratio_note": fnmr_note,
+        "cross_group_pairs_excluded": int((~same).sum()),
+    }
+
+
+def global_threshold(config: AuditConfig, model_id: str, impostor: np.ndarray | None) -> Threshold:
+    """The threshold groups are compared at: the configured one, else the one at differential_fmr here."""
+    from jobs.audit.metrics import threshold_at_fmr
+
+    chosen = resolve_threshold(config.audit.threshold, model_id, config.spark.resolved_data_root(), "audit.threshold")
+    if chosen.value is not None or impostor is None:
+        return chosen
+    target = config.audit.differential_fmr
+    return Threshold(threshold_at_fmr(impostor, target), f"fmr:{target:g} on this data")
