@@ -83,162 +83,164 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+_STYLE = (
+    "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}table{border-collapse:collapse;"
+    "margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:right}"
+    "th{background:#f3f3f3}.plots{display:flex;gap:1em;flex-wrap:wrap}.plot{max-width:520px}"
+)
+
+
 def render(run_id: str, model_id: str | None, one: dict | None, many: dict | None) -> str:
-    parts = [
-        f"<h1>Lineup audit {html.escape(run_id)}</h1>",
-        "<p>Scores are raw cosine similarities; a pair matches when score &ge; threshold. Every rate below states "
-        "the data and the number of comparisons it was measured on. A rate smaller than 1 / comparisons cannot "
-        "be measured and is marked as not resolvable.</p>",
-        _table(
-            ["model_id", "generated", "machine"],
-            [
-                [
-                    model_id,
-                    dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                    f"{platform.node()} ({platform.machine()})",
-                ]
-            ],
-        ),
-    ]
+    """The whole report: a header, then each section the audit measured."""
+    parts = [header_section(run_id, model_id)]
     if one:
-        pairs = one["pairs"]
-        parts.append("<h2>1:1 verification</h2>")
-        parts.append(
-            f"<p>Data: <b>{html.escape(str(one['data']))}</b> (table {html.escape(one['data_table'])}, version "
-            f"{one['data_version']}), {one['faces']:,} faces, {one['subjects']:,} labelled subjects; "
-            f"{pairs['genuine_pairs']:,} genuine and {pairs['impostor_pairs']:,} impostor pairs"
-            f"{' (impostors a seeded sample)' if one['sampled_impostors'] else ' (all pairs)'}.</p>"
-        )
-        if "eer" in one:
-            parts.append(f"<p>EER {_fmt(one['eer'])} at threshold {one['eer_threshold']:.4f}.</p>")
-        rows = [
-            [
-                p["target_fmr"],
-                p["threshold"],
-                p["fmr"],
-                f"{_fmt(p['fmr_ci_low'])} – {_fmt(p['fmr_ci_high'])}",
-                p["fnmr"],
-                f"{_fmt(p['fnmr_ci_low'])} – {_fmt(p['fnmr_ci_high'])}",
-                p["false_matches"],
-                p["resolvable"],
-            ]
-            for p in one["operating_points"]
-        ]
-        parts.append(
-            _table(
-                ["target FMR", "threshold", "FMR", "FMR 95% CI", "FNMR", "FNMR 95% CI", "false matches", "resolvable"],
-                rows,
-            )
-        )
-        genuine, impostor = one["_scores"]
-        marks = {f"FMR {p['target_fmr']:g}": p["threshold"] for p in one["operating_points"]}
-        parts.append('<div class="plots">')
-        if len(genuine):
-            parts.append(
-                f'<img class="plot" alt="DET curve" src="{det_plot(one["_curve"], one["operating_points"], "DET")}">'
-            )
-        parts.append(
-            f'<img class="plot" alt="score histogram" src="{histogram_plot(genuine, impostor, marks, "Scores")}">'
-        )
-        parts.append("</div>")
-        for attribute, result in one["groups"].items():
-            parts.append(f"<h3>Demographic differentials by {html.escape(attribute)}</h3>")
-            source = html.escape(one["global_threshold"]["source"])
-            excluded = result["cross_group_pairs_excluded"]
-            fmr_note, fnmr_note = html.escape(result["fmr_ratio_note"]), html.escape(result["fnmr_ratio_note"])
-            parts.append(
-                f"<p>One global threshold {result['threshold']:.4f} ({source}); pairs whose faces fall in different "
-                f"groups are left out ({excluded:,}). FMR max/min ratio: {_fmt(result['fmr_max_min_ratio'])} "
-                f"({fmr_note}); FNMR max/min ratio: {_fmt(result['fnmr_max_min_ratio'])} ({fnmr_note}).</p>"
-            )
-            rows = [
-                [
-                    group,
-                    r["impostor_pairs"],
-                    r["false_matches"],
-                    r["fmr"],
-                    f"{_fmt(r['fmr_ci_low'])} – {_fmt(r['fmr_ci_high'])}",
-                    r["fmr_upper_rule_of_three"],
-                    r["genuine_pairs"],
-                    r["fnmr"],
-                ]
-                for group, r in result["groups"].items()
-            ]
-            parts.append(
-                _table(
-                    [
-                        "group",
-                        "impostor pairs",
-                        "false matches",
-                        "FMR",
-                        "FMR 95% CI",
-                        "FMR upper (3/n)",
-                        "genuine pairs",
-                        "FNMR",
-                    ],
-                    rows,
-                )
-            )
+        parts += [verification_section(one), plots_section(one)]
+        parts += [differential_section(one, attribute, result) for attribute, result in one["groups"].items()]
     if many:
-        parts.append("<h2>1:N identification</h2>")
-        parts.append(
-            f"<p>Matches of query run {html.escape(many['run_id'])} in {html.escape(many['matches_table'])}; index "
-            f"{html.escape(many['index_id'])}; gallery <b>{many['gallery_size']:,} faces</b> of "
-            f"{many['gallery_subjects']:,} subjects ({html.escape(many['gallery_table'])} v{many['gallery_version']}); "
-            f"{many['searches']:,} searches, {many['mated_searches']:,} mated, {many['non_mated_searches']:,} "
-            f"non-mated; candidates per search k = {many['k']} (every rate is within the top k); "
-            f"{many.get('unlabelled_probes_left_out', 0):,} probes without a subject_id left out.</p>"
-        )
-        hits = [[f"rank-{r}", many.get(f"rank_{r}_hit_rate")] for r in (1, 5, 10) if f"rank_{r}_hit_rate" in many]
-        parts.append(_table(["investigation mode", "hit rate (mated searches)"], hits))
-        rows = [
-            [
-                p["target_fpir"],
-                p.get("threshold"),
-                p.get("fpir"),
-                p.get("fnir"),
-                p.get("false_candidates_per_search"),
-                p.get("resolvable"),
-            ]
-            for p in many["fnir_at_fpir"]
-        ]
-        parts.append(
-            _table(["target FPIR", "threshold", "FPIR", "FNIR", "false candidates / search", "resolvable"], rows)
-        )
+        parts.append(identification_section(many))
         if many["scenario"]:
-            parts.append("<h3>Scenario replay: non-mated searches, false matches per probe group</h3>")
-            parts.append(
-                "<p>Every probe here is of a person not in the gallery, so every candidate at or above a threshold "
-                f"is a false match; false candidates are counted among each search's top {many['k']}.</p>"
-            )
-            rows = [
-                [
-                    s["threshold_label"],
-                    s["threshold"],
-                    s["group"],
-                    s["searches"],
-                    s["searches_with_false_match"],
-                    s["false_candidates"],
-                    s["fpir"],
-                ]
-                for s in many["scenario"]
-            ]
-            parts.append(
-                _table(
-                    ["threshold", "value", "probe group", "searches", "with a false match", "false candidates", "FPIR"],
-                    rows,
-                )
-            )
-    style = (
-        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}table{border-collapse:collapse;"
-        "margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:right}"
-        "th{background:#f3f3f3}.plots{display:flex;gap:1em;flex-wrap:wrap}.plot{max-width:520px}"
-    )
+            parts.append(scenario_section(many))
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,">'
-        f"<title>Lineup audit {html.escape(run_id)}</title><style>{style}</style></head><body>"
+        f"<title>Lineup audit {html.escape(run_id)}</title><style>{_STYLE}</style></head><body>"
         + "\n".join(parts)
         + "</body></html>"
+    )
+
+
+def header_section(run_id: str, model_id: str | None) -> str:
+    generated = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    return "".join(
+        [
+            f"<h1>Lineup audit {html.escape(run_id)}</h1>",
+            "<p>Scores are raw cosine similarities; a pair matches when score &ge; threshold. Every rate below "
+            "states the data and the number of comparisons it was measured on. A rate smaller than 1 / "
+            "comparisons cannot be measured and is marked as not resolvable.</p>",
+            _table(
+                ["model_id", "generated", "machine"],
+                [[model_id, generated, f"{platform.node()} ({platform.machine()})"]],
+            ),
+        ]
+    )
+
+
+def verification_section(one: dict) -> str:
+    pairs = one["pairs"]
+    parts = [
+        "<h2>1:1 verification</h2>",
+        f"<p>Data: <b>{html.escape(str(one['data']))}</b> (table {html.escape(one['data_table'])}, version "
+        f"{one['data_version']}), {one['faces']:,} faces, {one['subjects']:,} labelled subjects; "
+        f"{pairs['genuine_pairs']:,} genuine and {pairs['impostor_pairs']:,} impostor pairs"
+        f"{' (impostors a seeded sample)' if one['sampled_impostors'] else ' (all pairs)'}.</p>",
+    ]
+    if "eer" in one:
+        parts.append(f"<p>EER {_fmt(one['eer'])} at threshold {one['eer_threshold']:.4f}.</p>")
+    rows = [
+        [
+            p["target_fmr"],
+            p["threshold"],
+            p["fmr"],
+            f"{_fmt(p['fmr_ci_low'])} – {_fmt(p['fmr_ci_high'])}",
+            p["fnmr"],
+            f"{_fmt(p['fnmr_ci_low'])} – {_fmt(p['fnmr_ci_high'])}",
+            p["false_matches"],
+            p["resolvable"],
+        ]
+        for p in one["operating_points"]
+    ]
+    headers = ["target FMR", "threshold", "FMR", "FMR 95% CI", "FNMR", "FNMR 95% CI", "false matches", "resolvable"]
+    parts.append(_table(headers, rows))
+    return "".join(parts)
+
+
+def plots_section(one: dict) -> str:
+    genuine, impostor = one["_scores"]
+    marks = {f"FMR {p['target_fmr']:g}": p["threshold"] for p in one["operating_points"]}
+    plots = []
+    if len(genuine):
+        plots.append(
+            f'<img class="plot" alt="DET curve" src="{det_plot(one["_curve"], one["operating_points"], "DET")}">'
+        )
+    plots.append(f'<img class="plot" alt="score histogram" src="{histogram_plot(genuine, impostor, marks, "Scores")}">')
+    return '<div class="plots">' + "".join(plots) + "</div>"
+
+
+def differential_section(one: dict, attribute: str, result: dict) -> str:
+    source = html.escape(one["global_threshold"]["source"])
+    excluded = result["cross_group_pairs_excluded"]
+    fmr_note, fnmr_note = html.escape(result["fmr_ratio_note"]), html.escape(result["fnmr_ratio_note"])
+    rows = [
+        [
+            group,
+            r["impostor_pairs"],
+            r["false_matches"],
+            r["fmr"],
+            f"{_fmt(r['fmr_ci_low'])} – {_fmt(r['fmr_ci_high'])}",
+            r["fmr_upper_rule_of_three"],
+            r["genuine_pairs"],
+            r["fnmr"],
+        ]
+        for group, r in result["groups"].items()
+    ]
+    headers = ["group", "impostor pairs", "false matches", "FMR", "FMR 95% CI", "FMR upper (3/n)", "genuine pairs"]
+    return (
+        f"<h3>Demographic differentials by {html.escape(attribute)}</h3>"
+        f"<p>One global threshold {result['threshold']:.4f} ({source}); pairs whose faces fall in different "
+        f"groups are left out ({excluded:,}). FMR max/min ratio: {_fmt(result['fmr_max_min_ratio'])} "
+        f"({fmr_note}); FNMR max/min ratio: {_fmt(result['fnmr_max_min_ratio'])} ({fnmr_note}).</p>"
+        + _table([*headers, "FNMR"], rows)
+    )
+
+
+def identification_section(many: dict) -> str:
+    intro = (
+        f"<p>Matches of query run {html.escape(many['run_id'])} in {html.escape(many['matches_table'])}; index "
+        f"{html.escape(many['index_id'])}; gallery <b>{many['gallery_size']:,} faces</b> of "
+        f"{many['gallery_subjects']:,} subjects ({html.escape(many['gallery_table'])} v{many['gallery_version']}); "
+        f"{many['searches']:,} searches, {many['mated_searches']:,} mated, {many['non_mated_searches']:,} "
+        f"non-mated; candidates per search k = {many['k']} (every rate is within the top k); "
+        f"{many.get('unlabelled_probes_left_out', 0):,} probes without a subject_id left out.</p>"
+    )
+    hits = [[f"rank-{r}", many.get(f"rank_{r}_hit_rate")] for r in (1, 5, 10) if f"rank_{r}_hit_rate" in many]
+    rows = [
+        [
+            p["target_fpir"],
+            p.get("threshold"),
+            p.get("fpir"),
+            p.get("fnir"),
+            p.get("false_candidates_per_search"),
+            p.get("resolvable"),
+        ]
+        for p in many["fnir_at_fpir"]
+    ]
+    headers = ["target FPIR", "threshold", "FPIR", "FNIR", "false candidates / search", "resolvable"]
+    return (
+        "<h2>1:N identification</h2>"
+        + intro
+        + _table(["investigation mode", "hit rate (mated searches)"], hits)
+        + _table(headers, rows)
+    )
+
+
+def scenario_section(many: dict) -> str:
+    rows = [
+        [
+            s["threshold_label"],
+            s["threshold"],
+            s["group"],
+            s["searches"],
+            s["searches_with_false_match"],
+            s["false_candidates"],
+            s["fpir"],
+        ]
+        for s in many["scenario"]
+    ]
+    headers = ["threshold", "value", "probe group", "searches", "with a false match", "false candidates", "FPIR"]
+    return (
+        "<h3>Scenario replay: non-mated searches, false matches per probe group</h3>"
+        "<p>Every probe here is of a person not in the gallery, so every candidate at or above a threshold "
+        f"is a false match; false candidates are counted among each search's top {many['k']}.</p>"
+        + _table(headers, rows)
     )
 
 

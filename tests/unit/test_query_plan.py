@@ -6,7 +6,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from jobs.embed.config import InputSettings
-from jobs.query.job import _source_prefix, choose_plan
+from jobs.query.plan import choose_plan
+from jobs.query.probes import _source_prefix
 
 
 def test_an_archive_owns_only_its_own_source_paths(tmp_path: Path) -> None:

@@ -1,0 +1,86 @@
+"""The search plan (driver side, Spark frames): which plan fits the index, the candidate frame it
+produces, the per-probe top k, and the optional exact re-rank from the gallery's stored embeddings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from jobs.query.worker import CANDIDATES_DDL, make_search_runner
+
+
+def gallery_faces(spark, manifest: dict):
+    """The gallery's rows at the version the index pins: face_id -> subject_id and embedding."""
+    from pyspark.sql import functions as F
+
+    frame = spark.read.format("delta").option("versionAsOf", manifest["faces_version"]).load(manifest["faces_table"])
+    return frame.where((F.col("status") == "ok") & (F.col("model_id") == manifest["model_id"])).select(
+        F.col("face_id").alias("gallery_face_id"),
+        F.col("subject_id").alias("gallery_subject_id"),
+        F.col("embedding").alias("gallery_embedding"),
+    )
+
+
+def choose_plan(index_dir: Path, manifest: dict, settings) -> str:
+    """all_shards while the whole index fits a worker's share of memory, else one shard per task."""
+    if settings.plan != "auto":
+        return settings.plan
+    index_bytes = sum((index_dir / entry["file"]).stat().st_size for entry in manifest["shards"])
+    return "all_shards" if index_bytes <= settings.worker_index_gb * 2**30 else "per_shard"
+
+
+def search_candidates(spark, ok_probes, index_dir: Path, manifest: dict, settings, fetch: int, plan: str):
+    """The `fetch` best gallery faces per probe over all shards (probe_face_id, gallery_face_id, score, rank)."""
+    from pyspark.sql import functions as F
+
+    partitions = settings.probe_partitions or spark.sparkContext.defaultParallelism
+    probes = ok_probes.select(F.col("face_id").alias("probe_face_id"), "embedding").dropDuplicates(["probe_face_id"])
+    context = {
+        "index_dir": str(index_dir),
+        "manifest": {key: manifest.get(key) for key in ("shards", "removed_file", "removed_sha256")},
+        "search_param": manifest["search_param"],
+        "search_value": settings.search_value or manifest.get("search_value"),
+        "k": fetch,
+        "threads": 1,
+    }
+    runner = make_search_runner(context)
+    if plan == "all_shards":
+        return probes.repartition(partitions).mapInArrow(runner, CANDIDATES_DDL)
+    shard_count = len(manifest["shards"])
+    shards = spark.range(shard_count).select(F.col("id").cast("int").alias("shard"))
+    tasks = (
+        probes.withColumn("probe_part", F.pmod(F.xxhash64("probe_face_id"), F.lit(partitions)))
+        .crossJoin(F.broadcast(shards))
+        .withColumn("task", F.col("probe_part") * shard_count + F.col("shard"))
+        .repartitionByRange(partitions * shard_count, "task")
+    )
+    per_shard = tasks.select("probe_face_id", "embedding", "shard").mapInArrow(runner, CANDIDATES_DDL)
+    return keep_top(per_shard, fetch)
+
+
+def keep_top(candidates, k: int):
+    """The k best per probe over all shards: larger score first (inner product), ties to the smaller face_id."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    order = Window.partitionBy("probe_face_id").orderBy(F.col("score").desc(), F.col("gallery_face_id").asc())
+    ranked = candidates.drop("rank").withColumn("rank", F.row_number().over(order))
+    return ranked.where(F.col("rank") <= k)
+
+
+def rerank(top, ok_probes, gallery, k: int):
+    """Rescore candidates exactly (dot product of the stored, L2-normalised embeddings), keep the k best."""
+    from pyspark.sql import functions as F
+
+    probe_vectors = ok_probes.select(F.col("face_id").alias("probe_face_id"), F.col("embedding").alias("probe_vec"))
+    exact = F.aggregate(
+        F.zip_with("probe_vec", "gallery_embedding", lambda x, y: x.cast("double") * y.cast("double")),
+        F.lit(0.0).cast("double"),
+        lambda acc, x: acc + x,
+    )
+    scored = (
+        top.join(probe_vectors.dropDuplicates(["probe_face_id"]), "probe_face_id")
+        .join(gallery.select("gallery_face_id", "gallery_embedding"), "gallery_face_id")
+        .withColumn("score", exact.cast("float"))
+        .drop("probe_vec", "gallery_embedding")
+    )
+    return keep_top(scored, k)

@@ -1,0 +1,103 @@
+"""The query job's output tables: matches (every candidate, with the probe's status and the threshold
+used) and identities (per probe, the best score per gallery subject, ranked)."""
+
+from __future__ import annotations
+
+from jobs.common.thresholds import Threshold
+
+MATCHES_DDL = (
+    "run_id STRING, probe_face_id BIGINT, probe_image_id STRING, probe_source_path STRING, probe_subject_id STRING, "
+    "probe_attributes MAP<STRING, STRING>, probe_status STRING, probe_error STRING, rank INT, "
+    "gallery_face_id BIGINT, gallery_subject_id STRING, score FLOAT, threshold DOUBLE, above_threshold BOOLEAN, "
+    "model_id STRING, index_id STRING, gallery_size BIGINT, queried_at TIMESTAMP"
+)
+IDENTITIES_DDL = (
+    "run_id STRING, probe_face_id BIGINT, probe_image_id STRING, probe_subject_id STRING, rank INT, "
+    "gallery_subject_id STRING, best_score FLOAT, best_gallery_face_id BIGINT, candidate_faces INT, "
+    "threshold DOUBLE, above_threshold BOOLEAN, model_id STRING, index_id STRING, queried_at TIMESTAMP"
+)
+
+
+def matches_frame(top, probes, threshold: Threshold, manifest: dict, run_id: str, gallery_size: int):
+    """Candidates with their probe's details, plus one row (rank null) per probe image without a usable face."""
+    from pyspark.sql import functions as F
+
+    probe_info = probes.select(
+        F.col("face_id").alias("probe_face_id"),
+        F.col("image_id").alias("probe_image_id"),
+        F.col("source_path").alias("probe_source_path"),
+        F.col("subject_id").alias("probe_subject_id"),
+        F.col("attributes").alias("probe_attributes"),
+        F.col("status").alias("probe_status"),
+        F.col("error").alias("probe_error"),
+    ).dropDuplicates(["probe_face_id"])
+    found = top.join(probe_info, "probe_face_id")
+    failed = probe_info.where(F.col("probe_status") != "ok").select(
+        "*",
+        F.lit(None).cast("int").alias("rank"),
+        F.lit(None).cast("bigint").alias("gallery_face_id"),
+        F.lit(None).cast("string").alias("gallery_subject_id"),
+        F.lit(None).cast("float").alias("score"),
+    )
+    both = found.unionByName(failed)
+    value = F.lit(threshold.value).cast("double")
+    above = (F.col("score") >= value) if threshold.value is not None else F.lit(None).cast("boolean")
+    return both.select(
+        F.lit(run_id).alias("run_id"),
+        "probe_face_id",
+        "probe_image_id",
+        "probe_source_path",
+        "probe_subject_id",
+        "probe_attributes",
+        "probe_status",
+        "probe_error",
+        F.col("rank").cast("int").alias("rank"),
+        "gallery_face_id",
+        "gallery_subject_id",
+        F.col("score").cast("float").alias("score"),
+        value.alias("threshold"),
+        above.alias("above_threshold"),
+        F.lit(manifest["model_id"]).alias("model_id"),
+        F.lit(manifest["index_id"]).alias("index_id"),
+        F.lit(gallery_size).cast("bigint").alias("gallery_size"),
+        F.current_timestamp().alias("queried_at"),
+    )
+
+
+def identities_frame(matches):
+    """Per probe, the best score per gallery subject among its candidates, ranked."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    keys = ["run_id", "probe_face_id", "probe_image_id", "probe_subject_id", "gallery_subject_id"]
+    best = (
+        matches.where(F.col("rank").isNotNull() & F.col("gallery_subject_id").isNotNull())
+        .groupBy(*keys, "threshold", "model_id", "index_id", "queried_at")
+        .agg(
+            F.max("score").alias("best_score"),
+            F.min_by("gallery_face_id", "rank").alias("best_gallery_face_id"),
+            F.count("*").cast("int").alias("candidate_faces"),
+        )
+    )
+    order = Window.partitionBy("run_id", "probe_face_id").orderBy(
+        F.col("best_score").desc(), F.col("gallery_subject_id").asc()
+    )
+    above = F.when(F.col("threshold").isNull(), F.lit(None).cast("boolean")).otherwise(
+        F.col("best_score") >= F.col("threshold")
+    )
+    return best.select(
+        "run_id",
+        "probe_face_id",
+        "probe_image_id",
+        "probe_subject_id",
+        F.row_number().over(order).cast("int").alias("rank"),
+        "gallery_subject_id",
+        "best_score",
+        "best_gallery_face_id",
+        "candidate_faces",
+        "threshold",
+        above.alias("above_threshold"),
+        "model_id",
+        "index_id",
+        "queried_at",
+    )
