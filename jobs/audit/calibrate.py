@@ -10,7 +10,7 @@ import uuid
 from typing import Any
 
 from jobs.audit.config import AuditConfig
-from jobs.audit.load import load_labelled
+from jobs.audit.load import Labelled, load_labelled
 from jobs.audit.metrics import bootstrap_rates, operating_point
 from jobs.audit.one_to_one import make_pairs
 from jobs.common.commits import append_with_retries
@@ -84,24 +84,8 @@ def _calibrate(config: AuditConfig, spark, record: RunRecord, target_fmr: float)
             target_fmr,
         )
     path = write_calibration(config.spark.resolved_data_root(), calibration)
-    row = {
-        "calibration_id": calibration["calibration_id"],
-        "threshold": point.threshold,
-        "target_fmr": target_fmr,
-        "measured_fmr": point.fmr,
-        "measured_fnmr": calibration["measured_fnmr"],
-        "model_id": labelled.model_id,
-        "data_name": labelled.name,
-        "data_table": labelled.table,
-        "data_version": labelled.version,
-        "genuine_pairs": point.genuine_pairs,
-        "impostor_pairs": point.impostor_pairs,
-        "resolvable": point.resolvable,
-        "record": json.dumps(calibration, sort_keys=True),
-        "created_at": dt.datetime.now(dt.UTC),
-    }
     table = config.calibrations_table_path()
-    append_with_retries(spark.createDataFrame([row], CALIBRATIONS_DDL), table)
+    append_with_retries(spark.createDataFrame([_table_row(calibration, labelled)], CALIBRATIONS_DDL), table)
     record.add_output("calibrations", table, delta_version(spark, table))
     record.threshold, record.threshold_source = point.threshold, f"calibration:{calibration['calibration_id']}"
     record.counts = {"genuine_pairs": point.genuine_pairs, "impostor_pairs": point.impostor_pairs}
@@ -112,4 +96,24 @@ def _calibrate(config: AuditConfig, spark, record: RunRecord, target_fmr: float)
         "status": "ok",
         **{k: v for k, v in calibration.items() if k not in ("run_id",)},
         "outputs": {"calibration_file": str(path), "calibrations_table": table, "runs_version": runs_version},
+    }
+
+
+def _table_row(calibration: dict[str, Any], labelled: Labelled) -> dict[str, Any]:
+    """The calibrations table's row for a record (the record itself as JSON beside its key numbers)."""
+    return {
+        "calibration_id": calibration["calibration_id"],
+        "threshold": calibration["threshold"],
+        "target_fmr": calibration["target_fmr"],
+        "measured_fmr": calibration["measured_fmr"],
+        "measured_fnmr": calibration["measured_fnmr"],
+        "model_id": labelled.model_id,
+        "data_name": labelled.name,
+        "data_table": labelled.table,
+        "data_version": labelled.version,
+        "genuine_pairs": calibration["genuine_pairs"],
+        "impostor_pairs": calibration["impostor_pairs"],
+        "resolvable": calibration["resolvable"],
+        "record": json.dumps(calibration, sort_keys=True),
+        "created_at": dt.datetime.now(dt.UTC),
     }

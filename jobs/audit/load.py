@@ -112,14 +112,7 @@ def load_searches(spark, config: AuditConfig) -> tuple[ident.Searches, dict[str,
             f"run {run_id} is not in the runs table {config.runs_table_path()}: set audit.identification.index_dir"
         )
     manifest = read_manifest(Path(index_dir))
-    gallery = spark.read.format("delta").option("versionAsOf", manifest["faces_version"]).load(manifest["faces_table"])
-    enrolled = {
-        r.subject_id
-        for r in gallery.where((F.col("status") == "ok") & F.col("subject_id").isNotNull())
-        .select("subject_id")
-        .distinct()
-        .collect()
-    }
+    enrolled = _enrolled_subjects(spark, manifest)
     frame["probe_attributes"] = [dict(a) if a is not None else {} for a in frame["probe_attributes"]]
     unlabelled = int(frame.loc[frame["probe_subject_id"].isna(), "probe_face_id"].nunique())
     info = {
@@ -134,3 +127,12 @@ def load_searches(spark, config: AuditConfig) -> tuple[ident.Searches, dict[str,
         "unlabelled_probes_left_out": unlabelled,
     }
     return ident.searches_from_matches(frame, enrolled), info
+
+
+def _enrolled_subjects(spark, manifest: dict[str, Any]) -> set[str]:
+    """Subjects with at least one face in the gallery the index was built from (its pinned version)."""
+    from pyspark.sql import functions as F
+
+    gallery, _ = read_pinned(spark, manifest["faces_table"], manifest["faces_version"], "the index's faces_table")
+    labelled = gallery.where((F.col("status") == "ok") & F.col("subject_id").isNotNull())
+    return {row.subject_id for row in labelled.select("subject_id").distinct().collect()}

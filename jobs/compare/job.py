@@ -15,7 +15,7 @@ from jobs.common.commits import append_with_retries
 from jobs.common.delta import pinned_version
 from jobs.common.errors import UserError
 from jobs.common.runs import RunRecord, append_run, delta_version, run_job
-from jobs.common.thresholds import resolve_threshold
+from jobs.common.thresholds import Threshold, resolve_threshold
 from jobs.common.timing import Phases
 from jobs.compare.config import CompareConfig
 from jobs.compare.worker import IMAGE_DDL, make_image_runner
@@ -73,7 +73,6 @@ def read_pairs_table(spark, settings):
 
 def _run(config: CompareConfig, spark, record: RunRecord) -> dict[str, Any]:
     from pyspark import StorageLevel
-    from pyspark.sql import functions as F
 
     settings, started = config.compare, time.perf_counter()
     pairs = read_pairs_table(spark, settings.pairs).persist(StorageLevel.DISK_ONLY)
@@ -84,6 +83,14 @@ def _run(config: CompareConfig, spark, record: RunRecord) -> dict[str, Any]:
         sides, model_id = _face_sides(config, spark, pairs, record)
     threshold = resolve_threshold(settings.threshold, model_id, config.spark.resolved_data_root(), "compare.threshold")
     record.threshold, record.threshold_source = threshold.value, threshold.source
+    scores = score_pairs(pairs, sides, threshold, model_id, record.run_id)
+    return _write(config, spark, record, pairs, scores, threshold, model_id, started)
+
+
+def score_pairs(pairs, sides, threshold: Threshold, model_id: str, run_id: str):
+    """One pair_scores row per pair: the cosine of the two sides' embeddings, or the failing side's status."""
+    from pyspark.sql import functions as F
+
     a_side = sides.select(*(F.col(c).alias(f"a_{c}") for c in sides.columns))
     b_side = sides.select(*(F.col(c).alias(f"b_{c}") for c in sides.columns))
     joined = pairs.join(a_side, pairs.a == a_side.a_key, "left").join(b_side, pairs.b == b_side.b_key, "left")
@@ -105,8 +112,8 @@ def _run(config: CompareConfig, spark, record: RunRecord) -> dict[str, Any]:
     )
     value = F.lit(threshold.value).cast("double")
     score = F.when(status == "ok", dot.cast("float"))
-    scores = joined.select(
-        F.lit(record.run_id).alias("run_id"),
+    return joined.select(
+        F.lit(run_id).alias("run_id"),
         "pair_index",
         "a",
         "b",
@@ -122,6 +129,12 @@ def _run(config: CompareConfig, spark, record: RunRecord) -> dict[str, Any]:
         F.lit(model_id).alias("model_id"),
         F.current_timestamp().alias("compared_at"),
     )
+
+
+def _write(config: CompareConfig, spark, record: RunRecord, pairs, scores, threshold, model_id, started) -> dict:
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
     scores_table, runs_table = config.scores_table_path(), config.runs_table_path()
     scores = scores.persist(StorageLevel.DISK_ONLY)
     try:

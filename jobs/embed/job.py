@@ -15,15 +15,16 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from jobs.common.commits import with_commit_retries
+from jobs.common.delta import latest_version
 from jobs.common.errors import UserError
 from jobs.common.runs import RunRecord, append_run, run_job
 from jobs.common.schema import FACES_DDL
 from jobs.common.timing import Phases
 from jobs.embed.config import EmbedConfig
-from jobs.embed.known import KnownImages
+from jobs.embed.known import KnownImages, held_image_ids, known_among
 from jobs.embed.plan import InputRef, cut_tasks, list_inputs
 from jobs.embed.rows import Labeller
-from jobs.embed.worker import MaxParam, make_table_runner, make_task_runner
+from jobs.embed.worker import MaxParam, make_hash_runner, make_table_runner, make_task_runner
 
 log = logging.getLogger(__name__)
 
@@ -87,22 +88,24 @@ def _run(config: EmbedConfig, spark, record: RunRecord, phases: Phases) -> dict[
     table_path = config.faces_table_path()
     with phases.phase("prepare_table"):
         ensure_faces_table(spark, table_path)
-        known = KnownImages(known_image_ids(spark, table_path, pack.model_id))
-    log.info("faces table %s holds %d images for model %s", table_path, len(known), pack.model_id)
+        start_version = latest_version(spark, table_path)
+        held = held_image_ids(spark, table_path, start_version, pack.model_id)
+        held = held if held.limit(1).count() else None  # a fresh table: nothing to look up
+    log.info("faces table %s v%d: %s", table_path, start_version, "has images" if held else "no images yet")
     record.params["model_id"] = pack.model_id
     record.add_input("archive", config.embed.input.path, None)
+    record.add_input("faces_at_start", table_path, start_version)
     context = _worker_context(config, spark, pack, record.run_id)
-    known_handle = spark.sparkContext.broadcast(known)
     counts = Counts()
     with phases.phase("embed_and_commit", count=len(refs) or None, unit="files"):
         work_started = time.perf_counter()
         if config.embed.input.kind == "table":
-            _embed_table(spark, config, context, known_handle, table_path, counts)
+            _embed_table(spark, config, context, held, table_path, counts)
         else:
             progress = Progress(len(refs))
             for start in range(0, len(refs), config.embed.files_per_commit):
                 chunk = refs[start : start + config.embed.files_per_commit]
-                _embed_chunk(spark, chunk, config, context, known_handle, table_path, counts)
+                _embed_chunk(spark, chunk, config, context, held, table_path, counts)
                 progress.report(len(chunk), config.embed.progress_interval_s, force=start == 0)
         elapsed = time.perf_counter() - work_started
     summary = _summary(spark, pack.model_id, record.run_id, table_path, counts, elapsed)
@@ -183,32 +186,25 @@ def load_label_table(spark, settings) -> dict[str, tuple[str | None, dict[str, s
     return labels
 
 
-def known_image_ids(spark, table_path: str, model_id: str) -> list[str]:
-    from pyspark.sql import functions as F
-
-    rows = (
-        spark.read.format("delta")
-        .load(table_path)
-        .where((F.col("model_id") == model_id) & F.col("image_id").isNotNull())
-        .select("image_id")
-        .distinct()
-        .collect()
-    )
-    return [row.image_id for row in rows]
-
-
-def _embed_chunk(spark, chunk: list[InputRef], config, context, known_handle, table_path, counts: Counts) -> None:
+def _embed_chunk(spark, chunk: list[InputRef], config, context, held, table_path, counts: Counts) -> None:
     tasks = cut_tasks(chunk, config.embed.files_per_task)
     payload = [json.dumps([asdict(ref) for ref in task]) for task in tasks]
     rdd = spark.sparkContext.parallelize([(p,) for p in payload], numSlices=len(payload))
     task_frame = spark.createDataFrame(rdd, "refs STRING")
+    known = KnownImages([])
+    if held is not None:
+        chunk_ids = task_frame.mapInArrow(make_hash_runner(context["max_file_bytes"]), "image_id STRING")
+        known = known_among(held, chunk_ids)
+    known_handle = spark.sparkContext.broadcast(known)
     skipped = spark.sparkContext.accumulator(0)
     runner = make_task_runner(context, known_handle, skipped, context["peak_rss"])
     rows = task_frame.mapInArrow(runner, FACES_DDL)
     _commit(spark, rows, table_path, counts, files_seen=len(chunk), skipped=skipped)
 
 
-def _embed_table(spark, config, context, known_handle, table_path, counts: Counts) -> None:
+def _embed_table(spark, config, context, held, table_path, counts: Counts) -> None:
+    from pyspark.sql import functions as F
+
     settings = config.embed.input
     try:
         source = spark.read.format(settings.table_format).load(settings.path)
@@ -228,7 +224,12 @@ def _embed_table(spark, config, context, known_handle, table_path, counts: Count
     )
     files_seen = frame.count()
     skipped = spark.sparkContext.accumulator(0)
-    runner = make_table_runner(context, known_handle, skipped, context["peak_rss"], f"{settings.path}#")
+    if held is not None:  # known content is dropped by an anti-join on its sha256: no list anywhere
+        hashed = frame.withColumn("image_id", F.sha2("content", 256))
+        frame = hashed.join(held.distinct(), "image_id", "left_anti").select("id", "content")
+        skipped.add(files_seen - frame.count())
+    nothing_known = spark.sparkContext.broadcast(KnownImages([]))
+    runner = make_table_runner(context, nothing_known, skipped, context["peak_rss"], f"{settings.path}#")
     _commit(spark, frame.mapInArrow(runner, FACES_DDL), table_path, counts, files_seen=files_seen, skipped=skipped)
 
 

@@ -4,6 +4,8 @@
   faces-table layout (`FACES_ARROW`). Reads each ref (`jobs.embed.read`), skips content already in the
   table, embeds the rest (`jobs.embed.rows`).
 - `make_table_runner`: input rows `id STRING, content BINARY` (a table of image bytes); same output.
+- `make_hash_runner`: input rows `refs STRING`; output `image_id STRING` of each readable ref (the cheap
+  first pass that finds which of a chunk's images the table already holds).
 - Cached per Python worker process: one `FacePipeline` (ONNX sessions built here from the pack folder,
   never pickled from the driver), reused by every task the worker runs.
 - Reported back through accumulators: files skipped as already known, the workers' peak RSS.
@@ -59,6 +61,26 @@ def make_task_runner(context: dict, known_handle, skipped, peak_rss):
                 peak_rss.add(_max_rss_mb())
                 if rows:
                     yield to_faces_batch(rows)
+
+    return run
+
+
+def make_hash_runner(max_file_bytes: int):
+    """The first pass over a chunk: input rows `refs STRING`, output `image_id STRING` (content sha256) for
+    every ref whose bytes can be read. Nothing is decoded and nothing is cached."""
+
+    def run(batches: Iterator) -> Iterator:
+        import pyarrow as pa
+
+        from jobs.embed.ids import image_id_of
+        from jobs.embed.read import read_refs
+
+        for batch in batches:
+            for payload in batch.column(0).to_pylist():
+                refs = [InputRef(**ref) for ref in json.loads(payload)]
+                ids = [image_id_of(item.data) for item in read_refs(refs, max_file_bytes) if item.data is not None]
+                if ids:
+                    yield pa.RecordBatch.from_pydict({"image_id": ids})
 
     return run
 

@@ -19,50 +19,18 @@ from typing import Any
 
 import numpy as np
 
-from jobs.common.delta import read_pinned
 from jobs.common.errors import UserError
 from jobs.common.runs import RunRecord, append_run, run_job
 from jobs.common.timing import Phases
 from jobs.index import build
 from jobs.index.choose import choose_index
 from jobs.index.config import IndexConfig
+from jobs.index.plan import read_gallery, training_sample
 from jobs.index.recall import measure_recall
 from jobs.index.shards import MANIFEST, load_index, read_manifest, sha256_bytes, write_atomically
+from jobs.index.worker import SHARD_ROWS_DDL, make_shard_runner, shard_file
 
 log = logging.getLogger(__name__)
-
-
-def shard_file(shard: int, generation: int) -> str:
-    return f"shard-{shard:04d}.g{generation}.faiss"
-
-
-def read_gallery(spark, table_path: str, version: int | None, model_id: str | None):
-    """`ok` rows (face_id, embedding) of one model at one version; validates model and dimension."""
-    from pyspark.sql import functions as F
-
-    frame, version = read_pinned(spark, table_path, version, "index.faces_table", "run `lineup embed`", "faces table")
-    frame = frame.where(F.col("status") == "ok")
-    models = [row.model_id for row in frame.select("model_id").distinct().collect()]
-    if not models:
-        raise UserError(f"index.faces_table {table_path} version {version} has no faces (status ok): nothing to index")
-    if model_id is None and len(models) > 1:
-        raise UserError(f"index.faces_table {table_path} mixes models {sorted(models)}: set index.model_id to one")
-    model_id = model_id or models[0]
-    if model_id not in models:
-        raise UserError(f"index.model_id {model_id} has no faces in {table_path} (it has {sorted(models)})")
-    frame = frame.where(F.col("model_id") == model_id).select("face_id", "embedding")
-    dims = [row.d for row in frame.select(F.size("embedding").alias("d")).distinct().collect()]
-    if len(dims) != 1:
-        raise UserError(f"index.faces_table {table_path} has embeddings of several sizes {sorted(dims)}: re-embed")
-    return frame, version, model_id, int(dims[0])
-
-
-def to_numpy(frame) -> tuple[np.ndarray, np.ndarray]:
-    """(face_ids, vectors) through Arrow, without a Python object per value."""
-    table = frame.toArrow()
-    ids = table.column("face_id").to_numpy()
-    flat = table.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-    return ids.astype(np.int64), flat.astype(np.float32).reshape(len(ids), -1)
 
 
 def run_index(config: IndexConfig, spark=None) -> dict[str, Any]:
@@ -99,9 +67,7 @@ def _build(config: IndexConfig, spark, phases: Phases) -> dict[str, Any]:
         choice.reason,
     )
     with phases.phase("train"):
-        fraction = min(1.0, settings.train_sample / vectors)
-        sample = frame.orderBy("face_id").sample(fraction=fraction, seed=settings.seed)
-        _, sample_vectors = to_numpy(sample.limit(settings.train_sample))
+        sample_vectors = training_sample(frame, vectors, settings.train_sample, settings.seed)
         if not choice.exact and len(sample_vectors) < 39:
             raise UserError(f"{vectors} vectors are too few to train {choice.factory}; set index.factory=Flat")
         trained = build.train(choice, dim, sample_vectors)
@@ -110,30 +76,7 @@ def _build(config: IndexConfig, spark, phases: Phases) -> dict[str, Any]:
     generation = int(time.time())
     with phases.phase("add", count=vectors, unit="vectors"):
         shards = _add_shards(spark, frame, trained, settings.shards, {}, out, generation)
-    manifest = {
-        "index_id": f"index-{uuid.uuid4().hex[:12]}",
-        "model_id": model_id,
-        "dim": dim,
-        "metric": "inner_product",
-        "faces_table": table_path,
-        "faces_version": version,
-        "built_version": version,
-        "factory": choice.factory,
-        "exact": choice.exact,
-        "choice_reason": choice.reason,
-        "search_param": choice.search_param,
-        "search_candidates": list(choice.candidates),
-        "search_value": None,
-        "shard_count": settings.shards,
-        "shards": shards,
-        "vectors": vectors,
-        "vectors_at_build": vectors,
-        "added_since_build": 0,
-        "removed_file": None,
-        "removed_sha256": None,
-        "removed": 0,
-        "created_at": dt.datetime.now(dt.UTC).isoformat(),
-    }
+    manifest = new_manifest(model_id, dim, table_path, version, choice, settings.shards, shards, vectors)
     _write_manifest(out, manifest)
     with phases.phase("recall"):
         manifest.update(measure_recall(frame, out, settings))
@@ -147,6 +90,36 @@ def _build(config: IndexConfig, spark, phases: Phases) -> dict[str, Any]:
         )
     _remove_stale(out, manifest)
     return _summary("build", manifest, out)
+
+
+def new_manifest(
+    model_id: str, dim: int, table_path: str, version: int, choice, shard_count: int, shards: list[dict], vectors: int
+) -> dict[str, Any]:
+    """A fresh build's manifest (recall and build time are added once measured)."""
+    return {
+        "index_id": f"index-{uuid.uuid4().hex[:12]}",
+        "model_id": model_id,
+        "dim": dim,
+        "metric": "inner_product",
+        "faces_table": table_path,
+        "faces_version": version,
+        "built_version": version,
+        "factory": choice.factory,
+        "exact": choice.exact,
+        "choice_reason": choice.reason,
+        "search_param": choice.search_param,
+        "search_candidates": list(choice.candidates),
+        "search_value": None,
+        "shard_count": shard_count,
+        "shards": shards,
+        "vectors": vectors,
+        "vectors_at_build": vectors,
+        "added_since_build": 0,
+        "removed_file": None,
+        "removed_sha256": None,
+        "removed": 0,
+        "created_at": dt.datetime.now(dt.UTC).isoformat(),
+    }
 
 
 def _add_shards(
@@ -166,14 +139,10 @@ def _add_shards(
     base_path = out / f".base.g{generation}.faiss"
     write_atomically(base_path, base)
     keyed = frame.withColumn("shard", F.pmod(F.col("face_id"), F.lit(shard_count)))
-    runner = _shard_runner(str(base_path), str(out), existing, shard_count, generation)
+    runner = make_shard_runner(str(base_path), str(out), existing, shard_count, generation)
     written = {
         row.shard: row.asDict()
-        for row in keyed.repartition(shard_count, "shard")
-        .mapInArrow(
-            runner, "shard INT, file STRING, sha256 STRING, vectors BIGINT, added_min_id BIGINT, added_max_id BIGINT"
-        )
-        .collect()
+        for row in keyed.repartition(shard_count, "shard").mapInArrow(runner, SHARD_ROWS_DDL).collect()
     }
     entries = []
     for shard in range(shard_count):
@@ -202,52 +171,6 @@ def _add_shards(
         entries.append(entry)
     base_path.unlink()
     return entries
-
-
-def _shard_runner(base_path: str, out: str, existing: dict[int, str], shard_count: int, generation: int):
-    def run(batches):
-        import pyarrow as pa
-
-        groups: dict[int, list] = {}
-        for batch in batches:
-            shard_keys = batch.column("shard").to_numpy()
-            ids = batch.column("face_id").to_numpy()
-            flat = batch.column("embedding").flatten().to_numpy(zero_copy_only=False)
-            vectors = flat.astype(np.float32).reshape(len(ids), -1) if len(ids) else flat.reshape(0, 0)
-            for shard in np.unique(shard_keys):
-                mask = shard_keys == shard
-                groups.setdefault(int(shard), []).append((ids[mask], vectors[mask]))
-        rows = []
-        for shard, parts in groups.items():
-            start = Path(out) / existing[shard] if shard in existing else Path(base_path)
-            shard_ids = np.concatenate([p[0] for p in parts])
-            data = build.add_to_shard(start.read_bytes(), shard_ids, np.concatenate([p[1] for p in parts]))
-            name = shard_file(shard, generation)
-            write_atomically(Path(out) / name, data)
-            rows.append(
-                {
-                    "shard": shard,
-                    "file": name,
-                    "sha256": sha256_bytes(data),
-                    "vectors": int(build.deserialize(data).ntotal),
-                    "added_min_id": int(shard_ids.min()),
-                    "added_max_id": int(shard_ids.max()),
-                }
-            )
-        if rows:
-            schema = pa.schema(
-                [
-                    ("shard", pa.int32()),
-                    ("file", pa.string()),
-                    ("sha256", pa.string()),
-                    ("vectors", pa.int64()),
-                    ("added_min_id", pa.int64()),
-                    ("added_max_id", pa.int64()),
-                ]
-            )
-            yield pa.RecordBatch.from_pylist(rows, schema=schema)
-
-    return run
 
 
 def _update(config: IndexConfig, spark, phases: Phases) -> dict[str, Any]:

@@ -1,0 +1,45 @@
+"""Driver side of the index job: the gallery at a pinned version (one model, one dimension, checked) and
+the training sample, brought to the driver through Arrow."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from jobs.common.delta import read_pinned
+from jobs.common.errors import UserError
+
+
+def read_gallery(spark, table_path: str, version: int | None, model_id: str | None):
+    """`ok` rows (face_id, embedding) of one model at one version; validates model and dimension."""
+    from pyspark.sql import functions as F
+
+    frame, version = read_pinned(spark, table_path, version, "index.faces_table", "run `lineup embed`", "faces table")
+    frame = frame.where(F.col("status") == "ok")
+    models = [row.model_id for row in frame.select("model_id").distinct().collect()]
+    if not models:
+        raise UserError(f"index.faces_table {table_path} version {version} has no faces (status ok): nothing to index")
+    if model_id is None and len(models) > 1:
+        raise UserError(f"index.faces_table {table_path} mixes models {sorted(models)}: set index.model_id to one")
+    model_id = model_id or models[0]
+    if model_id not in models:
+        raise UserError(f"index.model_id {model_id} has no faces in {table_path} (it has {sorted(models)})")
+    frame = frame.where(F.col("model_id") == model_id).select("face_id", "embedding")
+    dims = [row.d for row in frame.select(F.size("embedding").alias("d")).distinct().collect()]
+    if len(dims) != 1:
+        raise UserError(f"index.faces_table {table_path} has embeddings of several sizes {sorted(dims)}: re-embed")
+    return frame, version, model_id, int(dims[0])
+
+
+def to_numpy(frame) -> tuple[np.ndarray, np.ndarray]:
+    """(face_ids, vectors) through Arrow, without a Python object per value (a bounded sample only)."""
+    table = frame.toArrow()
+    ids = table.column("face_id").to_numpy()
+    flat = table.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    return ids.astype(np.int64), flat.astype(np.float32).reshape(len(ids), -1)
+
+
+def training_sample(frame, vectors: int, sample_size: int, seed: int) -> np.ndarray:
+    """Up to `sample_size` gallery vectors, seeded: what the index is trained on."""
+    fraction = min(1.0, sample_size / vectors)
+    _, sample = to_numpy(frame.orderBy("face_id").sample(fraction=fraction, seed=seed).limit(sample_size))
+    return sample
