@@ -22,8 +22,8 @@ from jobs.common.schema import FACES_DDL
 from jobs.common.timing import Phases
 from jobs.embed.config import EmbedConfig
 from jobs.embed.known import KnownImages, held_image_ids, known_among
+from jobs.embed.labels import Labeller, load_label_table
 from jobs.embed.plan import InputRef, cut_tasks, list_inputs
-from jobs.embed.rows import Labeller
 from jobs.embed.worker import MaxParam, make_hash_runner, make_table_runner, make_task_runner
 
 log = logging.getLogger(__name__)
@@ -153,37 +153,6 @@ def ensure_faces_table(spark, table_path: str) -> None:
             spark.sql(f"ALTER TABLE delta.`{table_path}` ADD COLUMNS ({', '.join(missing)})")
 
     with_commit_retries(create, table_path)
-
-
-def load_label_table(spark, settings) -> dict[str, tuple[str | None, dict[str, str]]]:
-    """The labels table as {name: (subject_id, attributes)}; `UserError` naming missing columns."""
-    reader = spark.read.format(settings.format)
-    if settings.format == "csv":
-        reader = reader.option("header", "true")
-    try:
-        frame = reader.load(settings.path)
-    except Exception as error:  # noqa: BLE001 - the JVM's message is long; ours names the setting
-        raise UserError(
-            f"embed.labels.table.path {settings.path} is not a readable {settings.format} table: "
-            f"{str(error).splitlines()[0]}"
-        ) from None
-    wanted = [
-        settings.key_column,
-        *([settings.subject_column] if settings.subject_column else []),
-        *settings.attribute_columns,
-    ]
-    missing = [column for column in wanted if column not in frame.columns]
-    if missing:
-        raise UserError(
-            f"embed.labels.table.path {settings.path} has no column(s) {missing} "
-            f"(columns: {frame.columns}); fix embed.labels.table.*_column"
-        )
-    labels = {}
-    for row in frame.select(*wanted).collect():
-        attributes = {c: str(row[c]) for c in settings.attribute_columns if row[c] is not None}
-        subject = row[settings.subject_column] if settings.subject_column else None
-        labels[str(row[settings.key_column])] = (None if subject is None else str(subject), attributes)
-    return labels
 
 
 def _embed_chunk(spark, chunk: list[InputRef], config, context, held, table_path, counts: Counts) -> None:

@@ -5,49 +5,16 @@ before any pixel is decoded."""
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 from typing import Any
 
 import numpy as np
 
 from jobs.embed.ids import STATUS_ROW_INDEX, face_id_of, image_id_of
+from jobs.embed.labels import Labeller
 from jobs.embed.plan import READ_ERROR
 from jobs.embed.read import Loaded
-
-
-@dataclass(frozen=True)
-class Labeller:
-    """subject_id and attributes for an image, from a labels table keyed by the image's name (path
-    relative to the input folder, tar member name or table id) and/or from regexes: subject_id from a
-    regex on the name, attributes from the named groups of a regex on the file name. The table wins
-    where both give a value."""
-
-    subject_from_path: str | None = None
-    attributes_from_name: str | None = None
-    table: dict[str, tuple[str | None, dict[str, str]]] | None = None
-
-    def subject(self, name: str) -> str | None:
-        if self.table is not None and name in self.table and self.table[name][0] is not None:
-            return self.table[name][0]
-        if not self.subject_from_path:
-            return None
-        match = re.search(self.subject_from_path, name)
-        if not match:
-            return None
-        return match.groupdict().get("subject") or (match.group(1) if match.groups() else match.group(0))
-
-    def attributes(self, name: str) -> list[tuple[str, str]] | None:
-        found: dict[str, str] = {}
-        if self.attributes_from_name:
-            match = re.search(self.attributes_from_name, PurePosixPath(name).name)
-            if match:
-                found.update({key: value for key, value in match.groupdict().items() if value is not None})
-        if self.table is not None and name in self.table:
-            found.update(self.table[name][1])
-        return sorted(found.items()) if found else None
 
 
 @dataclass(frozen=True)

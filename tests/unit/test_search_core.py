@@ -1,0 +1,113 @@
+"""The pure core, without Spark: top-k merge and shard search against brute force, removed ids, the index
+choice, face_id derivation and the threshold at an FMR (each against hand-computed or brute-force values)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import faiss
+import numpy as np
+import pytest
+
+from jobs.audit.metrics import threshold_at_fmr
+from jobs.embed.ids import face_id_of, image_id_of
+from jobs.index.choose import EXACT_LIMIT, choose_index
+from jobs.index.search import merge_top_k, pad_to_k, search_shard, search_shards
+from tests.fixtures.faces import clustered
+
+
+def brute_force(vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int, removed=()) -> np.ndarray:
+    """Ids of the top k by score, ties to the smaller id, removed ids never returned."""
+    keep = ~np.isin(ids, np.asarray(removed, np.int64))
+    vectors, ids = vectors[keep], ids[keep]
+    scores = queries @ vectors.T
+    return np.array([ids[np.lexsort((ids, -row))][:k] for row in scores])
+
+
+def flat_shards(vectors: np.ndarray, ids: np.ndarray, count: int) -> list:
+    shards = []
+    for shard in range(count):
+        index = faiss.IndexIDMap2(faiss.IndexFlatIP(vectors.shape[1]))
+        mask = ids % count == shard
+        index.add_with_ids(vectors[mask], ids[mask])
+        shards.append(index)
+    return shards
+
+
+def test_merge_top_k_equals_sorting_the_union() -> None:
+    rng = np.random.default_rng(0)
+    scores = [np.round(rng.random((20, 5)), 2).astype(np.float32) for _ in range(3)]  # rounded: many ties
+    ids = [rng.choice(10_000, size=(20, 5), replace=False) for _ in range(3)]
+    merged_scores, merged_ids = merge_top_k(scores, ids, 7)
+    for row in range(20):
+        union = sorted(
+            zip(np.concatenate([s[row] for s in scores]), np.concatenate([i[row] for i in ids])),
+            key=lambda pair: (-pair[0], pair[1]),
+        )[:7]
+        assert merged_ids[row].tolist() == [i for _, i in union]
+        assert np.allclose(merged_scores[row], [s for s, _ in union])
+
+
+def test_merge_top_k_puts_missing_entries_last() -> None:
+    scores, ids = merge_top_k(
+        [np.array([[0.9, 0.8]]), np.array([[0.99, 0.1]])], [np.array([[1, -1]]), np.array([[-1, 4]])], 3
+    )
+    assert ids.tolist() == [[1, 4, -1]] and scores[0, 2] == -np.inf
+
+
+@pytest.mark.parametrize("removed", [(), (3, 17, 40, 41, 42)])
+def test_sharded_search_equals_brute_force(removed: tuple[int, ...]) -> None:
+    vectors = clustered(600, dim=16, seed=1)
+    ids = np.arange(600, dtype=np.int64)
+    queries = vectors[[3, 17, 40, 100, 599]] + 0.01
+    queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
+    removed_ids = np.array(sorted(removed), dtype=np.int64)
+    _, found = search_shards(flat_shards(vectors, ids, 4), removed_ids, queries, 10)
+    assert found.tolist() == brute_force(vectors, ids, queries, 10, removed).tolist()
+
+
+def test_search_shard_marks_removed_ids_missing() -> None:
+    vectors = clustered(20, dim=8, seed=2)
+    ids = np.arange(20, dtype=np.int64)
+    shard = flat_shards(vectors, ids, 1)[0]
+    _, found = search_shard(shard, np.array([5], np.int64), vectors[5:6], 3)
+    assert 5 not in found[0] and found.shape[1] == 4  # one extra candidate asked for the removed id
+
+
+def test_empty_shards_give_padded_results() -> None:
+    empty = faiss.IndexIDMap2(faiss.IndexFlatIP(4))
+    scores, ids = pad_to_k(*search_shards([empty, empty], np.zeros(0, np.int64), np.ones((2, 4), np.float32), 3), 3)
+    assert ids.tolist() == [[-1] * 3] * 2 and np.isneginf(scores).all()
+
+
+@pytest.mark.parametrize(
+    ("vectors", "budget_gb", "factory", "exact"),
+    [
+        (EXACT_LIMIT, 1, "Flat", True),
+        (4_000_000, 4, "IVF8192,Flat", False),  # 4M x 128 x 4 B = 1.9 GiB fits 4 GiB; 4 * sqrt(4M) = 8000 -> 8192
+        (10_000_000, 1, "IVF16384,PQ32x8", False),  # 4.8 GiB does not fit 1 GiB: PQ with dim / 4 bytes
+    ],
+)
+def test_index_choice_by_hand(vectors: int, budget_gb: int, factory: str, exact: bool) -> None:
+    choice = choose_index(vectors, 128, budget_gb * 2**30)
+    assert (choice.factory, choice.exact) == (factory, exact)
+    assert choice.search_param == (None if exact else "nprobe")
+
+
+def test_face_id_is_the_first_63_bits_of_the_stated_hash() -> None:
+    image_id = image_id_of(b"some image bytes")
+    assert image_id == hashlib.sha256(b"some image bytes").hexdigest()
+    digest = hashlib.sha256(f"{image_id}|model-1|2".encode()).digest()
+    assert face_id_of(image_id, "model-1", 2) == int.from_bytes(digest[:8], "big") & (2**63 - 1)
+    assert len({face_id_of(image_id, "model-1", i) for i in range(5)}) == 5
+    assert face_id_of(image_id, "model-1", 0) != face_id_of(image_id, "model-2", 0)
+
+
+@pytest.mark.parametrize("target", [0.5, 0.1, 0.01, 0.001])
+def test_threshold_at_fmr_is_the_lowest_threshold_meeting_the_target(target: float) -> None:
+    impostor = np.round(np.random.default_rng(3).random(1000), 3)  # ties included
+    threshold = threshold_at_fmr(impostor, target)
+    assert (impostor >= threshold).mean() <= target
+    # brute force: every lower candidate threshold (each distinct score) breaks the target
+    lower = np.unique(impostor[impostor < threshold])
+    assert all((impostor >= t).mean() > target for t in lower)
