@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pyspark.errors import AnalysisException
 
 from jobs.audit import identification as ident
 from jobs.audit.config import AuditConfig
@@ -40,7 +41,7 @@ def load_labelled(spark, config: AuditConfig) -> Labelled:
         try:
             frame = frame.where(settings.where)
             frame.schema  # noqa: B018 - a bad filter must fail here, with its name
-        except Exception as error:  # noqa: BLE001
+        except AnalysisException as error:  # no such path, unreadable format, bad filter: the user's to fix
             raise UserError(f"audit.labelled.where {settings.where!r}: {str(error).splitlines()[0]}") from None
     models = sorted(r.model_id for r in frame.select("model_id").distinct().collect())
     if not models:

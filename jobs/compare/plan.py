@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pyspark.errors import AnalysisException
+
 from jobs.common.delta import pinned_version
 from jobs.common.errors import UserError
 from jobs.common.runs import RunRecord
@@ -27,9 +29,7 @@ def read_pairs_table(spark, settings):
         else:
             frame = spark.read.format(settings.format).load(path)
         columns = frame.columns
-    except UserError:
-        raise
-    except Exception as error:  # noqa: BLE001 - Spark's AnalysisException, pages long
+    except AnalysisException as error:  # no such path, unreadable format, bad filter: the user's to fix
         raise UserError(
             f"compare.pairs.path {path} is not a readable {settings.format} table: {str(error).splitlines()[0]}"
         ) from None

@@ -7,12 +7,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
+from jobs.common.schema import ddl_of
 from jobs.embed.ids import face_id_of, image_id_of
 
-IMAGE_DDL = (
-    "path STRING, image_id STRING, status STRING, error STRING, face_id BIGINT, faces INT, embedding ARRAY<FLOAT>"
+IMAGE_ARROW = pa.schema(
+    [
+        ("path", pa.string()),
+        ("image_id", pa.string()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("face_id", pa.int64()),
+        ("faces", pa.int32()),
+        ("embedding", pa.list_(pa.float32())),
+    ]
 )
+IMAGE_DDL = ddl_of(IMAGE_ARROW)
 
 
 def largest_face(faces: list) -> Any:
@@ -59,27 +70,17 @@ def _row(path: str, image_id: str | None, status: str, error: str | None) -> dic
 
 
 def make_image_runner(context: dict[str, Any]) -> Callable[[Iterator], Iterator]:
-    def run(batches: Iterator) -> Iterator:
-        import pyarrow as pa
+    """mapInArrow over `path STRING` rows -> IMAGE_ARROW rows (one per image, its largest face); the
+    FacePipeline is cached per Python worker (`jobs.embed.worker.cached_pipeline`)."""
 
+    def run(batches: Iterator) -> Iterator:
         from jobs.embed.worker import cached_pipeline
 
         pipeline = cached_pipeline(context["pack_dir"], context["model_id"], context["threads"], context["max_pixels"])
-        schema = pa.schema(
-            [
-                ("path", pa.string()),
-                ("image_id", pa.string()),
-                ("status", pa.string()),
-                ("error", pa.string()),
-                ("face_id", pa.int64()),
-                ("faces", pa.int32()),
-                ("embedding", pa.list_(pa.float32())),
-            ]
-        )
         for batch in batches:
             paths = [str(p) for p in batch.column("path").to_pylist()]
             for start in range(0, len(paths), 16):
                 rows = list(embed_images(paths[start : start + 16], pipeline, context["model_id"]))
-                yield pa.RecordBatch.from_pylist(rows, schema=schema)
+                yield pa.RecordBatch.from_pylist(rows, schema=IMAGE_ARROW)
 
     return run

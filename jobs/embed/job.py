@@ -14,6 +14,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pyspark.errors import AnalysisException
+
 from jobs.common.commits import with_commit_retries
 from jobs.common.delta import latest_version
 from jobs.common.errors import UserError
@@ -177,7 +179,7 @@ def _embed_table(spark, config, context, held, table_path, counts: Counts) -> No
     settings = config.embed.input
     try:
         source = spark.read.format(settings.table_format).load(settings.path)
-    except Exception as error:  # noqa: BLE001 - Spark's AnalysisException arrives wrapped from the JVM
+    except AnalysisException as error:  # no such path, unreadable format, bad filter: the user's to fix
         raise UserError(
             f"embed.input.path {settings.path} is not a readable {settings.table_format} table: "
             f"{str(error).splitlines()[0]}"

@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from pyspark.errors import AnalysisException
+
 from jobs.common.errors import UserError
 
 
@@ -49,7 +51,7 @@ def load_label_table(spark, settings) -> dict[str, tuple[str | None, dict[str, s
         reader = reader.option("header", "true")
     try:
         frame = reader.load(settings.path)
-    except Exception as error:  # noqa: BLE001 - the JVM's message is long; ours names the setting
+    except AnalysisException as error:  # no such path, unreadable format, bad filter: the user's to fix
         raise UserError(
             f"embed.labels.table.path {settings.path} is not a readable {settings.format} table: "
             f"{str(error).splitlines()[0]}"

@@ -11,10 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
+from jobs.common.schema import ddl_of
 from jobs.index import build
 from jobs.index.search import merge_top_k
 from jobs.index.shards import load_index
+
+_PARTIAL_ARROW = pa.schema([("scores", pa.binary()), ("ids", pa.binary()), ("width", pa.int32())])
 
 
 def pick_queries(frame, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -44,9 +48,7 @@ def exact_truth(frame, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndar
     """Exact top-k (scores, ids) of `queries` over every (face_id, embedding) row of `frame`."""
     spark = frame.sparkSession
     shared = spark.sparkContext.broadcast(np.ascontiguousarray(queries, dtype=np.float32))
-    partial = frame.select("face_id", "embedding").mapInArrow(
-        _partition_top_k(shared, k), "scores BINARY, ids BINARY, width INT"
-    )
+    partial = frame.select("face_id", "embedding").mapInArrow(_partition_top_k(shared, k), ddl_of(_PARTIAL_ARROW))
     count = len(queries)
 
     def decode(row) -> tuple[np.ndarray, np.ndarray]:
@@ -65,8 +67,6 @@ def _partition_top_k(shared, k: int):
     output: one row (scores, ids as raw little-endian arrays, width) per non-empty partition."""
 
     def run(batches):
-        import pyarrow as pa
-
         queries = shared.value
         best: tuple[np.ndarray, np.ndarray] | None = None
         for batch in batches:
@@ -79,7 +79,7 @@ def _partition_top_k(shared, k: int):
         if best is not None:
             yield pa.RecordBatch.from_pydict(
                 {"scores": [best[0].tobytes()], "ids": [best[1].tobytes()], "width": [best[1].shape[1]]},
-                schema=pa.schema([("scores", pa.binary()), ("ids", pa.binary()), ("width", pa.int32())]),
+                schema=_PARTIAL_ARROW,
             )
 
     return run

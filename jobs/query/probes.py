@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pyspark.errors import AnalysisException
+
 from jobs.common.delta import read_pinned
 from jobs.common.errors import UserError
 from jobs.common.runs import RunRecord
@@ -29,7 +31,7 @@ def probe_frame(config: QueryConfig, spark, manifest: dict, record: RunRecord):
         try:
             frame = frame.where(probes_settings.where)
             frame.schema  # noqa: B018 - analysis happens here; a bad filter must fail before any work
-        except Exception as error:  # noqa: BLE001 - Spark's ParseException/AnalysisException
+        except AnalysisException as error:  # no such path, unreadable format, bad filter: the user's to fix
             raise UserError(
                 f"query.probes.where {probes_settings.where!r} is not a valid filter on {table}: "
                 f"{str(error).splitlines()[0]}"

@@ -13,13 +13,17 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
-CANDIDATES_DDL = "probe_face_id BIGINT, gallery_face_id BIGINT, score FLOAT, rank INT"
+from jobs.common.schema import ddl_of
+
+CANDIDATES_ARROW = pa.schema(
+    [("probe_face_id", pa.int64()), ("gallery_face_id", pa.int64()), ("score", pa.float32()), ("rank", pa.int32())]
+)
+CANDIDATES_DDL = ddl_of(CANDIDATES_ARROW)
 
 
-def _to_batch(probe_ids: np.ndarray, scores: np.ndarray, ids: np.ndarray):
-    import pyarrow as pa
-
+def _to_batch(probe_ids: np.ndarray, scores: np.ndarray, ids: np.ndarray) -> pa.RecordBatch:
     keep = ids >= 0
     per_probe = keep.sum(axis=1)
     ranks = np.broadcast_to(np.arange(1, ids.shape[1] + 1, dtype=np.int32), ids.shape)
@@ -30,7 +34,7 @@ def _to_batch(probe_ids: np.ndarray, scores: np.ndarray, ids: np.ndarray):
             pa.array(scores[keep].astype(np.float32), pa.float32()),
             pa.array(ranks[keep], pa.int32()),
         ],
-        names=["probe_face_id", "gallery_face_id", "score", "rank"],
+        schema=CANDIDATES_ARROW,
     )
 
 
