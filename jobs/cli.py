@@ -1,7 +1,8 @@
 """The `lineup` command: one sub-command per job or tool, each `--conf FILE [--set key.sub=value ...]`.
 
-Bad input ends with a one-line message on stderr and exit status 2 (a transient failure: 3); success prints
-one JSON line.
+stdout carries exactly one line, the JSON summary, also when a command fails (`"status": "failed"`); logs,
+progress and tracebacks go to stderr. Exit status: 0 done, 2 bad input (a one-line reason; do not retry),
+3 transient infrastructure failure (retry), 1 a bug.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from jobs.common.logs import configure_logging, emit_summary
 
 log = logging.getLogger("lineup")
 
+EXIT_BUG = 1
 EXIT_USER_ERROR = 2
 EXIT_TRANSIENT = 3
 
@@ -212,16 +214,61 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Whatever happens, stdout gets exactly one JSON line (the summary, or
+    `"status": "failed"` with the error) and the exit status says what kind of ending it was."""
     args = build_parser().parse_args(argv)
     configure_logging()
     try:
         return int(args.handler(args))
     except UserError as error:
         sys.stderr.write(f"lineup {args.command}: error: {error}\n")
-        return EXIT_USER_ERROR
+        return _failed(args.command, error, EXIT_USER_ERROR)
     except TransientError as error:
         sys.stderr.write(f"lineup {args.command}: transient failure, retry later: {error}\n")
-        return EXIT_TRANSIENT
+        return _failed(args.command, error, EXIT_TRANSIENT)
+    except Exception as error:  # noqa: BLE001 - a bug: its traceback goes to stderr, the JSON line still comes
+        if is_transient(error):
+            log.exception("lineup %s: transient infrastructure failure", args.command)
+            return _failed(args.command, error, EXIT_TRANSIENT)
+        log.exception("lineup %s failed with an unexpected error (a bug: please report it)", args.command)
+        return _failed(args.command, error, EXIT_BUG)
+
+
+def _failed(command: str, error: BaseException, exit_code: int) -> int:
+    first_line = (str(error).splitlines() or [type(error).__name__])[0][:2000]
+    emit_summary(
+        {
+            "job": command,
+            "run_id": getattr(error, "run_id", None),
+            "status": "failed",
+            "exit_code": exit_code,
+            "error": first_line if exit_code != EXIT_BUG else f"{type(error).__name__}: {first_line}",
+        }
+    )
+    return exit_code
+
+
+def is_transient(error: BaseException) -> bool:
+    """Infrastructure failures a retry may not meet: a lost executor, a storage or network timeout.
+
+    >>> is_transient(RuntimeError("Job aborted due to stage failure: ExecutorLostFailure (executor 3 exited)"))
+    True
+    >>> is_transient(ValueError("could not convert string to float"))
+    False
+    """
+    text = f"{type(error).__name__}: {error}"
+    markers = (
+        "ExecutorLostFailure",
+        "FetchFailed",
+        "SocketTimeoutException",
+        "ConnectException",
+        "Connection refused",
+        "Connection reset",
+        "UnknownHostException",
+        "SdkClientException",
+        "Read timed out",
+    )
+    return any(marker in text for marker in markers)
 
 
 if __name__ == "__main__":

@@ -107,6 +107,8 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> tuple[dic
         node = result
         for depth, part in enumerate(parts[:-1]):
             child = node.setdefault(part, {})
+            if child is None:  # a section the file leaves null (`archive: null`) is filled by --set
+                child = node[part] = {}
             if not isinstance(child, dict):
                 prefix = ".".join(parts[: depth + 1])
                 raise ConfigError(f"--set {override!r}: {prefix!r} is a value, not a section")

@@ -130,4 +130,5 @@ def run_recorded(spark, runs_table: str, record: RunRecord, body: Callable[[RunR
         return body(record)
     except Exception as error:
         record_failure(spark, runs_table, record, error)
+        error.run_id = record.run_id  # type: ignore[attr-defined]  # the CLI's failure line names the run
         raise

@@ -47,7 +47,9 @@ def local_session_conf(settings: SparkSettings, jars: list[Path]) -> dict[str, s
         # Delta rebuilds table state with 50 tasks by default: seconds of overhead per read on a laptop.
         "spark.databricks.delta.snapshotPartitions": str(settings.shuffle_partitions),
         "spark.ui.enabled": str(settings.ui_enabled).lower(),
-        "spark.ui.showConsoleProgress": "true",
+        # The console progress bar writes `\r[Stage ...]` to the terminal, which orchestrators capture
+        # with stdout and glue onto the JSON line; our own phase logs on stderr say what is running.
+        "spark.ui.showConsoleProgress": "false",
         "spark.driver.memory": settings.driver_memory,
         # Python workers must run this interpreter (the venv), not whatever `python3` is on PATH.
         "spark.pyspark.python": sys.executable,
@@ -98,7 +100,7 @@ def submit_args(settings: SparkSettings) -> list[str]:
     """The spark-submit flags that give a cluster job the staged Delta jars and Delta's settings."""
     jars = staged_jars(settings.resolved_jars_dir())
     args = ["--jars", ",".join(str(path) for path in jars)]
-    for key, value in DELTA_CONF.items():
+    for key, value in {**DELTA_CONF, "spark.ui.showConsoleProgress": "false"}.items():
         args += ["--conf", f"{key}={value}"]
     return args
 

@@ -88,6 +88,9 @@ def _run(config: EmbedConfig, spark, record: RunRecord, phases: Phases) -> dict[
         pack = load_pack(config.resolved_pack_dir())
         refs = list_inputs(config.embed.input) if config.embed.input.kind != "table" else []
     table_path = config.faces_table_path()
+    # Everything that can refuse the input (labels table included) runs before the table is touched:
+    # a refused run leaves no new table version behind.
+    context = _worker_context(config, spark, pack, record.run_id)
     with phases.phase("prepare_table"):
         ensure_faces_table(spark, table_path)
         start_version = latest_version(spark, table_path)
@@ -97,7 +100,6 @@ def _run(config: EmbedConfig, spark, record: RunRecord, phases: Phases) -> dict[
     record.params["model_id"] = pack.model_id
     record.add_input("archive", config.embed.input.path, None)
     record.add_input("faces_at_start", table_path, start_version)
-    context = _worker_context(config, spark, pack, record.run_id)
     counts = Counts()
     with phases.phase("embed_and_commit", count=len(refs) or None, unit="files"):
         work_started = time.perf_counter()

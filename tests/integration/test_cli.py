@@ -34,7 +34,10 @@ def test_doctor_without_jars_exits_2_naming_the_fix(tmp_path: Path) -> None:
     assert result.returncode == 2
     message = result.stderr.strip().splitlines()
     assert len(message) == 1 and "lineup setup" in message[0] and str(tmp_path) in message[0]
-    assert result.stdout == ""
+    # the orchestration contract: even a failure ends with exactly one JSON line on stdout
+    [line] = result.stdout.splitlines()
+    failure = json.loads(line)
+    assert failure["status"] == "failed" and failure["exit_code"] == 2 and "lineup setup" in failure["error"]
 
 
 def test_bad_config_key_exits_2() -> None:

@@ -174,3 +174,16 @@ def test_concurrent_queries_share_their_tables(spark, tmp_path: Path) -> None:
     assert matches.count() == 3 * 30 * 5
     runs = spark.read.format("delta").load(str(tmp_path / "runs")).collect()
     assert sorted(r.run_id for r in runs if r.status == "ok") == sorted(s["run_id"] for s in summaries)
+
+
+@pytest.mark.data
+def test_a_refused_run_leaves_no_table_behind(spark, tmp_path: Path, shared_data: Path) -> None:
+    from jobs.common.errors import UserError
+
+    table = tmp_path / "faces"
+    config = embed_config(
+        shared_data / "lfw" / "images" / "Zico", table, f"embed.labels.table.path={tmp_path / 'nope.csv'}"
+    )
+    with pytest.raises(UserError, match="embed.labels.table.path"):
+        run_embed(config, spark)
+    assert not table.exists()  # no empty version 0 of a table nobody asked to create yet
