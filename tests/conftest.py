@@ -28,6 +28,22 @@ def shared_data() -> Path:
     return root
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_data_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Jobs that fall back to the default data root (runs table, default tables) write under a temp
+    folder, never into the user's $LINEUP_HOME; subprocesses inherit it."""
+    from jobs.common.paths import DATA_ROOT_ENV
+
+    root = tmp_path_factory.mktemp("default-data-root")
+    previous = os.environ.get(DATA_ROOT_ENV)
+    os.environ[DATA_ROOT_ENV] = str(root)
+    yield root
+    if previous is None:
+        os.environ.pop(DATA_ROOT_ENV, None)
+    else:
+        os.environ[DATA_ROOT_ENV] = previous
+
+
 @pytest.fixture(scope="session")
 def spark_settings(tmp_path_factory: pytest.TempPathFactory) -> SparkSettings:
     """Small local Spark: two cores, UI off, two shuffle partitions, warehouse in a temp folder."""

@@ -27,6 +27,11 @@ def models_dir() -> Path:
     return lineup_home() / "models"
 
 
+DATA_ROOT_ENV = "LINEUP_DATA_ROOT"
+
+
 def default_data_root() -> Path:
-    """Default root for the warehouse and the tables jobs write."""
-    return lineup_home() / "data"
+    """Default root for the warehouse and the tables jobs write: `$LINEUP_DATA_ROOT`, else
+    `$LINEUP_HOME/data` (`spark.data_root` in a config wins over both)."""
+    given = os.environ.get(DATA_ROOT_ENV)
+    return Path(given).expanduser().resolve() if given else lineup_home() / "data"
