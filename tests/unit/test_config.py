@@ -80,6 +80,7 @@ def test_missing_file_and_non_mapping(tmp_path: Path) -> None:
 
 def test_defaults_resolve_under_lineup_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("LINEUP_HOME", str(tmp_path))
+    monkeypatch.delenv("LINEUP_DATA_ROOT", raising=False)  # the suite's own isolation
     config = load_config(LineupConfig)
     assert config.spark.resolved_jars_dir() == tmp_path / "jars"
     assert config.spark.resolved_data_root() == tmp_path / "data"
