@@ -121,6 +121,10 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
         "score pairs (two image paths or two face ids per row) into a pair scores table",
         _config_job("jobs.compare.config.CompareConfig", "jobs.compare.job.run_compare"),
     ),
+    "forget": (
+        "erase a person's faces, matches and index vectors; purge history; record and verify the erasure",
+        _config_job("jobs.forget.config.ForgetConfig", "jobs.forget.job.run_forget"),
+    ),
     "setup": (
         "stage the Delta jars and build the default model pack",
         _config_job("jobs.common.config.LineupConfig", "jobs.staging.run_setup"),

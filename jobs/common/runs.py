@@ -33,7 +33,7 @@ def new_run_id(job: str) -> str:
     return f"{job}-{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:8]}"
 
 
-def _user() -> str:
+def current_user() -> str:
     try:
         return getpass.getuser()
     except (KeyError, OSError):  # no passwd entry in some containers
@@ -77,7 +77,7 @@ def append_run(spark, runs_table: str, record: RunRecord, status: str, error: st
         "job": record.job,
         "started_at": record.started_at,
         "finished_at": dt.datetime.now(dt.UTC),
-        "user": _user(),
+        "user": current_user(),
         "host": socket.gethostname(),
         "params": json.dumps(record.params, sort_keys=True, default=str),
         "inputs": record.inputs,

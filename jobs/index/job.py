@@ -10,7 +10,6 @@ the manifest's version without retraining and records removed rows, which search
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import time
 import uuid
@@ -27,7 +26,14 @@ from jobs.index.choose import choose_index
 from jobs.index.config import IndexConfig
 from jobs.index.plan import read_gallery, training_sample
 from jobs.index.recall import measure_recall
-from jobs.index.shards import MANIFEST, load_index, read_manifest, sha256_bytes, write_atomically
+from jobs.index.shards import (
+    load_index,
+    read_manifest,
+    remove_unnamed_files,
+    sha256_bytes,
+    write_atomically,
+    write_manifest,
+)
 from jobs.index.worker import SHARD_ROWS_DDL, make_shard_runner, shard_file
 
 log = logging.getLogger(__name__)
@@ -77,18 +83,18 @@ def _build(config: IndexConfig, spark, phases: Phases) -> dict[str, Any]:
     with phases.phase("add", count=vectors, unit="vectors"):
         shards = _add_shards(spark, frame, trained, settings.shards, {}, out, generation)
     manifest = new_manifest(model_id, dim, table_path, version, choice, settings.shards, shards, vectors)
-    _write_manifest(out, manifest)
+    write_manifest(out, manifest)
     with phases.phase("recall"):
         manifest.update(measure_recall(frame, out, settings))
     manifest["build_s"] = round(time.perf_counter() - started, 1)
-    _write_manifest(out, manifest)
+    write_manifest(out, manifest)
     if manifest["recall_at_k"] < settings.recall_floor and not settings.accept_low_recall:
         raise UserError(
             f"recall@{settings.recall_k} {manifest['recall_at_k']:.3f} stays below index.recall_floor "
             f"{settings.recall_floor} for every {choice.search_param}; use a larger index.factory or set "
             "index.accept_low_recall=true"
         )
-    _remove_stale(out, manifest)
+    remove_unnamed_files(out, manifest)
     return _summary("build", manifest, out)
 
 
@@ -178,6 +184,8 @@ def _update(config: IndexConfig, spark, phases: Phases) -> dict[str, Any]:
 
     out, settings = config.index_path(), config.index
     manifest = read_manifest(out)
+    if manifest.get("rebuild_required"):
+        raise UserError(f"index {out}: {manifest['rebuild_required']} (index.update=false)")
     load_index(out)  # refuse a tampered index before touching it
     table_path = manifest["faces_table"]
     new_frame, version, model_id, dim = read_gallery(spark, table_path, settings.faces_version, manifest["model_id"])
@@ -209,8 +217,8 @@ def _update(config: IndexConfig, spark, phases: Phases) -> dict[str, Any]:
     if not manifest["exact"]:
         with phases.phase("recall"):
             manifest.update(measure_recall(new_frame, out, settings))
-    _write_manifest(out, manifest)
-    _remove_stale(out, manifest)
+    write_manifest(out, manifest)
+    remove_unnamed_files(out, manifest)
     summary = _summary("update", manifest, out)
     share = manifest["added_since_build"] / max(manifest["vectors_at_build"], 1)
     summary.update(
@@ -226,18 +234,6 @@ def _emptied(index):
     """A copy of a shard with its vectors removed: the trained state new shards start from."""
     index.reset()
     return index
-
-
-def _write_manifest(out: Path, manifest: dict) -> None:
-    write_atomically(out / MANIFEST, json.dumps(manifest, indent=2).encode("utf-8"))
-
-
-def _remove_stale(out: Path, manifest: dict) -> None:
-    """Delete shard and removed-id files no manifest names any more (only after the manifest swap)."""
-    keep = {entry["file"] for entry in manifest["shards"]} | {MANIFEST, manifest.get("removed_file")}
-    for path in out.iterdir():
-        if path.is_file() and path.name not in keep and (path.suffix in (".faiss", ".bin")):
-            path.unlink()
 
 
 def _summary(mode: str, manifest: dict, out: Path) -> dict[str, Any]:

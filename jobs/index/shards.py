@@ -38,6 +38,19 @@ def write_atomically(path: Path, data: bytes) -> None:
     os.replace(scratch, path)
 
 
+def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
+    """The commit point of an index: every file it names is written before it."""
+    write_atomically(directory / MANIFEST, json.dumps(manifest, indent=2).encode("utf-8"))
+
+
+def remove_unnamed_files(directory: Path, manifest: dict[str, Any]) -> None:
+    """Delete shard and removed-id files the manifest no longer names (only after the manifest swap)."""
+    keep = {entry["file"] for entry in manifest["shards"]} | {MANIFEST, manifest.get("removed_file")}
+    for path in directory.iterdir():
+        if path.is_file() and path.name not in keep and path.suffix in (".faiss", ".bin"):
+            path.unlink()
+
+
 def serialize(index) -> bytes:
     import faiss
 

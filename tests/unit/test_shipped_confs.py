@@ -14,6 +14,7 @@ from jobs.audit.config import AuditConfig
 from jobs.common.config import SHARED_CONF, LineupConfig, deep_merge, load_config, read_yaml
 from jobs.compare.config import CompareConfig
 from jobs.embed.config import EmbedConfig
+from jobs.forget.config import ForgetConfig
 from jobs.index.config import IndexConfig
 from jobs.query.config import QueryConfig
 
@@ -25,6 +26,7 @@ CLASSES = {
     "query": QueryConfig,
     "compare": CompareConfig,
     "audit": AuditConfig,
+    "forget": ForgetConfig,
 }
 
 
@@ -58,7 +60,11 @@ def test_every_conf_file_has_a_settings_class() -> None:
 def test_shipped_conf_loads_and_names_every_field(name: str) -> None:
     path = CONF / f"{name}.yaml"
     # the one key each job needs from the user (the shipped files leave it null on purpose)
-    overrides = {"audit": ["audit.labelled.faces_table=/t"], "query": ["query.probes.faces_table=/t"]}.get(name, [])
+    overrides = {
+        "audit": ["audit.labelled.faces_table=/t"],
+        "query": ["query.probes.faces_table=/t"],
+        "forget": ["forget.selector.values=[someone]"],
+    }.get(name, [])
     load_config(CLASSES[name], path, overrides)  # validates: unknown keys and wrong types fail
     data = read_yaml(path) if name == "lineup" else deep_merge(read_yaml(CONF / SHARED_CONF), read_yaml(path))
     assert missing_fields(CLASSES[name], data) == []

@@ -1,0 +1,252 @@
+"""The forget job: erase a person's biometric data from every table and index, record it, prove it.
+
+plan (driver: the selector's rows in the faces and probe tables -> face ids, image ids, embedding
+digests; kept in a pending file so a crashed run resumes with the same set) -> delete (one Delta DELETE
+per table, commit conflicts retried) -> rewrite index shards without the vectors (`indexes.py`) ->
+purge history (VACUUM at the stated retention) -> verify (`verify.py`: raw files and shards) -> record
+(the erasures table keeps sha256 digests only, never the ids or vectors) and the runs row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import uuid
+from pathlib import Path
+from typing import Any
+
+from jobs.common.commits import append_with_retries, with_commit_retries
+from jobs.common.delta import is_delta_table, latest_version
+from jobs.common.errors import UserError
+from jobs.common.runs import RunRecord, append_run, current_user, run_job
+from jobs.common.timing import Phases
+from jobs.forget.config import ForgetConfig
+from jobs.forget.indexes import erase_from_index
+from jobs.forget.plan import ErasedSet, find_rows, id_digest, selector_values
+from jobs.forget.verify import Findings, scan_index, scan_table
+
+log = logging.getLogger(__name__)
+
+ERASURES_DDL = (
+    "erasure_id STRING, run_id STRING, erased_at TIMESTAMP, user STRING, selector_kind STRING, "
+    "selector_sha256 ARRAY<STRING>, model_id STRING, older_than STRING, "
+    "tables ARRAY<STRUCT<role: STRING, path: STRING, version_before: BIGINT, version_after: BIGINT, "
+    "rows_deleted: BIGINT>>, indexes ARRAY<STRUCT<path: STRING, vectors_removed: BIGINT>>, "
+    "purged_history BOOLEAN, retention_hours DOUBLE, verified BOOLEAN, findings STRING, "
+    "face_id_sha256 ARRAY<STRING>, embedding_sha256 ARRAY<STRING>"
+)
+
+
+class ErasureIncomplete(UserError):
+    """Files still hold erased data after the run; the message names them and what to do."""
+
+
+def run_forget(config: ForgetConfig, spark=None) -> dict[str, Any]:
+    params = config.forget.model_dump(mode="json")
+    if config.forget.selector is not None:  # the runs table must not keep the person's ids either
+        params["selector"]["values"] = [id_digest(v) for v in config.forget.selector.values]
+    return run_job("forget", config, spark, params, lambda spark, r, phases: _run(config, spark, r, phases))
+
+
+def _run(config: ForgetConfig, spark, record: RunRecord, phases: Phases) -> dict[str, Any]:
+    settings = config.forget
+    erasure_id = f"erasure-{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:8]}"
+    faces, probes = config.faces_table_paths(), config.resolved(settings.probe_tables)
+    with phases.phase("plan"):
+        values = selector_values(settings.selector) if settings.selector else []
+        pending = _pending_path(config, values)
+        erased = ErasedSet.from_json(pending.read_text()) if pending.is_file() else ErasedSet()
+        if settings.selector:
+            erased.update(find_rows(spark, faces + probes, settings.selector, values))
+    if settings.selector and not erased.face_ids and settings.older_than is None:
+        if not _anything_names(spark, config, erased):
+            log.info("forget: the selector matches nothing in the configured tables; nothing was changed")
+            return {"job": "forget", "run_id": record.run_id, "status": "ok", "matched": 0, "changed": False}
+    pending.parent.mkdir(parents=True, exist_ok=True)
+    pending.write_text(erased.to_json())  # a crashed run resumes with the same set; removed at the end
+    with phases.phase("delete_rows"):
+        tables = _delete_everywhere(spark, config, erased)
+    with phases.phase("rewrite_indexes"):
+        versions = {t["path"]: (t["version_before"], t["version_after"]) for t in tables if t["role"] == "faces"}
+        indexes = [
+            erase_from_index(Path(d), erased.face_ids, erasure_id, versions)
+            for d in config.resolved(settings.index_dirs)
+        ]
+    if settings.purge_history:
+        with phases.phase("purge_history"):
+            _purge(spark, [t["path"] for t in tables], float(settings.retention_hours or 0))
+    findings = Findings()
+    if settings.verify:
+        with phases.phase("verify"):
+            findings = _verify(spark, config, erased, tables)
+    incomplete = findings.current + findings.shards + (findings.history if settings.purge_history else [])
+    row = _erasure_row(config, record, erasure_id, values, erased, tables, indexes, findings, not incomplete)
+    append_with_retries(spark.createDataFrame([row], ERASURES_DDL), config.erasures_table_path())
+    record.counts = {
+        "faces_erased": len(erased.face_ids),
+        **{f"rows_deleted_{t['role']}": t["rows_deleted"] for t in tables},
+    }
+    record.counts["vectors_removed"] = sum(i["vectors_removed"] for i in indexes)
+    record.add_output("erasures", config.erasures_table_path(), latest_version(spark, config.erasures_table_path()))
+    if incomplete:
+        raise ErasureIncomplete(
+            f"erasure {erasure_id}: {len(incomplete)} file(s) still hold erased data, e.g. {incomplete[:3]}"
+            + ("" if settings.purge_history else "; set forget.purge_history=true with forget.retention_hours")
+        )
+    pending.unlink(missing_ok=True)
+    runs_version = append_run(spark, config.runs_table_path(), record, "ok")
+    return {
+        "job": "forget",
+        "run_id": record.run_id,
+        "erasure_id": erasure_id,
+        "status": "ok",
+        "matched": len(erased.face_ids),
+        "changed": True,
+        "tables": tables,
+        "indexes": indexes,
+        "purged_history": settings.purge_history,
+        "verification": findings.as_dict() if settings.verify else None,
+        "outputs": {"erasures_table": config.erasures_table_path(), "runs_version": runs_version},
+    }
+
+
+def _pending_path(config: ForgetConfig, values: list[str]) -> Path:
+    key = id_digest(json.dumps([config.forget.selector.kind if config.forget.selector else "", values]))
+    return config.locations.data_root() / "erasures" / f"pending-{key[:24]}.json"
+
+
+def _roles(config: ForgetConfig) -> list[tuple[str, str]]:
+    settings = config.forget
+    roles = [("faces", t) for t in config.faces_table_paths()] + [
+        ("probe_faces", t) for t in config.resolved(settings.probe_tables)
+    ]
+    roles += [("matches", t) for t in config.resolved(settings.matches_tables)]
+    roles += [("identities", t) for t in config.resolved(settings.identities_tables)]
+    return roles + [("pair_scores", t) for t in config.resolved(settings.pair_scores_tables)]
+
+
+def _condition(role: str, erased: ErasedSet, by_subject: bool, cutoff: dt.datetime | None):
+    """Which rows of a table of this role hold the person's data (or are past retention)."""
+    from pyspark.sql import functions as F
+
+    faces, images, subjects = sorted(erased.face_ids), sorted(erased.image_ids), sorted(erased.subject_ids)
+    never = F.lit(False)
+    if role in ("faces", "probe_faces"):
+        condition = F.col("face_id").isin(faces) | F.col("image_id").isin(images) if faces or images else never
+        time_column = "embedded_at" if role == "probe_faces" else None
+    elif role in ("matches", "identities"):
+        face_column = "gallery_face_id" if role == "matches" else "best_gallery_face_id"
+        condition = (
+            F.col("probe_face_id").isin(faces) | F.col(face_column).isin(faces) | F.col("probe_image_id").isin(images)
+        )
+        if by_subject and subjects:
+            condition = (
+                condition | F.col("probe_subject_id").isin(subjects) | F.col("gallery_subject_id").isin(subjects)
+            )
+        time_column = "queried_at"
+    else:
+        condition = F.col("a_face_id").isin(faces) | F.col("b_face_id").isin(faces)
+        time_column = None
+    if cutoff is not None and time_column is not None:
+        condition = condition | (F.col(time_column) < F.lit(cutoff))
+    return condition
+
+
+def _delete_everywhere(spark, config: ForgetConfig, erased: ErasedSet) -> list[dict[str, Any]]:
+    from delta.tables import DeltaTable
+
+    hours = config.older_than_hours()
+    cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(hours=hours) if hours is not None else None
+    by_subject = config.forget.selector is not None and config.forget.selector.kind == "subject_ids"
+    done = []
+    for role, table in _roles(config):
+        if not is_delta_table(spark, table):
+            continue
+        condition = _condition(role, erased, by_subject, cutoff)
+        before = latest_version(spark, table)
+        matching = spark.read.format("delta").load(table).where(condition).count()
+        if matching:  # a DELETE that matches nothing would still add a version
+
+            def delete(table: str = table, condition=condition) -> None:
+                DeltaTable.forPath(spark, table).delete(condition)
+
+            with_commit_retries(delete, table)
+        after = latest_version(spark, table)
+        log.info("forget: %s %s: %d row(s) deleted (v%d -> v%d)", role, table, matching, before, after)
+        done.append(
+            {"role": role, "path": table, "version_before": before, "version_after": after, "rows_deleted": matching}
+        )
+    return done
+
+
+def _anything_names(spark, config: ForgetConfig, erased: ErasedSet) -> bool:
+    """Whether any derived table still names the selected subjects (a rerun after the faces were deleted)."""
+    by_subject = config.forget.selector is not None and config.forget.selector.kind == "subject_ids"
+    for role, table in _roles(config):
+        if role in ("matches", "identities") and by_subject and is_delta_table(spark, table):
+            if spark.read.format("delta").load(table).where(_condition(role, erased, True, None)).limit(1).count():
+                return True
+    return False
+
+
+def _purge(spark, tables: list[str], retention_hours: float) -> None:
+    """VACUUM each table: data files no version newer than `retention_hours` reads are deleted."""
+    from delta.tables import DeltaTable
+
+    if retention_hours < 168:  # Delta refuses short retentions unless told the operator means it
+        spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
+    # VACUUM lists a table's folders with one task per `parallelPartitionDiscovery.parallelism` slot
+    # (10,000 by default): minutes of empty tasks on a small cluster; the shuffle width is plenty.
+    listing = "spark.sql.sources.parallelPartitionDiscovery.parallelism"
+    previous = spark.conf.get(listing, None)
+    spark.conf.set(listing, spark.conf.get("spark.sql.shuffle.partitions"))
+    try:
+        for table in tables:
+            DeltaTable.forPath(spark, table).vacuum(retention_hours)
+            log.info("forget: vacuumed %s at %.1f h retention", table, retention_hours)
+    finally:
+        if previous is None:
+            spark.conf.unset(listing)
+        else:
+            spark.conf.set(listing, previous)
+
+
+def _verify(spark, config: ForgetConfig, erased: ErasedSet, tables: list[dict[str, Any]]) -> Findings:
+    from delta.tables import DeltaTable
+
+    id_digests = {id_digest(i) for i in erased.face_ids}
+    findings = Findings()
+    for table in tables:
+        current = {_local(uri) for uri in DeltaTable.forPath(spark, table["path"]).toDF().inputFiles()}
+        scan_table(Path(table["path"]), current, id_digests, erased.embedding_digests, findings)
+    for index_dir in config.resolved(config.forget.index_dirs):
+        scan_index(Path(index_dir), id_digests, erased.embedding_digests, findings)
+    return findings
+
+
+def _local(uri: str) -> str:
+    path = uri[len("file:") :] if uri.startswith("file:") else uri
+    return str(Path(path.replace("///", "/", 1) if path.startswith("///") else path).resolve())
+
+
+def _erasure_row(config, record, erasure_id, values, erased, tables, indexes, findings, verified) -> dict[str, Any]:
+    settings = config.forget
+    return {
+        "erasure_id": erasure_id,
+        "run_id": record.run_id,
+        "erased_at": dt.datetime.now(dt.UTC),
+        "user": current_user(),
+        "selector_kind": settings.selector.kind if settings.selector else None,
+        "selector_sha256": [id_digest(v) for v in values],
+        "model_id": settings.selector.model_id if settings.selector else None,
+        "older_than": settings.older_than,
+        "tables": tables,
+        "indexes": [{"path": i["index_dir"], "vectors_removed": i["vectors_removed"]} for i in indexes],
+        "purged_history": settings.purge_history,
+        "retention_hours": settings.retention_hours,
+        "verified": verified if settings.verify else None,
+        "findings": json.dumps(findings.as_dict()),
+        "face_id_sha256": sorted(id_digest(i) for i in erased.face_ids),
+        "embedding_sha256": sorted(erased.embedding_digests),
+    }

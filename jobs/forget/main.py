@@ -1,0 +1,16 @@
+"""Entry point of the forget job: `lineup forget ...` or, unchanged, `spark-submit jobs/forget/main.py ...`."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from jobs.cli import main as cli_main
+
+    return cli_main(["forget", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""Driver side of an erasure: which rows are the person's. The selector is read and checked, then matched
+in the faces and probe tables; what comes back is the person's face ids, image ids and the sha256 of each
+of their embeddings (enough to find every copy, exactly, without keeping the vectors themselves)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jobs.common.delta import is_delta_table
+from jobs.common.errors import UserError
+from jobs.forget.config import SelectorSettings
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_COLUMN = {"subject_ids": "subject_id", "face_ids": "face_id", "image_ids": "image_id", "source_paths": "source_path"}
+
+
+def embedding_digest(vector: Any) -> str:
+    """sha256 of the float32 bytes of an embedding: equal digests mean exactly equal vectors.
+
+    >>> embedding_digest([0.5, -1.0]) == embedding_digest(np.array([0.5, -1.0], np.float32))
+    True
+    """
+    return hashlib.sha256(np.asarray(vector, dtype=np.float32).tobytes()).hexdigest()
+
+
+def id_digest(value: object) -> str:
+    """What an erasure record keeps of a personal identifier: its sha256, never the value."""
+    return hashlib.sha256(str(value).encode("utf-8")).hexdigest()
+
+
+def selector_values(selector: SelectorSettings) -> list[str]:
+    """The selector's values, checked for their kind; `UserError` naming the key when they are malformed."""
+    values = [str(v).strip() for v in selector.values]
+    if selector.from_file:
+        path = Path(selector.from_file).expanduser()
+        if not path.is_file():
+            raise UserError(f"forget.selector.from_file {path} does not exist: give a text file, one value per line")
+        values += [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not values:
+        raise UserError("forget.selector has no values: set forget.selector.values or forget.selector.from_file")
+    if selector.kind == "face_ids":
+        bad = [v for v in values if not re.fullmatch(r"-?\d+", v)]
+    elif selector.kind == "image_ids":
+        bad = [v for v in values if not _HEX64.fullmatch(v)]
+    else:
+        bad = []
+    if bad:
+        raise UserError(
+            f"forget.selector.values: {bad[:3]} are not {selector.kind} "
+            f"({'integers' if selector.kind == 'face_ids' else 'sha256 hex digests'}); fix forget.selector"
+        )
+    return sorted(set(values))
+
+
+@dataclass
+class ErasedSet:
+    """The person's rows, as found: ids to delete by, digests to verify by."""
+
+    face_ids: set[int] = field(default_factory=set)
+    image_ids: set[str] = field(default_factory=set)
+    subject_ids: set[str] = field(default_factory=set)
+    embedding_digests: set[str] = field(default_factory=set)
+
+    def __len__(self) -> int:
+        return len(self.face_ids)
+
+    def update(self, other: ErasedSet) -> None:
+        self.face_ids |= other.face_ids
+        self.image_ids |= other.image_ids
+        self.subject_ids |= other.subject_ids
+        self.embedding_digests |= other.embedding_digests
+
+    def to_json(self) -> str:
+        return json.dumps({k: sorted(v) for k, v in self.__dict__.items()})
+
+    @classmethod
+    def from_json(cls, text: str) -> ErasedSet:
+        data = json.loads(text)
+        return cls({int(i) for i in data["face_ids"]}, *(set(data[k]) for k in list(cls.__dataclass_fields__)[1:]))
+
+
+def find_rows(spark, tables: list[str], selector: SelectorSettings, values: list[str]) -> ErasedSet:
+    """The rows of `tables` (faces-table layout) the selector names; tables not written yet are skipped."""
+    from pyspark.sql import functions as F
+
+    column = _COLUMN[selector.kind]
+    typed: list[Any] = [int(v) for v in values] if selector.kind == "face_ids" else values
+    found = ErasedSet()
+    for table in tables:
+        if not is_delta_table(spark, table):
+            continue
+        frame = spark.read.format("delta").load(table).where(F.col(column).isin(typed))
+        if selector.model_id:
+            frame = frame.where(F.col("model_id") == selector.model_id)
+        for row in frame.select("face_id", "image_id", "subject_id", "embedding").collect():
+            found.face_ids.add(int(row.face_id))
+            if row.image_id is not None:
+                found.image_ids.add(row.image_id)
+            if row.subject_id is not None:
+                found.subject_ids.add(row.subject_id)
+            if row.embedding is not None:
+                found.embedding_digests.add(embedding_digest(row.embedding))
+    if selector.kind == "subject_ids":
+        found.subject_ids |= set(values)
+    return found
