@@ -256,3 +256,16 @@ def test_a_selector_matching_nothing_changes_nothing(spark, world: Path, tmp_pat
     assert cli_main(malformed) == 2
     out, err = capsys.readouterr()
     assert "forget.selector.values" in err and json.loads(out.splitlines()[-1])["status"] == "failed"
+
+
+def test_retention_erases_search_history_older_than_the_limit(spark, world: Path, tmp_path: Path) -> None:
+    root = copy_world(world, tmp_path / "w")
+    gallery = sorted(r.face_id for r in table_rows(spark, root / "t" / "faces"))
+    flags = [f for f in forget_flags(root) if not f.startswith("forget.selector")]
+    summary = run_forget(
+        load_config(ForgetConfig, None, [*flags, "forget.selector=null", "forget.older_than=0h"]), spark
+    )
+    deleted = {t["role"]: t["rows_deleted"] for t in summary["tables"]}
+    assert deleted["matches"] > 0 and deleted["probe_faces"] > 0 and deleted["faces"] == 0
+    assert table_rows(spark, root / "t" / "matches") == [] and table_rows(spark, root / "t" / "probe_faces") == []
+    assert sorted(r.face_id for r in table_rows(spark, root / "t" / "faces")) == gallery  # the gallery stays
