@@ -18,6 +18,8 @@ class SelectorSettings(StrictModel):
     kind: Literal["subject_ids", "face_ids", "image_ids", "source_paths"] = "subject_ids"
     values: list[str] = Field(default_factory=list, description="the subject ids, face ids, image sha256s or paths")
     from_file: str | None = Field(None, description="a text file with one value per line")
+    from_table: str | None = Field(None, description="a Delta or Parquet table holding the values")
+    from_column: str = Field("value", description="with from_table: the column holding the values")
     model_id: str | None = Field(None, description="erase only this model's faces; default every model")
 
     @field_validator("values")

@@ -54,7 +54,7 @@ def _run(config: ForgetConfig, spark, record: RunRecord, phases: Phases) -> dict
     erasure_id = f"erasure-{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:8]}"
     faces, probes = config.faces_table_paths(), config.resolved(settings.probe_tables)
     with phases.phase("plan"):
-        values = selector_values(settings.selector) if settings.selector else []
+        values = selector_values(settings.selector, spark) if settings.selector else []
         pending = _pending_path(config, values)
         erased = ErasedSet.from_json(pending.read_text()) if pending.is_file() else ErasedSet()
         if settings.selector:

@@ -35,9 +35,11 @@ def id_digest(value: object) -> str:
     return hashlib.sha256(str(value).encode("utf-8")).hexdigest()
 
 
-def selector_values(selector: SelectorSettings) -> list[str]:
+def selector_values(selector: SelectorSettings, spark=None) -> list[str]:
     """The selector's values, checked for their kind; `UserError` naming the key when they are malformed."""
     values = [str(v).strip() for v in selector.values]
+    if selector.from_table:
+        values += _table_values(spark, selector.from_table, selector.from_column)
     if selector.from_file:
         path = Path(selector.from_file).expanduser()
         if not path.is_file():
@@ -57,6 +59,23 @@ def selector_values(selector: SelectorSettings) -> list[str]:
             f"({'integers' if selector.kind == 'face_ids' else 'sha256 hex digests'}); fix forget.selector"
         )
     return sorted(set(values))
+
+
+def _table_values(spark, table: str, column: str) -> list[str]:
+    from pyspark.errors import AnalysisException
+
+    from jobs.common.locations import resolve
+
+    path = resolve(table)
+    try:
+        frame = spark.read.format("delta" if is_delta_table(spark, path) else "parquet").load(path)
+    except AnalysisException as error:
+        raise UserError(
+            f"forget.selector.from_table {path} is not a readable table: {str(error).splitlines()[0]}"
+        ) from None
+    if column not in frame.columns:
+        raise UserError(f"forget.selector.from_table {path} has no column {column!r} (it has {frame.columns})")
+    return [str(row[0]).strip() for row in frame.select(column).where(f"`{column}` IS NOT NULL").collect()]
 
 
 @dataclass
