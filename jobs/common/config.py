@@ -40,6 +40,9 @@ class SparkSettings(StrictModel):
     shuffle_partitions: int = Field(8, ge=1)
     ui_enabled: bool = False
     driver_memory: str = "4g"
+    metastore_dir: str | None = Field(
+        None, description="local runs: a Derby Hive metastore here, so catalog tables outlive the session"
+    )
     extra_conf: dict[str, str] = Field(default_factory=dict, description="any other spark.* settings")
 
     def resolved_data_root(self) -> Path:
@@ -57,6 +60,7 @@ class LineupConfig(StrictModel):
     runs_table: str | None = Field(
         None, description="the runs table every job appends to; default <data_root>/tables/runs"
     )
+    catalog_database: str | None = Field(None, description="register every output table as <database>.<folder name>")
 
     @property
     def locations(self) -> Locations:

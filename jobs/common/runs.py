@@ -118,6 +118,11 @@ def run_job(
 
     def timed(record: RunRecord) -> dict[str, Any]:
         summary = body(spark, record, phases)
+        if config.catalog_database and record.outputs:
+            from jobs.common.catalog import register_tables
+
+            tables = [o["path"] for o in record.outputs if o["version"] is not None] + [config.runs_table_path()]
+            summary["catalog_tables"] = register_tables(spark, config.catalog_database, tables)
         summary["timings_s"] = phases.timings_s()
         return summary
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from jobs.common.config import SparkSettings
 from jobs.common.errors import UserError
 from jobs.common.jars import staged_jars
+from jobs.common.locations import resolve
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,13 @@ def local_session_conf(settings: SparkSettings, jars: list[Path]) -> dict[str, s
         "spark.pyspark.python": sys.executable,
         "spark.pyspark.driver.python": sys.executable,
     }
+    if settings.metastore_dir:  # a persistent local catalog (on a cluster the submitter's metastore is used)
+        metastore = resolve(settings.metastore_dir)
+        conf["spark.sql.catalogImplementation"] = "hive"
+        conf["spark.hadoop.javax.jdo.option.ConnectionURL"] = (
+            f"jdbc:derby:;databaseName={metastore}/metastore_db;create=true"
+        )
+        conf["spark.driver.extraJavaOptions"] = f"-Dderby.system.home={metastore}"
     conf.update(settings.extra_conf)
     return conf
 
