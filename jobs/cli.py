@@ -15,7 +15,7 @@ from pathlib import Path
 
 from jobs.common.config import LineupConfig, load_config
 from jobs.common.errors import TransientError, UserError
-from jobs.common.logs import configure_logging, emit_summary
+from jobs.common.logs import configure_logging, emit_summary, error_line
 
 log = logging.getLogger("lineup")
 
@@ -225,10 +225,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args))
     except UserError as error:
-        sys.stderr.write(f"lineup {args.command}: error: {error}\n")
+        error_line(f"lineup {args.command}: error: {error}")
         return _failed(args.command, error, EXIT_USER_ERROR)
     except TransientError as error:
-        sys.stderr.write(f"lineup {args.command}: transient failure, retry later: {error}\n")
+        error_line(f"lineup {args.command}: transient failure, retry later: {error}")
         return _failed(args.command, error, EXIT_TRANSIENT)
     except Exception as error:  # noqa: BLE001 - a bug: its traceback goes to stderr, the JSON line still comes
         if is_transient(error):

@@ -4,20 +4,35 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
-from typing import Any
+from typing import Any, TextIO
+
+
+def _submitter_stderr() -> TextIO | None:
+    """Under `spark-submit`, the JVM runs this driver with its stderr merged into stdout (Spark's
+    PythonRunner redirects the error stream), so `sys.stderr` would land beside the JSON line. The
+    submitting JVM's own stderr is the log's proper place; on Linux it is reachable as its fd 2."""
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:  # set only when spark-submit started this process
+        return None
+    try:
+        return open(f"/proc/{os.getppid()}/fd/2", "w", buffering=1, encoding="utf-8")  # noqa: SIM115 - for the process
+    except OSError:
+        return None
 
 
 class _CurrentStderr(logging.StreamHandler):
     """Writes to whatever `sys.stderr` is when a record is emitted, not when logging was set up (a
-    caller that swaps stderr, as a test harness or an embedding application does, keeps its logs)."""
+    caller that swaps stderr, as a test harness or an embedding application does, keeps its logs);
+    under spark-submit, to the submitter's stderr (see `_submitter_stderr`)."""
 
     def __init__(self) -> None:
         super().__init__()
+        self._submitter = _submitter_stderr_cached()
 
     @property  # type: ignore[override]
     def stream(self):  # noqa: ANN201 - logging's own attribute
-        return sys.stderr
+        return self._submitter or sys.stderr
 
     @stream.setter
     def stream(self, value) -> None:  # noqa: ANN001 - StreamHandler.__init__ assigns it
@@ -29,8 +44,25 @@ def configure_logging(level: str = "INFO") -> None:
     handler = _CurrentStderr()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    logging.captureWarnings(True)  # Python warnings go through the same handler, never to stdout
     # py4j logs every gateway call at INFO; nobody running a job wants that.
     logging.getLogger("py4j").setLevel(logging.WARNING)
+
+
+def error_line(text: str) -> None:
+    """One line for a person reading the job's log (stderr, or the submitter's stderr under spark-submit)."""
+    stream = _submitter_stderr_cached() or sys.stderr
+    stream.write(text.rstrip("\n") + "\n")
+    stream.flush()
+
+
+_SUBMITTER: list[TextIO | None] = []
+
+
+def _submitter_stderr_cached() -> TextIO | None:
+    if not _SUBMITTER:
+        _SUBMITTER.append(_submitter_stderr())
+    return _SUBMITTER[0]
 
 
 def emit_summary(summary: dict[str, Any]) -> None:

@@ -114,7 +114,8 @@ def test_killed_run_resumes_to_the_clean_result(spark, tmp_path: Path, shared_da
 
     resumed = spark_submit(*job_flags(archive, crashed, tmp_path / "d2"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    [line] = resumed.stdout.splitlines()  # under spark-submit too, stdout is exactly the JSON line
+    assert len(resumed.stdout.splitlines()) == 1, resumed.stdout[:3000]  # spark-submit: only the JSON line
+    [line] = resumed.stdout.splitlines()
     summary = json.loads(line)
     assert summary["files_seen"] == len(people)
     assert summary["files_skipped_known"] >= 16  # the two committed chunks are not embedded again
