@@ -43,6 +43,9 @@ class ErasureIncomplete(UserError):
 
 
 def run_forget(config: ForgetConfig, spark=None) -> dict[str, Any]:
+    selector = config.forget.selector
+    if selector is not None and not selector.from_table:
+        selector_values(selector)  # a malformed selector is refused before a SparkSession is started
     params = config.forget.model_dump(mode="json")
     if config.forget.selector is not None:  # the runs table must not keep the person's ids either
         params["selector"]["values"] = [id_digest(v) for v in config.forget.selector.values]
