@@ -2,7 +2,7 @@
 PYTHON ?= python3.11
 VENV ?= .venv
 
-.PHONY: install test
+.PHONY: install test test-heavy
 
 # Python deps (pinned in pyproject.toml), then `lineup setup`: Delta jars staged from Maven Central with
 # checked sha256, and later the default model pack. Reruns are cheap: verified artefacts are kept.
@@ -21,4 +21,8 @@ test:
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/python -m pytest -q --doctest-modules jobs
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest -m "not heavy"
+
+# The long fault-injection tests (killed Python workers, a killed query): CI runs them after `make test`.
+test-heavy:
+	$(VENV)/bin/python -m pytest -m heavy

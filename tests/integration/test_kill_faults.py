@@ -19,7 +19,7 @@ from jobs.index.job import run_index
 from tests.fixtures.faces import clustered, write_faces
 from tests.fixtures.processes import CEILING_S, commit_exists, finish, python_workers, start_lineup, stderr_of, wait_for
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TASK_FAILED = "Lost task"  # Spark's TaskSetManager warning when a task attempt fails
