@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from jobs.common.config import LineupConfig, load_config
-from jobs.common.errors import TransientError, UserError
+from jobs.common.errors import TransientError, UserError, is_transient
 from jobs.common.logs import configure_logging, emit_summary, error_line
 
 log = logging.getLogger("lineup")
@@ -250,29 +250,6 @@ def _failed(command: str, error: BaseException, exit_code: int) -> int:
         }
     )
     return exit_code
-
-
-def is_transient(error: BaseException) -> bool:
-    """Infrastructure failures a retry may not meet: a lost executor, a storage or network timeout.
-
-    >>> is_transient(RuntimeError("Job aborted due to stage failure: ExecutorLostFailure (executor 3 exited)"))
-    True
-    >>> is_transient(ValueError("could not convert string to float"))
-    False
-    """
-    text = f"{type(error).__name__}: {error}"
-    markers = (
-        "ExecutorLostFailure",
-        "FetchFailed",
-        "SocketTimeoutException",
-        "ConnectException",
-        "Connection refused",
-        "Connection reset",
-        "UnknownHostException",
-        "SdkClientException",
-        "Read timed out",
-    )
-    return any(marker in text for marker in markers)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from jobs.common.errors import TransientError
+from jobs.common.errors import TransientError, mentions
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +45,7 @@ def is_commit_conflict(error: BaseException) -> bool:
     >>> is_commit_conflict(RuntimeError("Path does not exist"))
     False
     """
-    text = f"{type(error).__name__}: {error}"
-    return any(marker in text for marker in CONFLICT_MARKERS)
+    return mentions(error, CONFLICT_MARKERS)
 
 
 def with_commit_retries(

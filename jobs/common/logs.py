@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -9,6 +10,7 @@ import sys
 from typing import Any, TextIO
 
 
+@functools.cache  # opened once per process
 def _submitter_stderr() -> TextIO | None:
     """Under `spark-submit`, the JVM runs this driver with its stderr merged into stdout (Spark's
     PythonRunner redirects the error stream), so `sys.stderr` would land beside the JSON line. The
@@ -28,7 +30,7 @@ class _CurrentStderr(logging.StreamHandler):
 
     def __init__(self) -> None:
         super().__init__()
-        self._submitter = _submitter_stderr_cached()
+        self._submitter = _submitter_stderr()
 
     @property  # type: ignore[override]
     def stream(self):  # noqa: ANN201 - logging's own attribute
@@ -51,18 +53,9 @@ def configure_logging(level: str = "INFO") -> None:
 
 def error_line(text: str) -> None:
     """One line for a person reading the job's log (stderr, or the submitter's stderr under spark-submit)."""
-    stream = _submitter_stderr_cached() or sys.stderr
+    stream = _submitter_stderr() or sys.stderr
     stream.write(text.rstrip("\n") + "\n")
     stream.flush()
-
-
-_SUBMITTER: list[TextIO | None] = []
-
-
-def _submitter_stderr_cached() -> TextIO | None:
-    if not _SUBMITTER:
-        _SUBMITTER.append(_submitter_stderr())
-    return _SUBMITTER[0]
 
 
 def emit_summary(summary: dict[str, Any]) -> None:

@@ -30,7 +30,8 @@ READ_ERROR = "read_error"
 
 # Every suffix tarfile opens ("r:*" detects the compression from the bytes, not the name).
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tbz", ".tar.xz", ".txz")
-_COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")
+# How a compressed tar starts, and the compression's name (what `read.py` opens it with).
+COMPRESSION_BY_MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bz2", b"\xfd7zXZ\x00": "xz"}
 
 
 def raw_bytes(name: str) -> bytes:
@@ -172,10 +173,15 @@ def unsafe_member_reason(name: str) -> str | None:
     return None
 
 
-def is_compressed(tar_path: Path | str) -> bool:
+def compression_of(tar_path: Path | str) -> str | None:
+    """The compression a tar file's first bytes announce, or None for a plain tar."""
     with open(tar_path, "rb") as handle:
         head = handle.read(6)
-    return head.startswith(_COMPRESSED_MAGIC)
+    return next((name for magic, name in COMPRESSION_BY_MAGIC.items() if head.startswith(magic)), None)
+
+
+def is_compressed(tar_path: Path | str) -> bool:
+    return compression_of(tar_path) is not None
 
 
 def list_tar_members(tar_path: Path, pattern: str, max_file_bytes: int, in_folder: bool = True) -> list[InputRef]:

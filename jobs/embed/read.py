@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from jobs.embed.plan import NOT_A_FILE, READ_ERROR, TOO_LARGE, InputRef, display_name
+from jobs.embed.plan import NOT_A_FILE, READ_ERROR, TOO_LARGE, InputRef, compression_of, display_name
 
 
 @dataclass
@@ -117,11 +117,7 @@ def _file_kind(mode: int) -> str:
     return next((name for test, name in kinds if test(mode)), "special file")
 
 
-_OPENERS: dict[bytes, Callable[[str, str], Any]] = {
-    b"\x1f\x8b": gzip.open,
-    b"BZh": bz2.open,
-    b"\xfd7zXZ\x00": lzma.open,
-}
+_OPENERS: dict[str, Callable[[str, str], Any]] = {"gzip": gzip.open, "bz2": bz2.open, "xz": lzma.open}
 
 
 def _open_archive(ref: InputRef) -> BinaryIO | OSError:
@@ -130,12 +126,10 @@ def _open_archive(ref: InputRef) -> BinaryIO | OSError:
     try:
         if not ref.compressed:
             return open(ref.path, "rb")
-        with open(ref.path, "rb") as handle:
-            head = handle.read(6)
-        opener = next((o for magic, o in _OPENERS.items() if head.startswith(magic)), None)
-        if opener is None:
+        compression = compression_of(ref.path)
+        if compression is None:
             return OSError(f"{display_name(ref.path)} is no longer a compressed tar")
-        stream: BinaryIO = opener(ref.path, "rb")
+        stream: BinaryIO = _OPENERS[compression](ref.path, "rb")
         return stream
     except OSError as error:
         return error

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from jobs.common.config import LineupConfig, StrictModel
+from jobs.common.locations import resolve
 
 SELECTOR_KINDS = ("subject_ids", "face_ids", "image_ids", "source_paths")
 
@@ -77,8 +78,8 @@ class ForgetConfig(LineupConfig):
     def erasures_table_path(self) -> str:
         return self.locations.table(self.forget.erasures_table, "erasures")
 
-    def resolved(self, tables: list[str]) -> list[str]:
-        return [self.locations.table(table, "unused") for table in tables]
+    def resolved(self, locations: list[str]) -> list[str]:
+        return [resolve(location) for location in locations]
 
     def older_than_hours(self) -> float | None:
         if self.forget.older_than is None:
