@@ -15,7 +15,7 @@ import logging
 import uuid
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from jobs.common.commits import append_with_retries, with_commit_retries
 from jobs.common.delta import is_delta_table, latest_version
@@ -231,7 +231,7 @@ def _verify(spark, config: ForgetConfig, erased: ErasedSet, tables: list[dict[st
 
 def _local(uri: str) -> str:
     """A data file URI as Spark lists it (`file:/...` or `file:///...`) -> the resolved local path."""
-    return str(Path(urlparse(uri).path).resolve())
+    return str(Path(unquote(urlparse(uri).path)).resolve())
 
 
 def _erasure_row(config, record, erasure_id, values, erased, tables, indexes, findings, verified) -> dict[str, Any]:
