@@ -85,7 +85,7 @@ def _build(config: IndexConfig, spark, phases: Phases) -> dict[str, Any]:
     manifest = new_manifest(model_id, dim, table_path, version, choice, settings.shards, shards, vectors)
     write_manifest(out, manifest)
     with phases.phase("recall"):
-        manifest.update(measure_recall(frame, out, settings))
+        manifest.update(measure_recall(frame, out, settings, vectors))
     manifest["build_s"] = round(time.perf_counter() - started, 1)
     write_manifest(out, manifest)
     if manifest["recall_at_k"] < settings.recall_floor and not settings.accept_low_recall:

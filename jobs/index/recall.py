@@ -21,12 +21,12 @@ from jobs.index.shards import load_index
 _PARTIAL_ARROW = pa.schema([("scores", pa.binary()), ("ids", pa.binary()), ("width", pa.int32())])
 
 
-def pick_queries(frame, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def pick_queries(frame, count: int, seed: int, total: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """`count` gallery vectors (ids, vectors) at positions drawn by `default_rng(seed)` among the ids in
     ascending order: reproducible from the faces table alone. Only the ids travel to the driver."""
     from pyspark.sql import functions as F
 
-    total = frame.count()
+    total = frame.count() if total is None else total  # a caller that counted already saves a scan
     positions = np.random.default_rng(seed).choice(total, size=min(count, total), replace=False)
     wanted = frame.sparkSession.sparkContext.broadcast(set(positions.tolist()))
     picked_ids = (
@@ -85,10 +85,10 @@ def _partition_top_k(shared, k: int):
     return run
 
 
-def measure_recall(frame, index_dir, settings) -> dict[str, Any]:
+def measure_recall(frame, index_dir, settings, rows: int | None = None) -> dict[str, Any]:
     """recall@k of the index at `index_dir` for held-out gallery vectors, and the cheapest search
     parameter that reaches the floor (tuned with the same search code queries run)."""
-    _, queries = pick_queries(frame, settings.holdout_queries, settings.seed)
+    _, queries = pick_queries(frame, settings.holdout_queries, settings.seed, rows)
     _, truth = exact_truth(frame, queries, settings.recall_k)
     index = load_index(index_dir)
     value, recall, tried = build.tune(index, queries, truth, settings.recall_k, settings.recall_floor)
