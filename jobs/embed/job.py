@@ -201,8 +201,7 @@ def _embed_table(spark, config, context, held, table_path, counts: Counts) -> No
         hashed = frame.withColumn("image_id", F.sha2("content", 256))
         frame = hashed.join(held.distinct(), "image_id", "left_anti").select("id", "content")
         skipped.add(files_seen - frame.count())
-    nothing_known = spark.sparkContext.broadcast(KnownImages([]))
-    runner = make_table_runner(context, nothing_known, skipped, context["peak_rss"], f"{settings.path}#")
+    runner = make_table_runner(context, context["peak_rss"], f"{settings.path}#")
     _commit(spark, frame.mapInArrow(runner, FACES_DDL), table_path, counts, files_seen=files_seen, skipped=skipped)
 
 

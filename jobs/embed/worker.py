@@ -85,21 +85,21 @@ def make_hash_runner(max_file_bytes: int):
     return run
 
 
-def make_table_runner(context: dict, known_handle, skipped, peak_rss, prefix: str):
+def make_table_runner(context: dict, peak_rss, prefix: str):
+    """Known content was already dropped by the job's anti-join, so every row here is embedded."""
+
     def run(batches: Iterator) -> Iterator:
         from jobs.common.schema import to_faces_batch
         from jobs.embed.read import table_item
         from jobs.embed.rows import embed_loaded
 
         pipeline = cached_pipeline(context["pack_dir"], context["model_id"], context["threads"], context["max_pixels"])
-        counted = _CountingKnown(known_handle.value)
         for batch in batches:
             ids, contents = batch.column(0).to_pylist(), batch.column(1).to_pylist()
             items = (table_item(prefix, str(i), c, context["max_file_bytes"]) for i, c in zip(ids, contents))
-            rows = list(embed_loaded(items, pipeline, counted, _row_context(context), context["batch_images"]))
+            rows = list(embed_loaded(items, pipeline, (), _row_context(context), context["batch_images"]))
             if rows:
                 yield to_faces_batch(rows)
-        skipped.add(counted.hits)
         peak_rss.add(_max_rss_mb())
 
     return run
