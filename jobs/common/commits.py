@@ -55,16 +55,17 @@ def with_commit_retries(
     first_wait_s: float = 0.5,
     max_wait_s: float = 20.0,
     sleep: Callable[[float], None] = time.sleep,
+    is_conflict: Callable[[BaseException], bool] = is_commit_conflict,
 ) -> T:
     """Run `write` (one Delta commit); on a commit conflict wait (exponential, jittered) and run it again.
 
-    Only conflicts are retried; any other error propagates unchanged.
+    Only conflicts (as `is_conflict` judges them) are retried; any other error propagates unchanged.
     """
     for attempt in range(1, attempts + 1):
         try:
             return write()
         except Exception as error:
-            if not is_commit_conflict(error):
+            if not is_conflict(error):
                 raise
             if attempt == attempts:
                 raise TransientError(

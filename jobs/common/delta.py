@@ -16,6 +16,13 @@ def is_delta_table(spark, table: str) -> bool:
     return bool(DeltaTable.isDeltaTable(spark, table))
 
 
+def has_delta_log(spark, table: str) -> bool:
+    """Whether `table` holds a `_delta_log` folder, committed or not (Hadoop's file system, so any scheme)."""
+    jvm = spark.sparkContext._jvm
+    log_dir = jvm.org.apache.hadoop.fs.Path(table.rstrip("/") + "/_delta_log")
+    return bool(log_dir.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).exists(log_dir))
+
+
 def latest_version(spark, table: str) -> int:
     from delta.tables import DeltaTable
 

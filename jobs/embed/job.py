@@ -26,6 +26,7 @@ from jobs.embed.config import EmbedConfig
 from jobs.embed.known import KnownImages, held_image_ids, known_among
 from jobs.embed.labels import Labeller, load_label_table
 from jobs.embed.plan import InputRef, cut_tasks, list_inputs
+from jobs.embed.table import ensure_faces_table
 from jobs.embed.worker import MaxParam, make_hash_runner, make_table_runner, make_task_runner
 
 log = logging.getLogger(__name__)
@@ -140,23 +141,6 @@ def _worker_context(config: EmbedConfig, spark, pack, run_id: str) -> dict[str, 
         "max_file_bytes": config.embed.input.max_file_bytes,
         "peak_rss": spark.sparkContext.accumulator(0.0, MaxParam()),
     }
-
-
-def ensure_faces_table(spark, table_path: str) -> None:
-    """Create the faces table, or add the columns a table written by an older Lineup lacks."""
-    from delta.tables import DeltaTable
-
-    schema = spark.createDataFrame([], FACES_DDL).schema
-
-    def create() -> None:
-        DeltaTable.createIfNotExists(spark).location(table_path).addColumns(schema).execute()
-        held = set(spark.read.format("delta").load(table_path).columns)
-        missing = [f"`{f.name}` {f.dataType.simpleString()}" for f in schema.fields if f.name not in held]
-        if missing:
-            log.info("faces table %s: adding column(s) %s", table_path, ", ".join(missing))
-            spark.sql(f"ALTER TABLE delta.`{table_path}` ADD COLUMNS ({', '.join(missing)})")
-
-    with_commit_retries(create, table_path)
 
 
 def _embed_chunk(spark, chunk: list[InputRef], config, context, held, table_path, counts: Counts) -> None:

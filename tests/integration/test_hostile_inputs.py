@@ -187,3 +187,26 @@ def test_a_refused_run_leaves_no_table_behind(spark, tmp_path: Path, shared_data
     with pytest.raises(UserError, match="embed.labels.table.path"):
         run_embed(config, spark)
     assert not table.exists()  # no empty version 0 of a table nobody asked to create yet
+
+
+def test_racing_first_commits_of_a_new_faces_table_all_succeed(spark, tmp_path: Path) -> None:
+    from jobs.embed.table import ensure_faces_table
+
+    # Delta calls a folder whose first commit is still in flight "not empty and not a table" (CI saw this):
+    # every racer must wait for that commit instead of failing. Several rounds make the race likely.
+    for round_number in range(10):
+        table = str(tmp_path / f"faces_{round_number}")
+        run_together(*(lambda t=table: ensure_faces_table(spark, t) or {} for _ in range(3)))
+        assert spark.read.format("delta").load(table).count() == 0
+
+
+def test_a_folder_of_other_files_is_refused_as_the_faces_table(spark, tmp_path: Path) -> None:
+    from jobs.common.errors import UserError
+    from jobs.embed.table import ensure_faces_table
+
+    table = tmp_path / "not_a_table"
+    table.mkdir()
+    (table / "notes.txt").write_text("someone else's files")
+    with pytest.raises(UserError, match="embed.table_path .* holds files but is not a Delta table"):
+        ensure_faces_table(spark, str(table))
+    assert sorted(p.name for p in table.iterdir()) == ["notes.txt"]
