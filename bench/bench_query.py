@@ -14,7 +14,11 @@ Measured, wall-clock, SparkSession start excluded, on the same local Spark:
   top-10 per probe; recall@10 on the same truth.
 - mllib_ann: approxNearestNeighbors, one call per probe (its API), timed on --ann-probes probes.
 
+- with --normalization: the query job again with a fair score normalization calibration (learnt on
+  2,000 gallery faces, 20 clusters), and the plain run once more after it; throughput ratio.
+
 Usage: .venv/bin/python -m bench.bench_query [--gallery 100000] [--probes 10000] [--lsh-tables 4]
+       [--normalization] [--skip-mllib]
 """
 
 from __future__ import annotations
@@ -67,7 +71,7 @@ def write_faces_table(spark, path: Path, ids: np.ndarray, vectors: np.ndarray, s
     spark.sql(f"CONVERT TO DELTA parquet.`{path}`")
 
 
-def time_lineup(spark, scratch: Path, probe_ids, truth_ids) -> dict:
+def time_lineup(spark, scratch: Path, probe_ids, truth_ids, *extra: str) -> dict:
     config = load_config(
         QueryConfig,
         None,
@@ -76,6 +80,7 @@ def time_lineup(spark, scratch: Path, probe_ids, truth_ids) -> dict:
             f"query.probes.faces_table={scratch / 'probes'}",
             f"query.index_dir={scratch / 'index'}",
             f"query.k={K}",
+            *extra,
         ],
     )
     started = time.perf_counter()
@@ -90,6 +95,50 @@ def time_lineup(spark, scratch: Path, probe_ids, truth_ids) -> dict:
     )
     found = _ranked(rows, probe_ids, "probe_face_id", "gallery_face_id", "rank")
     return {"wall_s": round(wall, 2), "recall_at_10": round(recall_at_k(found, truth_ids), 4), "summary": summary}
+
+
+def fsn_calibration(scratch: Path, gallery: np.ndarray, subjects: np.ndarray, clusters: int = 20) -> str:
+    """A normalizing calibration learnt on 2,000 gallery faces (their impostor pairs), as `calibrate` writes it."""
+    from jobs.audit.metrics import threshold_at_fmr
+    from jobs.common.normalization import learn_fsn
+    from jobs.common.thresholds import write_calibration
+
+    sample = np.random.default_rng(3).choice(len(gallery), 2_000, replace=False)
+    vectors, labels = gallery[sample], subjects[sample]
+    a, b = np.triu_indices(len(vectors), k=1)
+    keep = labels[a] != labels[b]
+    a, b = a[keep], b[keep]
+    raw = np.einsum("ij,ij->i", vectors[a], vectors[b])
+    fsn = learn_fsn(vectors, a, b, raw, clusters, 1e-3)
+    offsets = fsn.offsets_of(vectors)
+    normalized = fsn.normalize(raw, offsets[a], offsets[b])
+    record = {
+        "calibration_id": "cal-bench-fsn",
+        "threshold": threshold_at_fmr(normalized, 1e-3),
+        "raw_threshold": fsn.global_threshold,
+        "model_id": "synthetic",
+        "target_fmr": 1e-3,
+        "measured_fmr": 1e-3,
+        "impostor_pairs": int(len(raw)),
+        "data": {"name": "2,000 synthetic gallery faces"},
+        "normalization": fsn.as_record(),
+    }
+    write_calibration(scratch / "data", record)
+    return record["calibration_id"]
+
+
+def time_normalization(spark, scratch: Path, gallery, gallery_subjects, probe_ids, truth_ids, plain: dict) -> dict:
+    """Query throughput with fair score normalization vs without (the plain run timed again after it)."""
+    calibration = fsn_calibration(scratch, gallery, gallery_subjects)
+    normalized = time_lineup(spark, scratch, probe_ids, truth_ids, f"query.threshold.calibration={calibration}")
+    again = time_lineup(spark, scratch, probe_ids, truth_ids)
+    plain_s = (plain["wall_s"] + again["wall_s"]) / 2
+    return {
+        "plain_wall_s": [plain["wall_s"], again["wall_s"]],
+        "normalized_wall_s": normalized["wall_s"],
+        "throughput_ratio_normalized_vs_plain": round(plain_s / normalized["wall_s"], 3),
+        "normalized_rerank_candidates_per_probe": K * 4,
+    }
 
 
 def _ranked(frame, probe_ids, probe_col: str, gallery_col: str, order_col: str, ascending: bool = True):
@@ -202,6 +251,8 @@ def main() -> None:
     parser.add_argument("--bucket-length", type=float, default=None, help="default: the distance threshold")
     parser.add_argument("--ann-probes", type=int, default=5)
     parser.add_argument("--lfw-faces-table", help="LFW faces table (default: embed it under $LINEUP_HOME/data/bench)")
+    parser.add_argument("--normalization", action="store_true", help="also time queries with fair score normalization")
+    parser.add_argument("--skip-mllib", action="store_true", help="leave out the MLlib and kernel comparisons")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
     cores = len(os.sched_getaffinity(0))
@@ -248,6 +299,12 @@ def main() -> None:
         lineup = time_lineup(spark, scratch, probe_ids, truth_ids)
         report["lineup"] = {k: v for k, v in lineup.items() if k != "summary"}
         report["lineup"]["job_elapsed_s"] = lineup["summary"]["elapsed_s"]
+        if args.normalization:
+            report["normalization"] = time_normalization(
+                spark, scratch, gallery, gallery_subjects, probe_ids, truth_ids, lineup
+            )
+        if args.skip_mllib:
+            return finish(report, cores)
         report["exact_kernels"] = time_kernels(scratch / "index", gallery, probes)
         report["mllib"] = time_mllib(spark, gallery, gallery_ids, probes, probe_ids, truth_ids, truth_scores, args)
         mllib = report["mllib"]
@@ -255,7 +312,13 @@ def main() -> None:
         report["speedup_vs_mllib_ann_per_probe"] = round(mllib["ann_s_per_probe"] / (lineup["wall_s"] / args.probes), 1)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    report["measured_on"] = f"{platform.node()} {platform.machine()}, {cores} CPUs, local[{cores}]"
+    finish(report, cores)
+
+
+def finish(report: dict, cores: int) -> None:
+    report["measured_on"] = (
+        f"{platform.node()} {platform.machine()}, {cores} CPUs, local[{cores}], load average {os.getloadavg()[0]:.2f}"
+    )
     print(json.dumps(report))
 
 

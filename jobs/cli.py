@@ -171,7 +171,7 @@ def _audit_calibrate(args: argparse.Namespace) -> int:
         raise UserError(f"--target-fmr {args.target_fmr}: give a rate between 0 and 1, e.g. 1e-4")
     config = load_config(AuditConfig, args.conf, args.overrides)
     configure_logging(config.log_level)
-    emit_summary(run_calibrate(config, args.target_fmr))
+    emit_summary(run_calibrate(config, args.target_fmr, normalization=args.normalization, clusters=args.clusters))
     return 0
 
 
@@ -186,6 +186,12 @@ def _add_audit_commands(commands: argparse._SubParsersAction) -> None:
     actions = audit.add_subparsers(dest="action", required=False, metavar="ACTION")
     calibrate = actions.add_parser("calibrate", help="store the threshold that gives a target FMR on labelled data")
     calibrate.add_argument("--target-fmr", type=float, required=True, help="e.g. 1e-4")
+    calibrate.add_argument(
+        "--normalization",
+        choices=["fsn"],
+        help="also learn fair score normalization (label-free; the threshold then applies to normalized scores)",
+    )
+    calibrate.add_argument("--clusters", type=int, default=20, help="with --normalization fsn: k-means clusters")
     add_config_flags(calibrate)
     calibrate.set_defaults(handler=_audit_calibrate)
     lfw = actions.add_parser("lfw", help="LFW View 2 protocol for a model pack")

@@ -15,6 +15,7 @@ from jobs.audit.metrics import bootstrap_rates, operating_point
 from jobs.audit.one_to_one import make_pairs
 from jobs.common.commits import append_with_retries
 from jobs.common.errors import UserError
+from jobs.common.normalization import METHOD, learn_fsn
 from jobs.common.runs import RunRecord, append_run, delta_version, run_job
 from jobs.common.thresholds import write_calibration
 from jobs.common.timing import Phases
@@ -28,27 +29,44 @@ CALIBRATIONS_DDL = (
 )
 
 
-def run_calibrate(config: AuditConfig, target_fmr: float, spark=None) -> dict[str, Any]:
-    """Store the threshold that gives `target_fmr` on the labelled data, with everything that qualifies it."""
+def run_calibrate(
+    config: AuditConfig, target_fmr: float, spark=None, normalization: str | None = None, clusters: int = 20
+) -> dict[str, Any]:
+    """Store the threshold that gives `target_fmr` on the labelled data, with everything that qualifies it.
+
+    With `normalization="fsn"` the record also holds a fair score normalization learnt from the data's
+    impostor pairs (no demographic label is read) and its threshold applies to normalized scores.
+    """
 
     if not config.audit.labelled.faces_table:
         raise UserError("calibrate needs audit.labelled.faces_table (labelled faces to draw impostor pairs from)")
-    params = {**config.audit.model_dump(mode="json"), "target_fmr": target_fmr}
+    if normalization not in (None, METHOD):
+        raise UserError(f"--normalization {normalization}: the one method Lineup has is {METHOD!r}")
+    params = {**config.audit.model_dump(mode="json"), "target_fmr": target_fmr, "normalization": normalization}
+    if normalization:
+        params["clusters"] = clusters
 
     def body(spark, record: RunRecord, phases: Phases) -> dict[str, Any]:
         with phases.phase("calibrate"):
-            return _calibrate(config, spark, record, target_fmr)
+            return _calibrate(config, spark, record, target_fmr, clusters if normalization else None)
 
     return run_job("audit-calibrate", config, spark, params, body)
 
 
-def _calibrate(config: AuditConfig, spark, record: RunRecord, target_fmr: float) -> dict[str, Any]:
+def _calibrate(
+    config: AuditConfig, spark, record: RunRecord, target_fmr: float, clusters: int | None
+) -> dict[str, Any]:
     labelled = load_labelled(spark, config)
     record.add_input("labelled_faces", labelled.table, labelled.version)
     pairs, scores = make_pairs(labelled, config)
-    genuine, impostor = scores[pairs.genuine], scores[~pairs.genuine]
-    if len(impostor) == 0:
+    if not (~pairs.genuine).any():
         raise UserError(f"{labelled.name}: no impostor pairs to calibrate on")
+    normalization = None
+    if clusters is not None:
+        normalization, raw_threshold, scores = _learn_normalization(
+            labelled, pairs, scores, clusters, target_fmr, config.audit.labelled.seed
+        )
+    genuine, impostor = scores[pairs.genuine], scores[~pairs.genuine]
     point = operating_point(genuine, impostor, target_fmr)
     ci = bootstrap_rates(genuine, impostor, point.threshold, config.audit.bootstrap_rounds, 3)
     calibration = {
@@ -73,7 +91,9 @@ def _calibrate(config: AuditConfig, spark, record: RunRecord, target_fmr: float)
             "sampled_impostors": pairs.sampled_impostors,
             "seed": config.audit.labelled.seed,
         },
-        "method": "lowest threshold with FMR <= target (score >= threshold matches)",
+        "method": "lowest threshold with FMR <= target (score >= threshold matches)"
+        + (" on fsn-normalized scores" if normalization else ""),
+        **({"normalization": normalization, "raw_threshold": raw_threshold} if normalization else {}),
         "run_id": record.run_id,
         "created_at": dt.datetime.now(dt.UTC).isoformat(),
     }
@@ -97,6 +117,28 @@ def _calibrate(config: AuditConfig, spark, record: RunRecord, target_fmr: float)
         **{k: v for k, v in calibration.items() if k not in ("run_id",)},
         "outputs": {"calibration_file": str(path), "calibrations_table": table, "runs_version": runs_version},
     }
+
+
+def _learn_normalization(labelled: Labelled, pairs, scores, clusters: int, target_fmr: float, seed: int):
+    """(normalization record, raw threshold at the target, the pairs' normalized scores)."""
+    impostor = ~pairs.genuine
+    if not 1 <= clusters <= len(labelled.vectors):
+        raise UserError(f"--clusters {clusters}: give 1 to {len(labelled.vectors)} (the faces calibrated on)")
+    fsn = learn_fsn(
+        labelled.vectors,
+        pairs.a[impostor],
+        pairs.b[impostor],
+        scores[impostor],
+        clusters,
+        target_fmr,
+        seed,
+    )
+    offsets = fsn.offsets_of(labelled.vectors)
+    normalized = fsn.normalize(scores, offsets[pairs.a], offsets[pairs.b])
+    log.info(
+        "fsn: %d clusters, offsets %.4f..%.4f from the global threshold", clusters, fsn.offsets.min(), fsn.offsets.max()
+    )
+    return fsn.as_record(), fsn.global_threshold, normalized
 
 
 def _table_row(calibration: dict[str, Any], labelled: Labelled) -> dict[str, Any]:

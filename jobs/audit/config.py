@@ -50,6 +50,11 @@ class AuditSettings(StrictModel):
     threshold: ThresholdSettings = Field(
         default_factory=ThresholdSettings, description="override the global threshold (explicit or calibrated)"
     )
+    normalization: str | None = Field(
+        None,
+        description="a calibration with a normalization (`calibrate --normalization fsn`): report raw and normalized"
+        " side by side; default: the one in threshold.calibration, if it normalizes",
+    )
     scenario_thresholds: list[float] = Field(default_factory=lambda: [0.8, 0.9, 0.95])
     scenario_calibrations: list[str] = Field(default_factory=list, description="calibration ids/paths to replay")
     bootstrap_rounds: int = Field(1000, ge=0)

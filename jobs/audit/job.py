@@ -15,6 +15,7 @@ from jobs.audit.calibrate import run_calibrate
 from jobs.audit.config import AuditConfig
 from jobs.audit.load import load_labelled, load_searches
 from jobs.audit.metric_rows import METRICS_DDL, metric_rows
+from jobs.audit.normalized import normalized_view, normalizing_threshold, raw_threshold
 from jobs.audit.one_to_n import identification, scenario_thresholds
 from jobs.audit.one_to_one import global_threshold, make_pairs, verification
 from jobs.common.commits import append_with_retries
@@ -41,7 +42,7 @@ def _run(config: AuditConfig, spark, record: RunRecord) -> dict[str, Any]:
     from jobs.audit.report import write_report
 
     summary: dict[str, Any] = {"job": "audit", "run_id": record.run_id, "status": "ok"}
-    one_to_one = one_to_n = None
+    one_to_one = one_to_n = normalized_one = None
     model_id = None
     points = None
     if config.audit.labelled.faces_table:
@@ -50,9 +51,15 @@ def _run(config: AuditConfig, spark, record: RunRecord) -> dict[str, Any]:
         record.add_input("labelled_faces", labelled.table, labelled.version)
         pairs, scores = make_pairs(labelled, config)
         threshold = global_threshold(config, model_id, scores[~pairs.genuine])
-        one_to_one = verification(labelled, pairs, scores, config, threshold)
-        one_to_one.update(data=labelled.name, data_table=labelled.table, data_version=labelled.version)
+        one_to_one = verification(labelled, pairs, scores, config, raw_threshold(threshold))
+        about = {"data": labelled.name, "data_table": labelled.table, "data_version": labelled.version}
+        one_to_one.update(about)
         points = one_to_one["operating_points"]
+        normalizing = normalizing_threshold(config, model_id)
+        if normalizing is not None:
+            normalized, at = normalized_view(config, normalizing, threshold, labelled.vectors, pairs, scores)
+            normalized_one = verification(labelled, pairs, normalized, config, at)
+            normalized_one.update(about, normalization=at.normalization_label)
         record.threshold, record.threshold_source = threshold.value, threshold.source
     if config.audit.identification.matches_table:
         searches, info = load_searches(spark, config)
@@ -62,14 +69,17 @@ def _run(config: AuditConfig, spark, record: RunRecord) -> dict[str, Any]:
         record.add_input("matches", info["matches_table"], delta_version(spark, info["matches_table"]))
         one_to_n = identification(searches, info, config, scenario_thresholds(config, model_id, points))
     metrics_table = config.metrics_table_path()
-    rows = metric_rows(record.run_id, model_id, one_to_one, one_to_n)
+    rows = metric_rows(record.run_id, model_id, one_to_one, one_to_n, normalized_one)
     append_with_retries(spark.createDataFrame(rows, METRICS_DDL), metrics_table)
     record.add_output("audit_metrics", metrics_table, delta_version(spark, metrics_table))
-    report = write_report(config.report_path() / f"{record.run_id}.html", record.run_id, model_id, one_to_one, one_to_n)
+    report_path = config.report_path() / f"{record.run_id}.html"
+    report = write_report(report_path, record.run_id, model_id, one_to_one, one_to_n, normalized_one)
     record.counts = {"metric_rows": len(rows)}
     if one_to_one:
         record.counts.update(one_to_one["pairs"])
         summary["one_to_one"] = _public(one_to_one)
+    if normalized_one:
+        summary["one_to_one_normalized"] = _public(normalized_one)
     if one_to_n:
         record.counts["searches"] = one_to_n["searches"]
         summary["one_to_n"] = _public(one_to_n)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 METRICS_DDL = (
@@ -17,7 +17,7 @@ METRICS_DDL = (
 class MetricRow:
     """One number of an audit and what qualifies it (built with keywords: the fields are many and alike)."""
 
-    scope: str  # "1:1", "1:1 group", "1:N", "scenario"
+    scope: str  # "1:1", "1:1 group", "1:N", "scenario"; "1:1 normalized", "1:1 group normalized"
     metric: str
     value: float | None
     threshold: float | None = None
@@ -35,9 +35,14 @@ class MetricRow:
         return {"run_id": run_id, **row, "model_id": model_id, "created_at": created_at}
 
 
-def metric_rows(run_id: str, model_id: str | None, one: dict | None, many: dict | None) -> list[dict]:
-    """Every number of the 1:1 and 1:N sections as rows of the audit_metrics table."""
+def metric_rows(
+    run_id: str, model_id: str | None, one: dict | None, many: dict | None, normalized: dict | None = None
+) -> list[dict]:
+    """Every number of the 1:1 and 1:N sections as rows of the audit_metrics table; the 1:1 numbers on
+    normalized scores, when measured, are rows of scopes "1:1 normalized" and "1:1 group normalized"."""
     rows = (one_to_one_rows(one) if one else []) + (one_to_n_rows(many) if many else [])
+    if normalized:
+        rows += [replace(row, scope=f"{row.scope} normalized") for row in one_to_one_rows(normalized)]
     now = dt.datetime.now(dt.UTC)
     return [row.as_row(run_id, model_id, now) for row in rows]
 

@@ -90,12 +90,20 @@ _STYLE = (
 )
 
 
-def render(run_id: str, model_id: str | None, one: dict | None, many: dict | None) -> str:
+def render(
+    run_id: str, model_id: str | None, one: dict | None, many: dict | None, normalized: dict | None = None
+) -> str:
     """The whole report: a header, then each section the audit measured."""
     parts = [header_section(run_id, model_id)]
     if one:
         parts += [verification_section(one), plots_section(one)]
         parts += [differential_section(one, attribute, result) for attribute, result in one["groups"].items()]
+    if one and normalized:
+        parts.append(raw_vs_normalized_section(one, normalized))
+        parts += [
+            differential_section(normalized, attribute, result, "normalized scores")
+            for attribute, result in normalized["groups"].items()
+        ]
     if many:
         parts.append(identification_section(many))
         if many["scenario"]:
@@ -165,7 +173,26 @@ def plots_section(one: dict) -> str:
     return '<div class="plots">' + "".join(plots) + "</div>"
 
 
-def differential_section(one: dict, attribute: str, result: dict) -> str:
+def raw_vs_normalized_section(raw: dict, normalized: dict) -> str:
+    """The same pairs, raw and normalized, side by side: overall and per group at each view's threshold."""
+    rows = []
+    for name, view in (("raw cosine", raw), (f"normalized ({normalized['normalization']})", normalized)):
+        at = view["global_threshold"]
+        rows.append([name, "all", at["value"], at["source"], at["fmr"], at["fnmr"], None])
+        for attribute, result in view["groups"].items():
+            rows.append([name, f"{attribute} max/min", None, None, result["fmr_max_min_ratio"], None, None])
+            for group, r in result["groups"].items():
+                rows.append([name, f"{attribute}={group}", None, None, r["fmr"], r["fnmr"], r["impostor_pairs"]])
+    headers = ["scores", "pairs", "threshold", "threshold from", "FMR (ratio)", "FNMR", "impostor pairs"]
+    return (
+        "<h2>Raw and normalized scores</h2><p>The same pairs scored two ways: the raw cosine, and the score "
+        "after fair score normalization (learnt without demographic labels; see the calibration record). The "
+        "raw score stays in every table; a normalizing calibration's threshold applies to normalized scores.</p>"
+        + _table(headers, rows)
+    )
+
+
+def differential_section(one: dict, attribute: str, result: dict, scores: str = "raw scores") -> str:
     source = html.escape(one["global_threshold"]["source"])
     excluded = result["cross_group_pairs_excluded"]
     fmr_note, fnmr_note = html.escape(result["fmr_ratio_note"]), html.escape(result["fnmr_ratio_note"])
@@ -184,7 +211,7 @@ def differential_section(one: dict, attribute: str, result: dict) -> str:
     ]
     headers = ["group", "impostor pairs", "false matches", "FMR", "FMR 95% CI", "FMR upper (3/n)", "genuine pairs"]
     return (
-        f"<h3>Demographic differentials by {html.escape(attribute)}</h3>"
+        f"<h3>Demographic differentials by {html.escape(attribute)} ({html.escape(scores)})</h3>"
         f"<p>One global threshold {result['threshold']:.4f} ({source}); pairs whose faces fall in different "
         f"groups are left out ({excluded:,}). FMR max/min ratio: {_fmt(result['fmr_max_min_ratio'])} "
         f"({fmr_note}); FNMR max/min ratio: {_fmt(result['fnmr_max_min_ratio'])} ({fnmr_note}).</p>"
@@ -244,9 +271,11 @@ def scenario_section(many: dict) -> str:
     )
 
 
-def write_report(path: Path, run_id: str, model_id: str | None, one: dict | None, many: dict | None) -> Path:
+def write_report(
+    path: Path, run_id: str, model_id: str | None, one: dict | None, many: dict | None, normalized: dict | None = None
+) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     scratch = path.with_suffix(".html.tmp")
-    scratch.write_text(render(run_id, model_id, one, many), encoding="utf-8")
+    scratch.write_text(render(run_id, model_id, one, many, normalized), encoding="utf-8")
     scratch.replace(path)
     return path

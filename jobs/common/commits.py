@@ -84,6 +84,11 @@ def with_commit_retries(
     raise AssertionError("unreachable")
 
 
-def append_with_retries(frame, table: str) -> None:
-    """Append a DataFrame to a Delta table (created by the first append), retrying commit conflicts."""
-    with_commit_retries(lambda: frame.write.format("delta").mode("append").save(table), table)
+def append_with_retries(frame, table: str, add_columns: bool = False) -> None:
+    """Append a DataFrame to a Delta table (created by the first append), retrying commit conflicts.
+
+    `add_columns` lets the append add nullable columns a table written by an older Lineup lacks."""
+    writer = frame.write.format("delta").mode("append")
+    if add_columns:
+        writer = writer.option("mergeSchema", "true")
+    with_commit_retries(lambda: writer.save(table), table)

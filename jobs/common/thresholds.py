@@ -12,6 +12,7 @@ from pydantic import Field, model_validator
 
 from jobs.common.config import StrictModel
 from jobs.common.errors import UserError
+from jobs.common.normalization import METHOD, VERSION, Normalization, normalization_from_record
 
 CALIBRATIONS_DIR = "calibrations"
 
@@ -34,6 +35,15 @@ class Threshold:
     value: float | None
     source: str  # "explicit", "calibration:<id>" or "none"
     calibration: dict[str, Any] | None = None
+    # When set, `value` applies to normalized scores (the raw cosine is still kept beside them).
+    normalization: Normalization | None = None
+
+    @property
+    def normalization_label(self) -> str | None:
+        """What the normalized scores were normalized with, for tables: `fsn-v1:<calibration_id>`."""
+        if self.normalization is None or self.calibration is None:
+            return None
+        return f"{METHOD}-v{VERSION}:{self.calibration['calibration_id']}"
 
     def describe(self) -> str:
         if self.value is None:
@@ -41,9 +51,13 @@ class Threshold:
         if self.calibration is None:
             return f"explicit threshold {self.value}"
         c = self.calibration
+        scores = (
+            f" on {METHOD}-normalized scores ({len(self.normalization.offsets)} clusters)" if self.normalization else ""
+        )
         return (
-            f"threshold {self.value:.6f} from calibration {c['calibration_id']}: target FMR {c['target_fmr']:g}, "
-            f"measured FMR {c['measured_fmr']:.3g} on {c['impostor_pairs']} impostor pairs of {c['data']['name']}"
+            f"threshold {self.value:.6f}{scores} from calibration {c['calibration_id']}: target FMR "
+            f"{c['target_fmr']:g}, measured FMR {c['measured_fmr']:.3g} on {c['impostor_pairs']} impostor pairs of "
+            f"{c['data']['name']}"
         )
 
 
@@ -83,7 +97,7 @@ def calibration_record_problem(record: object, file_stem: str) -> str | None:
 
     >>> calibration_record_problem({"calibration_id": "c1", "threshold": 7.5, "model_id": "m",
     ...     "target_fmr": 1e-3, "measured_fmr": 1e-3}, "c1")
-    'threshold 7.5 is outside [-1, 1], the range of a cosine score'
+    'threshold 7.5 is outside [-1, 1], the range of its scores'
     """
     if not isinstance(record, dict):
         return "not a JSON object"
@@ -91,8 +105,10 @@ def calibration_record_problem(record: object, file_stem: str) -> str | None:
     if missing:
         return f"no {missing}"
     threshold = record["threshold"]
-    if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not -1.0 <= threshold <= 1.0:
-        return f"threshold {threshold!r} is outside [-1, 1], the range of a cosine score"
+    # A normalized score is a cosine shifted by at most 2 (the offsets are cosine differences).
+    bound = 3.0 if "normalization" in record else 1.0
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not -bound <= threshold <= bound:
+        return f"threshold {threshold!r} is outside [-{bound:g}, {bound:g}], the range of its scores"
     if not isinstance(record["model_id"], str) or not record["model_id"]:
         return "model_id is empty"
     if record["calibration_id"] != file_stem:
@@ -112,4 +128,10 @@ def resolve_threshold(settings: ThresholdSettings, model_id: str, data_root: Pat
             f"{key}.calibration {record['calibration_id']} was measured for model {record['model_id']}, but this run "
             f"uses {model_id}: calibrate this model with `lineup audit calibrate`"
         )
-    return Threshold(float(record["threshold"]), f"calibration:{record['calibration_id']}", record)
+    normalization = None
+    if "normalization" in record:
+        try:
+            normalization = normalization_from_record(record["normalization"])
+        except ValueError as error:
+            raise UserError(f"{key}.calibration {record['calibration_id']}: {error}; recalibrate it") from None
+    return Threshold(float(record["threshold"]), f"calibration:{record['calibration_id']}", record, normalization)

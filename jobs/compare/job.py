@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from jobs.common.commits import append_with_retries
+from jobs.common.normalized_scores import normalized_score, offset_column
 from jobs.common.runs import RunRecord, append_run, delta_version, run_job
 from jobs.common.thresholds import Threshold, resolve_threshold
 from jobs.common.timing import Phases
@@ -19,8 +20,8 @@ from jobs.compare.plan import face_sides, image_sides, read_pairs_table
 
 SCORES_DDL = (
     "run_id STRING, pair_index BIGINT, a STRING, b STRING, a_face_id BIGINT, b_face_id BIGINT, a_faces INT, "
-    "b_faces INT, score FLOAT, status STRING, error STRING, threshold DOUBLE, above_threshold BOOLEAN, "
-    "model_id STRING, compared_at TIMESTAMP"
+    "b_faces INT, score FLOAT, normalized_score FLOAT, normalization STRING, status STRING, error STRING, "
+    "threshold DOUBLE, above_threshold BOOLEAN, model_id STRING, compared_at TIMESTAMP"
 )
 
 
@@ -75,6 +76,13 @@ def score_pairs(pairs, sides, threshold: Threshold, model_id: str, run_id: str):
     )
     value = F.lit(threshold.value).cast("double")
     score = F.when(status == "ok", dot.cast("float"))
+    normalized = F.lit(None).cast("float")
+    if threshold.normalization is not None:
+        a_offset = offset_column("a_embedding", threshold.normalization)
+        b_offset = offset_column("b_embedding", threshold.normalization)
+        normalized = F.when(status == "ok", normalized_score(score, a_offset, b_offset))
+    # The threshold applies to the normalized score when the calibration normalizes; the raw stays beside it.
+    judged = normalized if threshold.normalization is not None else score
     return joined.select(
         F.lit(run_id).alias("run_id"),
         "pair_index",
@@ -85,10 +93,12 @@ def score_pairs(pairs, sides, threshold: Threshold, model_id: str, run_id: str):
         F.col("a_faces").cast("int").alias("a_faces"),
         F.col("b_faces").cast("int").alias("b_faces"),
         score.alias("score"),
+        normalized.alias("normalized_score"),
+        F.lit(threshold.normalization_label).cast("string").alias("normalization"),
         status.alias("status"),
         F.when(status != "ok", F.trim(error)).alias("error"),
         value.alias("threshold"),
-        (score >= value if threshold.value is not None else F.lit(None).cast("boolean")).alias("above_threshold"),
+        (judged >= value if threshold.value is not None else F.lit(None).cast("boolean")).alias("above_threshold"),
         F.lit(model_id).alias("model_id"),
         F.current_timestamp().alias("compared_at"),
     )
@@ -103,7 +113,7 @@ def _write(config: CompareConfig, spark, record: RunRecord, pairs, scores, thres
     try:
         by_status = {row.status: int(row.n) for row in scores.groupBy("status").agg(F.count("*").alias("n")).collect()}
         above = scores.where(F.col("above_threshold")).count() if threshold.value is not None else None
-        append_with_retries(scores, scores_table)
+        append_with_retries(scores, scores_table, add_columns=True)
     finally:
         scores.unpersist()
         pairs.unpersist()
@@ -120,6 +130,7 @@ def _write(config: CompareConfig, spark, record: RunRecord, pairs, scores, thres
         "threshold": threshold.value,
         "threshold_source": threshold.source,
         "threshold_note": threshold.describe(),
+        "normalization": threshold.normalization_label,
         **record.counts,
         "elapsed_s": round(time.perf_counter() - started, 1),
         "outputs": {

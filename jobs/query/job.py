@@ -19,7 +19,7 @@ from jobs.common.thresholds import resolve_threshold
 from jobs.common.timing import Phases
 from jobs.index.shards import verify_index
 from jobs.query.config import QueryConfig
-from jobs.query.plan import choose_plan, gallery_faces, rerank, search_candidates
+from jobs.query.plan import choose_plan, gallery_faces, normalize, rerank, search_candidates
 from jobs.query.probes import check_probes, probe_frame
 from jobs.query.tables import identities_frame, matches_frame
 
@@ -75,14 +75,18 @@ def _search_and_write(
     gallery_size = int(manifest["vectors"]) - int(manifest.get("removed", 0))
 
     ok_probes = probes.where(F.col("status") == "ok")
-    # Re-ranking an exact index would change nothing: only approximate ones fetch extra candidates.
-    fetch = settings.k * settings.rerank_factor if settings.rerank and not manifest["exact"] else settings.k
+    exact_rerank = settings.rerank and not manifest["exact"]  # re-ranking an exact index changes nothing
+    # Normalization reorders candidates, so it rescores k * rerank_factor of them even from an exact index.
+    normalization = threshold.normalization
+    fetch = settings.k * settings.rerank_factor if exact_rerank or normalization else settings.k
     plan = choose_plan(index_dir, manifest, settings)
     record.params["plan"] = plan
     top = search_candidates(spark, ok_probes, index_dir, manifest, settings, fetch, plan)
     top = top.join(gallery.select("gallery_face_id", "gallery_subject_id"), "gallery_face_id", "left")
-    if fetch > settings.k:
-        top = rerank(top, ok_probes, gallery, settings.k)
+    if exact_rerank:
+        top = rerank(top, ok_probes, gallery, None if normalization else settings.k)
+    if normalization:
+        top = normalize(top, ok_probes, gallery, normalization, settings.k)
     matches = matches_frame(top, probes, threshold, manifest, record.run_id, gallery_size)
     return _write(config, spark, record, matches, threshold, manifest, probe_counts, gallery_size, started)
 
@@ -106,8 +110,8 @@ def _write(config, spark, record, matches, threshold, manifest, probe_counts, ga
             .collect()
         )
         by_status = {row.probe_status: int(row.probes) for row in per_status}
-        append_with_retries(matches, matches_table)
-        append_with_retries(identities_frame(matches), identities_table)
+        append_with_retries(matches, matches_table, add_columns=True)
+        append_with_retries(identities_frame(matches), identities_table, add_columns=True)
     finally:
         matches.unpersist()
     record.add_output("matches", matches_table, delta_version(spark, matches_table))
@@ -137,6 +141,7 @@ def _write(config, spark, record, matches, threshold, manifest, probe_counts, ga
         "threshold": threshold.value,
         "threshold_source": threshold.source,
         "threshold_note": threshold.describe(),
+        "normalization": threshold.normalization_label,
         **counts,
         "elapsed_s": round(elapsed, 1),
         "probes_per_s": round(counts["probes_searched"] / max(elapsed, 1e-9), 1),

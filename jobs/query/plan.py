@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from jobs.common.normalization import Normalization
+from jobs.common.normalized_scores import normalized_score, offset_column
 from jobs.query.worker import CANDIDATES_DDL, make_search_runner
 
 
@@ -57,18 +59,19 @@ def search_candidates(spark, ok_probes, index_dir: Path, manifest: dict, setting
     return keep_top(per_shard, fetch)
 
 
-def keep_top(candidates, k: int):
-    """The k best per probe over all shards: larger score first (inner product), ties to the smaller face_id."""
+def keep_top(candidates, k: int, by: str = "score"):
+    """The k best per probe over all shards: larger `by` first (inner product), ties to the smaller face_id."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    order = Window.partitionBy("probe_face_id").orderBy(F.col("score").desc(), F.col("gallery_face_id").asc())
+    order = Window.partitionBy("probe_face_id").orderBy(F.col(by).desc(), F.col("gallery_face_id").asc())
     ranked = candidates.drop("rank").withColumn("rank", F.row_number().over(order))
     return ranked.where(F.col("rank") <= k)
 
 
-def rerank(top, ok_probes, gallery, k: int):
-    """Rescore candidates exactly (dot product of the stored, L2-normalised embeddings), keep the k best."""
+def rerank(top, ok_probes, gallery, k: int | None):
+    """Rescore candidates exactly (dot product of the stored, L2-normalised embeddings), keep the k best
+    (all of them when `k` is None)."""
     from pyspark.sql import functions as F
 
     probe_vectors = ok_probes.select(F.col("face_id").alias("probe_face_id"), F.col("embedding").alias("probe_vec"))
@@ -83,4 +86,28 @@ def rerank(top, ok_probes, gallery, k: int):
         .withColumn("score", exact.cast("float"))
         .drop("probe_vec", "gallery_embedding")
     )
-    return keep_top(scored, k)
+    return scored if k is None else keep_top(scored, k)
+
+
+def normalize(top, ok_probes, gallery, normalization: Normalization, k: int):
+    """Each candidate's normalized score beside its raw one; the k best by normalized score per probe."""
+    from pyspark.sql import functions as F
+
+    probe_offsets = ok_probes.select(
+        F.col("face_id").alias("probe_face_id"), offset_column("embedding", normalization).alias("probe_offset")
+    ).dropDuplicates(["probe_face_id"])
+    gallery_offsets = (
+        top.select("gallery_face_id")
+        .distinct()
+        .join(gallery.select("gallery_face_id", "gallery_embedding"), "gallery_face_id")
+        .select("gallery_face_id", offset_column("gallery_embedding", normalization).alias("gallery_offset"))
+    )
+    scored = (
+        top.join(probe_offsets, "probe_face_id")
+        .join(gallery_offsets, "gallery_face_id")
+        .withColumn(
+            "normalized_score", normalized_score(F.col("score"), F.col("probe_offset"), F.col("gallery_offset"))
+        )
+        .drop("probe_offset", "gallery_offset")
+    )
+    return keep_top(scored, k, by="normalized_score")

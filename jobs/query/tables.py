@@ -8,13 +8,15 @@ from jobs.common.thresholds import Threshold
 MATCHES_DDL = (
     "run_id STRING, probe_face_id BIGINT, probe_image_id STRING, probe_source_path STRING, probe_subject_id STRING, "
     "probe_attributes MAP<STRING, STRING>, probe_status STRING, probe_error STRING, rank INT, "
-    "gallery_face_id BIGINT, gallery_subject_id STRING, score FLOAT, threshold DOUBLE, above_threshold BOOLEAN, "
-    "model_id STRING, index_id STRING, gallery_size BIGINT, queried_at TIMESTAMP"
+    "gallery_face_id BIGINT, gallery_subject_id STRING, score FLOAT, normalized_score FLOAT, normalization STRING, "
+    "threshold DOUBLE, above_threshold BOOLEAN, model_id STRING, index_id STRING, gallery_size BIGINT, "
+    "queried_at TIMESTAMP"
 )
 IDENTITIES_DDL = (
     "run_id STRING, probe_face_id BIGINT, probe_image_id STRING, probe_subject_id STRING, rank INT, "
-    "gallery_subject_id STRING, best_score FLOAT, best_gallery_face_id BIGINT, candidate_faces INT, "
-    "threshold DOUBLE, above_threshold BOOLEAN, model_id STRING, index_id STRING, queried_at TIMESTAMP"
+    "gallery_subject_id STRING, best_score FLOAT, best_normalized_score FLOAT, best_gallery_face_id BIGINT, "
+    "candidate_faces INT, normalization STRING, threshold DOUBLE, above_threshold BOOLEAN, model_id STRING, "
+    "index_id STRING, queried_at TIMESTAMP"
 )
 
 
@@ -39,9 +41,13 @@ def matches_frame(top, probes, threshold: Threshold, manifest: dict, run_id: str
         F.lit(None).cast("string").alias("gallery_subject_id"),
         F.lit(None).cast("float").alias("score"),
     )
-    both = found.unionByName(failed)
+    if "normalized_score" not in top.columns:
+        found = found.withColumn("normalized_score", F.lit(None).cast("float"))
+    both = found.unionByName(failed, allowMissingColumns=True)
     value = F.lit(threshold.value).cast("double")
-    above = (F.col("score") >= value) if threshold.value is not None else F.lit(None).cast("boolean")
+    # With a normalizing calibration the threshold judges the normalized score; the raw score stays beside it.
+    judged = F.col("normalized_score") if threshold.normalization is not None else F.col("score")
+    above = (judged >= value) if threshold.value is not None else F.lit(None).cast("boolean")
     return both.select(
         F.lit(run_id).alias("run_id"),
         "probe_face_id",
@@ -55,6 +61,8 @@ def matches_frame(top, probes, threshold: Threshold, manifest: dict, run_id: str
         "gallery_face_id",
         "gallery_subject_id",
         F.col("score").cast("float").alias("score"),
+        F.col("normalized_score").cast("float").alias("normalized_score"),
+        F.lit(threshold.normalization_label).cast("string").alias("normalization"),
         value.alias("threshold"),
         above.alias("above_threshold"),
         F.lit(manifest["model_id"]).alias("model_id"),
@@ -72,19 +80,18 @@ def identities_frame(matches):
     keys = ["run_id", "probe_face_id", "probe_image_id", "probe_subject_id", "gallery_subject_id"]
     best = (
         matches.where(F.col("rank").isNotNull() & F.col("gallery_subject_id").isNotNull())
-        .groupBy(*keys, "threshold", "model_id", "index_id", "queried_at")
+        .groupBy(*keys, "normalization", "threshold", "model_id", "index_id", "queried_at")
         .agg(
             F.max("score").alias("best_score"),
+            F.max("normalized_score").alias("best_normalized_score"),
             F.min_by("gallery_face_id", "rank").alias("best_gallery_face_id"),
             F.count("*").cast("int").alias("candidate_faces"),
         )
     )
-    order = Window.partitionBy("run_id", "probe_face_id").orderBy(
-        F.col("best_score").desc(), F.col("gallery_subject_id").asc()
-    )
-    above = F.when(F.col("threshold").isNull(), F.lit(None).cast("boolean")).otherwise(
-        F.col("best_score") >= F.col("threshold")
-    )
+    # A normalized run ranks and judges subjects by their best normalized score.
+    judged = F.coalesce(F.col("best_normalized_score"), F.col("best_score"))
+    order = Window.partitionBy("run_id", "probe_face_id").orderBy(judged.desc(), F.col("gallery_subject_id").asc())
+    above = F.when(F.col("threshold").isNull(), F.lit(None).cast("boolean")).otherwise(judged >= F.col("threshold"))
     return best.select(
         "run_id",
         "probe_face_id",
@@ -93,8 +100,10 @@ def identities_frame(matches):
         F.row_number().over(order).cast("int").alias("rank"),
         "gallery_subject_id",
         "best_score",
+        "best_normalized_score",
         "best_gallery_face_id",
         "candidate_faces",
+        "normalization",
         "threshold",
         above.alias("above_threshold"),
         "model_id",

@@ -180,3 +180,115 @@ def test_one_to_n_and_the_report_renders_in_chromium(spark, labelled: dict) -> N
     assert facts["images"] == facts["plots"] == 2  # DET curve and score histogram, decoded by the browser
     assert facts["tables"] >= 5
     assert "synthetic 400 faces" in facts["text"] and f"gallery {len(gallery)} faces" in facts["text"]
+
+
+def test_fsn_calibration_narrows_the_gap_and_every_consumer_applies_it(spark, labelled: dict, tmp_path: Path) -> None:
+    from jobs.common.normalization import normalization_from_record
+    from jobs.compare.config import CompareConfig
+    from jobs.compare.job import run_compare
+
+    root, vectors = labelled["root"], labelled["vectors"]
+    calibration = run_calibrate(audit_config(labelled), 1e-2, spark, normalization="fsn", clusters=4)
+    record = load_calibration(calibration["calibration_id"], root / "data", "test")
+    assert record["normalization"]["k"] == 4 and "group" not in json.dumps(record["normalization"])
+    fsn = normalization_from_record(record["normalization"])
+    offsets = fsn.offsets_of(vectors)
+
+    # Audit: raw and normalized side by side, both at the threshold giving FMR 1e-2 on their own scores.
+    summary = run_audit(
+        audit_config(
+            labelled,
+            "audit.group_by=[g]",
+            f"audit.normalization={calibration['calibration_id']}",
+            "audit.differential_fmr=0.01",
+        ),
+        spark,
+    )
+    raw, normalized = summary["one_to_one"], summary["one_to_one_normalized"]
+    assert normalized["normalization"] == f"fsn-v1:{calibration['calibration_id']}"
+    assert normalized["global_threshold"]["fmr"] == pytest.approx(raw["global_threshold"]["fmr"], abs=1e-3)
+    assert normalized["groups"]["g"]["fmr_max_min_ratio"] < raw["groups"]["g"]["fmr_max_min_ratio"]
+    t = normalized["groups"]["g"]["threshold"]
+    s, a = labelled["subjects"], labelled["attributes"]
+    b_impostors = [
+        float(vectors[i] @ vectors[j]) - (offsets[i] + offsets[j]) / 2
+        for i in range(len(vectors))
+        for j in range(i + 1, len(vectors))
+        if a[i]["g"] == a[j]["g"] == "b" and s[i] != s[j]
+    ]
+    assert normalized["groups"]["g"]["groups"]["b"]["fmr"] == pytest.approx(
+        (np.array(b_impostors) >= t).mean(), abs=1e-6
+    )
+    metrics = (
+        spark.read.format("delta").load(summary["outputs"]["metrics_table"]).where(f"run_id = '{summary['run_id']}'")
+    )
+    assert metrics.where("scope = '1:1 group normalized' and metric = 'fmr'").count() == 2
+    assert metrics.where("scope = '1:1 group' and metric = 'fmr'").count() == 2
+    assert "Raw and normalized scores" in Path(summary["outputs"]["report"]).read_text()
+
+    # Query: the raw score as before, the normalized one beside it, above_threshold judged on it.
+    gallery = [i for i in range(len(vectors)) if i % 4 == 0]
+    probes = [i for i in range(len(vectors)) if i % 4 == 1]
+    write_faces(spark, tmp_path / "gallery", labelled["ids"][gallery], vectors[gallery])
+    write_faces(spark, tmp_path / "probes", labelled["ids"][probes] + 10_000, vectors[probes])
+    run_index(
+        load_config(
+            IndexConfig, None, [f"index.faces_table={tmp_path / 'gallery'}", f"index.index_dir={tmp_path / 'index'}"]
+        ),
+        spark,
+    )
+    query = run_query(
+        load_config(
+            QueryConfig,
+            None,
+            [
+                f"spark.data_root={root / 'data'}",
+                f"query.probes.faces_table={tmp_path / 'probes'}",
+                f"query.index_dir={tmp_path / 'index'}",
+                f"query.matches_table={tmp_path / 'matches'}",
+                f"query.identities_table={tmp_path / 'identities'}",
+                f"query.threshold.calibration={calibration['calibration_id']}",
+                "query.k=3",
+            ],
+        ),
+        spark,
+    )
+    assert query["normalization"] == normalized["normalization"]
+    position = {int(face_id): i for i, face_id in enumerate(labelled["ids"])}
+    rows = spark.read.format("delta").load(str(tmp_path / "matches")).collect()
+    assert len(rows) == 3 * len(probes)
+    for row in rows:
+        p, g = position[row.probe_face_id - 10_000], position[row.gallery_face_id]
+        assert row.score == pytest.approx(float(vectors[p] @ vectors[g]), abs=1e-5)  # raw, unchanged
+        assert row.normalized_score == pytest.approx(row.score - (offsets[p] + offsets[g]) / 2, abs=1e-5)
+        assert row.above_threshold == (row.normalized_score >= record["threshold"])
+    for probe in {r.probe_face_id for r in rows}:  # ranked by normalized score, the best k of all gallery faces
+        p = position[probe - 10_000]
+        every = sorted((float(vectors[p] @ vectors[g]) - (offsets[p] + offsets[g]) / 2 for g in gallery), reverse=True)
+        mine = sorted((r.normalized_score for r in rows if r.probe_face_id == probe), reverse=True)
+        assert mine == pytest.approx(every[:3], abs=1e-5)
+
+    # Compare: face-id pairs scored raw and normalized with the same calibration.
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("a,b\n" + "\n".join(f"{labelled['ids'][i]},{labelled['ids'][i + 4]}" for i in range(0, 40, 2)))
+    compare = run_compare(
+        load_config(
+            CompareConfig,
+            None,
+            [
+                f"spark.data_root={root / 'data'}",
+                f"compare.pairs.path={pairs}",
+                "compare.pairs.kind=faces",
+                f"compare.faces_table={root / 'faces'}",
+                f"compare.scores_table={tmp_path / 'scores'}",
+                f"compare.threshold.calibration={calibration['calibration_id']}",
+            ],
+        ),
+        spark,
+    )
+    assert compare["normalization"] == normalized["normalization"]
+    for row in spark.read.format("delta").load(str(tmp_path / "scores")).collect():
+        i, j = position[row.a_face_id], position[row.b_face_id]
+        assert row.score == pytest.approx(float(vectors[i] @ vectors[j]), abs=1e-5)
+        assert row.normalized_score == pytest.approx(row.score - (offsets[i] + offsets[j]) / 2, abs=1e-5)
+        assert row.above_threshold == (row.normalized_score >= record["threshold"])
