@@ -2,7 +2,7 @@
 PYTHON ?= python3.11
 VENV ?= .venv
 
-.PHONY: install test test-heavy
+.PHONY: install test test-heavy demo
 
 # Python deps (pinned in pyproject.toml), then `lineup setup`: Delta jars staged from Maven Central with
 # checked sha256, and later the default model pack. Reruns are cheap: verified artefacts are kept.
@@ -26,3 +26,7 @@ test:
 # The long fault-injection tests (killed Python workers, a killed query): CI runs them after `make test`.
 test-heavy:
 	$(VENV)/bin/python -m pytest -m heavy
+
+# The main job, end to end on this machine: LFW from ../shared/data (or LINEUP_DATA_DIR) through every job.
+demo:
+	$(VENV)/bin/lineup demo

@@ -58,6 +58,18 @@ def _submit_args(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from jobs.demo.config import DemoConfig
+    from jobs.demo.job import run_demo
+
+    flags = [f"demo.data={args.data}"] if args.data else []
+    flags += [f"demo.people={args.people}"] if args.people else []
+    config = load_config(DemoConfig, args.conf, [*args.overrides, *flags])
+    configure_logging(config.log_level)
+    emit_summary(run_demo(config))
+    return 0
+
+
 def _models_build_default(args: argparse.Namespace) -> int:
     from jobs.models.build import build_default_pack
 
@@ -220,6 +232,16 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
     _add_models_commands(commands)
     _add_audit_commands(commands)
+    demo = commands.add_parser(
+        "demo",
+        help="the whole chain on LFW (embed, index, calibrate, query, audit): the 2018 test replayed",
+        description="embed LFW, index a gallery, calibrate on other people, search 535 non-mated people and "
+        "the mated probes, audit, and print false matches at a fixed 0.80 threshold beside the calibrated one",
+    )
+    demo.add_argument("--data", help="folder holding lfw/ (default: $LINEUP_DATA_DIR or ../shared/data)")
+    demo.add_argument("--people", type=int, help="a seeded subset of LFW identities, for a quick run")
+    add_config_flags(demo)
+    demo.set_defaults(handler=_demo)
     return parser
 
 

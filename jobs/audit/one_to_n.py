@@ -33,5 +33,9 @@ def scenario_thresholds(config: AuditConfig, model_id: str, points: list[dict] |
             raise UserError(
                 f"audit.scenario_calibrations {reference} is for model {record['model_id']}, not {model_id}"
             )
+        if "normalization" in record:  # the replay reads raw scores: use the record's raw threshold
+            label = f"calibration {record['calibration_id']} (FMR {record['target_fmr']:g}, its raw threshold)"
+            labels[label] = float(record["raw_threshold"])
+            continue
         labels[f"calibration {record['calibration_id']} (FMR {record['target_fmr']:g})"] = float(record["threshold"])
     return labels

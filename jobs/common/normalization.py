@@ -48,6 +48,32 @@ class Normalization:
     def normalize(self, raw: np.ndarray, offset_a: np.ndarray, offset_b: np.ndarray) -> np.ndarray:
         return np.asarray(raw, np.float64) - (np.asarray(offset_a) + np.asarray(offset_b)) / 2
 
+    def rescore_top(
+        self,
+        probe_vectors: np.ndarray,
+        scores: np.ndarray,
+        ids: np.ndarray,
+        gallery: tuple[np.ndarray, np.ndarray],
+        k: int,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each probe's k best candidates by normalized score: (raw scores, ids, normalized scores).
+
+        `scores`/`ids` are (probes x candidates) search results (id -1: empty slot); `gallery` is
+        (face ids sorted, their offsets). Ties go to the smaller face_id, as in the search's own merge.
+        """
+        gallery_ids, gallery_offsets = gallery
+        slots = np.clip(np.searchsorted(gallery_ids, ids), 0, max(len(gallery_ids) - 1, 0))
+        known = (ids < 0) | (gallery_ids[slots] == ids) if len(gallery_ids) else ids < 0
+        if not np.all(known):
+            missing = ids[~known][0]
+            raise RuntimeError(f"gallery face {missing} has no normalization offset: the index and faces disagree")
+        probe_offsets = self.offsets_of(probe_vectors)
+        normalized = np.asarray(scores, np.float64) - (probe_offsets[:, None] + gallery_offsets[slots]) / 2
+        normalized = np.where(ids < 0, -np.inf, normalized)
+        order = np.lexsort((ids, -normalized), axis=1)[:, :k]
+        take = lambda values: np.take_along_axis(values, order, axis=1)  # noqa: E731
+        return take(scores), take(ids), take(normalized)
+
     def as_record(self) -> dict[str, Any]:
         return {
             "method": METHOD,

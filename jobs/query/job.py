@@ -19,7 +19,7 @@ from jobs.common.thresholds import resolve_threshold
 from jobs.common.timing import Phases
 from jobs.index.shards import verify_index
 from jobs.query.config import QueryConfig
-from jobs.query.plan import choose_plan, gallery_faces, normalize, rerank, search_candidates
+from jobs.query.plan import choose_plan, gallery_faces, gallery_offsets, normalize, rerank, search_candidates
 from jobs.query.probes import check_probes, probe_frame
 from jobs.query.tables import identities_frame, matches_frame
 
@@ -81,12 +81,15 @@ def _search_and_write(
     fetch = settings.k * settings.rerank_factor if exact_rerank or normalization else settings.k
     plan = choose_plan(index_dir, manifest, settings)
     record.params["plan"] = plan
-    top = search_candidates(spark, ok_probes, index_dir, manifest, settings, fetch, plan)
+    rescoring = None
+    if normalization and not exact_rerank:
+        rescoring = (normalization, gallery_offsets(spark, gallery, normalization), settings.k)
+    top = search_candidates(spark, ok_probes, index_dir, manifest, settings, fetch, plan, rescoring)
     top = top.join(gallery.select("gallery_face_id", "gallery_subject_id"), "gallery_face_id", "left")
     if exact_rerank:
         top = rerank(top, ok_probes, gallery, None if normalization else settings.k)
-    if normalization:
-        top = normalize(top, ok_probes, gallery, normalization, settings.k)
+        if normalization:
+            top = normalize(top, ok_probes, gallery, normalization, settings.k)
     matches = matches_frame(top, probes, threshold, manifest, record.run_id, gallery_size)
     return _write(config, spark, record, matches, threshold, manifest, probe_counts, gallery_size, started)
 

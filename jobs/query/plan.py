@@ -30,8 +30,27 @@ def choose_plan(index_dir: Path, manifest: dict, settings) -> str:
     return "all_shards" if index_bytes <= settings.worker_index_gb * 2**30 else "per_shard"
 
 
-def search_candidates(spark, ok_probes, index_dir: Path, manifest: dict, settings, fetch: int, plan: str):
-    """The `fetch` best gallery faces per probe over all shards (probe_face_id, gallery_face_id, score, rank)."""
+def gallery_offsets(spark, gallery, normalization: Normalization):
+    """Every gallery face's normalization offset, broadcast to the executors as (sorted face ids, offsets):
+    12 bytes a face, so the search tasks rescore their candidates without a join."""
+    import numpy as np
+    from pyspark.sql import functions as F
+
+    table = gallery.select(
+        F.col("gallery_face_id"), offset_column("gallery_embedding", normalization).cast("float").alias("offset")
+    ).toArrow()
+    ids = table.column("gallery_face_id").to_numpy()
+    order = np.argsort(ids, kind="stable")
+    offsets = table.column("offset").to_numpy(zero_copy_only=False).astype(np.float32)
+    return spark.sparkContext.broadcast((ids[order], offsets[order]))
+
+
+def search_candidates(
+    spark, ok_probes, index_dir: Path, manifest: dict, settings, fetch: int, plan: str, rescoring=None
+):
+    """The `fetch` best gallery faces per probe over all shards (probe_face_id, gallery_face_id, score,
+    normalized_score, rank). With `rescoring` = (normalization, gallery offsets broadcast, keep), the
+    executors rescore those candidates and the `keep` best by normalized score remain."""
     from pyspark.sql import functions as F
 
     partitions = settings.probe_partitions or spark.sparkContext.defaultParallelism
@@ -44,6 +63,8 @@ def search_candidates(spark, ok_probes, index_dir: Path, manifest: dict, setting
         "k": fetch,
         "threads": 1,
     }
+    if rescoring is not None:
+        context["normalization"], context["gallery_offsets"], context["keep"] = rescoring
     runner = make_search_runner(context)
     if plan == "all_shards":
         return probes.repartition(partitions).mapInArrow(runner, CANDIDATES_DDL)
@@ -56,6 +77,8 @@ def search_candidates(spark, ok_probes, index_dir: Path, manifest: dict, setting
         .repartitionByRange(partitions * shard_count, "task")
     )
     per_shard = tasks.select("probe_face_id", "embedding", "shard").mapInArrow(runner, CANDIDATES_DDL)
+    if rescoring is not None:
+        return keep_top(per_shard, rescoring[2], by="normalized_score")
     return keep_top(per_shard, fetch)
 
 
@@ -90,7 +113,8 @@ def rerank(top, ok_probes, gallery, k: int | None):
 
 
 def normalize(top, ok_probes, gallery, normalization: Normalization, k: int):
-    """Each candidate's normalized score beside its raw one; the k best by normalized score per probe."""
+    """Each candidate's normalized score beside its raw one; the k best by normalized score per probe
+    (after an exact re-rank, whose scores exist only here; otherwise the search tasks rescore)."""
     from pyspark.sql import functions as F
 
     probe_offsets = ok_probes.select(

@@ -18,20 +18,28 @@ import pyarrow as pa
 from jobs.common.schema import ddl_of
 
 CANDIDATES_ARROW = pa.schema(
-    [("probe_face_id", pa.int64()), ("gallery_face_id", pa.int64()), ("score", pa.float32()), ("rank", pa.int32())]
+    [
+        ("probe_face_id", pa.int64()),
+        ("gallery_face_id", pa.int64()),
+        ("score", pa.float32()),
+        ("normalized_score", pa.float32()),  # null unless the threshold's calibration normalizes
+        ("rank", pa.int32()),
+    ]
 )
 CANDIDATES_DDL = ddl_of(CANDIDATES_ARROW)
 
 
-def _to_batch(probe_ids: np.ndarray, scores: np.ndarray, ids: np.ndarray) -> pa.RecordBatch:
+def _to_batch(probe_ids: np.ndarray, scores: np.ndarray, ids: np.ndarray, normalized=None) -> pa.RecordBatch:
     keep = ids >= 0
     per_probe = keep.sum(axis=1)
     ranks = np.broadcast_to(np.arange(1, ids.shape[1] + 1, dtype=np.int32), ids.shape)
+    kept = int(keep.sum())
     return pa.RecordBatch.from_arrays(
         [
             pa.array(np.repeat(probe_ids, per_probe), pa.int64()),
             pa.array(ids[keep], pa.int64()),
             pa.array(scores[keep].astype(np.float32), pa.float32()),
+            pa.nulls(kept, pa.float32()) if normalized is None else pa.array(normalized[keep].astype(np.float32)),
             pa.array(ranks[keep], pa.int32()),
         ],
         schema=CANDIDATES_ARROW,
@@ -42,7 +50,8 @@ def make_search_runner(context: dict[str, Any]) -> Callable[[Iterator], Iterator
     """mapInArrow over (probe_face_id, embedding[, shard]) rows -> CANDIDATES_DDL rows.
 
     Without a `shard` column the task searches every shard and `rank` is global; with it, each row's
-    shard only, and `rank` is within that shard.
+    shard only, and `rank` is within that shard. With a normalization in the context, the `k` raw
+    candidates are rescored and the `keep` best by normalized score are returned (ranked by it).
     """
 
     def run(batches: Iterator) -> Iterator:
@@ -59,6 +68,14 @@ def make_search_runner(context: dict[str, Any]) -> Callable[[Iterator], Iterator
         def shard(key: int):
             return load_shard(context["index_dir"], entries[key], context["search_param"], context["search_value"])
 
+        normalization = context.get("normalization")
+        gallery = context["gallery_offsets"].value if normalization is not None else None
+
+        def batch_of(probe_ids, vectors, scores, ids):
+            if normalization is None:
+                return _to_batch(probe_ids, scores, ids)
+            return _to_batch(probe_ids, *normalization.rescore_top(vectors, scores, ids, gallery, context["keep"]))
+
         for batch in batches:
             if batch.num_rows == 0:
                 continue
@@ -67,12 +84,12 @@ def make_search_runner(context: dict[str, Any]) -> Callable[[Iterator], Iterator
             vectors = flat.astype(np.float32).reshape(len(probe_ids), -1)
             if "shard" not in batch.schema.names:
                 scores, ids = search_shards([shard(key) for key in sorted(entries)], removed, vectors, context["k"])
-                yield _to_batch(probe_ids, scores, ids)
+                yield batch_of(probe_ids, vectors, scores, ids)
                 continue
             shard_keys = batch.column("shard").to_numpy()
             for key in np.unique(shard_keys):
                 mask = shard_keys == key
                 scores, ids = search_shard(shard(int(key)), removed, vectors[mask], context["k"])
-                yield _to_batch(probe_ids[mask], scores, ids)
+                yield batch_of(probe_ids[mask], vectors[mask], scores, ids)
 
     return run

@@ -237,25 +237,34 @@ def test_fsn_calibration_narrows_the_gap_and_every_consumer_applies_it(spark, la
         ),
         spark,
     )
-    query = run_query(
-        load_config(
-            QueryConfig,
-            None,
-            [
-                f"spark.data_root={root / 'data'}",
-                f"query.probes.faces_table={tmp_path / 'probes'}",
-                f"query.index_dir={tmp_path / 'index'}",
-                f"query.matches_table={tmp_path / 'matches'}",
-                f"query.identities_table={tmp_path / 'identities'}",
-                f"query.threshold.calibration={calibration['calibration_id']}",
-                "query.k=3",
-            ],
-        ),
-        spark,
-    )
-    assert query["normalization"] == normalized["normalization"]
+
+    def query(plan: str) -> list:
+        summary = run_query(
+            load_config(
+                QueryConfig,
+                None,
+                [
+                    f"spark.data_root={root / 'data'}",
+                    f"query.probes.faces_table={tmp_path / 'probes'}",
+                    f"query.index_dir={tmp_path / 'index'}",
+                    f"query.matches_table={tmp_path / 'matches'}",
+                    f"query.identities_table={tmp_path / 'identities'}",
+                    f"query.threshold.calibration={calibration['calibration_id']}",
+                    f"query.plan={plan}",
+                    "query.k=3",
+                ],
+            ),
+            spark,
+        )
+        assert summary["normalization"] == normalized["normalization"]
+        matches = spark.read.format("delta").load(str(tmp_path / "matches"))
+        return matches.where(f"run_id = '{summary['run_id']}'").collect()
+
+    rows = query("all_shards")
+    per_shard = query("per_shard")
+    key = lambda r: (r.probe_face_id, r.rank, r.gallery_face_id, r.normalized_score)  # noqa: E731
+    assert sorted(map(key, per_shard)) == sorted(map(key, rows))  # both plans rescore alike
     position = {int(face_id): i for i, face_id in enumerate(labelled["ids"])}
-    rows = spark.read.format("delta").load(str(tmp_path / "matches")).collect()
     assert len(rows) == 3 * len(probes)
     for row in rows:
         p, g = position[row.probe_face_id - 10_000], position[row.gallery_face_id]

@@ -102,3 +102,18 @@ def test_a_calibration_with_an_unknown_normalization_is_refused(tmp_path: Path) 
     reference = write_record(tmp_path, "model-a", {"method": "zscore", "version": 1})
     with pytest.raises(UserError, match="query.threshold.calibration cal-fsn: normalization method 'zscore'"):
         resolve_threshold(ThresholdSettings(calibration=reference), "model-a", tmp_path, "query.threshold")
+
+
+def test_rescoring_search_results_keeps_the_best_by_normalized_score() -> None:
+    fsn = Normalization(CENTRES, np.array([0.0, -0.8]), 0.8, 1e-3)
+    probe = FACES[[2]]  # cluster B: offset -0.8
+    ids = np.array([[10, 20, 30, -1]])  # 10 in A, 20 and 30 in B; one empty slot
+    scores = np.array([[0.5, 0.3, 0.3, -np.inf]], np.float32)
+    gallery = (np.array([10, 20, 30]), np.array([0.0, -0.8, -0.8], np.float32))
+    raw, kept, normalized = fsn.rescore_top(probe, scores, ids, gallery, 2)
+    # 10: 0.5 + 0.4 = 0.9; 20 and 30: 0.3 + 0.8 = 1.1 (a tie: the smaller face_id first)
+    assert kept.tolist() == [[20, 30]]
+    assert raw[0].tolist() == pytest.approx([0.3, 0.3])
+    assert normalized[0].tolist() == pytest.approx([1.1, 1.1], abs=1e-6)
+    with pytest.raises(RuntimeError, match="gallery face 40 has no normalization offset"):
+        fsn.rescore_top(probe, scores, np.array([[10, 40, 30, -1]]), gallery, 2)
