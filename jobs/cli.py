@@ -51,10 +51,29 @@ def _config_job(config_name: str, runner_name: str) -> Callable[[argparse.Namesp
 
 
 def _submit_args(args: argparse.Namespace) -> int:
+    import json
+    import shlex
+
     from jobs.common.spark import submit_args
 
     config = load_config(LineupConfig, args.conf, args.overrides)
-    sys.stdout.write(" ".join(submit_args(config.spark)) + "\n")
+    flags = submit_args(config.spark)
+    if args.cluster:
+        from jobs.deploy.package import cluster_submit_args, default_package_dir
+
+        flags = cluster_submit_args(flags, Path(args.package_dir) if args.package_dir else default_package_dir())
+    sys.stdout.write((json.dumps(flags) if args.json else " ".join(shlex.quote(f) for f in flags)) + "\n")
+    return 0
+
+
+def _package(args: argparse.Namespace) -> int:
+    from jobs.deploy.package import default_package_dir, run_package
+    from jobs.models.build import default_pack_dir
+
+    config = load_config(LineupConfig, args.conf, args.overrides)
+    configure_logging(config.log_level)
+    out = Path(args.out) if args.out else default_package_dir()
+    emit_summary(run_package(out, Path(args.pack) if args.pack else default_pack_dir()))
     return 0
 
 
@@ -145,7 +164,6 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
         "check the installation; print versions and the SparkSession start time",
         _config_job("jobs.common.config.LineupConfig", "jobs.doctor.run_doctor"),
     ),
-    "submit-args": ("print the spark-submit flags that give a cluster job Delta Lake", _submit_args),
 }
 
 
@@ -232,6 +250,25 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
     _add_models_commands(commands)
     _add_audit_commands(commands)
+    submit = commands.add_parser(
+        "submit-args",
+        help="print the spark-submit flags that give a cluster job Delta Lake (and, with --cluster, Lineup)",
+        description="print the spark-submit flags that give a cluster job Delta Lake (and, with --cluster, Lineup)",
+    )
+    submit.add_argument("--cluster", action="store_true", help="also ship `lineup package`'s archives to executors")
+    submit.add_argument("--package-dir", help="where `lineup package` wrote them (default $LINEUP_HOME/package)")
+    submit.add_argument("--json", action="store_true", help="one JSON list of arguments instead of a shell line")
+    add_config_flags(submit)
+    submit.set_defaults(handler=_submit_args)
+    package = commands.add_parser(
+        "package",
+        help="build the environment and model-pack archives executors without Lineup need",
+        description="build the environment and model-pack archives executors without Lineup need",
+    )
+    package.add_argument("--out", help="output folder (default $LINEUP_HOME/package)")
+    package.add_argument("--pack", help="model pack to ship (default: the default pack)")
+    add_config_flags(package)
+    package.set_defaults(handler=_package)
     demo = commands.add_parser(
         "demo",
         help="the whole chain on LFW (embed, index, calibrate, query, audit): the 2018 test replayed",

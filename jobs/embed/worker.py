@@ -27,12 +27,10 @@ def cached_pipeline(pack_dir: str, model_id: str, threads: int, max_pixels: int)
     """One FacePipeline per Python worker process: ONNX sessions are built here, never pickled."""
     key = (pack_dir, model_id, threads, max_pixels)
     if key not in _PIPELINES:
-        from jobs.models.pack import load_pack
+        from jobs.models.pack import locate_pack
         from jobs.models.pipeline import FacePipeline, PipelineSettings
 
-        pack = load_pack(pack_dir)
-        if pack.model_id != model_id:
-            raise RuntimeError(f"pack at {pack_dir} changed during the run ({pack.model_id} != {model_id})")
+        pack = locate_pack(pack_dir, model_id)
         _PIPELINES[key] = FacePipeline(pack, PipelineSettings(threads=threads, max_pixels=max_pixels))
     return _PIPELINES[key]
 

@@ -140,3 +140,30 @@ def write_pack(pack_dir: Path, manifest: dict[str, Any], files: dict[str, bytes]
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return load_pack(pack_dir)
+
+
+SHIPPED_PACK = "lineup_pack"  # the alias `lineup submit-args --cluster` gives the pack archive
+
+
+def locate_pack(pack_dir: str, model_id: str) -> Pack:
+    """The pack as an executor sees it: the driver's folder where this node shares it, else the copy
+    shipped with the job (`--archives lineup_pack.tar.gz#lineup_pack`: in the task's working directory
+    or SparkFiles' root). Either way every file's sha256 is checked, and the model must be the driver's."""
+    candidates = [Path(pack_dir)]
+    candidates.append(Path(SHIPPED_PACK))
+    try:
+        from pyspark import SparkFiles
+
+        candidates.append(Path(SparkFiles.getRootDirectory()) / SHIPPED_PACK)
+    except Exception:  # noqa: BLE001 - outside a Spark task there is no SparkFiles root
+        pass
+    found = next((c for c in candidates if (c / PACK_FILE).is_file()), None)
+    if found is None:
+        raise PackError(
+            f"no model pack on this executor: {pack_dir} does not exist here and no {SHIPPED_PACK} was shipped; "
+            "submit with the flags of `lineup submit-args --cluster` (they ship the pack)"
+        )
+    pack = load_pack(found)
+    if pack.model_id != model_id:
+        raise PackError(f"the pack at {found} is {pack.model_id}, the run uses {model_id}: ship the driver's pack")
+    return pack
