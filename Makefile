@@ -10,6 +10,9 @@ install:
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet -e '.[test]'
 	$(VENV)/bin/lineup setup
+	@# Airflow lives in its own venv (its pins clash with ours); the example DAG's test drives it.
+	$(PYTHON) -m venv .airflow-venv
+	.airflow-venv/bin/pip install --quiet -r examples/airflow/requirements.txt
 	@# Debian's Chromium renders the audit report in its test; apt needs root (CI runs as root).
 	command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \

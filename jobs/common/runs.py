@@ -113,7 +113,11 @@ def run_job(
 
     phases = Phases(job)
     started = time.perf_counter()
-    spark = spark or get_spark(config.spark, app_name=f"lineup-{job}")
+    if spark is None:
+        from jobs.deploy.check import check_packaged_executors
+
+        spark = get_spark(config.spark, app_name=f"lineup-{job}")
+        check_packaged_executors(spark)
     phases.add("session_start", time.perf_counter() - started)
 
     def timed(record: RunRecord) -> dict[str, Any]:

@@ -43,12 +43,12 @@ def lineup(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def submit(flags: list[str], master_url: str, main: str, *sets: str) -> dict:
+def submit(flags: list[str], master_url: str, main: str, *sets: str, exit_code: int = 0) -> dict:
     command = [spark_bin("spark-submit"), "--master", master_url, *flags, "--conf", "spark.ui.enabled=false"]
     command += [str(REPO_ROOT / "jobs" / main / "main.py"), *(arg for s in sets for arg in ("--set", s))]
     env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1")
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=CEILING_S)
-    assert done.returncode == 0, done.stderr[-4000:]
+    assert done.returncode == exit_code, done.stderr[-4000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -99,6 +99,10 @@ def test_embed_index_query_on_a_worker_without_lineup(spark, tmp_path: Path, sha
             "query.k=3",
         )
         shipped = sorted(p.name for p in worker_dir.rglob("lineup_*") if p.is_dir())
+        # An environment the executors cannot start is refused before any work, in one line (exit 2).
+        broken = [*flags, "--conf", "spark.pyspark.python=./lineup_env/bin/python9"]
+        refused = submit(broken, master_url, "index", f"index.faces_table={tmp_path / 'faces'}", exit_code=2)
+    assert "the executors cannot start ./lineup_env/bin/python9" in refused["error"]
     assert embedded["status"] == index["status"] == query["status"] == "ok"
     assert "lineup_env" in shipped and "lineup_pack" in shipped  # the executors ran from the archives
 
