@@ -108,7 +108,13 @@ def submit_args(settings: SparkSettings) -> list[str]:
     """The spark-submit flags that give a cluster job the staged Delta jars and Delta's settings."""
     jars = staged_jars(settings.resolved_jars_dir())
     args = ["--jars", ",".join(str(path) for path in jars)]
-    for key, value in {**DELTA_CONF, "spark.ui.showConsoleProgress": "false"}.items():
+    submitted = {
+        **DELTA_CONF,
+        "spark.ui.showConsoleProgress": "false",
+        # Delta's table-state rebuild: one task per shuffle partition, not 50 tasks per read.
+        "spark.databricks.delta.snapshotPartitions": str(settings.shuffle_partitions),
+    }
+    for key, value in submitted.items():
         args += ["--conf", f"{key}={value}"]
     return args
 

@@ -52,6 +52,15 @@ def test_submit_args_lists_staged_jars_and_delta_conf() -> None:
     args = result.stdout.split()
     assert args[0] == "--jars" and all(Path(p).is_file() for p in args[1].split(","))
     assert "spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension" in args
+    assert "spark.ui.showConsoleProgress=false" in args
+    assert any(a.startswith("spark.databricks.delta.snapshotPartitions=") for a in args)
+
+
+def test_cluster_submit_args_need_the_package_first(tmp_path: Path) -> None:
+    result = run_lineup("submit-args", "--cluster", "--package-dir", str(tmp_path), "--json")
+    assert result.returncode == 2
+    assert json.loads(result.stdout)["status"] == "failed"
+    assert "run `lineup package --out" in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.mark.slow
