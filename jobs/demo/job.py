@@ -51,6 +51,7 @@ def run_demo(config: DemoConfig, spark=None) -> dict[str, Any]:
     audit = steps.audit(query, calibration["calibration_id"], config.demo.fixed_threshold)
     replay = replay_rows(audit["one_to_n"], config.demo.fixed_threshold, calibration)
     _print_table(replay, plan.counts, audit["one_to_n"], calibration)
+    log.info("tables under %s; HTML report %s", work / "tables", audit["outputs"]["report"])
     return {
         "job": "demo",
         "status": "ok",

@@ -238,7 +238,7 @@ def test_fsn_calibration_narrows_the_gap_and_every_consumer_applies_it(spark, la
         spark,
     )
 
-    def query(plan: str) -> list:
+    def query(plan: str, index: str = "index", *extra: str) -> list:
         summary = run_query(
             load_config(
                 QueryConfig,
@@ -246,12 +246,13 @@ def test_fsn_calibration_narrows_the_gap_and_every_consumer_applies_it(spark, la
                 [
                     f"spark.data_root={root / 'data'}",
                     f"query.probes.faces_table={tmp_path / 'probes'}",
-                    f"query.index_dir={tmp_path / 'index'}",
+                    f"query.index_dir={tmp_path / index}",
                     f"query.matches_table={tmp_path / 'matches'}",
                     f"query.identities_table={tmp_path / 'identities'}",
                     f"query.threshold.calibration={calibration['calibration_id']}",
                     f"query.plan={plan}",
                     "query.k=3",
+                    *extra,
                 ],
             ),
             spark,
@@ -264,6 +265,24 @@ def test_fsn_calibration_narrows_the_gap_and_every_consumer_applies_it(spark, la
     per_shard = query("per_shard")
     key = lambda r: (r.probe_face_id, r.rank, r.gallery_face_id, r.normalized_score)  # noqa: E731
     assert sorted(map(key, per_shard)) == sorted(map(key, rows))  # both plans rescore alike
+    # An approximate index re-ranked exactly: the driver-side path normalizes after the exact rescoring.
+    run_index(
+        load_config(
+            IndexConfig,
+            None,
+            [
+                f"index.faces_table={tmp_path / 'gallery'}",
+                f"index.index_dir={tmp_path / 'ivf'}",
+                "index.factory=IVF2,Flat",
+                "index.shards=1",
+            ],
+        ),
+        spark,
+    )
+    reranked = query("all_shards", "ivf", "query.rerank=true", "query.search_value=2")
+    pairs = lambda found: sorted((r.probe_face_id, r.gallery_face_id) for r in found)  # noqa: E731
+    assert pairs(reranked) == pairs(rows)
+    assert sorted(r.normalized_score for r in reranked) == pytest.approx(sorted(r.normalized_score for r in rows))
     position = {int(face_id): i for i, face_id in enumerate(labelled["ids"])}
     assert len(rows) == 3 * len(probes)
     for row in rows:
