@@ -100,8 +100,7 @@ def utkface_split(vectors: np.ndarray, races: np.ndarray, clusters: int, seed: i
         measure_vectors, measure_races = vectors[halves[measure]], races[halves[measure]]
         ma, mb = all_pairs(len(measure_vectors))
         raw = np.einsum("ij,ij->i", measure_vectors[ma], measure_vectors[mb])
-        offsets = fsn.offsets_of(measure_vectors)
-        normalized = fsn.normalize(raw, offsets[ma], offsets[mb])
+        normalized = fsn.normalize_pairs(measure_vectors, ma, mb, raw)
         results.append(
             {
                 "learn_half": learn,

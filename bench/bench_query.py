@@ -110,8 +110,7 @@ def fsn_calibration(scratch: Path, gallery: np.ndarray, subjects: np.ndarray, cl
     a, b = a[keep], b[keep]
     raw = np.einsum("ij,ij->i", vectors[a], vectors[b])
     fsn = learn_fsn(vectors, a, b, raw, clusters, 1e-3)
-    offsets = fsn.offsets_of(vectors)
-    normalized = fsn.normalize(raw, offsets[a], offsets[b])
+    normalized = fsn.normalize_pairs(vectors, a, b, raw)
     record = {
         "calibration_id": "cal-bench-fsn",
         "threshold": threshold_at_fmr(normalized, 1e-3),

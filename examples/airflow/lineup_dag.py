@@ -31,10 +31,12 @@ from airflow.sdk import dag, task
 EXIT_BAD_INPUT, EXIT_TRANSIENT = 2, 3
 
 
-def lineup(*args: str) -> dict:
-    """Run one lineup command; its JSON summary, or the Airflow failure its exit status calls for."""
-    command = [*shlex.split(os.environ.get("LINEUP_COMMAND", "lineup")), *args]
-    command += ["--set", f"spark.master={os.environ.get('LINEUP_MASTER', 'local[2]')}"]
+def lineup(job: str, *settings: str) -> dict:
+    """Run `lineup <job> --set <setting> ...` (plus the shared master and data root); its JSON summary,
+    or the Airflow failure its exit status calls for."""
+    settings += (f"spark.master={os.environ.get('LINEUP_MASTER', 'local[2]')}", f"spark.data_root={work('data')}")
+    command = [*shlex.split(os.environ.get("LINEUP_COMMAND", "lineup")), job]
+    command += [arg for setting in settings for arg in ("--set", setting)]
     done = subprocess.run(command, capture_output=True, text=True)
     sys.stderr.write(done.stderr)  # Lineup's logs and progress, into the task log
     lines = done.stdout.strip().splitlines()
@@ -65,56 +67,36 @@ def lineup_chain():
     def embed() -> dict:
         return lineup(
             "embed",
-            "--set",
             f"embed.input.path={os.environ.get('LINEUP_IMAGES', '/data/images')}",
-            "--set",
             f"embed.table_path={work('tables', 'faces')}",
-            "--set",
-            f"spark.data_root={work('data')}",
         )
 
     @task
     def index(embedded: dict) -> dict:
         return lineup(
             "index",
-            "--set",
             f"index.faces_table={embedded['outputs']['faces_table']}",
-            "--set",
             f"index.faces_version={embedded['outputs']['faces_table_version']}",  # exactly what embed wrote
-            "--set",
             f"index.index_dir={work('index')}",
-            "--set",
-            f"spark.data_root={work('data')}",
         )
 
     @task
     def query(embedded: dict, indexed: dict) -> dict:
         return lineup(
             "query",
-            "--set",
             f"query.probes.faces_table={embedded['outputs']['faces_table']}",
-            "--set",
             f"query.probes.faces_version={embedded['outputs']['faces_table_version']}",
-            "--set",
             f"query.index_dir={indexed['outputs']['index_dir']}",
-            "--set",
             f"query.matches_table={work('tables', 'matches')}",
-            "--set",
             f"query.identities_table={work('tables', 'identities')}",
-            "--set",
-            f"spark.data_root={work('data')}",
         )
 
     @task
     def audit(searched: dict) -> dict:
         return lineup(
             "audit",
-            "--set",
             f"audit.identification.matches_table={searched['outputs']['matches_table']}",
-            "--set",
             f"audit.identification.run_id={searched['run_id']}",
-            "--set",
-            f"spark.data_root={work('data')}",
         )
 
     embedded = embed()

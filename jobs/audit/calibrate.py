@@ -133,8 +133,7 @@ def _learn_normalization(labelled: Labelled, pairs, scores, clusters: int, targe
         target_fmr,
         seed,
     )
-    offsets = fsn.offsets_of(labelled.vectors)
-    normalized = fsn.normalize(scores, offsets[pairs.a], offsets[pairs.b])
+    normalized = fsn.normalize_pairs(labelled.vectors, pairs.a, pairs.b, scores)
     log.info(
         "fsn: %d clusters, offsets %.4f..%.4f from the global threshold", clusters, fsn.offsets.min(), fsn.offsets.max()
     )

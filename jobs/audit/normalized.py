@@ -57,8 +57,7 @@ def normalized_view(
             f"{normalizing.source}: its normalization is {normalization.centres.shape[1]}-d, "
             f"the faces {vectors.shape[1]}-d"
         )
-    offsets = normalization.offsets_of(vectors)
-    scores = normalization.normalize(raw, offsets[pairs.a], offsets[pairs.b]).astype(np.float32)
+    scores = normalization.normalize_pairs(vectors, pairs.a, pairs.b, raw).astype(np.float32)
     if configured.source == normalizing.source:
         return scores, normalizing
     target = config.audit.differential_fmr

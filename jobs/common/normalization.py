@@ -48,6 +48,11 @@ class Normalization:
     def normalize(self, raw: np.ndarray, offset_a: np.ndarray, offset_b: np.ndarray) -> np.ndarray:
         return np.asarray(raw, np.float64) - (np.asarray(offset_a) + np.asarray(offset_b)) / 2
 
+    def normalize_pairs(self, vectors: np.ndarray, a: np.ndarray, b: np.ndarray, raw: np.ndarray) -> np.ndarray:
+        """Normalized scores of pairs given as positions into `vectors`, with their raw scores."""
+        offsets = self.offsets_of(vectors)
+        return self.normalize(raw, offsets[a], offsets[b])
+
     def rescore_top(
         self,
         probe_vectors: np.ndarray,
