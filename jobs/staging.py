@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from jobs.common.config import LineupConfig
-from jobs.common.jars import load_lock, stage_jars
+from jobs.common.jars import S3_LOCK, load_lock, s3_jars_dir, stage_jars
 from jobs.models.build import build_default_pack
 from jobs.models.sources import source_path
 
@@ -19,6 +19,8 @@ def run_setup(config: LineupConfig) -> dict[str, Any]:
     started = time.perf_counter()
     lock = load_lock()
     jars = stage_jars(config.spark.resolved_jars_dir(), lock)
+    s3_lock = load_lock(S3_LOCK)
+    s3_jars = stage_jars(s3_jars_dir(config.spark.resolved_jars_dir()), s3_lock)
     pack = build_default_pack()
     # dlib's own landmark model: only the parity test and benchmarks (dlib's reference pipeline) use it,
     # but it is staged here so that nothing is fetched at test time.
@@ -29,6 +31,8 @@ def run_setup(config: LineupConfig) -> dict[str, Any]:
         "delta": lock.coordinates,
         "jars_dir": str(config.spark.resolved_jars_dir()),
         "jars": len(jars),
+        "s3_connector": s3_lock.coordinates,
+        "s3_jars": len(s3_jars),
         "default_pack": str(pack.path),
         "default_model_id": pack.model_id,
         "reference_files": [str(reference)],

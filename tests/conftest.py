@@ -57,7 +57,26 @@ def spark_settings(tmp_path_factory: pytest.TempPathFactory) -> SparkSettings:
 
 
 @pytest.fixture(scope="session")
-def spark(spark_settings: SparkSettings) -> Iterator[object]:
+def s3_server() -> Iterator[object]:
+    """A local S3-compatible server (moto) for the whole run; its endpoint and test credentials are in
+    the environment before the shared SparkSession starts, so Spark (S3A), drivers and executors (s3fs)
+    all reach it the standard way."""
+    from tests.fixtures.s3 import S3Server, moto_server, s3_env
+
+    with moto_server() as endpoint:
+        env = s3_env(endpoint)
+        previous = {key: os.environ.get(key) for key in env}
+        os.environ.update(env)
+        yield S3Server(endpoint, env)
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def spark(spark_settings: SparkSettings, s3_server) -> Iterator[object]:
     from jobs.common.spark import get_spark
 
     try:

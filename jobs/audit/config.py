@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
 
 from jobs.common.config import LineupConfig, StrictModel
+from jobs.common.storage import AnyPath
 from jobs.common.thresholds import ThresholdSettings
 
 
@@ -78,5 +78,5 @@ class AuditConfig(LineupConfig):
     def calibrations_table_path(self) -> str:
         return self.locations.table(self.audit.calibrations_table, "calibrations")
 
-    def report_path(self) -> Path:
+    def report_path(self) -> AnyPath:
         return self.locations.report_dir(self.audit.report_dir)

@@ -7,10 +7,11 @@ import datetime as dt
 import html
 import io
 import platform
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from jobs.common.storage import AnyPath, write_atomically
 
 
 def _png(figure) -> str:
@@ -272,10 +273,13 @@ def scenario_section(many: dict) -> str:
 
 
 def write_report(
-    path: Path, run_id: str, model_id: str | None, one: dict | None, many: dict | None, normalized: dict | None = None
-) -> Path:
+    path: AnyPath,
+    run_id: str,
+    model_id: str | None,
+    one: dict | None,
+    many: dict | None,
+    normalized: dict | None = None,
+) -> AnyPath:
     path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = path.with_suffix(".html.tmp")
-    scratch.write_text(render(run_id, model_id, one, many, normalized), encoding="utf-8")
-    scratch.replace(path)
+    write_atomically(path, render(run_id, model_id, one, many, normalized).encode("utf-8"))
     return path

@@ -14,6 +14,7 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from upath import UPath
 
 from jobs.common.errors import UserError
 from jobs.common.locations import Locations, resolve
@@ -45,17 +46,27 @@ class SparkSettings(StrictModel):
     )
     extra_conf: dict[str, str] = Field(default_factory=dict, description="any other spark.* settings")
 
-    def resolved_data_root(self) -> Path:
+    def resolved_data_root(self) -> UPath:
         return Locations(self.data_root).data_root()
 
     def resolved_jars_dir(self) -> Path:
         return Path(resolve(self.jars_dir)) if self.jars_dir else jars_dir()
 
 
+class StorageSettings(StrictModel):
+    """Object-store settings that are not secrets (credentials come from the environment, an instance
+    role or the Hadoop configuration, never from a config file)."""
+
+    s3_endpoint: str | None = Field(None, description="S3-compatible endpoint URL; default AWS_ENDPOINT_URL, else AWS")
+    s3_region: str | None = Field(None, description="default AWS_REGION / AWS_DEFAULT_REGION")
+    s3_path_style: bool = Field(False, description="bucket in the path, not the host name (most non-AWS servers)")
+
+
 class LineupConfig(StrictModel):
     """Settings shared by every job."""
 
     spark: SparkSettings = Field(default_factory=SparkSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     runs_table: str | None = Field(
         None, description="the runs table every job appends to; default <data_root>/tables/runs"

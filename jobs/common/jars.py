@@ -44,11 +44,21 @@ class JarLock:
         return self.coordinates.rsplit(":", 1)[-1]
 
 
-def load_lock() -> JarLock:
-    """Read the committed lock that pins the Delta version and every jar's checksum."""
-    text = resources.files("jobs.resources").joinpath("delta-jars.json").read_text(encoding="utf-8")
+DELTA_LOCK = "delta-jars.json"
+# Hadoop's S3A connector and the AWS SDK it was built against (pyspark ships no object-store connector).
+S3_LOCK = "s3-jars.json"
+
+
+def load_lock(name: str = DELTA_LOCK) -> JarLock:
+    """Read a committed lock that pins the coordinates and every jar's checksum."""
+    text = resources.files("jobs.resources").joinpath(name).read_text(encoding="utf-8")
     data = json.loads(text)
     return JarLock(coordinates=data["coordinates"], sha256_by_file=dict(data["sha256"]))
+
+
+def s3_jars_dir(jars_dir: Path) -> Path:
+    """Where the S3A jars are staged: beside the Delta jars (`<jars_dir>-s3`)."""
+    return jars_dir.with_name(jars_dir.name + "-s3")
 
 
 def staged_jars(staging_dir: Path) -> list[Path]:
@@ -117,7 +127,7 @@ def _check_against_lock(resolved: list[Path], lock: JarLock) -> None:
     missing, extra = set(lock.sha256_by_file) - names, names - set(lock.sha256_by_file)
     if missing or extra:
         raise JarsNotStaged(
-            f"resolving {lock.coordinates} gave a different jar set than jobs/resources/delta-jars.json "
+            f"resolving {lock.coordinates} gave a different jar set than its lock in jobs/resources/ "
             f"(missing {sorted(missing)}, unexpected {sorted(extra)}); update the lock deliberately"
         )
     for path in resolved:

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from upath import UPath
+
 from jobs.common.paths import default_data_root
+from jobs.common.storage import is_remote, spark_uri, upath
 
 
 def is_local(location: str) -> bool:
@@ -19,17 +22,18 @@ def is_local(location: str) -> bool:
     >>> is_local("/data/faces"), is_local("file:///data/faces"), is_local("s3a://bucket/faces")
     (True, True, False)
     """
-    return "://" not in location or location.startswith("file://")
+    return not is_remote(location)
 
 
 def resolve(location: str) -> str:
-    """A configured location as jobs use it: local paths absolute (`~` expanded), other URIs unchanged.
+    """A configured location as jobs use it: local paths absolute (`~` expanded), other URIs as Spark
+    names them (`s3://` is read as `s3a://`).
 
-    >>> resolve("file:///data/../data/faces")
-    '/data/faces'
+    >>> resolve("file:///data/../data/faces"), resolve("s3://bucket/faces")
+    ('/data/faces', 's3a://bucket/faces')
     """
     if not is_local(location):
-        return location
+        return spark_uri(location)
     path = location[len("file://") :] if location.startswith("file://") else location
     return str(Path(path).expanduser().resolve())
 
@@ -41,8 +45,8 @@ class Locations:
         self._data_root = data_root
         self._runs_table = runs_table
 
-    def data_root(self) -> Path:
-        return Path(resolve(self._data_root)) if self._data_root else default_data_root()
+    def data_root(self) -> UPath:
+        return upath(resolve(self._data_root)) if self._data_root else upath(default_data_root())
 
     def table(self, given: str | None, default_name: str) -> str:
         """A table's location: the configured one, else `<data_root>/tables/<default_name>`."""
@@ -52,20 +56,20 @@ class Locations:
         """The runs table every job appends to (configured once, at the top level: `runs_table`)."""
         return self.table(self._runs_table, "runs")
 
-    def index_dir(self, given: str | None) -> Path:
-        return Path(resolve(given)) if given else self.data_root() / "indexes" / "faces"
+    def index_dir(self, given: str | None) -> UPath:
+        return upath(resolve(given)) if given else self.data_root() / "indexes" / "faces"
 
-    def report_dir(self, given: str | None) -> Path:
-        return Path(resolve(given)) if given else self.data_root() / "reports"
+    def report_dir(self, given: str | None) -> UPath:
+        return upath(resolve(given)) if given else self.data_root() / "reports"
 
-    def calibrations_root(self) -> Path:
+    def calibrations_root(self) -> UPath:
         """Where calibration records live (`<data_root>/calibrations/<id>.json`)."""
         return self.data_root()
 
-    def pack_dir(self, given: str | None) -> Path:
+    def pack_dir(self, given: str | None) -> UPath:
         from jobs.models.build import default_pack_dir
 
-        return Path(resolve(given)) if given else default_pack_dir()
+        return upath(resolve(given)) if given else upath(default_pack_dir())
 
     def input_path(self, given: str) -> str:
         return resolve(given)

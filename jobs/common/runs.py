@@ -109,14 +109,17 @@ def run_job(
 ) -> dict[str, Any]:
     """Every job's frame: the session (timed), a runs row whatever happens (`run_recorded`), and the
     phase timings (`timings_s`) in the summary. `body(spark, record, phases)` does the job's work."""
-    from jobs.common.spark import get_spark
+    from jobs.common.spark import get_spark, use_storage
+    from jobs.common.storage import check_locations
 
     phases = Phases(job)
     started = time.perf_counter()
+    use_storage(config.storage)
+    check_locations(config)
     if spark is None:
         from jobs.deploy.check import check_packaged_executors
 
-        spark = get_spark(config.spark, app_name=f"lineup-{job}")
+        spark = get_spark(config.spark, app_name=f"lineup-{job}", storage=config.storage)
         check_packaged_executors(spark)
     phases.add("session_start", time.perf_counter() - started)
 

@@ -14,10 +14,11 @@ import sys
 import time
 from pathlib import Path
 
-from jobs.common.config import SparkSettings
+from jobs.common.config import SparkSettings, StorageSettings
 from jobs.common.errors import UserError
-from jobs.common.jars import staged_jars
+from jobs.common.jars import MANIFEST_NAME, s3_jars_dir, staged_jars
 from jobs.common.locations import resolve
+from jobs.common.storage import hadoop_conf
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,27 @@ def submit_args(settings: SparkSettings) -> list[str]:
     return args
 
 
-def get_spark(settings: SparkSettings, app_name: str | None = None):  # -> SparkSession
+def session_jars(settings: SparkSettings) -> list[Path]:
+    """The staged Delta jars, and the S3A connector's where `lineup setup` staged them."""
+    jars = staged_jars(settings.resolved_jars_dir())
+    s3_dir = s3_jars_dir(settings.resolved_jars_dir())
+    if (s3_dir / MANIFEST_NAME).is_file():
+        jars += staged_jars(s3_dir)
+    else:
+        log.info("S3A jars not staged in %s: s3a:// tables are not readable (run `lineup setup`)", s3_dir)
+    return jars
+
+
+def use_storage(storage: StorageSettings | None) -> dict[str, str]:
+    """The session settings of a `storage:` section; its endpoint also becomes AWS_ENDPOINT_URL for this
+    process (and the local Python workers it starts), where fsspec reads it."""
+    storage = storage or StorageSettings()
+    if storage.s3_endpoint and not os.environ.get("AWS_ENDPOINT_URL"):
+        os.environ["AWS_ENDPOINT_URL"] = storage.s3_endpoint
+    return hadoop_conf(storage.s3_endpoint, storage.s3_region, storage.s3_path_style)
+
+
+def get_spark(settings: SparkSettings, app_name: str | None = None, storage: StorageSettings | None = None):
     """Return the SparkSession for a job: a local Delta-enabled one, or the submitter's under spark-submit.
 
     >>> spark = get_spark(SparkSettings(master="local[2]"))  # doctest: +SKIP
@@ -138,13 +159,13 @@ def get_spark(settings: SparkSettings, app_name: str | None = None):  # -> Spark
             builder = builder.config(key, value)
         spark = builder.getOrCreate()
     else:
-        jars = staged_jars(settings.resolved_jars_dir())
+        jars = session_jars(settings)
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         # PySpark reads the worker interpreter from this variable in local mode, not from the conf.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         master = with_task_retries(settings.master)
         builder = SparkSession.builder.master(master).appName(app_name or settings.app_name)
-        for key, value in local_session_conf(settings, jars).items():
+        for key, value in {**use_storage(storage), **local_session_conf(settings, jars)}.items():
             builder = builder.config(key, value)
         spark = builder.getOrCreate()
         spark.sparkContext.setLogLevel("WARN")

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from pydantic import Field, model_validator
 
 from jobs.common.config import StrictModel
 from jobs.common.errors import UserError
+from jobs.common.locations import resolve
 from jobs.common.normalization import METHOD, VERSION, Normalization, normalization_from_record
+from jobs.common.storage import AnyPath, upath, write_atomically
 
 CALIBRATIONS_DIR = "calibrations"
 
@@ -61,21 +62,19 @@ class Threshold:
         )
 
 
-def calibration_path(data_root: Path, calibration_id: str) -> Path:
+def calibration_path(data_root: AnyPath, calibration_id: str) -> AnyPath:
     return data_root / CALIBRATIONS_DIR / f"{calibration_id}.json"
 
 
-def write_calibration(data_root: Path, record: dict[str, Any]) -> Path:
+def write_calibration(data_root: AnyPath, record: dict[str, Any]) -> AnyPath:
     path = calibration_path(data_root, record["calibration_id"])
     path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = path.with_suffix(".json.tmp")
-    scratch.write_text(json.dumps(record, indent=2, sort_keys=True), encoding="utf-8")
-    scratch.replace(path)
+    write_atomically(path, json.dumps(record, indent=2, sort_keys=True).encode("utf-8"))
     return path
 
 
-def load_calibration(reference: str, data_root: Path, key: str) -> dict[str, Any]:
-    candidate = Path(reference).expanduser()
+def load_calibration(reference: str, data_root: AnyPath, key: str) -> dict[str, Any]:
+    candidate = upath(resolve(reference))
     path = candidate if candidate.suffix == ".json" or candidate.is_file() else calibration_path(data_root, reference)
     if not path.is_file():
         raise UserError(
@@ -116,7 +115,7 @@ def calibration_record_problem(record: object, file_stem: str) -> str | None:
     return None
 
 
-def resolve_threshold(settings: ThresholdSettings, model_id: str, data_root: Path, key: str) -> Threshold:
+def resolve_threshold(settings: ThresholdSettings, model_id: str, data_root: AnyPath, key: str) -> Threshold:
     """The threshold a run uses; refuses a calibration measured for another model."""
     if settings.value is not None:
         return Threshold(float(settings.value), "explicit")

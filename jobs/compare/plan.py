@@ -3,13 +3,13 @@ embedded once on the executors (`worker.py`), or a face looked up in a faces tab
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pyspark.errors import AnalysisException
 
 from jobs.common.delta import pinned_version
 from jobs.common.errors import UserError
+from jobs.common.locations import resolve
 from jobs.common.runs import RunRecord
+from jobs.common.storage import upath
 from jobs.compare.config import CompareConfig
 from jobs.compare.worker import IMAGE_DDL, make_image_runner
 
@@ -18,10 +18,10 @@ def read_pairs_table(spark, settings):
     """(pair_index, a, b) in file order; `UserError` naming the file and its columns when they are wrong."""
     from pyspark.sql import functions as F
 
-    path = str(Path(settings.path).expanduser().resolve())
+    path = resolve(settings.path)
     try:
         if settings.format in ("csv", "tsv"):
-            if not Path(path).is_file():
+            if not upath(path).is_file():
                 raise UserError(f"compare.pairs.path {path} is not a file")
             frame = (
                 spark.read.option("header", "true").option("sep", "\t" if settings.format == "tsv" else ",").csv(path)
@@ -50,13 +50,15 @@ def image_sides(config: CompareConfig, spark, pairs):
     """Each distinct image path embedded once on the executors: key, face_id, faces, embedding, status."""
     from pyspark.sql import functions as F
 
-    from jobs.models.build import default_pack_dir
     from jobs.models.pack import load_pack
 
     settings = config.compare
-    pack = load_pack(Path(settings.pack_dir).expanduser().resolve() if settings.pack_dir else default_pack_dir())
-    root = Path(settings.pairs.images_root or Path(settings.pairs.path).expanduser().resolve().parent)
-    root = root.expanduser().resolve()
+    pack = load_pack(config.locations.pack_dir(settings.pack_dir))
+    root = (
+        resolve(settings.pairs.images_root)
+        if settings.pairs.images_root
+        else str(upath(resolve(settings.pairs.path)).parent)
+    )
     keys = pairs.select(F.col("a").alias("key")).union(pairs.select(F.col("b").alias("key"))).distinct()
     keys = keys.where(F.col("key").isNotNull())
     resolved = F.when(F.col("key").startswith("/"), F.col("key")).otherwise(F.concat(F.lit(f"{root}/"), F.col("key")))
@@ -64,7 +66,7 @@ def image_sides(config: CompareConfig, spark, pairs):
     tasks = max(1, -(-count // settings.images_per_task))
     paths = keys.select("key", resolved.alias("path")).repartition(tasks, "path")
     context = {
-        "pack_dir": str(pack.path),
+        "pack_dir": pack.location,
         "model_id": pack.model_id,
         "threads": settings.threads_per_worker,
         "max_pixels": settings.max_pixels,

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from jobs.common.schema import ddl_of
+from jobs.common.storage import upath
 from jobs.embed.ids import face_id_of, image_id_of
 
 IMAGE_ARROW = pa.schema(
@@ -37,7 +37,7 @@ def embed_images(paths: list[str], pipeline, model_id: str) -> Iterator[dict[str
     rows: dict[str, dict[str, Any]] = {}
     for path in paths:
         try:
-            blobs[path] = Path(path).read_bytes()
+            blobs[path] = upath(path).read_bytes()
         except OSError as error:
             rows[path] = _row(path, None, "read_error", f"{type(error).__name__}: {error.strerror or error}")
     readable = list(blobs)

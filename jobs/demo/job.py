@@ -30,8 +30,9 @@ def data_dir(config: DemoConfig) -> Path:
 
 def run_demo(config: DemoConfig, spark=None) -> dict[str, Any]:
     spark = spark or get_spark(config.spark, app_name="lineup-demo")
+    # The demo stages LFW archives as local files: its work folder is local.
     work = Path(config.demo.work_dir).expanduser().resolve() if config.demo.work_dir else None
-    work = work or config.spark.resolved_data_root() / "demo"
+    work = work or Path(str(config.spark.resolved_data_root() / "demo"))
     plan = plan_demo(data_dir(config) / "lfw" / "images", config.demo.people)
     log.info("demo plan (LFW, seeded): %s", plan.counts)
     shared = LineupConfig.model_validate(

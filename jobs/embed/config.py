@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
 
 from jobs.common.config import LineupConfig, StrictModel
+from jobs.common.storage import AnyPath
 
 
 class InputSettings(StrictModel):
@@ -69,5 +69,5 @@ class EmbedConfig(LineupConfig):
     def faces_table_path(self) -> str:
         return self.locations.table(self.embed.table_path, "faces")
 
-    def resolved_pack_dir(self) -> Path:
+    def resolved_pack_dir(self) -> AnyPath:
         return self.locations.pack_dir(self.embed.pack_dir)

@@ -87,7 +87,7 @@ def _run(config: EmbedConfig, spark, record: RunRecord, phases: Phases) -> dict[
 
     with phases.phase("plan"):
         pack = load_pack(config.resolved_pack_dir())
-        refs = list_inputs(config.embed.input) if config.embed.input.kind != "table" else []
+        refs = list_inputs(config.embed.input, spark) if config.embed.input.kind != "table" else []
     table_path = config.faces_table_path()
     # Everything that can refuse the input (labels table included) runs before the table is touched:
     # a refused run leaves no new table version behind.
@@ -126,7 +126,7 @@ def _run(config: EmbedConfig, spark, record: RunRecord, phases: Phases) -> dict[
 def _worker_context(config: EmbedConfig, spark, pack, run_id: str) -> dict[str, Any]:
     """What every task needs, small enough to ship with the task (the pipeline is built on the worker)."""
     return {
-        "pack_dir": str(pack.path),
+        "pack_dir": pack.location,
         "model_id": pack.model_id,
         "run_id": run_id,
         "labeller": Labeller(

@@ -18,7 +18,9 @@ import tarfile
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
+from jobs.common import storage
 from jobs.common.errors import UserError
+from jobs.common.locations import resolve
 from jobs.embed.config import InputSettings
 
 log = logging.getLogger(__name__)
@@ -95,8 +97,12 @@ class InputRef:
         return raw if self.member is None else raw + b"!" + raw_bytes(self.member) + self.tag.encode()
 
 
-def list_inputs(settings: InputSettings) -> list[InputRef]:
-    """Every entry the input names, sorted; `UserError` naming the input when it is missing or empty."""
+def list_inputs(settings: InputSettings, spark=None) -> list[InputRef]:
+    """Every entry the input names, sorted; `UserError` naming the input when it is missing or empty.
+    A remote input (object store, HDFS) is listed page by page, and its tars are listed on the
+    executors, one task per tar (`spark`), so the driver never reads an archive."""
+    if storage.is_remote(settings.path):
+        return _list_remote(resolve(settings.path), settings, spark)
     root = Path(settings.path).expanduser()
     if not root.exists():
         raise UserError(f"embed.input.path {root} does not exist: point it at a folder, a tar file or a table")
@@ -162,6 +168,56 @@ def _list_tars(root: Path, settings: InputSettings) -> list[InputRef]:
     return [ref for tar in tars for ref in list_tar_members(Path(tar), settings.glob, settings.max_file_bytes)]
 
 
+def _list_remote(location: str, settings: InputSettings, spark) -> list[InputRef]:
+    storage.check_reachable(location, "embed.input.path")
+    root = storage.upath(location)
+    fs, root_key = root.fs, root.path.rstrip("/")
+    if fs.isfile(root_key):
+        objects = {root_key: fs.info(root_key)}
+    else:
+        objects = fs.find(root_key, detail=True)  # paged listing: a page of keys per request, sizes included
+    if not objects:
+        raise UserError(f"embed.input.path {location} does not exist or holds nothing: point it at a folder or a tar")
+    scheme = storage.scheme_of(location)
+    uri_of = {key: f"{scheme}://{key}" for key in objects}
+    if settings.kind == "tar":
+        tars = sorted(uri_of[k] for k in objects if k.lower().endswith(TAR_SUFFIXES) or k == root_key)
+        refs = _list_tars_on_executors(spark, tars, settings, single=fs.isfile(root_key))
+    else:
+        refs = []
+        for key in sorted(objects):
+            name = key[len(root_key) :].lstrip("/") or os.path.basename(key)
+            if not fnmatch.fnmatch(os.path.basename(key), settings.glob):
+                continue
+            size = int(objects[key].get("size") or 0)
+            if size > settings.max_file_bytes:
+                error = f"file is {size} bytes, over embed.input.max_file_bytes={settings.max_file_bytes}; raise it"
+                refs.append(InputRef(uri_of[key], None, name, size=size, status=TOO_LARGE, error=error))
+            else:
+                refs.append(InputRef(uri_of[key], None, name, size=size))
+    if not refs:
+        raise UserError(f"embed.input.path {location} holds no files matching {settings.glob!r}: nothing to embed")
+    return refs
+
+
+def _list_tars_on_executors(spark, tars: list[str], settings: InputSettings, single: bool) -> list[InputRef]:
+    """Each tar's members, listed by one task per tar (the archive streams through the executor once)."""
+    import json
+
+    if spark is None:
+        raise ValueError("listing remote tars needs the SparkSession")
+    pattern, limit = settings.glob, settings.max_file_bytes
+
+    def members(tar: str) -> list[str]:
+        return [json.dumps(ref.__dict__) for ref in list_tar_members(tar, pattern, limit, in_folder=True)]
+
+    listed = spark.sparkContext.parallelize(tars, max(1, len(tars))).flatMap(members).collect()
+    refs = [InputRef(**json.loads(item)) for item in listed]
+    if single and refs and refs[0].status == READ_ERROR and refs[0].member is None:
+        raise UserError(f"embed.input.path {tars[0]} is not a readable tar archive: {refs[0].error}")
+    return refs
+
+
 def unsafe_member_reason(name: str) -> str | None:
     """Why a tar member name must not be trusted, or None. We never extract, but names become ids and
     paths in the table, and a name with `..` or an absolute path is how archives attack extractors."""
@@ -175,7 +231,7 @@ def unsafe_member_reason(name: str) -> str | None:
 
 def compression_of(tar_path: Path | str) -> str | None:
     """The compression a tar file's first bytes announce, or None for a plain tar."""
-    with open(tar_path, "rb") as handle:
+    with storage.upath(tar_path).open("rb") as handle:
         head = handle.read(6)
     return next((name for magic, name in COMPRESSION_BY_MAGIC.items() if head.startswith(magic)), None)
 
@@ -184,13 +240,14 @@ def is_compressed(tar_path: Path | str) -> bool:
     return compression_of(tar_path) is not None
 
 
-def list_tar_members(tar_path: Path, pattern: str, max_file_bytes: int, in_folder: bool = True) -> list[InputRef]:
+def list_tar_members(tar_path: Path | str, pattern: str, max_file_bytes: int, in_folder: bool = True) -> list[InputRef]:
     """One ref per member matching `pattern` (folders aside), in archive order, each located by offset.
 
     A tar given directly that cannot be read is a `UserError`; one inside a folder of tars becomes one
     `read_error` ref, so one bad archive does not stop the others.
     """
-    path = os.path.realpath(tar_path)  # as recorded before: reruns keep the same source_path
+    # A local tar by its real path, as recorded before: reruns keep the same source_path.
+    path = str(tar_path) if storage.is_remote(tar_path) else os.path.realpath(tar_path)
     try:
         compressed = is_compressed(path)
         refs = _member_refs(path, pattern, max_file_bytes, compressed)
@@ -205,7 +262,7 @@ def _member_refs(path: str, pattern: str, max_file_bytes: int, compressed: bool)
     """(header offset, ref) of every member the plan keeps."""
     refs: list[tuple[int, InputRef]] = []
     regular: dict[str, tarfile.TarInfo] = {}  # the latest regular member of each name: hard links point there
-    with tarfile.open(path, mode="r:*") as archive:
+    with storage.upath(path).open("rb") as raw, tarfile.open(fileobj=raw, mode="r:*") as archive:
         while (member := archive.next()) is not None:
             archive.members.clear()  # type: ignore[attr-defined]  # TarFile keeps each header; the plan keeps refs
             if member.isreg():

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+from jobs.common import storage
 from jobs.embed.plan import NOT_A_FILE, READ_ERROR, TOO_LARGE, InputRef, compression_of, display_name
 
 
@@ -35,10 +36,15 @@ def read_refs(refs: list[InputRef], max_file_bytes: int) -> Iterator[Loaded]:
     """Bytes of each ref: folder files after a stat (regular files only, size bounded), tar members by
     seeking to their offset. An archive stays open while consecutive refs come from it."""
     archive: tuple[str, BinaryIO | OSError] | None = None
+    fetched: dict[str, bytes | BaseException] = {}
     try:
-        for ref in refs:
+        for position, ref in enumerate(refs):
             if ref.status is not None:
                 yield _loaded(ref, None, ref.status, ref.error)
+            elif ref.member is None and storage.is_remote(ref.path):
+                if ref.path not in fetched:
+                    fetched = _fetch_ahead(refs, position)
+                yield _remote_file(ref, fetched.pop(ref.path), max_file_bytes)
             elif ref.member is None:
                 yield _read_file(ref, max_file_bytes)
             else:
@@ -52,6 +58,27 @@ def read_refs(refs: list[InputRef], max_file_bytes: int) -> Iterator[Loaded]:
                     yield _read_member(handle, ref)
     finally:
         _close(archive)
+
+
+FETCH_AHEAD = 32  # remote files requested at once: hides the per-request latency of an object store
+
+
+def _fetch_ahead(refs: list[InputRef], start: int) -> dict[str, bytes | BaseException]:
+    """The next remote files' bytes (or errors), fetched concurrently by the file system library."""
+    paths = [r.path for r in refs[start:] if r.status is None and r.member is None and storage.is_remote(r.path)]
+    paths = paths[:FETCH_AHEAD]
+    fs = storage.upath(paths[0]).fs
+    keys = {storage.upath(path).path: path for path in paths}
+    found = fs.cat(list(keys), on_error="return")
+    return {keys[key]: value for key, value in found.items() if key in keys}
+
+
+def _remote_file(ref: InputRef, data: bytes | BaseException, max_file_bytes: int) -> Loaded:
+    if isinstance(data, BaseException):
+        return _loaded(ref, None, READ_ERROR, f"{type(data).__name__}: {storage.redact(str(data))[:200]}")
+    if len(data) > max_file_bytes:  # grew since it was listed
+        return _loaded(ref, None, TOO_LARGE, f"file grew past embed.input.max_file_bytes={max_file_bytes}")
+    return _loaded(ref, data)
 
 
 def _close(archive: tuple[str, BinaryIO | OSError] | None) -> None:
@@ -117,7 +144,7 @@ def _file_kind(mode: int) -> str:
     return next((name for test, name in kinds if test(mode)), "special file")
 
 
-_OPENERS: dict[str, Callable[[str, str], Any]] = {"gzip": gzip.open, "bz2": bz2.open, "xz": lzma.open}
+_OPENERS: dict[str, Callable[[Any, str], Any]] = {"gzip": gzip.open, "bz2": bz2.open, "xz": lzma.open}
 
 
 def _open_archive(ref: InputRef) -> BinaryIO | OSError:
@@ -125,11 +152,12 @@ def _open_archive(ref: InputRef) -> BinaryIO | OSError:
     the error that kept it closed."""
     try:
         if not ref.compressed:
-            return open(ref.path, "rb")
+            return storage.upath(ref.path).open("rb")
         compression = compression_of(ref.path)
         if compression is None:
             return OSError(f"{display_name(ref.path)} is no longer a compressed tar")
-        stream: BinaryIO = _OPENERS[compression](ref.path, "rb")
+        source = storage.upath(ref.path).open("rb") if storage.is_remote(ref.path) else ref.path
+        stream: BinaryIO = _OPENERS[compression](source, "rb")
         return stream
     except OSError as error:
         return error

@@ -21,6 +21,7 @@ from jobs.common.commits import append_with_retries, with_commit_retries
 from jobs.common.delta import is_delta_table, latest_version
 from jobs.common.errors import UserError
 from jobs.common.runs import RunRecord, append_run, current_user, run_job
+from jobs.common.storage import AnyPath
 from jobs.common.timing import Phases
 from jobs.forget.config import ForgetConfig
 from jobs.forget.indexes import erase_from_index
@@ -115,7 +116,7 @@ def _run(config: ForgetConfig, spark, record: RunRecord, phases: Phases) -> dict
     }
 
 
-def _pending_path(config: ForgetConfig, values: list[str]) -> Path:
+def _pending_path(config: ForgetConfig, values: list[str]) -> AnyPath:
     key = id_digest(json.dumps([config.forget.selector.kind if config.forget.selector else "", values]))
     return config.locations.data_root() / "erasures" / f"pending-{key[:24]}.json"
 

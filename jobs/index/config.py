@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pydantic import Field
+from upath import UPath
 
 from jobs.common.config import LineupConfig, StrictModel
 
@@ -33,5 +32,5 @@ class IndexConfig(LineupConfig):
     def faces_table_path(self) -> str:
         return self.locations.table(self.index.faces_table, "faces")
 
-    def index_path(self) -> Path:
+    def index_path(self) -> UPath:
         return self.locations.index_dir(self.index.index_dir)

@@ -13,10 +13,10 @@ import datetime as dt
 import logging
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+from upath import UPath
 
 from jobs.common.errors import UserError
 from jobs.common.runs import RunRecord, append_run, run_job
@@ -79,7 +79,7 @@ def _build(config: IndexConfig, spark, phases: Phases) -> dict[str, Any]:
         trained = build.train(choice, dim, sample_vectors)
     out = config.index_path()
     out.mkdir(parents=True, exist_ok=True)
-    generation = int(time.time())
+    generation = time.time_ns() // 1_000_000  # in every file name: object stores cannot rename, so names never repeat
     with phases.phase("add", count=vectors, unit="vectors"):
         shards = _add_shards(spark, frame, trained, settings.shards, {}, out, generation)
     manifest = new_manifest(model_id, dim, table_path, version, choice, settings.shards, shards, vectors)
@@ -134,7 +134,7 @@ def _add_shards(
     base: bytes,
     shard_count: int,
     existing: dict[int, str],
-    out: Path,
+    out: UPath,
     generation: int,
     previous_entries: list[dict] | None = None,
 ) -> list[dict]:
@@ -195,7 +195,7 @@ def _update(config: IndexConfig, spark, phases: Phases) -> dict[str, Any]:
     added = new_frame.join(old_frame.select("face_id"), "face_id", "left_anti")
     removed_ids = old_frame.select("face_id").join(new_frame.select("face_id"), "face_id", "left_anti")
     added_count = added.count()
-    generation = int(time.time())
+    generation = time.time_ns() // 1_000_000  # in every file name: object stores cannot rename, so names never repeat
     existing = {entry["shard"]: entry["file"] for entry in manifest["shards"]}
     if added_count:
         first = (out / existing[0]).read_bytes()
@@ -236,7 +236,7 @@ def _emptied(index):
     return index
 
 
-def _summary(mode: str, manifest: dict, out: Path) -> dict[str, Any]:
+def _summary(mode: str, manifest: dict, out: UPath) -> dict[str, Any]:
     keys = [
         "index_id",
         "model_id",

@@ -1,4 +1,8 @@
-"""Index shards on disk: write (temp name, then rename), hash, load with sha256 checks, search and merge.
+"""Index shards at any location: write, hash, load with sha256 checks, search and merge.
+
+Object stores have no atomic rename, so a build never overwrites: shard and removed-id files get new
+names each generation, and the manifest, written last, is the commit point. Readers verify every file
+against the manifest's sha256; executors keep downloaded shards in a local cache keyed by sha256.
 
 Every shard holds the same trained index with a disjoint set of face_ids (`face_id % shards == shard`),
 added with `add_with_ids`, so a search runs on each shard and the per-shard top-k lists merge into the
@@ -10,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,9 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from jobs.common import storage
 from jobs.common.errors import UserError
+from jobs.common.storage import AnyPath
 from jobs.index.search import pad_to_k, search_shards
 
 MANIFEST = "manifest.json"
@@ -32,21 +37,18 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    scratch = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    scratch.write_bytes(data)
-    os.replace(scratch, path)
+write_atomically = storage.write_atomically
 
 
-def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
+def write_manifest(directory: AnyPath, manifest: dict[str, Any]) -> None:
     """The commit point of an index: every file it names is written before it."""
     write_atomically(directory / MANIFEST, json.dumps(manifest, indent=2).encode("utf-8"))
 
 
-def remove_unnamed_files(directory: Path, manifest: dict[str, Any]) -> None:
+def remove_unnamed_files(directory: AnyPath, manifest: dict[str, Any]) -> None:
     """Delete shard and removed-id files the manifest no longer names (only after the manifest swap)."""
     keep = {entry["file"] for entry in manifest["shards"]} | {MANIFEST, manifest.get("removed_file")}
-    for path in directory.iterdir():
+    for path in storage.upath(directory).iterdir():
         if path.is_file() and path.name not in keep and path.suffix in (".faiss", ".bin"):
             path.unlink()
 
@@ -67,7 +69,7 @@ def deserialize(data: bytes):
 class ShardedIndex:
     """Loaded shards plus what the manifest says about them."""
 
-    directory: Path
+    directory: AnyPath
     manifest: dict[str, Any]
     shards: list[Any]
     removed: np.ndarray  # sorted face_ids to exclude
@@ -115,9 +117,9 @@ class _Manifest(BaseModel):
     removed_sha256: str | None = None
 
 
-def read_manifest(directory: Path) -> dict[str, Any]:
+def read_manifest(directory: AnyPath) -> dict[str, Any]:
     """The manifest, checked against the fields readers use; `IndexFileError` naming the file otherwise."""
-    path = directory / MANIFEST
+    path = storage.upath(directory) / MANIFEST
     if not path.is_file():
         raise IndexFileError(f"{directory} is not a Lineup index (no {MANIFEST}); build one with `lineup index`")
     try:
@@ -139,17 +141,24 @@ def _is_plain_name(name: str) -> bool:
     return bool(name) and "/" not in name and "\\" not in name and name not in (".", "..")
 
 
-def checked_file(directory: Path | str, name: str, expected_sha256: str, keep_bytes: bool = True) -> bytes:
+def checked_file(directory: AnyPath | str, name: str, expected_sha256: str, keep_bytes: bool = True) -> bytes:
     """A file named by the manifest, checked against its sha256: the one place an index file is trusted.
     Returns its bytes, or b"" when `keep_bytes` is false (the hash is then streamed: a driver that only
     verifies never holds a shard). `IndexFileError` naming the file when it is missing or differs."""
     from jobs.common.hashing import sha256_file
 
-    path = Path(directory) / name
-    manifest_path = Path(directory) / MANIFEST
+    path = storage.upath(directory) / name
+    manifest_path = storage.upath(directory) / MANIFEST
     try:
-        data = path.read_bytes() if keep_bytes else b""
-        digest = sha256_bytes(data) if keep_bytes else sha256_file(path)
+        if keep_bytes:
+            data = (
+                storage.cached_copy(path, expected_sha256).read_bytes()
+                if storage.is_remote(path)
+                else path.read_bytes()
+            )
+            digest = sha256_bytes(data)
+        else:
+            data, digest = b"", sha256_file(path)
     except FileNotFoundError:
         raise IndexFileError(
             f"{path} named by {manifest_path} is missing; rebuild the index (`lineup index`)"
@@ -159,7 +168,7 @@ def checked_file(directory: Path | str, name: str, expected_sha256: str, keep_by
     return data
 
 
-def load_removed(directory: Path | str, manifest: dict[str, Any]) -> np.ndarray:
+def load_removed(directory: AnyPath | str, manifest: dict[str, Any]) -> np.ndarray:
     """The sorted face_ids searches must skip (rows removed from the faces table since the build)."""
     if not manifest.get("removed_file"):
         return np.zeros(0, np.int64)
@@ -167,9 +176,9 @@ def load_removed(directory: Path | str, manifest: dict[str, Any]) -> np.ndarray:
     return np.sort(np.frombuffer(data, dtype=np.int64))
 
 
-def load_index(directory: Path | str) -> ShardedIndex:
+def load_index(directory: AnyPath | str) -> ShardedIndex:
     """Load every shard after checking its sha256 against the manifest; refuse any mismatch."""
-    directory = Path(directory).expanduser().resolve()
+    directory = _directory(directory)
     manifest = read_manifest(directory)
     shards = []
     for entry in manifest["shards"]:
@@ -184,10 +193,10 @@ def load_index(directory: Path | str) -> ShardedIndex:
     return index
 
 
-def verify_index(directory: Path | str) -> dict[str, Any]:
+def verify_index(directory: AnyPath | str) -> dict[str, Any]:
     """The manifest, after checking that every file it names exists and matches its sha256 (nothing is
     deserialized: the driver of a query job needs the check, not the vectors)."""
-    directory = Path(directory).expanduser().resolve()
+    directory = _directory(directory)
     manifest = read_manifest(directory)
     named = [(entry["file"], entry["sha256"]) for entry in manifest["shards"]]
     if manifest.get("removed_file"):
@@ -197,6 +206,11 @@ def verify_index(directory: Path | str) -> dict[str, Any]:
     return manifest
 
 
+def _directory(directory: AnyPath | str) -> AnyPath:
+    path = storage.upath(directory)
+    return path if storage.is_remote(str(path)) else Path(str(path)).expanduser().resolve()
+
+
 _LOADED_SHARDS: dict[tuple[str, str, int | None], Any] = {}
 
 
@@ -204,7 +218,7 @@ def load_shard(directory: str, entry: dict[str, Any], search_param: str | None, 
     """One shard, loaded once per Python worker process (keyed by path and sha256) and checked on load."""
     import faiss
 
-    key = (str(Path(directory) / entry["file"]), entry["sha256"], search_value)
+    key = (str(storage.upath(directory) / entry["file"]), entry["sha256"], search_value)
     if key not in _LOADED_SHARDS:
         if len(_LOADED_SHARDS) >= 64:  # a long-lived worker that served many indexes: start over
             _LOADED_SHARDS.clear()

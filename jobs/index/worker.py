@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pyarrow as pa
 
 from jobs.common.schema import ddl_of
+from jobs.common.storage import upath
 from jobs.index import build
 from jobs.index.shards import sha256_bytes, write_atomically
 
@@ -46,11 +45,11 @@ def make_shard_runner(base_path: str, out: str, existing: dict[int, str], shard_
                 groups.setdefault(int(shard), []).append((ids[mask], vectors[mask]))
         rows = []
         for shard, parts in groups.items():
-            start = Path(out) / existing[shard] if shard in existing else Path(base_path)
+            start = upath(out) / existing[shard] if shard in existing else upath(base_path)
             shard_ids = np.concatenate([p[0] for p in parts])
             data = build.add_to_shard(start.read_bytes(), shard_ids, np.concatenate([p[1] for p in parts]))
             name = shard_file(shard, generation)
-            write_atomically(Path(out) / name, data)
+            write_atomically(upath(out) / name, data)
             rows.append(
                 {
                     "shard": shard,

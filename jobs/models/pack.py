@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from jobs.common import storage
 from jobs.common.errors import UserError
 from jobs.common.hashing import sha256_file
 
@@ -38,10 +39,17 @@ def derive_model_id(manifest: dict[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class Pack:
-    """A loaded, verified pack."""
+    """A loaded, verified pack. `path` is a local folder; `source` is where it was configured (a remote
+    pack is copied into the local cache, keyed by model_id, and verified there)."""
 
     path: Path
     manifest: dict[str, Any]
+    source: str = ""
+
+    @property
+    def location(self) -> str:
+        """What executors are told to load: the configured location (each fetches a remote one once)."""
+        return self.source or str(self.path)
 
     @property
     def model_id(self) -> str:
@@ -67,9 +75,12 @@ class Pack:
         return self.path / self.manifest[section]["file"]
 
 
-def load_pack(pack_dir: Path | str) -> Pack:
-    """Read `pack.json`, check its model_id and every file's sha256; `PackError` naming the fix otherwise."""
-    pack_dir = Path(pack_dir).expanduser().resolve()
+def load_pack(pack_dir: storage.AnyPath | str) -> Pack:
+    """Read `pack.json`, check its model_id and every file's sha256; `PackError` naming the fix otherwise.
+    A remote pack (`s3a://...`) is fetched into the local cache first (once per machine)."""
+    if storage.is_remote(str(pack_dir)):
+        return _load_remote(str(pack_dir))
+    pack_dir = Path(str(pack_dir)).expanduser().resolve()
     manifest_path = pack_dir / PACK_FILE
     if not manifest_path.is_file():
         raise PackError(
@@ -96,6 +107,46 @@ def load_pack(pack_dir: Path | str) -> Pack:
         if sha256_file(path) != entry["sha256"]:
             raise PackError(f"{path} fails its sha256 check against {manifest_path}; refusing the pack, rebuild it")
     return Pack(pack_dir, manifest)
+
+
+def _load_remote(location: str) -> Pack:
+    remote = storage.upath(location)
+    try:
+        manifest = json.loads((remote / PACK_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PackError(
+            f"{location} is not a model pack (no {PACK_FILE}); upload a pack folder built by `lineup setup`"
+        ) from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise PackError(f"{location}/{PACK_FILE} is not valid JSON ({error}); upload the pack again") from None
+    if not isinstance(manifest, dict) or manifest.get("model_id") != derive_model_id(manifest):
+        raise PackError(
+            f"{location}/{PACK_FILE}: not a {PACK_FORMAT} manifest with a matching model_id; upload it again"
+        )
+    local = storage.cache_dir() / "packs" / str(manifest["model_id"])
+    if not (local / PACK_FILE).is_file():
+        local.parent.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=f".{local.name}-", dir=local.parent))
+        try:
+            for section in ("detector", "embedder"):
+                name = manifest[section].get("file")
+                if not _inside_pack(scratch, name):
+                    raise PackError(
+                        f"{location}/{PACK_FILE}: {section}.file {name!r} is not inside the pack; refusing it"
+                    )
+                blob = storage.cached_copy(remote / name, manifest[section]["sha256"])
+                shutil.copyfile(blob, scratch / name)
+            (scratch / PACK_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            try:
+                os.replace(scratch, local)
+            except OSError:  # another worker on this machine placed it first: theirs is verified below
+                pass
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    pack = load_pack(local)
+    if pack.model_id != manifest["model_id"]:
+        raise PackError(f"the cached copy of {location} is {pack.model_id}; remove {local} and rerun")
+    return Pack(pack.path, pack.manifest, source=location)
 
 
 def _inside_pack(pack_dir: Path, name: object) -> bool:
@@ -149,6 +200,11 @@ def locate_pack(pack_dir: str, model_id: str) -> Pack:
     """The pack as an executor sees it: the driver's folder where this node shares it, else the copy
     shipped with the job (`--archives lineup_pack.tar.gz#lineup_pack`: in the task's working directory
     or SparkFiles' root). Either way every file's sha256 is checked, and the model must be the driver's."""
+    if storage.is_remote(pack_dir):
+        pack = load_pack(pack_dir)
+        if pack.model_id != model_id:
+            raise PackError(f"the pack at {pack_dir} is now {pack.model_id}, the run uses {model_id}: rerun the job")
+        return pack
     candidates = [Path(pack_dir)]
     candidates.append(Path(SHIPPED_PACK))
     try:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
+from upath import UPath
 
 from jobs.common.config import LineupConfig, StrictModel
 from jobs.common.thresholds import ThresholdSettings
@@ -59,7 +59,7 @@ class QueryConfig(LineupConfig):
     def identities_table_path(self) -> str:
         return self.locations.table(self.query.identities_table, "identities")
 
-    def index_path(self) -> Path:
+    def index_path(self) -> UPath:
         return self.locations.index_dir(self.query.index_dir)
 
     def probe_table_path(self) -> str:

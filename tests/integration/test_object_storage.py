@@ -1,0 +1,245 @@
+"""Every location on s3a:// against a real S3-compatible endpoint (moto's server on 127.0.0.1): the same
+face_ids, top-k and metrics as the same chain on local disk; remote tars with an oversized member; a
+missing bucket and refused credentials as exit 2 naming the location, never the secret."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jobs.audit.config import AuditConfig
+from jobs.audit.job import run_audit
+from jobs.common.config import load_config
+from jobs.embed.config import EmbedConfig
+from jobs.embed.job import run_embed
+from jobs.index.config import IndexConfig
+from jobs.index.job import run_index
+from jobs.query.config import QueryConfig
+from jobs.query.job import run_query
+from tests.fixtures.processes import CEILING_S
+from tests.fixtures.s3 import SECRET_KEY, moto_server
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SUBJECT = "subject_from_path=^([^/]+)/"
+
+
+def put_tree(s3_server, local: Path, remote: str) -> None:
+    import fsspec
+
+    fs = fsspec.filesystem("s3", skip_instance_cache=True, client_kwargs={"endpoint_url": s3_server.endpoint})
+    fs.put(str(local), remote.replace("s3a://", "s3://"), recursive=True)
+
+
+@pytest.fixture(scope="module")
+def lfw_world(tmp_path_factory, shared_data: Path) -> Path:
+    """A gallery of 16 people (first photo each) and probes (their second photos, and 4 strangers)."""
+    root = tmp_path_factory.mktemp("s3-world")
+    people = [p for p in sorted((shared_data / "lfw" / "images").iterdir()) if len(list(p.glob("*.jpg"))) >= 2]
+    for index, person in enumerate(people[:20]):
+        photos = sorted(person.glob("*.jpg"))
+        if index < 16:
+            (root / "gallery" / person.name).mkdir(parents=True)
+            shutil.copy(photos[0], root / "gallery" / person.name / photos[0].name)
+        (root / "probes" / person.name).mkdir(parents=True)
+        shutil.copy(photos[1], root / "probes" / person.name / photos[1].name)
+    return root
+
+
+def chain(spark, inputs: str, out: str, pack_dir: str) -> dict:
+    """embed -> index -> query -> audit with every location under `out`, images under `inputs`."""
+    common = [f"spark.data_root={out}/data", f"runs_table={out}/runs"]
+    embed = run_embed(
+        load_config(
+            EmbedConfig,
+            None,
+            [
+                *common,
+                f"embed.input.path={inputs}/gallery",
+                f"embed.table_path={out}/faces",
+                f"embed.pack_dir={pack_dir}",
+                f"embed.labels.{SUBJECT}",
+                "embed.files_per_task=4",
+            ],
+        ),
+        spark,
+    )
+    index = run_index(
+        load_config(IndexConfig, None, [*common, f"index.faces_table={out}/faces", f"index.index_dir={out}/index"]),
+        spark,
+    )
+    query = run_query(
+        load_config(
+            QueryConfig,
+            None,
+            [
+                *common,
+                "query.probes.kind=archive",
+                f"query.probes.archive={{path: '{inputs}/probes', kind: dir}}",
+                f"query.probes.probe_table={out}/probe_faces",
+                f"query.probes.pack_dir={pack_dir}",
+                f"query.probes.labels.{SUBJECT}",
+                f"query.index_dir={out}/index",
+                f"query.matches_table={out}/matches",
+                "query.k=3",
+            ],
+        ),
+        spark,
+    )
+    audit = run_audit(
+        load_config(
+            AuditConfig,
+            None,
+            [
+                *common,
+                f"audit.labelled.faces_table={out}/faces",
+                "audit.labelled.name=LFW 16 people",
+                f"audit.identification.matches_table={query['outputs']['matches_table']}",
+                f"audit.metrics_table={out}/metrics",
+                f"audit.report_dir={out}/reports",
+                "audit.bootstrap_rounds=50",
+            ],
+        ),
+        spark,
+    )
+    faces = spark.read.format("delta").load(f"{out}/faces")
+    matches = spark.read.format("delta").load(query["outputs"]["matches_table"])
+    return {
+        "summaries": (embed, index, query, audit),
+        "faces": sorted((r.face_id, r.status, r.subject_id) for r in faces.collect()),
+        "top_k": sorted((r.probe_face_id, r.rank, r.gallery_face_id, round(r.score, 6)) for r in matches.collect()),
+        "one_to_n": {k: v for k, v in audit["one_to_n"].items() if isinstance(v, int | float)},
+        "report": audit["outputs"]["report"],
+    }
+
+
+@pytest.mark.data
+def test_every_location_on_s3_gives_the_local_results(spark, s3_server, lfw_world: Path, default_pack, tmp_path):
+    bucket = s3_server.new_bucket()
+    put_tree(s3_server, lfw_world, f"{bucket}/images")
+    put_tree(s3_server, default_pack.path, f"{bucket}/packs/default")
+
+    local = chain(spark, str(lfw_world), str(tmp_path / "local"), str(default_pack.path))
+    remote = chain(spark, f"{bucket}/images", f"{bucket}/lake", f"{bucket}/packs/default")
+
+    assert remote["faces"] == local["faces"] and len(local["faces"]) >= 16
+    assert remote["top_k"] == local["top_k"] and local["top_k"]
+    assert remote["one_to_n"] == local["one_to_n"] and local["one_to_n"]["searches"] >= 16
+    embed, index, query, audit = remote["summaries"]
+    assert embed["outputs"]["faces_table"] == f"{bucket}/lake/faces"
+    assert index["outputs"]["index_dir"] == f"{bucket}/lake/index"
+    assert str(audit["outputs"]["report"]).startswith(f"{bucket}/lake/reports/")
+
+    import fsspec
+
+    fs = fsspec.filesystem("s3", skip_instance_cache=True, client_kwargs={"endpoint_url": s3_server.endpoint})
+    lake = bucket.replace("s3a://", "") + "/lake"
+    manifest = json.loads(fs.cat(f"{lake}/index/manifest.json"))
+    assert {p.rsplit("/", 1)[-1] for p in fs.ls(f"{lake}/index")} >= {e["file"] for e in manifest["shards"]}
+    assert fs.exists(f"{lake}/faces/_delta_log/00000000000000000000.json")
+    assert b"<html" in fs.cat(str(audit["outputs"]["report"]).replace("s3a://", ""))[:200].lower()
+
+
+def test_remote_tar_member_over_the_limit_is_a_status_row(spark, s3_server, tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    from tests.fixtures.images import jpeg
+
+    archive = tmp_path / "photos.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for name, data in (("small.jpg", jpeg()), ("huge.jpg", b"\xff" * 300_000)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    bucket = s3_server.new_bucket()
+    put_tree(s3_server, archive, f"{bucket}/in/photos.tar.gz")
+    summary = run_embed(
+        load_config(
+            EmbedConfig,
+            None,
+            [
+                f"spark.data_root={tmp_path / 'data'}",
+                "embed.input.kind=tar",
+                f"embed.input.path={bucket}/in",
+                "embed.input.max_file_bytes=100000",
+                f"embed.table_path={bucket}/faces",
+            ],
+        ),
+        spark,
+    )
+    rows = {r.source_path: (r.status, r.error) for r in spark.read.format("delta").load(f"{bucket}/faces").collect()}
+    huge = rows[f"{bucket}/in/photos.tar.gz!huge.jpg"]
+    assert huge[0] == "too_large" and "300000 bytes" in huge[1]
+    assert rows[f"{bucket}/in/photos.tar.gz!small.jpg"][0] != "too_large"
+    assert summary["files_seen"] == 2
+
+
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "jobs.cli", *args], capture_output=True, text=True, env=env, timeout=CEILING_S
+    )
+
+
+def test_missing_bucket_is_exit_2_naming_the_location(s3_server, tmp_path: Path) -> None:
+    import os
+
+    env = dict(os.environ, **s3_server.env)
+    result = run_cli(
+        "embed",
+        "--set",
+        "embed.input.path=s3a://no-such-bucket-lineup/photos",
+        "--set",
+        f"embed.table_path={tmp_path / 'faces'}",
+        env=env,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stdout.count("\n") == 1 and json.loads(result.stdout)["status"] == "failed"
+    assert "s3a://no-such-bucket-lineup/photos" in result.stderr and "does not exist" in result.stderr
+    assert "Traceback" not in result.stderr and SECRET_KEY not in result.stderr + result.stdout
+
+
+def test_refused_credentials_are_exit_2_without_the_secret(tmp_path: Path) -> None:
+    import os
+
+    import boto3
+
+    # A second server that checks signatures (moto's IAM auth after the first calls set up a user).
+    with moto_server({"INITIAL_NO_AUTH_ACTION_COUNT": "4"}) as endpoint:
+        iam = boto3.client(
+            "iam", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
+        )
+        iam.create_user(UserName="lineup")
+        key = iam.create_access_key(UserName="lineup")["AccessKey"]
+        policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+        iam.put_user_policy(UserName="lineup", PolicyName="all", PolicyDocument=json.dumps(policy))
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=key["AccessKeyId"],
+            aws_secret_access_key=key["SecretAccessKey"],
+        )
+        s3.create_bucket(Bucket="guarded")
+        env = dict(
+            os.environ,
+            AWS_ENDPOINT_URL=endpoint,
+            AWS_ACCESS_KEY_ID=key["AccessKeyId"],
+            AWS_SECRET_ACCESS_KEY=SECRET_KEY,  # the wrong secret for this key
+            AWS_DEFAULT_REGION="us-east-1",
+        )
+        result = run_cli(
+            "embed",
+            "--set",
+            "embed.input.path=s3a://guarded/photos",
+            "--set",
+            f"embed.table_path={tmp_path / 'faces'}",
+            env=env,
+        )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "s3a://guarded/photos" in result.stderr and "Traceback" not in result.stderr
+    assert SECRET_KEY not in result.stderr + result.stdout
