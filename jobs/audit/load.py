@@ -5,7 +5,6 @@ gallery's enrolled subjects from the faces table at the version the run's index 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,6 +14,7 @@ from jobs.audit import identification as ident
 from jobs.audit.config import AuditConfig
 from jobs.common.delta import pinned_version, read_latest_if_any, read_pinned
 from jobs.common.errors import UserError
+from jobs.common.storage import upath
 
 
 @dataclass
@@ -112,7 +112,7 @@ def load_searches(spark, config: AuditConfig) -> tuple[ident.Searches, dict[str,
         raise UserError(
             f"run {run_id} is not in the runs table {config.runs_table_path()}: set audit.identification.index_dir"
         )
-    manifest = read_manifest(Path(index_dir))
+    manifest = read_manifest(upath(index_dir))
     enrolled = _enrolled_subjects(spark, manifest)
     frame["probe_attributes"] = [dict(a) if a is not None else {} for a in frame["probe_attributes"]]
     unlabelled = int(frame.loc[frame["probe_subject_id"].isna(), "probe_face_id"].nunique())

@@ -6,12 +6,12 @@ Rerunning after a crash finds nothing left to remove in shards already rewritten
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from jobs.common.errors import UserError
+from jobs.common.storage import AnyPath
 from jobs.index.shards import (
     checked_file,
     deserialize,
@@ -25,7 +25,7 @@ from jobs.index.shards import (
 
 
 def erase_from_index(
-    index_dir: Path, face_ids: set[int], erasure_id: str, table_versions: dict[str, tuple[int, int]]
+    index_dir: AnyPath, face_ids: set[int], erasure_id: str, table_versions: dict[str, tuple[int, int]]
 ) -> dict[str, Any]:
     """Remove `face_ids` from every shard of the index at `index_dir`; counts of what was removed.
 
@@ -63,7 +63,7 @@ def erase_from_index(
     return {"index_dir": str(index_dir), "vectors_removed": removed_vectors, "removed_list_entries": removed_list}
 
 
-def _drop_from_removed_list(index_dir: Path, manifest: dict[str, Any], wanted: np.ndarray, generation: int) -> int:
+def _drop_from_removed_list(index_dir: AnyPath, manifest: dict[str, Any], wanted: np.ndarray, generation: int) -> int:
     """The removed-ids file names face_ids too: the erased ones leave it (it is rewritten, not appended)."""
     if not manifest.get("removed_file"):
         return 0

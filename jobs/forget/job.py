@@ -21,7 +21,7 @@ from jobs.common.commits import append_with_retries, with_commit_retries
 from jobs.common.delta import is_delta_table, latest_version
 from jobs.common.errors import UserError
 from jobs.common.runs import RunRecord, append_run, current_user, run_job
-from jobs.common.storage import AnyPath
+from jobs.common.storage import AnyPath, upath
 from jobs.common.timing import Phases
 from jobs.forget.config import ForgetConfig
 from jobs.forget.indexes import erase_from_index
@@ -75,7 +75,7 @@ def _run(config: ForgetConfig, spark, record: RunRecord, phases: Phases) -> dict
     with phases.phase("rewrite_indexes"):
         versions = {t["path"]: (t["version_before"], t["version_after"]) for t in tables if t["role"] == "faces"}
         indexes = [
-            erase_from_index(Path(d), erased.face_ids, erasure_id, versions)
+            erase_from_index(upath(d), erased.face_ids, erasure_id, versions)
             for d in config.resolved(settings.index_dirs)
         ]
     if settings.purge_history:

@@ -3,13 +3,12 @@ an archive by the embed job's own code, and checked against the index (model, di
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pyspark.errors import AnalysisException
 
 from jobs.common.delta import read_pinned
 from jobs.common.errors import UserError
 from jobs.common.runs import RunRecord
+from jobs.common.storage import upath
 from jobs.query.config import QueryConfig
 
 
@@ -87,7 +86,7 @@ def _source_prefix(archive) -> str:
     path = archive.path.rstrip("/")
     if archive.kind == "table":
         return f"{path}#"
-    if archive.kind == "tar" and not Path(path).is_dir():
+    if archive.kind == "tar" and not upath(path).is_dir():
         return f"{path}!"
     return f"{path}/"
 

@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -243,3 +244,52 @@ def test_refused_credentials_are_exit_2_without_the_secret(tmp_path: Path) -> No
     assert result.returncode == 2, result.stderr[-2000:]
     assert "s3a://guarded/photos" in result.stderr and "Traceback" not in result.stderr
     assert SECRET_KEY not in result.stderr + result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_killed_run_resumes_with_the_faces_table_on_s3(spark, s3_server, tmp_path: Path, shared_data: Path) -> None:
+    import os
+    import signal
+
+    import fsspec
+
+    from tests.integration.test_embed_crash import job_flags, lineup, rows
+
+    archive = tmp_path / "archive"
+    for person in sorted((shared_data / "lfw" / "images").iterdir())[:24]:
+        (archive / person.name).mkdir(parents=True)
+        first = sorted(person.glob("*.jpg"))[0]
+        shutil.copy(first, archive / person.name / first.name)
+    bucket = s3_server.new_bucket()
+    put_tree(s3_server, archive, f"{bucket}/archive")
+    clean, crashed = tmp_path / "clean", f"{bucket}/crashed"
+
+    clean_run = lineup(*job_flags(archive, clean, tmp_path / "d1"))
+    _, clean_err = clean_run.communicate(timeout=CEILING_S)
+    assert clean_run.returncode == 0, clean_err[-3000:]
+
+    fs = fsspec.filesystem("s3", skip_instance_cache=True, client_kwargs={"endpoint_url": s3_server.endpoint})
+    second_commit = crashed.replace("s3a://", "") + f"/_delta_log/{2:020d}.json"
+    victim = lineup(*job_flags(f"{bucket}/archive", crashed, tmp_path / "d2"))
+    deadline = time.monotonic() + CEILING_S
+    while not fs.exists(second_commit):  # the table created and two chunks committed on S3
+        assert victim.poll() is None, victim.stderr.read()[-3000:]
+        assert time.monotonic() < deadline, "no second commit"
+        time.sleep(0.2)
+        fs.invalidate_cache()
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait(timeout=CEILING_S)
+    partial = spark.read.format("delta").load(crashed).count()
+    assert 0 < partial < len(rows(spark, clean)), "the kill must land midway"
+
+    resumed = lineup(*job_flags(f"{bucket}/archive", crashed, tmp_path / "d2"))
+    out, err = resumed.communicate(timeout=CEILING_S)
+    assert resumed.returncode == 0, err[-3000:]
+    summary = json.loads(out)
+    assert summary["files_skipped_known"] >= 16
+
+    def content(table) -> list:
+        return sorted((face_id, status, vector) for face_id, _, status, vector in rows(spark, table))
+
+    assert content(crashed) == content(clean)
