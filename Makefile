@@ -1,6 +1,7 @@
 # The two set-up commands of the README. `.ci/run` calls exactly these.
 PYTHON ?= python3.11
 VENV ?= .venv
+GO ?= $(shell command -v go || echo /usr/local/go/bin/go)
 
 .PHONY: install test test-heavy demo
 
@@ -8,8 +9,11 @@ VENV ?= .venv
 # checked sha256, and later the default model pack. Reruns are cheap: verified artefacts are kept.
 install:
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet -e '.[test]'
+	$(VENV)/bin/pip install --quiet -e '.[test,s3]'
 	$(VENV)/bin/lineup setup
+	@# A fast local S3 server for bench/bench_storage.py (Go, gofakes3); the tests use moto from PyPI.
+	$(GO) version >/dev/null 2>&1 && (cd tools/s3server && $(GO) build -o ../../.tools/s3server .) || \
+	  echo "no Go toolchain: bench/bench_storage.py will use moto (slower, it shares the CPUs)" >&2
 	@# Airflow lives in its own venv (its pins clash with ours); the example DAG's test drives it.
 	$(PYTHON) -m venv .airflow-venv
 	.airflow-venv/bin/pip install --quiet -r examples/airflow/requirements.txt

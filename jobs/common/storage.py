@@ -107,9 +107,10 @@ def cache_dir() -> Path:
     return Path(os.environ.get("LINEUP_CACHE_DIR", str(lineup_home() / "cache")))
 
 
-def cached_copy(location: AnyPath, expected_sha256: str) -> Path:
+def cached_copy(location: AnyPath, expected_sha256: str) -> Path | None:
     """A local copy of a remote file, downloaded once per machine (the cache is keyed by its sha256, so a
-    changed file is a new entry); a local file is returned as it is. The caller checks the sha256."""
+    changed file is a new entry), or None when the downloaded bytes do not have that sha256. A local file
+    is returned as it is (the caller checks it)."""
     if not is_remote(str(location)):
         return Path(str(location))
     target = cache_dir() / "blobs" / expected_sha256[:2] / expected_sha256
@@ -124,7 +125,7 @@ def cached_copy(location: AnyPath, expected_sha256: str) -> Path:
             sink.write(block)
     if digest.hexdigest() != expected_sha256:
         scratch.unlink()
-        return Path(str(location))  # not cached: the caller's check names the mismatch
+        return None
     os.replace(scratch, target)
     return target
 
@@ -152,6 +153,47 @@ def check_reachable(location: str, setting: str) -> None:
         raise UserError(
             f"{setting} {location}: not reachable ({_reason(error)}); check the endpoint and the credentials"
         ) from None
+
+
+_ARROW_S3: list[Any] = []  # one Arrow S3 client per process (it pools its connections)
+_FETCH_THREADS = 8
+
+
+def _arrow_s3() -> Any:
+    """Arrow's S3 file system with the standard AWS configuration (credentials chain, region) and the
+    endpoint of AWS_ENDPOINT_URL(_S3) where one is set."""
+    if not _ARROW_S3:
+        from urllib.parse import urlparse
+
+        from pyarrow import fs as arrow_fs
+
+        options: dict[str, Any] = {}
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        if endpoint:
+            parsed = urlparse(endpoint)
+            options.update(endpoint_override=parsed.netloc, scheme=parsed.scheme or "https")
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        if region:
+            options["region"] = region
+        _ARROW_S3.append(arrow_fs.S3FileSystem(**options))
+    return _ARROW_S3[0]
+
+
+def s3_cat(uris: list[str]) -> dict[str, bytes | BaseException]:
+    """Whole S3 objects (or each one's error), fetched on a few threads (Arrow releases the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    s3 = _arrow_s3()
+
+    def one(uri: str) -> bytes | BaseException:
+        try:
+            with s3.open_input_stream(uri.split("://", 1)[1]) as stream:
+                return bytes(stream.read())
+        except (OSError, ValueError) as error:
+            return error
+
+    with ThreadPoolExecutor(min(_FETCH_THREADS, len(uris))) as pool:
+        return dict(zip(uris, pool.map(one, uris)))
 
 
 def check_locations(config: Any) -> None:

@@ -35,6 +35,8 @@ ENV_ARCHIVE, PACK_ARCHIVE = "lineup_env.tar.gz", "lineup_pack.tar.gz"
 ENV_ALIAS, PACK_ALIAS = "lineup_env", "lineup_pack"
 # The cluster provides Spark; the driver alone draws plots and serves no-JVM readers.
 LEFT_OUT = {"pyspark", "delta-spark", "py4j", "matplotlib", "deltalake", "duckdb", "venv-pack", "wheel"}
+# Object-store file systems go along where they are installed here (`pip install 'lineup[s3]'`).
+STORAGE_EXTRAS = ("s3", "gcs", "azure")
 
 
 def _key(name: str) -> str:
@@ -47,12 +49,20 @@ def executor_distributions(root: str = "lineup") -> list[metadata.Distribution]:
     pending = [Requirement(r) for r in metadata.requires(root) or []]
     while pending:
         requirement = pending.pop()
-        if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
+        extras = [
+            e for e in ("", *STORAGE_EXTRAS) if requirement.marker is None or requirement.marker.evaluate({"extra": e})
+        ]
+        if not extras:
             continue
         name = _key(requirement.name)
         if name in seen or name in LEFT_OUT:
             continue
-        seen[name] = metadata.distribution(requirement.name)
+        try:
+            seen[name] = metadata.distribution(requirement.name)
+        except metadata.PackageNotFoundError:
+            if "" in extras:
+                raise
+            continue  # an optional file system this installation does not have
         pending += [Requirement(r) for r in seen[name].requires or []]
     return sorted(seen.values(), key=lambda d: _key(d.metadata["Name"]))
 

@@ -109,7 +109,7 @@ def list_inputs(settings: InputSettings, spark=None) -> list[InputRef]:
     if settings.kind == "dir":
         refs = _list_folder(root, settings)
     elif settings.kind == "tar":
-        refs = _list_tars(root, settings)
+        refs = _list_tars(root, settings, spark)
     else:
         raise ValueError("table inputs are planned by the job, not from the file system")
     if not refs:
@@ -153,8 +153,12 @@ def _folder_ref(root: Path, path: str, follow_symlinks: bool) -> InputRef:
     return InputRef(path, None, name)
 
 
-def _list_tars(root: Path, settings: InputSettings) -> list[InputRef]:
+def _list_tars(root: Path, settings: InputSettings, spark=None) -> list[InputRef]:
+    """Members of a tar or a folder of tars: listed by the executors, one task per tar, when a session
+    is given (the driver then never decompresses an archive), else here."""
     if not root.is_dir():
+        if spark is not None:
+            return _list_tars_on_executors(spark, [str(root)], settings, single=True)
         return list_tar_members(root, settings.glob, settings.max_file_bytes, in_folder=False)
     everything = _walk_files(root)
     tars = [path for path in everything if path.lower().endswith(TAR_SUFFIXES)]
@@ -165,6 +169,8 @@ def _list_tars(root: Path, settings: InputSettings) -> list[InputRef]:
             root,
             ", ".join(TAR_SUFFIXES),
         )
+    if spark is not None and tars:
+        return _list_tars_on_executors(spark, tars, settings, single=False)
     return [ref for tar in tars for ref in list_tar_members(Path(tar), settings.glob, settings.max_file_bytes)]
 
 
@@ -205,7 +211,7 @@ def _list_tars_on_executors(spark, tars: list[str], settings: InputSettings, sin
     import json
 
     if spark is None:
-        raise ValueError("listing remote tars needs the SparkSession")
+        raise ValueError("listing tars on the executors needs the SparkSession")
     pattern, limit = settings.glob, settings.max_file_bytes
 
     def members(tar: str) -> list[str]:
@@ -214,7 +220,8 @@ def _list_tars_on_executors(spark, tars: list[str], settings: InputSettings, sin
     listed = spark.sparkContext.parallelize(tars, max(1, len(tars))).flatMap(members).collect()
     refs = [InputRef(**json.loads(item)) for item in listed]
     if single and refs and refs[0].status == READ_ERROR and refs[0].member is None:
-        raise UserError(f"embed.input.path {tars[0]} is not a readable tar archive: {refs[0].error}")
+        reason = (refs[0].error or "").removeprefix("not a readable tar: ")
+        raise UserError(f"embed.input.path {tars[0]} is not a readable tar archive: {reason}")
     return refs
 
 

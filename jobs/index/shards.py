@@ -151,11 +151,8 @@ def checked_file(directory: AnyPath | str, name: str, expected_sha256: str, keep
     manifest_path = storage.upath(directory) / MANIFEST
     try:
         if keep_bytes:
-            data = (
-                storage.cached_copy(path, expected_sha256).read_bytes()
-                if storage.is_remote(path)
-                else path.read_bytes()
-            )
+            source = storage.cached_copy(path, expected_sha256) if storage.is_remote(path) else path
+            data = source.read_bytes() if source is not None else b""  # None: the downloaded bytes differ
             digest = sha256_bytes(data)
         else:
             data, digest = b"", sha256_file(path)

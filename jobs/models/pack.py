@@ -135,6 +135,8 @@ def _load_remote(location: str) -> Pack:
                         f"{location}/{PACK_FILE}: {section}.file {name!r} is not inside the pack; refusing it"
                     )
                 blob = storage.cached_copy(remote / name, manifest[section]["sha256"])
+                if blob is None:
+                    raise PackError(f"{location}/{name} fails its sha256 check against {PACK_FILE}; refusing the pack")
                 shutil.copyfile(blob, scratch / name)
             (scratch / PACK_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
             try:

@@ -1,0 +1,80 @@
+"""The location layer against the suite's local S3 server: URIs as Spark and fsspec name them, the
+sha256-keyed cache, shards refused when they differ from the manifest, and preflight naming the key."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jobs.common import storage
+from jobs.common.config import LineupConfig, load_config
+from jobs.common.errors import UserError
+from jobs.common.locations import Locations, resolve
+
+
+def test_locations_keep_uris_and_map_s3_for_spark(tmp_path: Path) -> None:
+    places = Locations("s3://lake/lineup")
+    assert str(places.data_root()) == "s3a://lake/lineup"
+    assert places.table(None, "faces") == "s3a://lake/lineup/tables/faces"
+    assert str(places.index_dir(None)) == "s3a://lake/lineup/indexes/faces"
+    assert str(places.report_dir("gs://b/reports")) == "gs://b/reports"
+    assert resolve(f"file://{tmp_path}/x/../y") == str(tmp_path / "y")
+    assert isinstance(Locations(str(tmp_path)).index_dir(None), Path)  # local stays a pathlib path
+
+
+def test_cached_copy_fetches_once_per_sha256(s3_server, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("LINEUP_CACHE_DIR", str(tmp_path / "cache"))
+    bucket = s3_server.new_bucket()
+    remote = storage.upath(f"{bucket}/shard.faiss")
+    remote.write_bytes(b"shard bytes")
+    digest = hashlib.sha256(b"shard bytes").hexdigest()
+    first = storage.cached_copy(remote, digest)
+    assert first.read_bytes() == b"shard bytes" and str(first).startswith(str(tmp_path / "cache"))
+    remote.unlink()  # a second read must come from the cache, not the store
+    assert storage.cached_copy(remote, digest) == first
+    remote.write_bytes(b"other bytes")
+    assert storage.cached_copy(remote, "0" * 64) is None  # bytes that differ from the sha256 are not kept
+    assert not any(p.name == "0" * 64 for p in (tmp_path / "cache").rglob("*"))
+
+
+def test_a_tampered_remote_shard_is_refused(s3_server, tmp_path: Path, monkeypatch) -> None:
+    import faiss
+
+    from jobs.index.shards import IndexFileError, load_index, serialize, sha256_bytes, write_manifest
+
+    monkeypatch.setenv("LINEUP_CACHE_DIR", str(tmp_path / "cache"))
+    index_dir = storage.upath(f"{s3_server.new_bucket()}/index")
+    shard = faiss.IndexIDMap(faiss.IndexFlatIP(4))
+    shard.add_with_ids(np.eye(4, dtype=np.float32), np.arange(4, dtype=np.int64))
+    data = serialize(shard)
+    storage.write_atomically(index_dir / "shard-0000.g1.faiss", data)
+    entry = {"shard": 0, "file": "shard-0000.g1.faiss", "sha256": sha256_bytes(data), "vectors": 4}
+    manifest = {
+        "index_id": "i",
+        "model_id": "m",
+        "dim": 4,
+        "metric": "inner_product",
+        "faces_table": "t",
+        "faces_version": 0,
+        "vectors": 4,
+        "exact": True,
+        "search_param": None,
+        "shards": [entry],
+    }
+    write_manifest(index_dir, manifest)
+    scores, ids = load_index(str(index_dir)).search(np.eye(4, dtype=np.float32)[:1], 1)
+    assert ids.tolist() == [[0]]
+    storage.write_atomically(index_dir / "shard-0000.g1.faiss", data[:-1] + b"\x00")
+    monkeypatch.setenv("LINEUP_CACHE_DIR", str(tmp_path / "fresh-cache"))
+    with pytest.raises(IndexFileError, match="sha256"):
+        load_index(str(index_dir))
+
+
+def test_preflight_names_the_setting_of_a_missing_bucket(s3_server) -> None:
+    config = load_config(LineupConfig, None, ["runs_table=s3a://lineup-no-such-bucket/runs"])
+    with pytest.raises(UserError, match=r"^runs_table s3a://lineup-no-such-bucket/runs: the bucket"):
+        storage.check_locations(config)
+    storage.check_locations(load_config(LineupConfig, None, [f"runs_table={s3_server.new_bucket()}/runs"]))
