@@ -16,6 +16,7 @@ from pathlib import Path
 from jobs.common.config import LineupConfig, load_config
 from jobs.common.errors import TransientError, UserError, is_transient
 from jobs.common.logs import configure_logging, emit_summary, error_line
+from jobs.common.storage import redact
 
 log = logging.getLogger("lineup")
 
@@ -304,7 +305,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _failed(command: str, error: BaseException, exit_code: int) -> int:
-    first_line = (str(error).splitlines() or [type(error).__name__])[0][:2000]
+    # An object store's error may quote a credential: the JSON line never carries one.
+    first_line = redact((str(error).splitlines() or [type(error).__name__])[0][:2000])
     emit_summary(
         {
             "job": command,

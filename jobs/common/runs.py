@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from jobs.common.commits import append_with_retries
+from jobs.common.storage import redact
 from jobs.common.timing import Phases
 
 T = TypeVar("T")
@@ -95,7 +96,8 @@ def append_run(spark, runs_table: str, record: RunRecord, status: str, error: st
 def record_failure(spark, runs_table: str, record: RunRecord, error: BaseException) -> None:
     """Best effort: a failed run still leaves its row; a failure to write it must not hide the first error."""
     try:
-        append_run(spark, runs_table, record, "failed", f"{type(error).__name__}: {str(error).splitlines()[0][:500]}")
+        reason = redact(f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:500]}")
+        append_run(spark, runs_table, record, "failed", reason)
     except Exception:  # noqa: BLE001 - we are already handling the error that matters
         log.exception("could not record the failed run %s in %s", record.run_id, runs_table)
 
