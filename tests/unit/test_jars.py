@@ -66,3 +66,19 @@ def test_committed_lock_pins_delta_spark() -> None:
     lock = jars_module.load_lock()
     assert lock.coordinates.startswith("io.delta:delta-spark_2.13:")
     assert f"io.delta_delta-spark_2.13-{lock.delta_version}.jar" in lock.sha256_by_file
+
+
+def test_s3_lock_matches_the_hadoop_inside_pyspark() -> None:
+    """hadoop-aws must be the exact Hadoop version pyspark bundles, or S3A fails with linkage errors."""
+    from pathlib import Path
+
+    import pyspark
+
+    bundled = {p.name for p in (Path(pyspark.__file__).parent / "jars").glob("hadoop-client-api-*.jar")}
+    lock = jars_module.load_lock(jars_module.S3_LOCK)
+    hadoop = lock.coordinates.rsplit(":", 1)[-1]
+    assert lock.coordinates.startswith("org.apache.hadoop:hadoop-aws:")
+    assert bundled == {f"hadoop-client-api-{hadoop}.jar"}
+    assert f"org.apache.hadoop_hadoop-aws-{hadoop}.jar" in lock.sha256_by_file
+    assert any(name.startswith("software.amazon.awssdk_bundle-") for name in lock.sha256_by_file)
+    assert all(len(digest) == 64 for digest in lock.sha256_by_file.values())
