@@ -2,9 +2,10 @@
 LFW accuracy read back from the faces table. Prints one JSON line.
 
 - Throughput: the same images through `FacePipeline.process_bytes` in one process (onnxruntime with one
-  thread, and with as many threads as cores), then through the Spark job on local[N] (one Python worker
-  per core, one onnxruntime thread each), in the same run. Session start is excluded from the job's
-  rate and reported separately.
+  thread, and with as many threads as cores), in a process pool with one process per core and one
+  onnxruntime thread each (the physical reference on this machine: `ratio_vs_process_pool`), then through
+  the Spark job on local[N] (one Python worker per core, one onnxruntime thread each), in the same run.
+  Session start is excluded from the job's rate and reported separately.
 - Memory: peak RSS of the Python workers embedding 1,000 and 10,000 LFW images (fresh tables).
 - End to end: all of LFW into a faces table; counts must reconcile exactly; `audit lfw` from that table
   against the in-memory pipeline's LFW accuracy.
@@ -57,6 +58,32 @@ def plain_loop(files: list[Path], threads: int) -> float:
     return len(files) / (time.perf_counter() - started)
 
 
+_POOL_PIPELINE: list = []
+
+
+def _pool_start() -> None:
+    _POOL_PIPELINE.append(FacePipeline(build_default_pack(), PipelineSettings(threads=1)))
+
+
+def _pool_chunk(paths: list[str]) -> int:
+    _POOL_PIPELINE[0].process_bytes([Path(path).read_bytes() for path in paths])
+    return len(paths)
+
+
+def process_pool(files: list[Path], processes: int) -> float:
+    """The physical reference: one process per core, one onnxruntime thread each, over the same files
+    (pipelines loaded before the clock starts, as for the plain loops)."""
+    import multiprocessing
+
+    chunks = [[str(p) for p in files[start : start + 16]] for start in range(0, len(files), 16)]
+    with multiprocessing.get_context("spawn").Pool(processes, initializer=_pool_start) as pool:
+        pool.map(_pool_chunk, chunks[:processes], chunksize=1)  # every worker has loaded its pipeline
+        started = time.perf_counter()
+        done = sum(pool.imap_unordered(_pool_chunk, chunks, chunksize=1))
+        elapsed = time.perf_counter() - started
+    return done / elapsed
+
+
 def embed(spark, folder: Path, table: Path, cores: int) -> dict:
     config = load_config(
         EmbedConfig,
@@ -105,6 +132,7 @@ def throughput_and_memory(spark, sample: list[Path], images: int, scratch: Path,
     folder = link_images(subset, scratch / "subset")
     loop_1 = plain_loop(subset, 1)
     loop_n = plain_loop(subset, cores)
+    pool = process_pool(subset, cores)
     job = embed(spark, folder, scratch / "faces_subset", cores)
     small = embed(spark, link_images(sample[:1000], scratch / "m1k"), scratch / "faces_1k", cores)
     large = embed(spark, link_images(sample[:10000], scratch / "m10k"), scratch / "faces_10k", cores)
@@ -115,6 +143,8 @@ def throughput_and_memory(spark, sample: list[Path], images: int, scratch: Path,
             f"plain_loop_{cores}_threads_images_per_s": round(loop_n, 1),
             f"spark_local_{cores}_images_per_s": job["images_per_s"],
             "ratio_vs_best_plain_loop": round(job["images_per_s"] / max(loop_1, loop_n), 3),
+            f"process_pool_{cores}x1_thread_images_per_s": round(pool, 1),
+            "ratio_vs_process_pool": round(job["images_per_s"] / pool, 3),
         },
         "memory": {
             "worker_peak_rss_mb_1k": small["python_worker_peak_rss_mb"],

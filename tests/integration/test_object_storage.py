@@ -16,6 +16,8 @@ import pytest
 from jobs.audit.config import AuditConfig
 from jobs.audit.job import run_audit
 from jobs.common.config import load_config
+from jobs.compare.config import CompareConfig
+from jobs.compare.job import run_compare
 from jobs.embed.config import EmbedConfig
 from jobs.embed.job import run_embed
 from jobs.index.config import IndexConfig
@@ -48,6 +50,12 @@ def lfw_world(tmp_path_factory, shared_data: Path) -> Path:
             shutil.copy(photos[0], root / "gallery" / person.name / photos[0].name)
         (root / "probes" / person.name).mkdir(parents=True)
         shutil.copy(photos[1], root / "probes" / person.name / photos[1].name)
+    first, second = [p for p in sorted((root / "gallery").glob("*/*.jpg"))][:2]
+    probe = sorted((root / "probes" / first.parent.name).glob("*.jpg"))[0]
+    pairs = [(first, probe), (first, second), (second, root / "gallery" / "missing.jpg")]
+    (root / "pairs.csv").write_text(
+        "a,b\n" + "".join(f"{a.relative_to(root)},{b.relative_to(root)}\n" for a, b in pairs)
+    )
     return root
 
 
@@ -107,6 +115,20 @@ def chain(spark, inputs: str, out: str, pack_dir: str) -> dict:
         ),
         spark,
     )
+    compare = run_compare(
+        load_config(
+            CompareConfig,
+            None,
+            [
+                *common,
+                f"compare.pairs.path={inputs}/pairs.csv",
+                f"compare.scores_table={out}/scores",
+                f"compare.pack_dir={pack_dir}",
+            ],
+        ),
+        spark,
+    )
+    scores = spark.read.format("delta").load(f"{out}/scores").collect()
     faces = spark.read.format("delta").load(f"{out}/faces")
     matches = spark.read.format("delta").load(query["outputs"]["matches_table"])
     return {
@@ -115,6 +137,7 @@ def chain(spark, inputs: str, out: str, pack_dir: str) -> dict:
         "top_k": sorted((r.probe_face_id, r.rank, r.gallery_face_id, round(r.score, 6)) for r in matches.collect()),
         "one_to_n": {k: v for k, v in audit["one_to_n"].items() if isinstance(v, int | float)},
         "report": audit["outputs"]["report"],
+        "compare": (compare["pairs"], sorted((r.pair_index, r.status, r.score) for r in scores)),
     }
 
 
@@ -130,6 +153,8 @@ def test_every_location_on_s3_gives_the_local_results(spark, s3_server, lfw_worl
     assert remote["faces"] == local["faces"] and len(local["faces"]) >= 16
     assert remote["top_k"] == local["top_k"] and local["top_k"]
     assert remote["one_to_n"] == local["one_to_n"] and local["one_to_n"]["searches"] >= 16
+    assert remote["compare"] == local["compare"] and local["compare"][0] == 3
+    assert [status for _, status, _ in local["compare"][1]] == ["ok", "ok", "b_read_error"]
     embed, index, query, audit = remote["summaries"]
     assert embed["outputs"]["faces_table"] == f"{bucket}/lake/faces"
     assert index["outputs"]["index_dir"] == f"{bucket}/lake/index"

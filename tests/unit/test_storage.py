@@ -67,7 +67,7 @@ def test_a_tampered_remote_shard_is_refused(s3_server, tmp_path: Path, monkeypat
     write_manifest(index_dir, manifest)
     scores, ids = load_index(str(index_dir)).search(np.eye(4, dtype=np.float32)[:1], 1)
     assert ids.tolist() == [[0]]
-    storage.write_atomically(index_dir / "shard-0000.g1.faiss", data[:-1] + b"\x00")
+    storage.write_atomically(index_dir / "shard-0000.g1.faiss", data[:-1] + bytes([data[-1] ^ 0xFF]))
     monkeypatch.setenv("LINEUP_CACHE_DIR", str(tmp_path / "fresh-cache"))
     with pytest.raises(IndexFileError, match="sha256"):
         load_index(str(index_dir))
