@@ -99,10 +99,10 @@ def stage_jars(staging_dir: Path, lock: JarLock | None = None) -> list[Path]:
     lock = lock or load_lock()
     try:
         jars = verify_staged(staging_dir, lock)
-        log.info("Delta jars already staged and verified in %s", staging_dir)
+        log.info("%s jars already staged and verified in %s", lock.coordinates, staging_dir)
         return jars
     except JarsNotStaged as reason:
-        log.info("staging Delta jars (%s): %s", lock.coordinates, reason)
+        log.info("staging %s jars: %s", lock.coordinates, reason)
     staging_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".jars-", dir=staging_dir.parent) as scratch:
         resolved = _resolve_with_spark_ivy(lock.coordinates, Path(scratch) / "ivy")
