@@ -23,13 +23,10 @@ import platform
 import random
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from bench.bench_embed import embed, link_images
@@ -37,7 +34,7 @@ from bench.common import data_root
 from jobs.common.config import load_config
 from jobs.common.spark import get_spark
 from jobs.embed.config import EmbedConfig
-from tests.fixtures.s3 import free_port, moto_server, s3_env
+from tests.fixtures.s3 import free_port, moto_server, s3_env, serve_on_loopback
 
 log = logging.getLogger("bench_storage")
 
@@ -55,24 +52,9 @@ print(json.dumps({"refs": len(refs), "plan_s": round(time.perf_counter() - start
 GO_SERVER = Path(__file__).resolve().parents[1] / ".tools" / "s3server"
 
 
-@contextmanager
-def go_s3_server() -> Iterator[str]:
+def go_s3_server():  # -> context manager yielding the endpoint URL
     port = free_port()
-    process = subprocess.Popen([str(GO_SERVER), "-addr", f"127.0.0.1:{port}"], stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{GO_SERVER} did not start") from None
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
+    return serve_on_loopback([str(GO_SERVER), "-addr", f"127.0.0.1:{port}"], port)
 
 
 def raw_listing_s(prefix_bucket: str, prefix: str) -> float:

@@ -178,7 +178,8 @@ def _list_remote(location: str, settings: InputSettings, spark) -> list[InputRef
     storage.check_reachable(location, "embed.input.path")
     root = storage.upath(location)
     fs, root_key = root.fs, root.path.rstrip("/")
-    if fs.isfile(root_key):
+    single = fs.isfile(root_key)
+    if single:
         objects = {root_key: fs.info(root_key)}
     else:
         objects = fs.find(root_key, detail=True)  # paged listing: a page of keys per request, sizes included
@@ -188,7 +189,7 @@ def _list_remote(location: str, settings: InputSettings, spark) -> list[InputRef
     uri_of = {key: f"{scheme}://{key}" for key in objects}
     if settings.kind == "tar":
         tars = sorted(uri_of[k] for k in objects if k.lower().endswith(TAR_SUFFIXES) or k == root_key)
-        refs = _list_tars_on_executors(spark, tars, settings, single=fs.isfile(root_key))
+        refs = _list_tars_on_executors(spark, tars, settings, single=single)
     else:
         refs = []
         for key in sorted(objects):

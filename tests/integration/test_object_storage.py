@@ -214,9 +214,11 @@ def test_remote_tar_member_over_the_limit_is_a_status_row(spark, s3_server, tmp_
     assert summary["files_seen"] == 2
 
 
-def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+def embed_cli(input_path: str, tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`lineup embed` from `input_path` into a local faces table, as a separate process."""
+    command = ["embed", "--set", f"embed.input.path={input_path}", "--set", f"embed.table_path={tmp_path / 'faces'}"]
     return subprocess.run(
-        [sys.executable, "-m", "jobs.cli", *args], capture_output=True, text=True, env=env, timeout=CEILING_S
+        [sys.executable, "-m", "jobs.cli", *command], capture_output=True, text=True, env=env, timeout=CEILING_S
     )
 
 
@@ -224,14 +226,7 @@ def test_missing_bucket_is_exit_2_naming_the_location(s3_server, tmp_path: Path)
     import os
 
     env = dict(os.environ, **s3_server.env)
-    result = run_cli(
-        "embed",
-        "--set",
-        "embed.input.path=s3a://no-such-bucket-lineup/photos",
-        "--set",
-        f"embed.table_path={tmp_path / 'faces'}",
-        env=env,
-    )
+    result = embed_cli("s3a://no-such-bucket-lineup/photos", tmp_path, env)
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stdout.count("\n") == 1 and json.loads(result.stdout)["status"] == "failed"
     assert "s3a://no-such-bucket-lineup/photos" in result.stderr and "does not exist" in result.stderr
@@ -267,14 +262,7 @@ def test_refused_credentials_are_exit_2_without_the_secret(tmp_path: Path) -> No
             AWS_SECRET_ACCESS_KEY=SECRET_KEY,  # the wrong secret for this key
             AWS_DEFAULT_REGION="us-east-1",
         )
-        result = run_cli(
-            "embed",
-            "--set",
-            "embed.input.path=s3a://guarded/photos",
-            "--set",
-            f"embed.table_path={tmp_path / 'faces'}",
-            env=env,
-        )
+        result = embed_cli("s3a://guarded/photos", tmp_path, env)
     assert result.returncode == 2, result.stderr[-2000:]
     assert "s3a://guarded/photos" in result.stderr and "access denied" in result.stderr
     assert "Traceback" not in result.stderr
