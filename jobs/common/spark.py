@@ -46,13 +46,19 @@ def local_session_conf(settings: SparkSettings, jars: list[Path]) -> dict[str, s
         "spark.jars": ",".join(str(path) for path in jars),
         "spark.sql.warehouse.dir": str(data_root / "warehouse"),
         "spark.sql.shuffle.partitions": str(settings.shuffle_partitions),
-        # Delta rebuilds table state with 50 tasks by default: seconds of overhead per read on a laptop.
-        "spark.databricks.delta.snapshotPartitions": str(settings.shuffle_partitions),
+        # Delta rebuilds table state with 50 tasks by default: seconds of overhead per read on a laptop;
+        # one task per local core is enough for the logs of tables this size.
+        "spark.databricks.delta.snapshotPartitions": str(
+            min(settings.shuffle_partitions, local_cores(settings.master))
+        ),
         "spark.ui.enabled": str(settings.ui_enabled).lower(),
+        # Pools share the cores fairly: an embed chunk's commit runs while the next chunk embeds.
+        "spark.scheduler.mode": "FIFO",
         # The console progress bar writes `\r[Stage ...]` to the terminal, which orchestrators capture
         # with stdout and glue onto the JSON line; our own phase logs on stderr say what is running.
         "spark.ui.showConsoleProgress": "false",
         "spark.driver.memory": settings.driver_memory,
+        "spark.driver.extraJavaOptions": settings.driver_java_options,
         # Python workers must run this interpreter (the venv), not whatever `python3` is on PATH.
         "spark.pyspark.python": sys.executable,
         "spark.pyspark.driver.python": sys.executable,
@@ -63,7 +69,7 @@ def local_session_conf(settings: SparkSettings, jars: list[Path]) -> dict[str, s
         conf["spark.hadoop.javax.jdo.option.ConnectionURL"] = (
             f"jdbc:derby:;databaseName={metastore}/metastore_db;create=true"
         )
-        conf["spark.driver.extraJavaOptions"] = f"-Dderby.system.home={metastore}"
+        conf["spark.driver.extraJavaOptions"] += f" -Dderby.system.home={metastore}"
     conf.update(settings.extra_conf)
     return conf
 
@@ -85,6 +91,20 @@ def submitted_session_conf(settings: SparkSettings, given: dict[str, str]) -> di
         **settings.extra_conf,
     }
     return {key: value for key, value in wanted.items() if key not in given}
+
+
+def local_cores(master: str) -> int:
+    """Cores a local master runs tasks on (other masters: this machine's).
+
+    >>> local_cores("local[3]"), local_cores("local[2,4]"), local_cores("local")
+    (3, 2, 1)
+    """
+    match = re.fullmatch(r"local(?:\[(\*|\d+)(?:,\d+)?\])?", master.strip())
+    if match and match.group(1) not in (None, "*"):
+        return int(match.group(1))
+    if match and match.group(1) is None:
+        return 1
+    return len(os.sched_getaffinity(0))
 
 
 LOCAL_TASK_TRIES = 4  # Spark's own default on a cluster (spark.task.maxFailures)
@@ -112,6 +132,7 @@ def submit_args(settings: SparkSettings) -> list[str]:
     submitted = {
         **DELTA_CONF,
         "spark.ui.showConsoleProgress": "false",
+        "spark.scheduler.mode": "FIFO",
         # Delta's table-state rebuild: one task per shuffle partition, not 50 tasks per read.
         "spark.databricks.delta.snapshotPartitions": str(settings.shuffle_partitions),
     }

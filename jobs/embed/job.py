@@ -8,7 +8,6 @@ face_ids the table does not hold yet, so nothing is ever duplicated, whatever wa
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -16,18 +15,24 @@ from typing import Any
 
 from pyspark.errors import AnalysisException
 
-from jobs.common.commits import with_commit_retries
-from jobs.common.delta import latest_version
 from jobs.common.errors import UserError
 from jobs.common.runs import RunRecord, append_run, run_job
 from jobs.common.schema import FACES_DDL
 from jobs.common.timing import Phases
+from jobs.embed.commit import Committer, Counts, Embedded, embed_rows
 from jobs.embed.config import EmbedConfig
-from jobs.embed.known import KnownImages, held_image_ids, known_among
+from jobs.embed.known import held_image_ids, known_among
 from jobs.embed.labels import Labeller, load_label_table
 from jobs.embed.plan import InputRef, cut_tasks, list_inputs
 from jobs.embed.table import ensure_faces_table
-from jobs.embed.worker import MaxParam, make_hash_runner, make_table_runner, make_task_runner
+from jobs.embed.worker import (
+    TASK_DDL,
+    MaxParam,
+    make_hash_runner,
+    make_table_runner,
+    make_task_runner,
+    task_payload,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,24 +62,6 @@ class Progress:
         )
 
 
-@dataclass
-class Counts:
-    files_seen: int = 0
-    files_skipped_known: int = 0
-    files_processed: int = 0
-    duplicate_content_files: int = 0
-    faces: int = 0
-    rows_written: int = 0
-    rows_already_present: int = 0
-    by_status: dict[str, int] = field(default_factory=dict)
-
-    def add(self, other: dict[str, int], by_status: dict[str, int]) -> None:
-        for key, value in other.items():
-            setattr(self, key, getattr(self, key) + value)
-        for status, value in by_status.items():
-            self.by_status[status] = self.by_status.get(status, 0) + value
-
-
 def run_embed(config: EmbedConfig, spark=None) -> dict[str, Any]:
     """Embed the configured input into the faces table; the run's row goes to the runs table (ok or
     failed) and the summary (counts, rates, `timings_s`) is returned."""
@@ -83,6 +70,8 @@ def run_embed(config: EmbedConfig, spark=None) -> dict[str, Any]:
 
 
 def _run(config: EmbedConfig, spark, record: RunRecord, phases: Phases) -> dict[str, Any]:
+    from delta.tables import DeltaTable
+
     from jobs.models.pack import load_pack
 
     with phases.phase("plan"):
@@ -94,9 +83,12 @@ def _run(config: EmbedConfig, spark, record: RunRecord, phases: Phases) -> dict[
     context = _worker_context(config, spark, pack, record.run_id)
     with phases.phase("prepare_table"):
         ensure_faces_table(spark, table_path)
-        start_version = latest_version(spark, table_path)
-        held = held_image_ids(spark, table_path, start_version, pack.model_id)
-        held = held if held.limit(1).count() else None  # a fresh table: nothing to look up
+        last = DeltaTable.forPath(spark, table_path).history(1).collect()[0]
+        start_version = int(last["version"])
+        # A table whose only commit is its creation holds no rows: nothing to look up (asking the table
+        # itself, a count or DESCRIBE DETAIL, rebuilds its state: ~2 s).
+        fresh = start_version == 0 and last["operation"] == "CREATE TABLE"
+        held = None if fresh else held_image_ids(spark, table_path, start_version, pack.model_id)
     log.info("faces table %s v%d: %s", table_path, start_version, "has images" if held else "no images yet")
     record.params["model_id"] = pack.model_id
     record.add_input("archive", config.embed.input.path, None)
@@ -104,14 +96,15 @@ def _run(config: EmbedConfig, spark, record: RunRecord, phases: Phases) -> dict[
     counts = Counts()
     with phases.phase("embed_and_commit", count=len(refs) or None, unit="files"):
         work_started = time.perf_counter()
-        if config.embed.input.kind == "table":
-            _embed_table(spark, config, context, held, table_path, counts)
-        else:
-            progress = Progress(len(refs))
-            for start in range(0, len(refs), config.embed.files_per_commit):
-                chunk = refs[start : start + config.embed.files_per_commit]
-                _embed_chunk(spark, chunk, config, context, held, table_path, counts)
-                progress.report(len(chunk), config.embed.progress_interval_s, force=start == 0)
+        with Committer(spark, table_path, counts, phases) as committer:
+            if config.embed.input.kind == "table":
+                committer.submit(_embed_table(spark, config, context, held, phases))
+            else:
+                progress = Progress(len(refs))
+                for start in range(0, len(refs), config.embed.files_per_commit):
+                    chunk = refs[start : start + config.embed.files_per_commit]
+                    committer.submit(_embed_chunk(spark, chunk, config, context, held, phases))
+                    progress.report(len(chunk), config.embed.progress_interval_s, force=start == 0)
         elapsed = time.perf_counter() - work_started
     summary = _summary(spark, pack.model_id, record.run_id, table_path, counts, elapsed)
     summary["python_worker_peak_rss_mb"] = round(context["peak_rss"].value, 1)
@@ -143,23 +136,41 @@ def _worker_context(config: EmbedConfig, spark, pack, run_id: str) -> dict[str, 
     }
 
 
-def _embed_chunk(spark, chunk: list[InputRef], config, context, held, table_path, counts: Counts) -> None:
-    tasks = cut_tasks(chunk, config.embed.files_per_task)
-    payload = [json.dumps([asdict(ref) for ref in task]) for task in tasks]
-    rdd = spark.sparkContext.parallelize([(p,) for p in payload], numSlices=len(payload))
-    task_frame = spark.createDataFrame(rdd, "refs STRING")
-    known = KnownImages([])
+def _embed_chunk(spark, chunk: list[InputRef], config, context, held, phases) -> Embedded:
+    """One chunk's new rows, embedded and cached (the table's images left out by a first, cheap pass)."""
+    sc = spark.sparkContext
+    todo, skipped = chunk, 0
     if held is not None:
-        chunk_ids = task_frame.mapInArrow(make_hash_runner(context["max_file_bytes"]), "image_id STRING")
-        known = known_among(held, chunk_ids)
-    known_handle = spark.sparkContext.broadcast(known)
-    skipped = spark.sparkContext.accumulator(0)
-    runner = make_task_runner(context, known_handle, skipped, context["peak_rss"])
-    rows = task_frame.mapInArrow(runner, FACES_DDL)
-    _commit(spark, rows, table_path, counts, files_seen=len(chunk), skipped=skipped)
+        with phases.phase("find_known", count=len(chunk), unit="files"):
+            # Hashing is cheap: a few big tasks (two per core), not one per embedding task.
+            tasks = cut_tasks(chunk, -(-len(chunk) // (2 * sc.defaultParallelism)))
+            hashes = _task_frame(spark, tasks).mapInArrow(make_hash_runner(context["max_file_bytes"]), HASH_DDL)
+            id_at = {row.position: row.image_id for row in hashes.collect()}  # one chunk's: bounded
+            known = known_among(spark, held, set(id_at.values()))
+            # Unreadable files stay: they become status rows.
+            todo = [ref for position, ref in enumerate(chunk) if id_at.get(position) not in known]
+            skipped = len(chunk) - len(todo)
+    if not todo:  # the table holds every image of this chunk: nothing to embed, nothing to commit
+        return Embedded(None, [], len(chunk), skipped)
+    tasks = cut_tasks(todo, config.embed.files_per_task, slots=sc.defaultParallelism)
+    rows = _task_frame(spark, tasks).mapInArrow(make_task_runner(context, context["peak_rss"]), FACES_DDL)
+    return embed_rows(rows, phases, files_seen=len(chunk), skipped=skipped)
 
 
-def _embed_table(spark, config, context, held, table_path, counts: Counts) -> None:
+HASH_DDL = "position INT, image_id STRING"
+
+
+def _task_frame(spark, tasks: list[list[InputRef]]):
+    """One row (and one Spark partition) per task."""
+    payload, first = [], 0
+    for task in tasks:
+        payload.append(task_payload(first, task))
+        first += len(task)
+    rdd = spark.sparkContext.parallelize(payload, numSlices=len(payload))
+    return spark.createDataFrame(rdd, TASK_DDL)
+
+
+def _embed_table(spark, config, context, held, phases) -> Embedded:
     from pyspark.sql import functions as F
 
     settings = config.embed.input
@@ -180,65 +191,13 @@ def _embed_table(spark, config, context, held, table_path, counts: Counts) -> No
         source[settings.id_column].cast("string").alias("id"), source[settings.bytes_column].alias("content")
     )
     files_seen = frame.count()
-    skipped = spark.sparkContext.accumulator(0)
+    skipped = 0
     if held is not None:  # known content is dropped by an anti-join on its sha256: no list anywhere
         hashed = frame.withColumn("image_id", F.sha2("content", 256))
         frame = hashed.join(held.distinct(), "image_id", "left_anti").select("id", "content")
-        skipped.add(files_seen - frame.count())
+        skipped = files_seen - frame.count()
     runner = make_table_runner(context, context["peak_rss"], f"{settings.path}#")
-    _commit(spark, frame.mapInArrow(runner, FACES_DDL), table_path, counts, files_seen=files_seen, skipped=skipped)
-
-
-def _commit(spark, rows, table_path: str, counts: Counts, files_seen: int, skipped) -> None:
-    from delta.tables import DeltaTable
-    from pyspark import StorageLevel
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-
-    # Computed once: the MERGE, the counts and the dedup must all see the same rows.
-    rows = rows.persist(StorageLevel.DISK_ONLY)
-    try:
-        processed = rows.select("source_path", "source_path_raw").distinct().count()
-        # Two files with the same bytes give the same face_ids: keep the first path in sorted order, so
-        # a resumed run keeps exactly the row a clean run keeps.
-        first_path = Window.partitionBy("face_id").orderBy("source_path")
-        unique = rows.withColumn("_rank", F.row_number().over(first_path)).where("_rank = 1").drop("_rank")
-        unique = unique.persist(StorageLevel.DISK_ONLY)
-        unique_rows = unique.count()
-        metrics = with_commit_retries(
-            lambda: (
-                DeltaTable.forPath(spark, table_path)
-                .alias("t")
-                .merge(unique.alias("s"), "t.face_id = s.face_id")
-                .whenNotMatchedInsertAll()
-                .execute()
-            ),
-            table_path,
-        )
-        first = metrics.first() if metrics is not None else None
-        written = int(first["num_inserted_rows"]) if first is not None else 0
-        # What the table now holds for these files: a copy of content committed by an earlier chunk
-        # (or run) is not there under its own path, and is counted as a duplicate.
-        held = spark.read.format("delta").load(table_path).select("face_id", "source_path")
-        kept = unique.join(held, ["face_id", "source_path"], "left_semi")
-        stats = kept.groupBy("status").agg(F.count("*").alias("rows")).collect()
-        recorded_paths = kept.select("source_path", "source_path_raw").distinct().count()
-        unique.unpersist()
-    finally:
-        rows.unpersist()
-    by_status = {row.status: int(row.rows) for row in stats}
-    counts.add(
-        {
-            "files_seen": files_seen,
-            "files_skipped_known": skipped.value,
-            "files_processed": processed,
-            "duplicate_content_files": processed - recorded_paths,
-            "faces": by_status.get("ok", 0),
-            "rows_written": written,
-            "rows_already_present": unique_rows - written,
-        },
-        by_status,
-    )
+    return embed_rows(frame.mapInArrow(runner, FACES_DDL), phases, files_seen=files_seen, skipped=skipped)
 
 
 def _summary(spark, model_id: str, run_id: str, table_path: str, counts: Counts, elapsed: float) -> dict:

@@ -2,35 +2,15 @@
 pixel is decoded, without a driver-side list that grows with the table.
 
 Per chunk of files, a cheap first pass on the executors reads and hashes the chunk's files (sha256 is
-~100x cheaper than detection); a semi-join against the table's image ids (distributed, at the version the
-run started from) leaves only this chunk's known ids, at most `files_per_commit` of them, which go to
-the embedding pass as a broadcast. A table of image bytes is filtered by an anti-join instead: no list
-at all. The table is read at the run's starting version, so content another chunk of the same run
+~100x cheaper than detection) and returns each file's id to the driver (at most `files_per_commit` of
+them); a semi-join against the table's image ids (distributed, at the version the run started from)
+finds the known ones, and only the other files are cut into embedding tasks: a chunk the table already
+holds entirely costs no embedding pass and no commit. A table of image bytes is filtered by an anti-join
+instead: no list at all. The table is read at the run's starting version, so content another chunk of the same run
 committed counts as a duplicate, exactly as in a single clean run.
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterable
-
-import numpy as np
-
-
-class KnownImages:
-    """Image ids already embedded with this model: a sorted array of 64-bit prefixes (8 bytes each)."""
-
-    def __init__(self, image_ids: Iterable[str]) -> None:
-        self.prefixes = np.unique(np.array([int(i[:16], 16) for i in image_ids], dtype=np.uint64))
-
-    def __contains__(self, image_id: object) -> bool:
-        if not isinstance(image_id, str):
-            return False
-        key = np.uint64(int(image_id[:16], 16))
-        position = int(np.searchsorted(self.prefixes, key))
-        return position < len(self.prefixes) and self.prefixes[position] == key
-
-    def __len__(self) -> int:
-        return len(self.prefixes)
 
 
 def held_image_ids(spark, table_path: str, version: int, model_id: str):
@@ -41,10 +21,13 @@ def held_image_ids(spark, table_path: str, version: int, model_id: str):
     return table.where((F.col("model_id") == model_id) & F.col("image_id").isNotNull()).select("image_id")
 
 
-def known_among(held, chunk_ids) -> KnownImages:
-    """The ids of `chunk_ids` (a frame of image_id) that `held` contains: bounded by the chunk's size.
-    The chunk's ids are broadcast to the table scan, so the table is read once, column only, no shuffle."""
+def known_among(spark, held, image_ids: set[str]) -> set[str]:
+    """The ids of `image_ids` (one chunk's, so bounded by `files_per_commit`) that `held` contains. They are
+    broadcast to the table scan, so the table is read once, column only, no shuffle."""
     from pyspark.sql import functions as F
 
-    known = held.join(F.broadcast(chunk_ids.distinct()), "image_id", "left_semi").distinct().collect()
-    return KnownImages(row.image_id for row in known)
+    if not image_ids:
+        return set()
+    chunk_ids = spark.createDataFrame([(i,) for i in sorted(image_ids)], "image_id STRING")
+    known = held.join(F.broadcast(chunk_ids), "image_id", "left_semi").distinct().collect()
+    return {row.image_id for row in known}

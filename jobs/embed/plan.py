@@ -330,17 +330,39 @@ def _tag_duplicates(refs: list[tuple[int, InputRef]]) -> list[InputRef]:
     return [ref if seen[ref.member] == 1 else replace(ref, tag=f"#offset={offset}") for offset, ref in refs]
 
 
-def cut_tasks(refs: list[InputRef], files_per_task: int) -> list[list[InputRef]]:
-    """Consecutive runs of refs; all refs of one compressed tar go to one task, because reaching a member
-    of a compressed stream means decompressing everything before it."""
+def cut_tasks(refs: list[InputRef], files_per_task: int, slots: int | None = None) -> list[list[InputRef]]:
+    """Consecutive runs of refs, at most `files_per_task` each; all refs of one compressed tar go to one
+    task, because reaching a member of a compressed stream means decompressing everything before it.
+
+    With `slots` (how many tasks run at once), tasks shrink toward the end (guided scheduling: each
+    takes 1/(2 x slots) of what is left, at least `MIN_FILES_PER_TASK`), so the last wave is short and
+    no core idles while another finishes a long task.
+
+    >>> refs = [InputRef(str(i)) for i in range(100)]
+    >>> [len(t) for t in cut_tasks(refs, 32)]
+    [32, 32, 32, 4]
+    >>> [len(t) for t in cut_tasks(refs, 32, slots=2)]
+    [25, 18, 14, 10, 8, 8, 8, 8, 1]
+    """
     tasks: list[list[InputRef]] = []
     current: list[InputRef] = []
-    for ref in refs:
+    limit = _task_size(len(refs), files_per_task, slots)
+    for done, ref in enumerate(refs):
         joins_stream = ref.compressed and current and current[-1].compressed and current[-1].path == ref.path
-        if len(current) >= files_per_task and not joins_stream:
+        if len(current) >= limit and not joins_stream:
             tasks.append(current)
             current = []
+            limit = _task_size(len(refs) - done, files_per_task, slots)
         current.append(ref)
     if current:
         tasks.append(current)
     return tasks
+
+
+MIN_FILES_PER_TASK = 8  # below this, a task's fixed cost (~10 ms) starts to show
+
+
+def _task_size(remaining: int, files_per_task: int, slots: int | None) -> int:
+    if slots is None:
+        return files_per_task
+    return max(min(files_per_task, remaining // (2 * slots)), min(MIN_FILES_PER_TASK, files_per_task))

@@ -1,11 +1,10 @@
 """Faces-table rows from loaded images (plain Python, no Spark): one row per face, or one status row per
-image without a usable face. Images already in the table for this model (by content sha256) are skipped
-before any pixel is decoded."""
+image without a usable face."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Container, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,20 +24,15 @@ class RowContext:
     embedded_at: dt.datetime
 
 
-def embed_loaded(
-    items: Iterable[Loaded], pipeline, known: Container[str], context: RowContext, batch_images: int
-) -> Iterator[dict[str, Any]]:
-    """Rows for every loaded input not already known; known images yield nothing (counted by the caller)."""
+def embed_loaded(items: Iterable[Loaded], pipeline, context: RowContext, batch_images: int) -> Iterator[dict[str, Any]]:
+    """Rows for every loaded input (images the table already holds were left out by the driver)."""
     batch: list[tuple[Loaded, str]] = []
     for item in items:
         if item.data is None:
             # A file that cannot be read has no content id: key its row by path so reruns replace it.
             yield _status_row(item, None, context, item.status or READ_ERROR, item.error)
             continue
-        image_id = image_id_of(item.data)
-        if image_id in known:
-            continue
-        batch.append((item, image_id))
+        batch.append((item, image_id_of(item.data)))
         if len(batch) >= batch_images:
             yield from _process_batch(batch, pipeline, context)
             batch = []

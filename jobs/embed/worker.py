@@ -1,14 +1,15 @@
 """Executor side of the embed job: the mapInArrow runners and what each Python worker caches.
 
-- `make_task_runner`: input rows `refs STRING` (one task's `InputRef`s as JSON); output rows in the
-  faces-table layout (`FACES_ARROW`). Reads each ref (`jobs.embed.read`), skips content already in the
-  table, embeds the rest (`jobs.embed.rows`).
+- `make_task_runner`: input rows `first INT, refs STRING` (one task's `InputRef`s as JSON, and the
+  position of its first ref in the chunk); output rows in the faces-table layout (`FACES_ARROW`). Reads
+  each ref (`jobs.embed.read`) and embeds it (`jobs.embed.rows`): the driver has already left out the
+  images the table holds.
 - `make_table_runner`: input rows `id STRING, content BINARY` (a table of image bytes); same output.
-- `make_hash_runner`: input rows `refs STRING`; output `image_id STRING` of each readable ref (the cheap
-  first pass that finds which of a chunk's images the table already holds).
+- `make_hash_runner`: input rows `first INT, refs STRING`; output `position INT, image_id STRING` of
+  each readable ref (the cheap first pass that finds which of a chunk's images the table already holds).
 - Cached per Python worker process: one `FacePipeline` (ONNX sessions built here from the pack folder,
   never pickled from the driver), reused by every task the worker runs.
-- Reported back through accumulators: files skipped as already known, the workers' peak RSS.
+- Reported back through an accumulator: the workers' peak RSS.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from jobs.embed.known import KnownImages
 from jobs.embed.plan import InputRef
 
 _PIPELINES: dict[tuple[str, str, int, int], Any] = {}
@@ -41,31 +41,42 @@ def _row_context(context: dict):
     return RowContext(context["model_id"], context["run_id"], context["labeller"], context["embedded_at"])
 
 
-def make_task_runner(context: dict, known_handle, skipped, peak_rss):
+def task_payload(first: int, refs: list[InputRef]) -> tuple[int, str]:
+    """One task's input row: the position of its first ref in the chunk, and the refs as JSON."""
+    from dataclasses import asdict
+
+    return first, json.dumps([asdict(ref) for ref in refs])
+
+
+TASK_DDL = "first INT, refs STRING"
+
+
+def _task_rows(batches: Iterator) -> Iterator[tuple[int, list[InputRef]]]:
+    for batch in batches:
+        for first, payload in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()):
+            yield first, [InputRef(**ref) for ref in json.loads(payload)]
+
+
+def make_task_runner(context: dict, peak_rss):
     def run(batches: Iterator) -> Iterator:
         from jobs.common.schema import to_faces_batch
         from jobs.embed.read import read_refs
         from jobs.embed.rows import embed_loaded
 
         pipeline = cached_pipeline(context["pack_dir"], context["model_id"], context["threads"], context["max_pixels"])
-        known = known_handle.value
-        for batch in batches:
-            for payload in batch.column(0).to_pylist():
-                refs = [InputRef(**ref) for ref in json.loads(payload)]
-                counted = _CountingKnown(known)
-                loaded = read_refs(refs, context["max_file_bytes"])
-                rows = list(embed_loaded(loaded, pipeline, counted, _row_context(context), context["batch_images"]))
-                skipped.add(counted.hits)
-                peak_rss.add(_max_rss_mb())
-                if rows:
-                    yield to_faces_batch(rows)
+        for _, refs in _task_rows(batches):
+            loaded = read_refs(refs, context["max_file_bytes"])
+            rows = list(embed_loaded(loaded, pipeline, _row_context(context), context["batch_images"]))
+            peak_rss.add(_max_rss_mb())
+            if rows:
+                yield to_faces_batch(rows)
 
     return run
 
 
 def make_hash_runner(max_file_bytes: int):
-    """The first pass over a chunk: input rows `refs STRING`, output `image_id STRING` (content sha256) for
-    every ref whose bytes can be read. Nothing is decoded and nothing is cached."""
+    """The first pass over a chunk: output `position INT, image_id STRING` (content sha256) for every
+    ref whose bytes can be read. Nothing is decoded and nothing is cached."""
 
     def run(batches: Iterator) -> Iterator:
         import pyarrow as pa
@@ -73,12 +84,16 @@ def make_hash_runner(max_file_bytes: int):
         from jobs.embed.ids import image_id_of
         from jobs.embed.read import read_refs
 
-        for batch in batches:
-            for payload in batch.column(0).to_pylist():
-                refs = [InputRef(**ref) for ref in json.loads(payload)]
-                ids = [image_id_of(item.data) for item in read_refs(refs, max_file_bytes) if item.data is not None]
-                if ids:
-                    yield pa.RecordBatch.from_pydict({"image_id": ids})
+        for first, refs in _task_rows(batches):
+            positions, ids = [], []
+            for offset, item in enumerate(read_refs(refs, max_file_bytes)):
+                if item.data is not None:
+                    positions.append(first + offset)
+                    ids.append(image_id_of(item.data))
+            if ids:
+                yield pa.RecordBatch.from_pydict(
+                    {"position": pa.array(positions, pa.int32()), "image_id": pa.array(ids, pa.string())}
+                )
 
     return run
 
@@ -95,7 +110,7 @@ def make_table_runner(context: dict, peak_rss, prefix: str):
         for batch in batches:
             ids, contents = batch.column(0).to_pylist(), batch.column(1).to_pylist()
             items = (table_item(prefix, str(i), c, context["max_file_bytes"]) for i, c in zip(ids, contents))
-            rows = list(embed_loaded(items, pipeline, (), _row_context(context), context["batch_images"]))
+            rows = list(embed_loaded(items, pipeline, _row_context(context), context["batch_images"]))
             if rows:
                 yield to_faces_batch(rows)
         peak_rss.add(_max_rss_mb())
@@ -117,15 +132,3 @@ class MaxParam:
 
     def addInPlace(self, first: float, second: float) -> float:  # noqa: N802 - Spark's name
         return max(first, second)
-
-
-class _CountingKnown:
-    """A KnownImages view that counts how many lookups hit (files skipped as already embedded)."""
-
-    def __init__(self, known: KnownImages) -> None:
-        self.known, self.hits = known, 0
-
-    def __contains__(self, image_id: object) -> bool:
-        hit = isinstance(image_id, str) and image_id in self.known
-        self.hits += hit
-        return hit
