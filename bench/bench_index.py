@@ -115,6 +115,23 @@ def synthesize(count: int, per_identity: int, shape: Shape, a_b: float, a_w: flo
     return out, labels
 
 
+def mated_probes(
+    count: int, per_identity: int, shape: Shape, a_b: float, a_w: float, seed: int, probe_seed: int, probes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """`probes` new samples (other noise) of random identities of the gallery `synthesize(count, ...,
+    seed)` made: a known person searched with a new photo. Returns (vectors, identity labels); only the
+    probes' identities are drawn, so memory does not grow with the gallery."""
+    rng = np.random.default_rng(seed)
+    dim = shape.mean.size
+    root_b, root_w = _root(a_b * shape.between), _root(a_w * shape.within)
+    identities = -(-count // per_identity)
+    centres = (shape.mean + rng.normal(size=(identities, dim)) @ root_b.T).astype(np.float32)
+    pick = np.random.default_rng(probe_seed)
+    labels = pick.choice(identities, probes, replace=False)
+    block = centres[labels] + pick.normal(size=(probes, dim)) @ root_w.T
+    return (block / np.linalg.norm(block, axis=1, keepdims=True)).astype(np.float32), labels
+
+
 def fit(target: dict, shape: Shape, per_identity: int) -> tuple[tuple[float, float], dict]:
     """Grid search for (a_b, a_w) whose cosine statistics are closest to the target's."""
     best, best_error = (1.0, 1.0), np.inf
@@ -201,6 +218,134 @@ def query_rates(out: Path, gallery: np.ndarray, ids: np.ndarray, queries: np.nda
     }
 
 
+def shard_of(ids: np.ndarray, shards: int) -> np.ndarray:
+    return np.mod(ids, shards)
+
+
+def large_query_rates(out: Path, gallery: np.ndarray, ids: np.ndarray, probes: np.ndarray, exact_probes: int) -> dict:
+    """The job's index against the exact sharded flat index (the job's own exact choice: one IndexFlatIP
+    per shard, `search_shards`), on the same probes. The exact index is timed on the first `exact_probes`
+    probes (its time is linear in the probe count); recall@10 of the job's index is measured on all
+    probes against numpy's exact top-10."""
+    import faiss
+
+    from jobs.index.search import search_shards
+
+    cores = len(os.sched_getaffinity(0))
+    faiss.omp_set_num_threads(cores)
+    index = load_index(out)
+    started = time.perf_counter()
+    _, found = index.search(probes, 10)
+    index_s = time.perf_counter() - started
+    index_bytes = sum((out / entry["file"]).stat().st_size for entry in index.manifest["shards"])
+    del index
+    started = time.perf_counter()
+    _, truth = exact_top_k(gallery, ids, probes, 10)
+    numpy_s = time.perf_counter() - started
+    shard_count = 4
+    keys = shard_of(ids, shard_count)
+    flat_shards = []
+    for shard in range(shard_count):
+        flat = faiss.IndexIDMap2(faiss.IndexFlatIP(gallery.shape[1]))
+        mask = keys == shard
+        flat.add_with_ids(gallery[mask], ids[mask])
+        flat_shards.append(flat)
+    subset = probes[:exact_probes]
+    started = time.perf_counter()
+    _, flat_found = search_shards(flat_shards, np.zeros(0, np.int64), subset, 10)
+    flat_s = time.perf_counter() - started
+    flat_bytes = sum(shard.ntotal for shard in flat_shards) * (gallery.shape[1] * 4 + 8)
+    del flat_shards
+    index_qps, flat_qps = len(probes) / index_s, len(subset) / flat_s
+    return {
+        "probes": len(probes),
+        "index_qps": round(index_qps, 1),
+        "index_recall_at_10": round(recall_at_k(found, truth), 4),
+        "index_memory_gb": round(index_bytes / 1e9, 3),
+        "exact_sharded_flat_qps": round(flat_qps, 1),
+        "exact_sharded_flat_probes_timed": len(subset),
+        "exact_sharded_flat_recall_at_10": round(recall_at_k(flat_found, truth[:exact_probes]), 4),
+        "exact_sharded_flat_memory_gb": round(flat_bytes / 1e9, 3),
+        "numpy_gemm_exact_qps": round(len(probes) / numpy_s, 1),
+        "speedup_vs_exact_sharded_flat": round(index_qps / flat_qps, 2),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def index_in_subprocess(table: Path, out: Path, cores: int, extra: list[str]) -> dict:
+    """`lineup index` in its own process tree (its own SparkSession), so the peak RSS of its driver and of
+    its Spark processes is the build's alone, not this benchmark's gallery."""
+    import subprocess
+    import sys
+
+    command = [
+        sys.executable,
+        "-m",
+        "jobs.cli",
+        "index",
+        "--set",
+        f"index.faces_table={table}",
+        "--set",
+        f"index.index_dir={out}",
+        "--set",
+        f"spark.master=local[{cores}]",
+        "--set",
+        "spark.driver_memory=8g",
+        *[arg for setting in extra for arg in ("--set", setting)],
+    ]
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    peaks: dict[int, tuple[str, float]] = {}
+    while process.poll() is None:
+        for pid, name, peak in _tree_peaks(process.pid):
+            if peak > peaks.get(pid, ("", 0.0))[1]:
+                peaks[pid] = (name, peak)
+        time.sleep(1.0)
+    wall = time.perf_counter() - started
+    stdout = process.stdout.read() if process.stdout else ""
+    if process.returncode != 0:
+        raise RuntimeError(f"lineup index exited {process.returncode}: {stdout[-2000:]}")
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    workers = [peak for name, peak in peaks.values() if name == "python" and peak > 0]
+    summary["wall_s"] = round(wall, 1)
+    summary["peak_rss_mb"] = {
+        "driver_python": round(peaks.get(process.pid, ("", 0.0))[1]),
+        "driver_jvm": round(max((p for n, p in peaks.values() if n == "java"), default=0.0)),
+        "python_worker_max": round(max(workers[1:], default=0.0)) if len(workers) > 1 else None,
+        "python_workers_seen": max(len(workers) - 1, 0),
+    }
+    return summary
+
+
+def _tree_peaks(root: int) -> list[tuple[int, str, float]]:
+    """(pid, kind, VmHWM MB) of `root` and its descendants: kind java, python or other."""
+    parent_of, found = {}, []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent_of[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError):
+                continue
+    for pid in parent_of:
+        ancestor = pid
+        while ancestor not in (root, 0, 1) and ancestor in parent_of:
+            ancestor = parent_of[ancestor]
+        if ancestor != root and pid != root:
+            continue
+        try:
+            exe = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
+            peak = next(
+                int(line.split()[1]) / 1024
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                if line.startswith("VmHWM:")
+            )
+        except (OSError, StopIteration):
+            continue
+        kind = "java" if exe == "java" else ("python" if exe.startswith("python") else "other")
+        found.append((pid, kind, peak))
+    return found
+
+
 def index_gallery(spark, table: Path, out: Path, label: str, extra: list[str]) -> dict:
     config = load_config(IndexConfig, None, [f"index.faces_table={table}", f"index.index_dir={out}", *extra])
     started = time.perf_counter()
@@ -217,6 +362,13 @@ def main() -> None:
     parser.add_argument("--lfw-faces-table", help="a faces table of LFW with subject_id (from `lineup embed`)")
     parser.add_argument("--queries", type=int, default=10_000)
     parser.add_argument("--per-identity", type=int, default=5)
+    parser.add_argument(
+        "--large",
+        action="store_true",
+        help="the large-gallery run: the job chooses the index, builds it in its own process (peak RSS of "
+        "driver and workers), and its search is compared with the exact sharded flat index",
+    )
+    parser.add_argument("--exact-probes", type=int, default=1000, help="--large: probes the exact index is timed on")
     parser.add_argument(
         "--synthetic-factory",
         default="IVF4096,Flat",
@@ -251,6 +403,17 @@ def main() -> None:
 
         gallery, _ = synthesize(args.vectors, args.per_identity, shape, *params, seed=42)
         write_gallery(scratch / "synthetic", gallery, "synthetic", spark)
+        if args.large:
+            spark.stop()  # the build runs in its own process; this one keeps only the gallery for ground truth
+            report["synthetic"] = index_in_subprocess(scratch / "synthetic", scratch / "synthetic_index", cores, [])
+            probes, _ = mated_probes(args.vectors, args.per_identity, shape, *params, 42, 7, args.queries)
+            ids = np.arange(len(gallery), dtype=np.int64) * 2654435761 % (2**62)
+            report["synthetic"]["search"] = large_query_rates(
+                scratch / "synthetic_index", gallery, ids, probes, args.exact_probes
+            )
+            report["measured_on"] = f"{platform.node()} {platform.machine()}, {cores} CPUs, local[{cores}]"
+            print(json.dumps(report))
+            return
         forced = [f"index.factory={args.synthetic_factory}"] if args.synthetic_factory else []
         report["synthetic"] = index_gallery(
             spark, scratch / "synthetic", scratch / "synthetic_index", "synthetic", forced

@@ -53,7 +53,7 @@ def local_session_conf(settings: SparkSettings, jars: list[Path]) -> dict[str, s
         ),
         "spark.ui.enabled": str(settings.ui_enabled).lower(),
         # Pools share the cores fairly: an embed chunk's commit runs while the next chunk embeds.
-        "spark.scheduler.mode": "FIFO",
+        "spark.scheduler.mode": "FAIR",
         # The console progress bar writes `\r[Stage ...]` to the terminal, which orchestrators capture
         # with stdout and glue onto the JSON line; our own phase logs on stderr say what is running.
         "spark.ui.showConsoleProgress": "false",
@@ -132,7 +132,7 @@ def submit_args(settings: SparkSettings) -> list[str]:
     submitted = {
         **DELTA_CONF,
         "spark.ui.showConsoleProgress": "false",
-        "spark.scheduler.mode": "FIFO",
+        "spark.scheduler.mode": "FAIR",
         # Delta's table-state rebuild: one task per shuffle partition, not 50 tasks per read.
         "spark.databricks.delta.snapshotPartitions": str(settings.shuffle_partitions),
     }

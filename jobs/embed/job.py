@@ -106,13 +106,15 @@ def _run(config: EmbedConfig, spark, record: RunRecord, phases: Phases) -> dict[
                     committer.submit(_embed_chunk(spark, chunk, config, context, held, phases))
                     progress.report(len(chunk), config.embed.progress_interval_s, force=start == 0)
         elapsed = time.perf_counter() - work_started
-    summary = _summary(spark, pack.model_id, record.run_id, table_path, counts, elapsed)
+    with phases.phase("summary"):
+        summary = _summary(spark, pack.model_id, record.run_id, table_path, counts, elapsed)
     summary["python_worker_peak_rss_mb"] = round(context["peak_rss"].value, 1)
     record.add_output("faces", table_path, summary["outputs"]["faces_table_version"])
     record.counts = {k: v for k, v in summary.items() if isinstance(v, int)}
     record.counts.update({f"status_{k}": v for k, v in counts.by_status.items()})
     runs_table = config.runs_table_path()
-    summary["outputs"].update(runs_table=runs_table, runs_version=append_run(spark, runs_table, record, "ok"))
+    with phases.phase("record_run"):
+        summary["outputs"].update(runs_table=runs_table, runs_version=append_run(spark, runs_table, record, "ok"))
     return summary
 
 

@@ -73,7 +73,8 @@ def _build(config: IndexConfig, spark, phases: Phases) -> dict[str, Any]:
         choice.reason,
     )
     with phases.phase("train"):
-        sample_vectors = training_sample(frame, vectors, settings.train_sample, settings.seed)
+        sample_size = max(settings.train_sample, choice.train_points)
+        sample_vectors = training_sample(frame, vectors, sample_size, settings.seed)
         if not choice.exact and len(sample_vectors) < 39:
             raise UserError(f"{vectors} vectors are too few to train {choice.factory}; set index.factory=Flat")
         trained = build.train(choice, dim, sample_vectors)

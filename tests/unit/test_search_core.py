@@ -84,13 +84,16 @@ def test_empty_shards_give_padded_results() -> None:
     ("vectors", "budget_gb", "factory", "exact"),
     [
         (EXACT_LIMIT, 1, "Flat", True),
-        (4_000_000, 4, "IVF8192,Flat", False),  # 4M x 128 x 4 B = 1.9 GiB fits 4 GiB; 4 * sqrt(4M) = 8000 -> 8192
-        (10_000_000, 1, "IVF16384,PQ32x8", False),  # 4.8 GiB does not fit 1 GiB: PQ with dim / 4 bytes
+        (4_000_000, 4, "IVF4096,Flat", False),  # 1.9 GiB fits 4 GiB; 4 * sqrt(4M) = 8000 -> 8192, capped at 4096
+        (1_500_000, 4, "IVF4096,Flat", False),  # 4 * sqrt(1.5M) = 4899 -> 4096
+        (10_000_000, 4, "IVF4096,SQ8", False),  # 4.8 GiB of floats exceed 4 GiB; 1.2 GiB of 8-bit codes fit
+        (10_000_000, 1, "IVF4096,PQ32x8", False),  # not even 8-bit codes fit 1 GiB: PQ with dim / 4 bytes
     ],
 )
 def test_index_choice_by_hand(vectors: int, budget_gb: int, factory: str, exact: bool) -> None:
     choice = choose_index(vectors, 128, budget_gb * 2**30)
     assert (choice.factory, choice.exact) == (factory, exact)
+    assert choice.train_points == (0 if exact else 4096 * 39)
     assert choice.search_param == (None if exact else "nprobe")
 
 
