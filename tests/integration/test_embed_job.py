@@ -186,3 +186,18 @@ def test_duplicate_content_across_commits_is_counted(spark, tmp_path: Path, shar
     assert summary["files_seen"] == summary["files_processed"] == 6
     assert summary["duplicate_content_files"] == 3
     assert paths == {str(archive / "a" / image.name) for image in images}
+
+
+def test_a_run_over_known_images_embeds_and_commits_nothing(spark, tmp_path: Path, shared_data: Path) -> None:
+    folder = tmp_path / "known"
+    folder.mkdir()
+    for path in sorted((shared_data / "lfw" / "images" / "Zico").glob("*.jpg"))[:3]:
+        shutil.copy(path, folder / path.name)
+    table = tmp_path / "faces"
+    first = run_embed(make_config(folder, table), spark)
+    assert first["files_processed"] == 3 and "merge" in first["timings_s"]
+    again = run_embed(make_config(folder, table), spark)
+    assert again["files_skipped_known"] == 3 and again["files_processed"] == 0
+    # the chunk was left out after the hash pass: no embedding job, no MERGE, no new table version
+    assert "embed" not in again["timings_s"] and "merge" not in again["timings_s"]
+    assert again["outputs"]["faces_table_version"] == first["outputs"]["faces_table_version"]
