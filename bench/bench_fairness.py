@@ -46,8 +46,15 @@ def utkface_embeddings(folder: Path, cache: Path) -> tuple[np.ndarray, np.ndarra
     if cache.is_file():
         saved = np.load(cache, allow_pickle=False)
         return saved["vectors"], saved["races"]
+    vectors, races = embed_utkface(pipeline(), folder)
+    np.savez(cache, vectors=vectors, races=races)
+    return vectors, races
+
+
+def embed_utkface(faces, folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(vectors, race per face) of the most confident face of every image in `folder` with a face, by
+    the given pipeline (UTKFace names: age_gender_race_date.jpg)."""
     files = sorted(folder.glob("*.jpg"))
-    faces = pipeline()
     vectors, races = [], []
     for start in range(0, len(files), 32):
         chunk = files[start : start + 32]
@@ -55,7 +62,6 @@ def utkface_embeddings(folder: Path, cache: Path) -> tuple[np.ndarray, np.ndarra
             if result.status == "ok":
                 vectors.append(max(result.faces, key=lambda f: f.det_score).embedding)
                 races.append(path.name.split("_")[2])
-    np.savez(cache, vectors=np.asarray(vectors, np.float32), races=np.asarray(races))
     return np.asarray(vectors, np.float32), np.asarray(races)
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.bench_fairness import all_pairs, race_gap
+from bench.bench_fairness import all_pairs, embed_utkface, race_gap
 from bench.common import data_root
 from jobs.audit.lfw import run_lfw_audit
 from jobs.models.build import build_default_pack
@@ -105,16 +105,7 @@ def speed(pack: Pack, blobs: list[bytes], tensors: list[np.ndarray]) -> dict:
 
 
 def utkface_gap(pack: Pack, folder: Path) -> dict:
-    pipeline = FacePipeline(pack, PipelineSettings(threads=1))
-    vectors, races = [], []
-    files = sorted(folder.glob("*.jpg"))
-    for start in range(0, len(files), 32):
-        chunk = files[start : start + 32]
-        for path, result in zip(chunk, pipeline.process_bytes([p.read_bytes() for p in chunk])):
-            if result.status == "ok":
-                vectors.append(max(result.faces, key=lambda f: f.det_score).embedding)
-                races.append(path.name.split("_")[2])
-    matrix, labels = np.asarray(vectors, np.float32), np.asarray(races)
+    matrix, labels = embed_utkface(FacePipeline(pack, PipelineSettings(threads=1)), folder)
     a, b = all_pairs(len(matrix))
     gap = race_gap(np.einsum("ij,ij->i", matrix[a], matrix[b]), a, b, labels)
     return {
