@@ -168,28 +168,37 @@ def write_gallery(path: Path, vectors: np.ndarray, model_id: str, spark) -> None
 
 def process_tree_peak_rss_mb() -> dict:
     """Peak RSS (VmHWM) of this process and of every descendant still running (the JVM, Python workers)."""
+    peaks = {pid: peak for pid, _, peak in tree_peaks(os.getpid())}
+    return {
+        "driver_mb": round(peaks.pop(os.getpid(), 0.0)),
+        "spark_processes_mb": round(sum(peaks.values())),
+    }
+
+
+def tree_peaks(root: int) -> list[tuple[int, str, float]]:
+    """(pid, kind, VmHWM in MB) of `root` and every descendant still running; kind is java, python or
+    other (by the executable's name)."""
     children: dict[int, list[int]] = {}
-    peaks: dict[int, float] = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            children.setdefault(int(stat[1]), []).append(int(entry.name))
-            for line in (entry / "status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    peaks[int(entry.name)] = int(line.split()[1]) / 1024
-        except OSError:
-            continue
-    tree, todo = [], [os.getpid()]
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [root]
     while todo:
         pid = todo.pop()
-        tree.append(pid)
         todo.extend(children.get(pid, []))
-    return {
-        "driver_mb": round(peaks.get(os.getpid(), 0.0)),
-        "spark_processes_mb": round(sum(peaks.get(p, 0.0) for p in tree[1:])),
-    }
+        try:
+            exe = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
+            status = Path(f"/proc/{pid}/status").read_text().splitlines()
+        except OSError:
+            continue
+        peak = next((int(line.split()[1]) / 1024 for line in status if line.startswith("VmHWM:")), 0.0)
+        kind = "java" if exe == "java" else ("python" if exe.startswith("python") else "other")
+        found.append((pid, kind, peak))
+    return found
 
 
 def query_rates(out: Path, gallery: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int = 10) -> dict:
@@ -297,7 +306,7 @@ def index_in_subprocess(table: Path, out: Path, cores: int, extra: list[str]) ->
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     peaks: dict[int, tuple[str, float]] = {}
     while process.poll() is None:
-        for pid, name, peak in _tree_peaks(process.pid):
+        for pid, name, peak in tree_peaks(process.pid):
             if peak > peaks.get(pid, ("", 0.0))[1]:
                 peaks[pid] = (name, peak)
         time.sleep(1.0)
@@ -315,35 +324,6 @@ def index_in_subprocess(table: Path, out: Path, cores: int, extra: list[str]) ->
         "python_workers_seen": max(len(workers) - 1, 0),
     }
     return summary
-
-
-def _tree_peaks(root: int) -> list[tuple[int, str, float]]:
-    """(pid, kind, VmHWM MB) of `root` and its descendants: kind java, python or other."""
-    parent_of, found = {}, []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent_of[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError):
-                continue
-    for pid in parent_of:
-        ancestor = pid
-        while ancestor not in (root, 0, 1) and ancestor in parent_of:
-            ancestor = parent_of[ancestor]
-        if ancestor != root and pid != root:
-            continue
-        try:
-            exe = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
-            peak = next(
-                int(line.split()[1]) / 1024
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-                if line.startswith("VmHWM:")
-            )
-        except (OSError, StopIteration):
-            continue
-        kind = "java" if exe == "java" else ("python" if exe.startswith("python") else "other")
-        found.append((pid, kind, peak))
-    return found
 
 
 def index_gallery(spark, table: Path, out: Path, label: str, extra: list[str]) -> dict:
