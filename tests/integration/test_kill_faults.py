@@ -17,7 +17,15 @@ from jobs.common.config import load_config
 from jobs.index.config import IndexConfig
 from jobs.index.job import run_index
 from tests.fixtures.faces import clustered, write_faces
-from tests.fixtures.processes import CEILING_S, commit_exists, finish, python_workers, start_lineup, stderr_of, wait_for
+from tests.fixtures.processes import (
+    CEILING_S,
+    busy_python_workers,
+    commit_exists,
+    finish,
+    start_lineup,
+    stderr_of,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
@@ -25,10 +33,26 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 TASK_FAILED = "Lost task"  # Spark's TaskSetManager warning when a task attempt fails
 
 
-def kill_one_python_worker(process) -> int:
-    victim = wait_for(lambda: python_workers(process.pid), process, "a running Python worker")[0]
-    os.kill(victim, signal.SIGKILL)
-    return victim
+def kill_a_running_python_worker(process, kills: int = 3) -> None:
+    """SIGKILL Python workers that are running a task until Spark reports a lost task (a worker can
+    finish its task between being seen busy and the kill). At most `kills` kills: fewer than the local
+    master's 4 tries, so even one task hit every time still succeeds."""
+    for _ in range(kills):
+        victim = wait_for(lambda: busy_python_workers(process.pid), process, "a Python worker running a task")[0]
+        os.kill(victim, signal.SIGKILL)
+        effect = wait_for(lambda pid=victim: kill_effect(process, pid), process, "the kill's effect")
+        if effect != "missed":
+            return
+
+
+def kill_effect(process, victim: int) -> str | None:
+    """'lost' once Spark reports the lost task, 'missed' when another worker runs a task first (the victim
+    was between tasks), 'ended' when the job ended; None while undecided."""
+    if TASK_FAILED in stderr_of(process):
+        return "lost"
+    if process.poll() is not None:
+        return "ended"
+    return "missed" if set(busy_python_workers(process.pid)) - {victim} else None
 
 
 def flags(*pairs: str) -> list[str]:
@@ -67,7 +91,7 @@ def test_killed_python_worker_during_embed_is_retried(spark, tmp_path: Path, sha
     assert clean.returncode == 0, stderr_of(clean)[-3000:]
 
     faulted = start_lineup(*embed_flags(archive, tmp_path / "faulted", tmp_path / "d2"))
-    kill_one_python_worker(faulted)
+    kill_a_running_python_worker(faulted)
     summary = json.loads(finish(faulted).strip().splitlines()[-1])
     assert faulted.returncode == 0, stderr_of(faulted)[-3000:]
     assert TASK_FAILED in stderr_of(faulted), "the kill must hit a running task"
@@ -128,7 +152,7 @@ def run_query_process(world: Path, name: str) -> dict:
 def test_killed_python_worker_during_query_is_retried(spark, query_world: Path) -> None:
     clean = json.loads((query_world / "clean.json").read_text())
     faulted = start_lineup(*query_flags(query_world, "faulted"))
-    kill_one_python_worker(faulted)
+    kill_a_running_python_worker(faulted)
     summary = json.loads(finish(faulted).strip().splitlines()[-1])
     assert faulted.returncode == 0, stderr_of(faulted)[-3000:]
     assert TASK_FAILED in stderr_of(faulted), "the kill must hit a running task"
