@@ -12,6 +12,7 @@ import numpy as np
 
 from jobs.common.errors import UserError
 from jobs.common.storage import AnyPath
+from jobs.index.build import remove_from_shard
 from jobs.index.shards import (
     checked_file,
     deserialize,
@@ -32,7 +33,6 @@ def erase_from_index(
     `table_versions` maps each faces table to its (before, after) versions of this erasure: an index that
     pinned the version before now pins the one after (the same rows less the person's), because a purge
     deletes the files of the old version and nothing could read it any more."""
-    import faiss
 
     manifest = read_manifest(index_dir)
     wanted = np.array(sorted(face_ids), dtype=np.int64)
@@ -41,7 +41,7 @@ def erase_from_index(
     for entry in manifest["shards"]:
         shard = deserialize(checked_file(index_dir, entry["file"], entry["sha256"]))
         try:
-            gone = int(shard.remove_ids(faiss.IDSelectorBatch(len(wanted), faiss.swig_ptr(wanted))))
+            gone = remove_from_shard(shard, wanted)
         except RuntimeError as error:  # e.g. HNSW: FAISS cannot remove from it
             raise UserError(
                 f"index {index_dir} ({manifest.get('factory')}) cannot remove vectors ({error}); rebuild it with "

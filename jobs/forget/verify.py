@@ -89,6 +89,8 @@ def shard_contents(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(index, faiss.IndexIDMap2 | faiss.IndexIDMap):
         ids = faiss.vector_to_array(index.id_map).astype(np.int64)
         inner = faiss.downcast_index(index.index)
+        if isinstance(inner, faiss.IndexRefine):  # its full vectors are the refine index's
+            inner = faiss.downcast_index(inner.refine_index)
         vectors = inner.reconstruct_n(0, inner.ntotal) if isinstance(inner, faiss.IndexFlat) else np.zeros((0, 0))
         return ids, vectors
     ivf = faiss.extract_index_ivf(index)

@@ -7,20 +7,43 @@ import logging
 
 import numpy as np
 
-from jobs.index.choose import IndexChoice
+from jobs.index.choose import REFINE_K_FACTOR, IndexChoice
 from jobs.index.shards import ShardedIndex, deserialize, serialize
 
 log = logging.getLogger(__name__)
 
 
 def new_index(factory: str, dim: int):
-    """An empty index that accepts `add_with_ids` (flat and HNSW indexes are wrapped in an id map)."""
+    """An empty index that accepts `add_with_ids` (flat, HNSW and refined indexes are wrapped in an id
+    map; a refined one rescores `k * REFINE_K_FACTOR` candidates, a setting its file keeps)."""
     import faiss
 
     index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    if isinstance(index, faiss.IndexRefine):
+        index.k_factor = REFINE_K_FACTOR
+        return faiss.IndexIDMap(index)  # not IDMap2: its reverse map would cost ~30 bytes a vector
     if factory.strip().lower() in ("flat",) or "HNSW" in factory:
         index = faiss.IndexIDMap2(index)
     return index
+
+
+def remove_from_shard(shard, face_ids: np.ndarray) -> int:
+    """Remove `face_ids` from a shard in place; how many it held. A refined index cannot remove (FAISS
+    `IndexRefine`): it is emptied and refilled from its own full vectors without them, training kept."""
+    import faiss
+
+    inner = faiss.downcast_index(shard.index) if isinstance(shard, faiss.IndexIDMap) else None
+    if not isinstance(inner, faiss.IndexRefine):
+        return int(shard.remove_ids(faiss.IDSelectorBatch(len(face_ids), faiss.swig_ptr(face_ids))))
+    ids = faiss.vector_to_array(shard.id_map).astype(np.int64)
+    keep = ~np.isin(ids, face_ids)
+    if keep.all():
+        return 0
+    vectors = faiss.downcast_index(inner.refine_index).reconstruct_n(0, inner.ntotal)
+    shard.reset()
+    if keep.any():
+        shard.add_with_ids(np.ascontiguousarray(vectors[keep]), np.ascontiguousarray(ids[keep]))
+    return int((~keep).sum())
 
 
 def train(choice: IndexChoice, dim: int, sample: np.ndarray) -> bytes:

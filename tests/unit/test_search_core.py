@@ -11,8 +11,11 @@ import pytest
 
 from jobs.audit.metrics import threshold_at_fmr
 from jobs.embed.ids import face_id_of, image_id_of
-from jobs.index.choose import EXACT_LIMIT, choose_index
+from jobs.forget.verify import shard_contents
+from jobs.index.build import add_to_shard, new_index, remove_from_shard
+from jobs.index.choose import EXACT_LIMIT, REFINE_K_FACTOR, choose_index
 from jobs.index.search import merge_top_k, pad_to_k, search_shard, search_shards
+from jobs.index.shards import deserialize, serialize
 from tests.fixtures.faces import clustered
 
 
@@ -84,8 +87,9 @@ def test_empty_shards_give_padded_results() -> None:
     ("vectors", "budget_gb", "factory", "exact"),
     [
         (EXACT_LIMIT, 1, "Flat", True),
-        (4_000_000, 4, "IVF4096,Flat", False),  # 1.9 GiB fits 4 GiB; 4 * sqrt(4M) = 8000 -> 8192, capped at 4096
-        (1_500_000, 4, "IVF4096,Flat", False),  # 4 * sqrt(1.5M) = 4899 -> 4096
+        (4_000_000, 4, "IVF4096,SQ8,RFlat", False),  # 1.9 + 0.5 GiB fit 4 GiB; 4 * sqrt(4M) = 8000 -> capped 4096
+        (1_500_000, 4, "IVF4096,SQ8,RFlat", False),  # 4 * sqrt(1.5M) = 4899 -> 4096
+        (10_000_000, 8, "IVF4096,SQ8,RFlat", False),  # 4.8 GiB of floats and 1.2 GiB of codes fit 8 GiB
         (10_000_000, 4, "IVF4096,SQ8", False),  # 4.8 GiB of floats exceed 4 GiB; 1.2 GiB of 8-bit codes fit
         (10_000_000, 1, "IVF4096,PQ32x8", False),  # not even 8-bit codes fit 1 GiB: PQ with dim / 4 bytes
     ],
@@ -95,6 +99,32 @@ def test_index_choice_by_hand(vectors: int, budget_gb: int, factory: str, exact:
     assert (choice.factory, choice.exact) == (factory, exact)
     assert choice.train_points == (0 if exact else 4096 * 39)
     assert choice.search_param == (None if exact else "nprobe")
+
+
+def test_a_refined_shard_searches_exactly_and_erases_in_place(tmp_path) -> None:
+    """IVF-SQ8 rescored from full vectors: with every list probed its top-k is the exact top-k; removing
+    ids (which FAISS's IndexRefine cannot do itself) leaves neither their ids nor their vectors."""
+    vectors = clustered(2000, dim=16, seed=3)
+    ids = np.arange(2000, dtype=np.int64) * 7919
+    trained = new_index("IVF16,SQ8,RFlat", 16)
+    trained.train(vectors)
+    shard = deserialize(add_to_shard(serialize(trained), ids, vectors))
+    assert faiss.downcast_index(shard.index).k_factor == REFINE_K_FACTOR  # kept by the file
+    faiss.ParameterSpace().set_index_parameter(shard, "nprobe", 16)
+    queries = vectors[[0, 500, 1999]]
+    _, found = search_shard(shard, np.zeros(0, np.int64), queries, 10)
+    assert found.tolist() == brute_force(vectors, ids, queries, 10).tolist()
+
+    erased = ids[[0, 1, 500, 1999]]
+    assert remove_from_shard(shard, np.concatenate([erased, [13]])) == 4  # 13 was never there
+    _, found = search_shard(shard, np.zeros(0, np.int64), queries, 10)
+    assert found.tolist() == brute_force(vectors, ids, queries, 10, removed=erased).tolist()
+    (tmp_path / "shard.faiss").write_bytes(serialize(shard))
+    held_ids, held_vectors = shard_contents(tmp_path / "shard.faiss")
+    keep = ~np.isin(ids, erased)
+    assert held_ids.tolist() == ids[keep].tolist()
+    assert np.array_equal(held_vectors, vectors[keep])
+    assert remove_from_shard(shard, erased) == 0
 
 
 def test_face_id_is_the_first_63_bits_of_the_stated_hash() -> None:
