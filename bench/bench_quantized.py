@@ -1,17 +1,18 @@
 """Quantized-embedder benchmark: the default pack against an INT8 copy of it, same images, one run.
 Prints one JSON line.
 
-- The INT8 pack: the default pack's detector unchanged; its embedder statically quantized by
-  onnxruntime (QOperator format, per-channel int8 weights, uint8 activations), with activation ranges
-  calibrated on the chips of deepface-pairs (and their mirror images): not an evaluation set. It is
-  written under --work and is not a pack `lineup setup` builds.
+- The INT8 pack: the one `lineup setup` builds (`jobs/models/quantize.py`): the default pack's detector
+  unchanged, its embedder statically quantized by onnxruntime (QOperator format, per-channel int8
+  weights, uint8 activations) with the committed activation ranges. `--recalibrate` measures those
+  ranges anew on the chips of deepface-pairs (and their mirror images: not an evaluation set) and
+  rewrites `jobs/resources/int8-ranges.json`.
 - Speed: faces per CPU-second of the whole pipeline (one onnxruntime thread) on 300 LFW images, and
   chips per CPU-second of the embedder alone.
 - Accuracy: LFW View 2 10-fold accuracy (offer the INT8 pack only if it drops by at most 0.1 point),
   and on utkface-dev the same-race FMR per race at one global threshold giving FMR 1e-3 over all pairs,
   with its max/min (it must not get worse).
 
-Usage: .venv/bin/python -m bench.bench_quantized [--work /tmp/lineup-bench-quantized]
+Usage: .venv/bin/python -m bench.bench_quantized [--work /tmp/lineup-bench-quantized] [--recalibrate]
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ from bench.common import data_root
 from jobs.audit.lfw import run_lfw_audit
 from jobs.models.build import build_default_pack
 from jobs.models.decode import decode_image
-from jobs.models.pack import PACK_FILE, Pack, write_pack
+from jobs.models.pack import Pack
 from jobs.models.pipeline import FacePipeline, PipelineSettings
+from jobs.models.quantize import RANGES_RESOURCE, build_int8_pack, measure_ranges
 
 log = logging.getLogger("bench_quantized")
 
@@ -51,42 +53,6 @@ def calibration_tensors(pipeline: FacePipeline, images: list[Path]) -> list[np.n
                 scaled = (pixels[None].astype(np.float32) - pipeline._embed_mean) * pipeline._embed_scale
                 tensors.append(np.ascontiguousarray(scaled.transpose(0, 3, 1, 2)))
     return tensors
-
-
-def int8_pack(default: Pack, tensors: list[np.ndarray], work: Path) -> Pack:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    input_name = default.embedder["input_name"]
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.remaining = iter(tensors)
-
-        def get_next(self) -> dict | None:
-            tensor = next(self.remaining, None)
-            return None if tensor is None else {input_name: tensor}
-
-    prepared, quantized = work / "embedder.prepared.onnx", work / "embedder.int8.onnx"
-    quant_pre_process(str(default.file_path("embedder")), str(prepared))
-    quantize_static(
-        str(prepared),
-        str(quantized),
-        Reader(),
-        quant_format=QuantFormat.QOperator,
-        per_channel=True,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-    )
-    manifest = json.loads((default.path / PACK_FILE).read_text())
-    manifest = {k: v for k, v in manifest.items() if k not in ("model_id", "format")}
-    manifest["name"] += "-int8"
-    manifest["provenance"]["quantization"] = (
-        "onnxruntime static QOperator, per-channel int8 weights, uint8 activations, MinMax ranges from "
-        f"{len(tensors)} deepface-pairs chips"
-    )
-    files = {"detector": default.file_path("detector").read_bytes(), "embedder": quantized.read_bytes()}
-    return write_pack(work / "pack-int8", manifest, files)
 
 
 def speed(pack: Pack, blobs: list[bytes], tensors: list[np.ndarray]) -> dict:
@@ -119,6 +85,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/lineup-bench-quantized"))
     parser.add_argument("--speed-images", type=int, default=300)
+    parser.add_argument("--recalibrate", action="store_true", help="measure and commit new INT8 activation ranges")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
     data = data_root()
@@ -127,11 +94,17 @@ def main() -> None:
     tensors = calibration_tensors(
         FacePipeline(default, PipelineSettings(threads=1)), sorted((data / "deepface-pairs").glob("*.jpg"))
     )
-    quantized = int8_pack(default, tensors, args.work)
+    ranges = None
+    if args.recalibrate:
+        ranges = measure_ranges(default, tensors, "deepface-pairs chips and their mirror images")
+        resource = Path(__file__).resolve().parents[1] / "jobs" / "resources" / RANGES_RESOURCE
+        resource.write_text(json.dumps(ranges, indent=1, sort_keys=True) + "\n")
+        log.info("wrote %s", resource)
+    quantized = build_int8_pack(default, args.work / "pack-int8", ranges)
     images = sorted((data / "lfw" / "images").glob("*/*.jpg"))
     random.Random(1).shuffle(images)
     blobs = [path.read_bytes() for path in images[: args.speed_images]]
-    report: dict = {"bench": "quantized", "calibration_chips": len(tensors)}
+    report: dict = {"bench": "quantized", "int8_ranges": quantized.manifest["provenance"]["quantization"]["ranges"]}
     for label, pack in (("fp32", default), ("int8", quantized)):
         lfw = run_lfw_audit(pack.path, data / "lfw", None, "none", 1)
         report[label] = {

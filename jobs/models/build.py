@@ -72,7 +72,7 @@ def build_default_pack(pack_dir: Path | None = None, flip_average: bool = False,
         "detector": make_spatial_dims_dynamic(yunet_path.read_bytes()),
         "embedder": dlib_resnet.to_onnx(net),
     }
-    pack = _write_if_changed(pack_dir, manifest, files)
+    pack = write_if_changed(pack_dir, manifest, files)
     log.info("default pack %s in %s", pack.model_id, pack.path)
     return pack
 
@@ -133,10 +133,10 @@ def build_insightface_pack(
         "provenance": {"detector": Path(detector_path).name, "embedder": Path(embedder_path).name},
     }
     files = {"detector": Path(detector_path).read_bytes(), "embedder": Path(embedder_path).read_bytes()}
-    return _write_if_changed(pack_dir, manifest, files)
+    return write_if_changed(pack_dir, manifest, files)
 
 
-def _write_if_changed(pack_dir: Path, manifest: dict, files: dict[str, bytes]) -> Pack:
+def write_if_changed(pack_dir: Path, manifest: dict, files: dict[str, bytes]) -> Pack:
     """Keep an intact pack with the same model_id (reruns of setup are cheap); otherwise write it anew."""
     wanted = complete_manifest(manifest, files)["model_id"]
     try:
