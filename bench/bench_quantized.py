@@ -6,8 +6,9 @@ Prints one JSON line.
   weights, uint8 activations) with the committed activation ranges. `--recalibrate` measures those
   ranges anew on the chips of deepface-pairs (and their mirror images: not an evaluation set) and
   rewrites `jobs/resources/int8-ranges.json`.
-- Speed: faces per CPU-second of the whole pipeline (one onnxruntime thread) on 300 LFW images, and
-  chips per CPU-second of the embedder alone.
+- Speed: faces per CPU-second of the whole pipeline (one onnxruntime thread) on 300 LFW images, beside
+  dlib's own pipeline on the same images (every face each detector finds), and chips per CPU-second of
+  the embedder alone.
 - Accuracy: LFW View 2 10-fold accuracy (offer the INT8 pack only if it drops by at most 0.1 point),
   and on utkface-dev the same-race FMR per race at one global threshold giving FMR 1e-3 over all pairs,
   with its max/min (it must not get worse).
@@ -29,7 +30,9 @@ from pathlib import Path
 import numpy as np
 
 from bench.bench_fairness import all_pairs, embed_utkface, race_gap
-from bench.common import data_root
+from bench.bench_packs import dlib_speed
+from bench.common import data_root, default_pack_sources
+from bench.reference import DlibReference
 from jobs.audit.lfw import run_lfw_audit
 from jobs.models.build import build_default_pack
 from jobs.models.decode import decode_image
@@ -105,6 +108,8 @@ def main() -> None:
     random.Random(1).shuffle(images)
     blobs = [path.read_bytes() for path in images[: args.speed_images]]
     report: dict = {"bench": "quantized", "int8_ranges": quantized.manifest["provenance"]["quantization"]["ranges"]}
+    dlib_faces, dlib_rate = dlib_speed(DlibReference(default_pack_sources()), blobs)
+    report["dlib_reference"] = {"faces": dlib_faces, "faces_per_cpu_s": round(dlib_rate, 2)}
     for label, pack in (("fp32", default), ("int8", quantized)):
         lfw = run_lfw_audit(pack.path, data / "lfw", None, "none", 1)
         report[label] = {
@@ -114,6 +119,8 @@ def main() -> None:
             "lfw_detect_fail": lfw["detect_fail"],
             "utkface_dev": utkface_gap(pack, data / "utkface-dev"),
         }
+    for label in ("fp32", "int8"):
+        report[label]["x_dlib_reference"] = round(report[label]["faces_per_cpu_s"] / dlib_rate, 2)
     report["int8_vs_fp32"] = {
         "faces_per_cpu_s_ratio": round(report["int8"]["faces_per_cpu_s"] / report["fp32"]["faces_per_cpu_s"], 3),
         "lfw_accuracy_points": round(100 * (report["int8"]["lfw_accuracy"] - report["fp32"]["lfw_accuracy"]), 3),

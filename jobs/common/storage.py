@@ -88,12 +88,13 @@ def upath(location: str | os.PathLike[str] | UPath) -> UPath:
         ) from None
 
 
-def write_atomically(path: AnyPath, data: bytes) -> None:
+def write_atomically(path: AnyPath, data: bytes | memoryview) -> None:
     """Write a whole file so readers see the old bytes or the new, never a part: a rename locally, one
     PUT on an object store (an object appears whole or not at all)."""
     path = upath(path)
     if is_remote(str(path)):
-        path.write_bytes(data)
+        with path.open("wb") as stream:
+            stream.write(data)
         return
     scratch = Path(str(path)).with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}")
     scratch.write_bytes(data)

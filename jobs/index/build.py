@@ -54,11 +54,22 @@ def train(choice: IndexChoice, dim: int, sample: np.ndarray) -> bytes:
     return serialize(index)
 
 
-def add_to_shard(trained_or_shard: bytes, ids: np.ndarray, vectors: np.ndarray) -> bytes:
-    index = deserialize(trained_or_shard)
+def add_vectors(index, ids: np.ndarray, vectors: np.ndarray) -> None:
     if len(ids):
         index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.ascontiguousarray(ids, dtype=np.int64))
+
+
+def add_to_shard(trained_or_shard: bytes, ids: np.ndarray, vectors: np.ndarray) -> bytes:
+    index = deserialize(trained_or_shard)
+    add_vectors(index, ids, vectors)
     return serialize(index)
+
+
+def serialized_view(index) -> memoryview:
+    """The index's file bytes without the copy `serialize` makes (a shard can be gigabytes)."""
+    import faiss
+
+    return faiss.serialize_index(index).data
 
 
 def exact_top_k(gallery: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int, block: int = 16384):

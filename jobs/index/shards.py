@@ -33,7 +33,7 @@ class IndexFileError(UserError):
     """A missing, tampered or inconsistent index."""
 
 
-def sha256_bytes(data: bytes) -> str:
+def sha256_bytes(data: bytes | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pyarrow as pa
 
@@ -30,24 +32,34 @@ def shard_file(shard: int, generation: int) -> str:
 def make_shard_runner(base_path: str, out: str, existing: dict[int, str], shard_count: int, generation: int):
     """mapInArrow over (face_id BIGINT, embedding ARRAY<FLOAT>, shard INT) rows, partitioned by shard ->
     one SHARD_ROWS row per shard written. Each shard starts from its existing file (update) or the trained
-    empty base, gets its rows with `add_with_ids(face_id)`, and is written to a temp name then renamed.
-    Nothing is cached between tasks."""
+    empty base and gets each Arrow batch's rows with `add_with_ids(face_id)` as it arrives, so a task holds
+    its index and one batch, never the shard's vectors beside them (2.5M x 128 floats is 1.3 GB). The
+    file is written to a temp name then renamed. Nothing is cached between tasks."""
 
     def run(batches):
-        groups: dict[int, list] = {}
+        filling: dict[int, Any] = {}
+        added_ids: dict[int, tuple[int, int]] = {}
         for batch in batches:
+            if batch.num_rows == 0:
+                continue
             shard_keys = batch.column("shard").to_numpy()
-            ids = batch.column("face_id").to_numpy()
+            ids = batch.column("face_id").to_numpy().astype(np.int64)
             flat = batch.column("embedding").flatten().to_numpy(zero_copy_only=False)
-            vectors = flat.astype(np.float32).reshape(len(ids), -1) if len(ids) else flat.reshape(0, 0)
-            for shard in np.unique(shard_keys):
+            vectors = flat.astype(np.float32, copy=False).reshape(len(ids), -1)
+            for shard in np.unique(shard_keys).tolist():
+                if shard not in filling:
+                    start = upath(out) / existing[shard] if shard in existing else upath(base_path)
+                    filling[shard] = build.deserialize(start.read_bytes())
                 mask = shard_keys == shard
-                groups.setdefault(int(shard), []).append((ids[mask], vectors[mask]))
+                build.add_vectors(filling[shard], ids[mask], vectors[mask])
+                low, high = added_ids.get(shard, (ids[mask].min(), ids[mask].max()))
+                added_ids[shard] = (min(low, ids[mask].min()), max(high, ids[mask].max()))
         rows = []
-        for shard, parts in groups.items():
-            start = upath(out) / existing[shard] if shard in existing else upath(base_path)
-            shard_ids = np.concatenate([p[0] for p in parts])
-            data = build.add_to_shard(start.read_bytes(), shard_ids, np.concatenate([p[1] for p in parts]))
+        for shard in sorted(filling):
+            index = filling.pop(shard)
+            vectors_held = int(index.ntotal)
+            data = build.serialized_view(index)
+            del index  # the file's bytes replace the index in memory, they do not add to it
             name = shard_file(shard, generation)
             write_atomically(upath(out) / name, data)
             rows.append(
@@ -55,11 +67,12 @@ def make_shard_runner(base_path: str, out: str, existing: dict[int, str], shard_
                     "shard": shard,
                     "file": name,
                     "sha256": sha256_bytes(data),
-                    "vectors": int(build.deserialize(data).ntotal),
-                    "added_min_id": int(shard_ids.min()),
-                    "added_max_id": int(shard_ids.max()),
+                    "vectors": vectors_held,
+                    "added_min_id": int(added_ids[shard][0]),
+                    "added_max_id": int(added_ids[shard][1]),
                 }
             )
+            del data
         if rows:
             yield pa.RecordBatch.from_pylist(rows, schema=SHARD_ROWS_ARROW)
 
