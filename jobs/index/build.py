@@ -8,7 +8,7 @@ import logging
 import numpy as np
 
 from jobs.index.choose import REFINE_K_FACTOR, IndexChoice
-from jobs.index.shards import ShardedIndex, deserialize, serialize
+from jobs.index.shards import ShardedIndex, serialize
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +57,6 @@ def train(choice: IndexChoice, dim: int, sample: np.ndarray) -> bytes:
 def add_vectors(index, ids: np.ndarray, vectors: np.ndarray) -> None:
     if len(ids):
         index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.ascontiguousarray(ids, dtype=np.int64))
-
-
-def add_to_shard(trained_or_shard: bytes, ids: np.ndarray, vectors: np.ndarray) -> bytes:
-    index = deserialize(trained_or_shard)
-    add_vectors(index, ids, vectors)
-    return serialize(index)
 
 
 def serialized_view(index) -> memoryview:

@@ -27,6 +27,7 @@ from jobs.index.config import IndexConfig
 from jobs.index.plan import read_gallery, training_sample
 from jobs.index.recall import measure_recall
 from jobs.index.shards import (
+    deserialize,
     load_index,
     read_manifest,
     remove_unnamed_files,
@@ -163,7 +164,7 @@ def _add_shards(
                 "shard": shard,
                 "file": name,
                 "sha256": sha256_bytes(data),
-                "vectors": int(build.deserialize(data).ntotal),
+                "vectors": int(deserialize(data).ntotal),
             }
         entry = written[shard]
         previous = next((e for e in previous_entries if e["shard"] == shard), {})
@@ -200,7 +201,7 @@ def _update(config: IndexConfig, spark, phases: Phases) -> dict[str, Any]:
     existing = {entry["shard"]: entry["file"] for entry in manifest["shards"]}
     if added_count:
         first = (out / existing[0]).read_bytes()
-        base = build.serialize(_emptied(build.deserialize(first)))
+        base = build.serialize(_emptied(deserialize(first)))
         manifest["shards"] = _add_shards(
             spark, added, base, manifest["shard_count"], existing, out, generation, manifest["shards"]
         )

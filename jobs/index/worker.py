@@ -10,7 +10,7 @@ import pyarrow as pa
 from jobs.common.schema import ddl_of
 from jobs.common.storage import upath
 from jobs.index import build
-from jobs.index.shards import sha256_bytes, write_atomically
+from jobs.index.shards import deserialize, sha256_bytes, write_atomically
 
 SHARD_ROWS_ARROW = pa.schema(
     [
@@ -49,11 +49,14 @@ def make_shard_runner(base_path: str, out: str, existing: dict[int, str], shard_
             for shard in np.unique(shard_keys).tolist():
                 if shard not in filling:
                     start = upath(out) / existing[shard] if shard in existing else upath(base_path)
-                    filling[shard] = build.deserialize(start.read_bytes())
+                    filling[shard] = deserialize(start.read_bytes())
                 mask = shard_keys == shard
-                build.add_vectors(filling[shard], ids[mask], vectors[mask])
-                low, high = added_ids.get(shard, (ids[mask].min(), ids[mask].max()))
-                added_ids[shard] = (min(low, ids[mask].min()), max(high, ids[mask].max()))
+                chosen = ids[mask]
+                build.add_vectors(filling[shard], chosen, vectors[mask])
+                low, high = int(chosen.min()), int(chosen.max())
+                if shard in added_ids:
+                    low, high = min(low, added_ids[shard][0]), max(high, added_ids[shard][1])
+                added_ids[shard] = (low, high)
         rows = []
         for shard in sorted(filling):
             index = filling.pop(shard)
@@ -68,8 +71,8 @@ def make_shard_runner(base_path: str, out: str, existing: dict[int, str], shard_
                     "file": name,
                     "sha256": sha256_bytes(data),
                     "vectors": vectors_held,
-                    "added_min_id": int(added_ids[shard][0]),
-                    "added_max_id": int(added_ids[shard][1]),
+                    "added_min_id": added_ids[shard][0],
+                    "added_max_id": added_ids[shard][1],
                 }
             )
             del data

@@ -10,7 +10,6 @@ accuracy, per-race FMR on utkface-dev, faces per CPU-second) and rewrites the ra
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import tempfile
@@ -36,10 +35,6 @@ SETTINGS = {"quant_format": "QOperator", "per_channel": True, "activation_type":
 
 def int8_pack_dir() -> Path:
     return models_dir() / INT8_PACK_NAME
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _quantize(embedder: Path, out: Path, ranges_cache: Path | None, chips: Iterable[np.ndarray] | None, name: str):
@@ -77,7 +72,7 @@ def measure_ranges(default: Pack, chips: list[np.ndarray], source: str) -> dict[
         cache = Path(work) / "ranges.json"
         _quantize(default.file_path("embedder"), Path(work) / "out.onnx", cache, chips, default.embedder["input_name"])
         return {
-            "embedder_sha256": _sha256(default.file_path("embedder")),
+            "embedder_sha256": default.embedder["sha256"],
             "calibration": f"MinMax over {len(chips)} chips: {source}",
             "settings": SETTINGS,
             "onnxruntime_cache": json.loads(cache.read_text()),
@@ -91,7 +86,7 @@ def shipped_ranges() -> dict[str, Any]:
 def build_int8_pack(default: Pack, pack_dir: Path | None = None, ranges: dict[str, Any] | None = None) -> Pack:
     """The INT8 copy of `default` in `pack_dir` (default: next to the default pack). Idempotent."""
     ranges = ranges or shipped_ranges()
-    embedder_sha = _sha256(default.file_path("embedder"))
+    embedder_sha = default.embedder["sha256"]  # checked against the file when the pack was loaded
     if ranges["embedder_sha256"] != embedder_sha or ranges["settings"] != SETTINGS:
         raise PackError(
             f"the INT8 activation ranges were measured for embedder {ranges['embedder_sha256'][:12]}, not this "

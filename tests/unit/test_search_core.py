@@ -12,7 +12,7 @@ import pytest
 from jobs.audit.metrics import threshold_at_fmr
 from jobs.embed.ids import face_id_of, image_id_of
 from jobs.forget.verify import shard_contents
-from jobs.index.build import add_to_shard, new_index, remove_from_shard
+from jobs.index.build import add_vectors, new_index, remove_from_shard
 from jobs.index.choose import EXACT_LIMIT, REFINE_K_FACTOR, choose_index
 from jobs.index.search import merge_top_k, pad_to_k, search_shard, search_shards
 from jobs.index.shards import deserialize, serialize
@@ -108,7 +108,8 @@ def test_a_refined_shard_searches_exactly_and_erases_in_place(tmp_path) -> None:
     ids = np.arange(2000, dtype=np.int64) * 7919
     trained = new_index("IVF16,SQ8,RFlat", 16)
     trained.train(vectors)
-    shard = deserialize(add_to_shard(serialize(trained), ids, vectors))
+    shard = deserialize(serialize(trained))
+    add_vectors(shard, ids, vectors)
     assert faiss.downcast_index(shard.index).k_factor == REFINE_K_FACTOR  # kept by the file
     faiss.ParameterSpace().set_index_parameter(shard, "nprobe", 16)
     queries = vectors[[0, 500, 1999]]
