@@ -53,8 +53,7 @@ def calibration_tensors(pipeline: FacePipeline, images: list[Path]) -> list[np.n
         for marks in pipeline.detect(rgb).landmarks:
             chip = pipeline.cut_chip(rgb, marks)
             for pixels in (chip, chip[:, ::-1]):
-                scaled = (pixels[None].astype(np.float32) - pipeline._embed_mean) * pipeline._embed_scale
-                tensors.append(np.ascontiguousarray(scaled.transpose(0, 3, 1, 2)))
+                tensors.append(pipeline.embedder_input(pixels[None]))
     return tensors
 
 

@@ -33,7 +33,7 @@ class Detections:
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
     """Greedy non-maximum suppression; returns kept indices, best score first."""
     order = np.argsort(-scores, kind="stable")
-    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+    areas = np.maximum(boxes[:, 2] - boxes[:, 0], 0) * np.maximum(boxes[:, 3] - boxes[:, 1], 0)
     keep = []
     while order.size:
         best, rest = order[0], order[1:]
@@ -42,16 +42,19 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
         y1 = np.maximum(boxes[best, 1], boxes[rest, 1])
         x2 = np.minimum(boxes[best, 2], boxes[rest, 2])
         y2 = np.minimum(boxes[best, 3], boxes[rest, 3])
-        inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+        inter = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)  # np.clip's wrapper costs more than the work
         iou = inter / np.maximum(areas[best] + areas[rest] - inter, 1e-9)
         order = rest[iou <= iou_threshold]
     return np.array(keep, dtype=np.int64)
 
 
 def letterbox(image: np.ndarray, max_side: int, multiple: int = 32) -> tuple[np.ndarray, float]:
-    """Scale `image` down so its longer side is at most `max_side`, pad bottom/right to a multiple of 32.
+    """The detector's input: `image` (H x W x 3, any dtype) scaled down so its longer side is at most
+    `max_side`, as a float32 NCHW tensor of one image padded with zeros at the bottom/right to a multiple
+    of 32. Returns the tensor and the factor that maps its pixels back to the original (divide by it).
 
-    Returns the padded image and the factor that maps its pixels back to the original (divide by it).
+    The padding, the channel transpose and the float conversion are one copy into a zeroed tensor (three
+    passes over the pixels before): the detector runs once per image and once more per face.
     """
     import cv2
 
@@ -63,8 +66,9 @@ def letterbox(image: np.ndarray, max_side: int, multiple: int = 32) -> tuple[np.
         )
     height, width = image.shape[:2]
     padded_h, padded_w = -(-height // multiple) * multiple, -(-width // multiple) * multiple
-    canvas = cv2.copyMakeBorder(image, 0, padded_h - height, 0, padded_w - width, cv2.BORDER_CONSTANT, value=0)
-    return canvas, scale
+    tensor = np.zeros((1, 3, padded_h, padded_w), np.float32)
+    tensor[0, :, :height, :width] = image.transpose(2, 0, 1)
+    return tensor, scale
 
 
 @functools.lru_cache(maxsize=64)
@@ -91,27 +95,41 @@ def finish(boxes, scores, landmarks, score_threshold, iou_threshold, scale) -> D
     )
 
 
+@functools.lru_cache(maxsize=64)
+def _yunet_cells(height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cell x, y and stride of every YuNet output row of an input size, strides 8, 16, 32 in order."""
+    xs, ys, strides = [], [], []
+    for stride in STRIDES:
+        cell_xs, cell_ys = _grid(height // stride, width // stride)
+        xs.append(cell_xs)
+        ys.append(cell_ys)
+        strides.append(np.full(len(cell_xs), stride, np.float32))
+    return np.concatenate(xs), np.concatenate(ys), np.concatenate(strides)
+
+
 def decode_yunet(
     outputs: dict[str, np.ndarray], height: int, width: int, min_score: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """YuNet (2023mar) outputs of one image -> boxes, scores, landmarks in input pixels (anchor-free)."""
-    all_boxes, all_scores, all_marks = [], [], []
-    for stride in STRIDES:
-        rows, cols = height // stride, width // stride
-        xs, ys = _grid(rows, cols)
-        cls = np.clip(outputs[f"cls_{stride}"].reshape(-1), 0, 1)
-        obj = np.clip(outputs[f"obj_{stride}"].reshape(-1), 0, 1)
-        scores = np.sqrt(cls * obj)
-        keep = scores >= min_score  # decode only candidates that can pass the threshold
-        xs, ys, scores = xs[keep], ys[keep], scores[keep]
-        bbox = outputs[f"bbox_{stride}"].reshape(-1, 4)[keep]
-        kps = outputs[f"kps_{stride}"].reshape(-1, 5, 2)[keep]
-        cx, cy = (xs + bbox[:, 0]) * stride, (ys + bbox[:, 1]) * stride
-        w, h = np.exp(bbox[:, 2]) * stride, np.exp(bbox[:, 3]) * stride
-        all_boxes.append(np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1))
-        all_scores.append(scores)
-        all_marks.append((kps + np.stack([xs, ys], axis=1)[:, None, :]) * stride)
-    return np.concatenate(all_boxes), np.concatenate(all_scores), np.concatenate(all_marks)
+    """YuNet (2023mar) outputs of one image -> boxes, scores, landmarks in input pixels (anchor-free).
+
+    The three strides are joined first and only cells that can pass `min_score` are decoded: a few dozen
+    numpy calls per image instead of a few dozen per stride (the detector runs twice per face).
+    """
+
+    def joined(name: str, width_: int) -> np.ndarray:
+        return np.concatenate([outputs[f"{name}_{stride}"].reshape(-1, width_) for stride in STRIDES])
+
+    xs, ys, strides = _yunet_cells(height, width)
+    scores = np.sqrt(np.clip(joined("cls", 1)[:, 0], 0, 1) * np.clip(joined("obj", 1)[:, 0], 0, 1))
+    keep = np.flatnonzero(scores >= min_score)  # decode only candidates that can pass the threshold
+    xs, ys, strides, scores = xs[keep], ys[keep], strides[keep, None], scores[keep]
+    bbox = joined("bbox", 4)[keep]
+    kps = joined("kps", 10)[keep].reshape(-1, 5, 2)
+    cx, cy = (xs + bbox[:, 0]) * strides[:, 0], (ys + bbox[:, 1]) * strides[:, 0]
+    w, h = np.exp(bbox[:, 2]) * strides[:, 0], np.exp(bbox[:, 3]) * strides[:, 0]
+    boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+    marks = (kps + np.stack([xs, ys], axis=1)[:, None, :]) * strides[:, :, None]
+    return boxes, scores, marks
 
 
 def decode_scrfd(

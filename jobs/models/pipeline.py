@@ -103,8 +103,10 @@ class FacePipeline:
         self.chip_size = int(self.alignment_cfg["chip_size"])
         self.min_face_px = self.settings.min_face_px or int(self.detector_cfg["min_face_px"])
         mean = np.asarray(self.embedder_cfg["mean"], np.float32)
-        std = np.asarray(self.embedder_cfg["std"], np.float32)
-        self._embed_mean, self._embed_scale = mean.reshape(1, 1, 1, 3), (1.0 / std).reshape(1, 1, 1, 3)
+        scale = 1.0 / np.asarray(self.embedder_cfg["std"], np.float32)
+        # The embedder's input value of every 8-bit level per channel, computed as (level - mean) * scale in
+        # float32 (the same arithmetic per pixel): a chip then becomes its tensor by one lookup per channel.
+        self._embed_levels = ((np.arange(256, dtype=np.float32)[:, None] - mean) * scale).T.copy()
 
     # -- public API -------------------------------------------------------------------------------------
 
@@ -153,6 +155,14 @@ class FacePipeline:
         for start in range(0, len(chips), self.settings.embed_batch):
             outputs.append(self._embed_batch(chips[start : start + self.settings.embed_batch]))
         return _unit(np.concatenate(outputs).astype(np.float32))
+
+    def embedder_input(self, chips: np.ndarray) -> np.ndarray:
+        """Aligned RGB uint8 chips (N, S, S, 3) -> the embedder's normalised float32 NCHW input."""
+        channels = (0, 1, 2) if self.embedder_cfg["colour"] == "RGB" else (2, 1, 0)
+        tensor = np.empty((len(chips), 3, *chips.shape[1:3]), np.float32)
+        for position, channel in enumerate(channels):
+            np.take(self._embed_levels[position], chips[..., channel], out=tensor[:, position])
+        return tensor
 
     def detect(self, image: np.ndarray) -> Detections:
         """All faces in one RGB image above the pack's score threshold, best first.
@@ -205,12 +215,11 @@ class FacePipeline:
     def _detect_framed(self, image: np.ndarray, border: int) -> Detections:
         cfg = self.detector_cfg
         framed = np.pad(image, ((border, border), (border, border), (0, 0))) if border else image
-        canvas, scale = letterbox(framed if cfg["colour"] == "RGB" else framed[:, :, ::-1], int(cfg["max_side"]))
-        tensor = np.ascontiguousarray(canvas.transpose(2, 0, 1), dtype=np.float32)[None]
+        tensor, scale = letterbox(framed if cfg["colour"] == "RGB" else framed[:, :, ::-1], int(cfg["max_side"]))
         if cfg["mean"] != 0.0 or cfg["std"] != 1.0:
             tensor = (tensor - np.float32(cfg["mean"])) / np.float32(cfg["std"])
         outputs = self.detector.run(None, {cfg["input_name"]: tensor})
-        height, width = canvas.shape[:2]
+        height, width = tensor.shape[2:]
         raw: tuple[np.ndarray, np.ndarray, np.ndarray]
         if cfg["kind"] == "yunet":
             raw = decode_yunet(dict(zip(self.detector_outputs, outputs)), height, width, float(cfg["score_threshold"]))
@@ -226,9 +235,7 @@ class FacePipeline:
 
     def _embed_batch(self, chips: np.ndarray) -> np.ndarray:
         cfg = self.embedder_cfg
-        pixels = chips if cfg["colour"] == "RGB" else chips[..., ::-1]
-        tensor = ((pixels.astype(np.float32) - self._embed_mean) * self._embed_scale).transpose(0, 3, 1, 2)
-        tensor = np.ascontiguousarray(tensor)
+        tensor = self.embedder_input(chips)
         output = self.embedder.run(None, {cfg["input_name"]: tensor})[0]
         if cfg.get("flip_average"):  # mean of the chip's and its mirror image's unit embeddings
             flipped = np.ascontiguousarray(tensor[..., ::-1])
