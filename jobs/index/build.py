@@ -7,7 +7,7 @@ import logging
 
 import numpy as np
 
-from jobs.index.choose import REFINE_K_FACTOR, IndexChoice
+from jobs.index.choose import REFINE_K_FACTOR, IndexChoice, faiss_metric
 from jobs.index.shards import ShardedIndex, serialize
 
 log = logging.getLogger(__name__)
@@ -18,7 +18,8 @@ def new_index(factory: str, dim: int):
     map; a refined one rescores `k * REFINE_K_FACTOR` candidates, a setting its file keeps)."""
     import faiss
 
-    index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    metric = faiss.METRIC_L2 if faiss_metric(factory) == "l2" else faiss.METRIC_INNER_PRODUCT
+    index = faiss.index_factory(dim, factory, metric)
     if isinstance(index, faiss.IndexRefine):
         index.k_factor = REFINE_K_FACTOR
         return faiss.IndexIDMap(index)  # not IDMap2: its reverse map would cost ~30 bytes a vector
@@ -99,25 +100,49 @@ def exact_top_k(gallery: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: in
 
 def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
     """Share of the true top-k ids that the index returned in its top-k, averaged over queries."""
-    hits = sum(len(np.intersect1d(f[f >= 0], t)) for f, t in zip(found, truth))
-    return hits / truth.size
+    return float(_recall_per_query(found, truth).mean()) if len(truth) else 0.0
+
+
+def _recall_per_query(found: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    hits = [len(np.intersect1d(f[f >= 0], t)) for f, t in zip(found, truth)]
+    return np.asarray(hits, np.float64) / max(truth.shape[1], 1)
 
 
 def tune(
     index: ShardedIndex, queries: np.ndarray, truth: np.ndarray, k: int, floor: float
 ) -> tuple[int | None, float, list]:
-    """Cheapest search parameter whose recall@k reaches `floor`: (value, recall, [(value, recall), ...])."""
+    """Cheapest search parameter whose recall@k reaches `floor` with two standard errors to spare (the
+    held-out queries are a sample of what will be searched), found among the manifest's candidates and
+    then bisected between the last one short of it and the first past it, to 1/8 of the gap; when none
+    has the margin, the cheapest that reaches `floor`, else the last. (value, recall, [(value, recall)...])."""
     param = index.manifest["search_param"]
     if param is None:
         _, found = index.search(queries, k)
         return None, recall_at_k(found, truth), []
-    tried = []
-    for value in index.manifest["search_candidates"]:
+    measured: dict[int, tuple[float, float]] = {}
+
+    def measure(value: int) -> bool:
         index.set_search_param(value)
         _, found = index.search(queries, k)
-        recall = recall_at_k(found, truth)
-        tried.append((value, round(recall, 4)))
-        log.info("%s=%d: recall@%d %.4f", param, value, k, recall)
-        if recall >= floor:
-            return value, recall, tried
-    return tried[-1][0], tried[-1][1], tried
+        per_query = _recall_per_query(found, truth)
+        recall = float(per_query.mean())
+        margin = 2 * float(per_query.std(ddof=1)) / np.sqrt(len(per_query)) if len(per_query) > 1 else 0.0
+        measured[value] = (recall, recall - margin)
+        log.info("%s=%d: recall@%d %.4f (lower bound %.4f)", param, value, k, recall, recall - margin)
+        return recall - margin >= floor
+
+    below = None
+    for value in index.manifest["search_candidates"]:
+        if measure(value):
+            while below is not None and value - below > max(1, below // 8):
+                middle = (below + value) // 2
+                below, value = (below, middle) if measure(middle) else (middle, value)
+            return value, measured[value][0], _tried(measured)
+        below = value
+    reaching = [value for value in sorted(measured) if measured[value][0] >= floor]
+    value = reaching[0] if reaching else max(measured)
+    return value, measured[value][0], _tried(measured)
+
+
+def _tried(measured: dict[int, tuple[float, float]]) -> list[tuple[int, float]]:
+    return [(value, round(measured[value][0], 4)) for value in sorted(measured)]

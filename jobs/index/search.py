@@ -28,12 +28,16 @@ def merge_top_k(scores: list[np.ndarray], ids: list[np.ndarray], k: int) -> tupl
 
 
 def search_shard(shard, removed: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k (scores, ids) of one shard; removed ids become -1. The shard is asked for extra candidates
-    (up to 4k) so that removed ids rarely leave a list short."""
+    """Top-k (scores, ids) of one shard, scores as cosines; removed ids become -1. The shard is asked for
+    extra candidates (up to 4k) so that removed ids rarely leave a list short."""
     if shard.ntotal == 0 or len(queries) == 0:
         return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+    import faiss
+
     extra = min(len(removed), 4 * k)
     scores, ids = shard.search(np.ascontiguousarray(queries, dtype=np.float32), min(k + extra, shard.ntotal))
+    if shard.metric_type == faiss.METRIC_L2:  # a fast-scan index over unit vectors: |q - x|^2 = 2 - 2 cos
+        scores = np.where(ids >= 0, np.float32(1) - scores / np.float32(2), -np.inf).astype(np.float32)
     if len(removed):
         ids = np.where(np.isin(ids, removed), MISSING_ID, ids)
     return scores, ids

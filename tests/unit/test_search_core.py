@@ -12,10 +12,10 @@ import pytest
 from jobs.audit.metrics import threshold_at_fmr
 from jobs.embed.ids import face_id_of, image_id_of
 from jobs.forget.verify import shard_contents
-from jobs.index.build import add_vectors, new_index, remove_from_shard
+from jobs.index.build import add_vectors, new_index, recall_at_k, remove_from_shard, tune
 from jobs.index.choose import EXACT_LIMIT, REFINE_K_FACTOR, choose_index
 from jobs.index.search import merge_top_k, pad_to_k, search_shard, search_shards
-from jobs.index.shards import deserialize, serialize
+from jobs.index.shards import ShardedIndex, deserialize, serialize
 from tests.fixtures.faces import clustered
 
 
@@ -87,9 +87,9 @@ def test_empty_shards_give_padded_results() -> None:
     ("vectors", "budget_gb", "factory", "exact"),
     [
         (EXACT_LIMIT, 1, "Flat", True),
-        (4_000_000, 4, "IVF4096,SQ8,RFlat", False),  # 1.9 + 0.5 GiB fit 4 GiB; 4 * sqrt(4M) = 8000 -> capped 4096
-        (1_500_000, 4, "IVF4096,SQ8,RFlat", False),  # 4 * sqrt(1.5M) = 4899 -> 4096
-        (10_000_000, 8, "IVF4096,SQ8,RFlat", False),  # 4.8 GiB of floats and 1.2 GiB of codes fit 8 GiB
+        (4_000_000, 4, "IVF4096,PQ64x4fs,RFlat", False),  # 1.9 + 0.1 GiB fit; 4 * sqrt(4M) = 8000 -> capped 4096
+        (1_500_000, 4, "IVF4096,PQ64x4fs,RFlat", False),  # 4 * sqrt(1.5M) = 4899 -> 4096
+        (10_000_000, 8, "IVF4096,PQ64x4fs,RFlat", False),  # 4.8 GiB of floats and 0.3 GiB of 4-bit codes fit 8 GiB
         (10_000_000, 4, "IVF4096,SQ8", False),  # 4.8 GiB of floats exceed 4 GiB; 1.2 GiB of 8-bit codes fit
         (10_000_000, 1, "IVF4096,PQ32x8", False),  # not even 8-bit codes fit 1 GiB: PQ with dim / 4 bytes
     ],
@@ -101,20 +101,25 @@ def test_index_choice_by_hand(vectors: int, budget_gb: int, factory: str, exact:
     assert choice.search_param == (None if exact else "nprobe")
 
 
-def test_a_refined_shard_searches_exactly_and_erases_in_place(tmp_path) -> None:
-    """IVF-SQ8 rescored from full vectors: with every list probed its top-k is the exact top-k; removing
-    ids (which FAISS's IndexRefine cannot do itself) leaves neither their ids nor their vectors."""
+@pytest.mark.parametrize("factory", ["IVF16,SQ8,RFlat", "IVF16,PQ8x4fs,RFlat"])
+def test_a_refined_shard_searches_exactly_and_erases_in_place(tmp_path, factory: str) -> None:
+    """IVF-SQ8 or fast-scan IVF-PQ (an L2 index) rescored from full vectors: with every list probed its
+    top-k is the exact top-k, with cosine scores; removing ids (which FAISS's IndexRefine cannot do
+    itself) leaves neither their ids nor their vectors."""
     vectors = clustered(2000, dim=16, seed=3)
     ids = np.arange(2000, dtype=np.int64) * 7919
-    trained = new_index("IVF16,SQ8,RFlat", 16)
+    trained = new_index(factory, 16)
+    assert trained.metric_type == (faiss.METRIC_L2 if "fs" in factory else faiss.METRIC_INNER_PRODUCT)
     trained.train(vectors)
     shard = deserialize(serialize(trained))
     add_vectors(shard, ids, vectors)
     assert faiss.downcast_index(shard.index).k_factor == REFINE_K_FACTOR  # kept by the file
     faiss.ParameterSpace().set_index_parameter(shard, "nprobe", 16)
     queries = vectors[[0, 500, 1999]]
-    _, found = search_shard(shard, np.zeros(0, np.int64), queries, 10)
+    scores, found = search_shard(shard, np.zeros(0, np.int64), queries, 10)
     assert found.tolist() == brute_force(vectors, ids, queries, 10).tolist()
+    cosines = np.einsum("qd,qkd->qk", queries, vectors[np.searchsorted(ids, found)])
+    assert np.abs(scores - cosines).max() < 1e-5
 
     erased = ids[[0, 1, 500, 1999]]
     assert remove_from_shard(shard, np.concatenate([erased, [13]])) == 4  # 13 was never there
@@ -145,3 +150,24 @@ def test_threshold_at_fmr_is_the_lowest_threshold_meeting_the_target(target: flo
     # brute force: every lower candidate threshold (each distinct score) breaks the target
     lower = np.unique(impostor[impostor < threshold])
     assert all((impostor >= t).mean() > target for t in lower)
+
+
+def test_tuning_bisects_to_the_cheapest_nprobe_with_margin() -> None:
+    """The tuner's answer reaches the floor with two standard errors to spare, and it is the cheapest such
+    value to within the bisection's step: a value a step below it was measured and fell short."""
+    vectors = clustered(6000, dim=16, seed=5)
+    ids = np.arange(6000, dtype=np.int64)
+    shard = new_index("IVF64,PQ8x4fs,RFlat", 16)
+    shard.train(vectors)
+    add_vectors(shard, ids, vectors)
+    queries = clustered(300, dim=16, seed=6)
+    truth = brute_force(vectors, ids, queries, 10)
+    manifest = {"search_param": "nprobe", "search_candidates": [1, 2, 4, 8, 16, 32, 64]}
+    index = ShardedIndex(None, manifest, [shard], np.zeros(0, np.int64))
+    value, recall, tried = tune(index, queries, truth, 10, 0.9)
+    recalls = dict(tried)
+    assert recall == pytest.approx(recalls[value], abs=1e-4) and recall >= 0.9
+    shorter = [v for v in recalls if v < value]
+    assert shorter and value - max(shorter) <= max(1, max(shorter) // 8)
+    index.set_search_param(max(shorter))
+    assert recall_at_k(index.search(queries, 10)[1], truth) == pytest.approx(recalls[max(shorter)], abs=1e-4)
