@@ -17,8 +17,8 @@ class IndexSettings(StrictModel):
     memory_budget_gb: float = Field(
         8.0,
         gt=0,
-        description="memory the whole index may take (10M x 128: 4.8 GiB of full vectors + 1.2 GiB of 8-bit "
-        "codes); beyond it codes alone, whose recall@10 stalled at 0.947 on 10M face-shaped vectors",
+        description="memory the whole index may take (10M x 128: 4.8 GiB of full vectors + 0.3 GiB of 4-bit "
+        "codes); beyond it 8-bit codes alone, whose recall@10 stalled at 0.947 on 10M face-shaped vectors",
     )
     factory: str | None = Field(None, description="a FAISS factory string forcing the index type")
     recall_k: int = Field(10, ge=1)
