@@ -116,19 +116,19 @@ def decode_yunet(
     numpy calls per image instead of a few dozen per stride (the detector runs twice per face).
     """
 
-    def joined(name: str, width_: int) -> np.ndarray:
-        return np.concatenate([outputs[f"{name}_{stride}"].reshape(-1, width_) for stride in STRIDES])
+    def joined(name: str, columns: int) -> np.ndarray:
+        return np.concatenate([outputs[f"{name}_{stride}"].reshape(-1, columns) for stride in STRIDES])
 
     xs, ys, strides = _yunet_cells(height, width)
     scores = np.sqrt(np.clip(joined("cls", 1)[:, 0], 0, 1) * np.clip(joined("obj", 1)[:, 0], 0, 1))
     keep = np.flatnonzero(scores >= min_score)  # decode only candidates that can pass the threshold
-    xs, ys, strides, scores = xs[keep], ys[keep], strides[keep, None], scores[keep]
+    xs, ys, strides, scores = xs[keep], ys[keep], strides[keep], scores[keep]
     bbox = joined("bbox", 4)[keep]
     kps = joined("kps", 10)[keep].reshape(-1, 5, 2)
-    cx, cy = (xs + bbox[:, 0]) * strides[:, 0], (ys + bbox[:, 1]) * strides[:, 0]
-    w, h = np.exp(bbox[:, 2]) * strides[:, 0], np.exp(bbox[:, 3]) * strides[:, 0]
+    cx, cy = (xs + bbox[:, 0]) * strides, (ys + bbox[:, 1]) * strides
+    w, h = np.exp(bbox[:, 2]) * strides, np.exp(bbox[:, 3]) * strides
     boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
-    marks = (kps + np.stack([xs, ys], axis=1)[:, None, :]) * strides[:, :, None]
+    marks = (kps + np.stack([xs, ys], axis=1)[:, None, :]) * strides[:, None, None]
     return boxes, scores, marks
 
 
