@@ -86,12 +86,15 @@ def _partition_top_k(shared, k: int):
 
 
 def measure_recall(frame, index_dir, settings, rows: int | None = None) -> dict[str, Any]:
-    """recall@k of the index at `index_dir` for held-out gallery vectors, and the cheapest search
-    parameter that reaches the floor (tuned with the same search code queries run)."""
-    _, queries = pick_queries(frame, settings.holdout_queries, settings.seed, rows)
-    _, truth = exact_truth(frame, queries, settings.recall_k)
+    """recall@k of the index at `index_dir` for held-out gallery vectors, each left out of its own
+    results, and the cheapest search parameter that reaches the floor (tuned with the same search code
+    queries run)."""
+    ids, queries = pick_queries(frame, settings.holdout_queries, settings.seed, rows)
+    k = settings.recall_k
+    _, truth = exact_truth(frame, queries, k + 1)
+    truth = build.without_queries(truth, ids, k)
     index = load_index(index_dir)
-    value, recall, tried = build.tune(index, queries, truth, settings.recall_k, settings.recall_floor)
+    value, recall, tried = build.tune(index, queries, truth, k, settings.recall_floor, query_ids=ids)
     return {
         "search_value": value,
         "recall_at_k": round(recall, 5),

@@ -10,7 +10,7 @@ import pytest
 
 from jobs.common.config import load_config
 from jobs.common.errors import UserError
-from jobs.index.build import exact_top_k, recall_at_k
+from jobs.index.build import exact_top_k, recall_at_k, without_queries
 from jobs.index.config import IndexConfig
 from jobs.index.job import run_index
 from jobs.index.shards import load_index
@@ -54,8 +54,12 @@ def test_approximate_recall_in_manifest_is_recomputable(spark, tmp_path: Path) -
     index = load_index(tmp_path / "index")  # applies the stored nprobe
     rng = np.random.default_rng(0)
     picked = rng.choice(len(ids), size=200, replace=False)
-    _, truth = exact_top_k(vectors, ids, vectors[picked], 10)
-    _, found = index.search(vectors[picked], 10)
+    # Each held-out vector is left out of its own results: it would find itself first.
+    _, truth = exact_top_k(vectors, ids, vectors[picked], 11)
+    _, found = index.search(vectors[picked], 11)
+    assert (truth[:, 0] == ids[picked]).all()
+    truth, found = without_queries(truth, ids[picked], 10), without_queries(found, ids[picked], 10)
+    assert not (found == ids[picked][:, None]).any()
     assert recall_at_k(found, truth) == pytest.approx(summary["recall_at_k"], abs=1e-4)
 
 
