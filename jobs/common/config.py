@@ -42,9 +42,11 @@ class SparkSettings(StrictModel):
     ui_enabled: bool = False
     driver_memory: str = "4g"
     driver_java_options: str = Field(
-        "-XX:TieredStopAtLevel=1",
-        description="local runs: the driver JVM's options; the default (quick JIT only) halves the JVM's "
-        "CPU time in a short job, which otherwise competes with the Python workers for the cores",
+        "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=256m",
+        description="local runs: the driver JVM's options; quick JIT only halves the JVM's CPU time in a "
+        "short job, which otherwise competes with the Python workers for the cores. With it the JVM "
+        "reserves only 48 MB for compiled code: a long session filled that, the JIT switched itself off "
+        "and a 4,096-row MERGE took 9.4 s instead of ~2 s, hence the larger cache",
     )
     metastore_dir: str | None = Field(
         None, description="local runs: a Derby Hive metastore here, so catalog tables outlive the session"
