@@ -55,9 +55,31 @@ def train(choice: IndexChoice, dim: int, sample: np.ndarray) -> bytes:
     return serialize(index)
 
 
+UNIT_TOLERANCE = 1e-3  # |norm^2 - 1| a float32 L2-normalised embedding stays far inside
+
+
+class NotUnitVectors(ValueError):
+    """An embedding an L2 (fast-scan) index cannot rank by cosine; the job turns it into exit 2."""
+
+
 def add_vectors(index, ids: np.ndarray, vectors: np.ndarray) -> None:
-    if len(ids):
-        index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.ascontiguousarray(ids, dtype=np.int64))
+    """Add vectors under their face_ids. An L2 (fast-scan) index ranks by cosine only for unit vectors:
+    any other vector is refused, naming its face_id, rather than ranked silently by another measure."""
+    import faiss
+
+    if not len(ids):
+        return
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if index.metric_type == faiss.METRIC_L2:
+        off = np.flatnonzero(np.abs(np.einsum("ij,ij->i", vectors, vectors) - 1) > UNIT_TOLERANCE)
+        if off.size:
+            norm = float(np.linalg.norm(vectors[off[0]]))
+            raise NotUnitVectors(
+                f"face_id {int(ids[off[0]])} has an embedding of norm {norm:.4f} ({off.size} such in this batch): "
+                "this index ranks unit vectors by cosine; write L2-normalised embeddings, or set index.factory "
+                "to an inner-product index such as IVF4096,SQ8"
+            )
+    index.add_with_ids(vectors, np.ascontiguousarray(ids, dtype=np.int64))
 
 
 def serialized_view(index) -> memoryview:

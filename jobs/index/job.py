@@ -148,10 +148,17 @@ def _add_shards(
     write_atomically(base_path, base)
     keyed = frame.withColumn("shard", F.pmod(F.col("face_id"), F.lit(shard_count)))
     runner = make_shard_runner(str(base_path), str(out), existing, shard_count, generation)
-    written = {
-        row.shard: row.asDict()
-        for row in keyed.repartition(shard_count, "shard").mapInArrow(runner, SHARD_ROWS_DDL).collect()
-    }
+    try:
+        written = {
+            row.shard: row.asDict()
+            for row in keyed.repartition(shard_count, "shard").mapInArrow(runner, SHARD_ROWS_DDL).collect()
+        }
+    except Exception as error:  # an executor's refusal reaches us as text inside Spark's wrapper
+        marker = f"{build.NotUnitVectors.__name__}: "
+        lines = [line for line in str(error).splitlines() if marker in line]
+        if not lines:
+            raise
+        raise UserError(f"index.faces_table: {lines[0].split(marker, 1)[1].strip()}") from None
     entries = []
     for shard in range(shard_count):
         if shard not in written:  # no new rows for this shard: keep it, or start it empty

@@ -109,3 +109,18 @@ def test_bad_galleries_are_refused(spark, tmp_path: Path, problem: str) -> None:
         expected = "no faces"
     with pytest.raises(UserError, match=expected):
         run_index(config(table, tmp_path / "index"), spark)
+
+
+def test_a_fast_scan_index_of_vectors_that_are_not_unit_is_refused(spark, tmp_path: Path) -> None:
+    """A fast-scan index ranks by L2, the cosine order only for unit vectors: a table of other vectors is
+    refused with the face_id and the fix (exit 2), and no manifest is written."""
+    ids = np.arange(1, 2001, dtype=np.int64)
+    vectors = clustered(2000, dim=32, seed=4)
+    vectors[1234] *= 2.0
+    write_faces(spark, tmp_path / "faces", ids, vectors)
+    settings = config(tmp_path / "faces", tmp_path / "index", "index.factory=IVF16,PQ16x4fs,RFlat")
+    with pytest.raises(
+        UserError, match=r"index.faces_table: face_id 1235 has an embedding of norm 2.0000.*index.factory"
+    ):
+        run_index(settings, spark)
+    assert not (tmp_path / "index" / "manifest.json").exists()

@@ -12,7 +12,7 @@ import pytest
 from jobs.audit.metrics import threshold_at_fmr
 from jobs.embed.ids import face_id_of, image_id_of
 from jobs.forget.verify import shard_contents
-from jobs.index.build import add_vectors, new_index, recall_at_k, remove_from_shard, tune
+from jobs.index.build import NotUnitVectors, add_vectors, new_index, recall_at_k, remove_from_shard, tune
 from jobs.index.choose import EXACT_LIMIT, REFINE_K_FACTOR, choose_index
 from jobs.index.search import merge_top_k, pad_to_k, search_shard, search_shards
 from jobs.index.shards import ShardedIndex, deserialize, serialize
@@ -171,3 +171,16 @@ def test_tuning_bisects_to_the_cheapest_nprobe_with_margin() -> None:
     assert shorter and value - max(shorter) <= max(1, max(shorter) // 8)
     index.set_search_param(max(shorter))
     assert recall_at_k(index.search(queries, 10)[1], truth) == pytest.approx(recalls[max(shorter)], abs=1e-4)
+
+
+def test_a_fast_scan_index_refuses_vectors_that_are_not_unit() -> None:
+    vectors = clustered(500, dim=16, seed=8)
+    shard = new_index("IVF4,PQ8x4fs,RFlat", 16)
+    shard.train(vectors)
+    scaled = vectors.copy()
+    scaled[7] *= 1.5
+    with pytest.raises(NotUnitVectors, match="face_id 107 has an embedding of norm 1.5000"):
+        add_vectors(shard, np.arange(500, dtype=np.int64) + 100, scaled)
+    assert shard.ntotal == 0
+    add_vectors(shard, np.arange(500, dtype=np.int64) + 100, vectors)
+    assert shard.ntotal == 500
