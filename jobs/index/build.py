@@ -126,15 +126,24 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
 
 
 def _recall_per_query(found: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    hits = [len(np.intersect1d(f[f >= 0], t)) for f, t in zip(found, truth)]
-    return np.asarray(hits, np.float64) / max(truth.shape[1], 1)
+    """Per query, the share of its true ids (-1 pads a gallery smaller than k) the index returned; a
+    query with nothing to find (a one-vector gallery searched without itself) counts as fully found."""
+    hits, wanted = [], []
+    for f, t in zip(found, truth):
+        t = t[t >= 0]
+        hits.append(len(np.intersect1d(f[f >= 0], t)))
+        wanted.append(len(t))
+    hits_array, wanted_array = np.asarray(hits, np.float64), np.asarray(wanted, np.float64)
+    return np.divide(hits_array, wanted_array, out=np.ones_like(hits_array), where=wanted_array > 0)
 
 
 def without_queries(found: np.ndarray, query_ids: np.ndarray, k: int) -> np.ndarray:
-    """Each row's first k ids other than its query's own face_id (rows searched for k + 1)."""
+    """Each row's first k ids other than its query's own face_id (rows searched for k + 1), padded with
+    -1 where fewer than k others exist."""
     others = found != query_ids[:, None]
     order = np.argsort(~others, axis=1, kind="stable")  # the query's own id moves last, the rest keep order
-    return np.take_along_axis(found, order, axis=1)[:, :k]
+    kept = np.where(np.take_along_axis(others, order, axis=1), np.take_along_axis(found, order, axis=1), -1)
+    return kept[:, :k]
 
 
 def tune(

@@ -12,7 +12,15 @@ import pytest
 from jobs.audit.metrics import threshold_at_fmr
 from jobs.embed.ids import face_id_of, image_id_of
 from jobs.forget.verify import shard_contents
-from jobs.index.build import NotUnitVectors, add_vectors, new_index, recall_at_k, remove_from_shard, tune
+from jobs.index.build import (
+    NotUnitVectors,
+    add_vectors,
+    new_index,
+    recall_at_k,
+    remove_from_shard,
+    tune,
+    without_queries,
+)
 from jobs.index.choose import EXACT_LIMIT, REFINE_K_FACTOR, choose_index
 from jobs.index.search import merge_top_k, pad_to_k, search_shard, search_shards
 from jobs.index.shards import ShardedIndex, deserialize, serialize
@@ -171,6 +179,18 @@ def test_tuning_bisects_to_the_cheapest_nprobe_with_margin() -> None:
     assert shorter and value - max(shorter) <= max(1, max(shorter) // 8)
     index.set_search_param(max(shorter))
     assert recall_at_k(index.search(queries, 10)[1], truth) == pytest.approx(recalls[max(shorter)], abs=1e-4)
+
+
+@pytest.mark.parametrize("gallery", [1, 2, 9, 10, 11, 40])
+def test_an_exact_index_left_out_of_its_own_results_has_full_recall(gallery: int) -> None:
+    """Queries drawn from the gallery and left out of their own results: an exact index finds every
+    other vector, however few there are (a 9-face gallery searched for 10 once read as 0.889)."""
+    vectors = clustered(gallery, dim=16, seed=9)
+    ids = np.arange(100, 100 + gallery, dtype=np.int64)
+    index = ShardedIndex(None, {"search_param": None}, flat_shards(vectors, ids, 2), np.zeros(0, np.int64))
+    truth = without_queries(brute_force(vectors, ids, vectors, 11), ids, 10)
+    assert (truth != ids[:, None]).all() and ((truth >= 0).sum(axis=1) == min(gallery - 1, 10)).all()
+    assert tune(index, vectors, truth, 10, 0.95, query_ids=ids) == (None, 1.0, [])
 
 
 def test_a_fast_scan_index_refuses_vectors_that_are_not_unit() -> None:
