@@ -4,6 +4,7 @@ a phase has them), so a long run is never silent; `timings_s` goes into every jo
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,7 +13,8 @@ log = logging.getLogger("lineup.phases")
 
 
 class Phases:
-    """Seconds spent per phase; a phase entered twice (one per chunk) accumulates.
+    """Seconds spent per phase; a phase entered twice (one per chunk, or from two threads at once)
+    accumulates.
 
     >>> phases = Phases("demo")
     >>> with phases.phase("read"):
@@ -24,6 +26,7 @@ class Phases:
     def __init__(self, job: str) -> None:
         self.job = job
         self._seconds: dict[str, float] = {}
+        self._lock = threading.Lock()
 
     @contextmanager
     def phase(self, name: str, count: int | None = None, unit: str = "rows") -> Iterator[None]:
@@ -34,13 +37,14 @@ class Phases:
             yield
         finally:
             elapsed = time.perf_counter() - started
-            self._seconds[name] = self._seconds.get(name, 0.0) + elapsed
+            self.add(name, elapsed)
             rate = f", {count / elapsed:.1f} {unit}/s" if count and elapsed > 0 else ""
             log.info("%s: %s done in %.2f s%s", self.job, name, elapsed, rate)
 
     def add(self, name: str, seconds: float) -> None:
         """Account time measured elsewhere (e.g. the SparkSession start)."""
-        self._seconds[name] = self._seconds.get(name, 0.0) + seconds
+        with self._lock:
+            self._seconds[name] = self._seconds.get(name, 0.0) + seconds
 
     def timings_s(self) -> dict[str, float]:
         return {name: round(seconds, 2) for name, seconds in self._seconds.items()}

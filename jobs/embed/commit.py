@@ -1,19 +1,24 @@
-"""Committing the embed job's chunks: one Delta MERGE per chunk, in order, on a background thread while
-the executors embed the next chunk.
+"""Committing the embed job's chunks, in order, on a background thread while the executors embed the
+next chunk.
 
-A chunk's rows are embedded once and cached (`embed_rows`); their small columns come back to the driver
-(one chunk's rows: bounded by `files_per_commit`), so deduplication and counts need no further Spark
-jobs in the usual case. Only when the MERGE inserted fewer rows than offered (content another chunk or
-run committed first) is the table read back to see which rows are there.
+The Python workers write each task's rows as a Parquet file in the table's folder (`jobs.embed.files`)
+and return each row's small columns to the driver (one chunk's rows: bounded by `files_per_commit`), so
+deduplication and counts need no Spark job. A chunk is committed by adding its files to the table in one
+Delta transaction (`jobs.common.delta_files`); a file holding rows that must not land (the same content
+twice in the chunk, content an earlier chunk committed, a row the table held at the start) is rewritten
+on the driver without them first. Once another writer has committed to the table during the run (or
+the table's layout needs Spark's writer), every later chunk is MERGEd instead: the MERGE inserts only
+face_ids the table does not hold, whatever another run committed, and its files are read as the source.
 
 At most one commit is in flight: chunk N+1 is submitted only after chunk N's commit has landed, so a run
 killed at any point has committed a prefix of its chunks, and a rerun skips exactly those images. In a
-local session the commit runs in its own fair-scheduler pool, so its few small tasks are not queued
-behind the embedding's.
+local session a MERGE runs in its own fair-scheduler pool, so its few small tasks are not queued behind
+the embedding's.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -47,36 +52,47 @@ class Counts:
 
 @dataclass
 class Embedded:
-    """One chunk's rows, computed and cached (`rows` is None when there was nothing to embed), with the
-    driver's copy of their small columns (`meta`: face_id, source_path, source_path_raw, status)."""
+    """One chunk's files, written by the workers in the table's folder but not committed (`adds`: file
+    name -> Delta add action), and the driver's copy of their rows' small columns (`meta`: file, face_id,
+    image_id, source_path, source_path_raw, status). `checked_ids`: the image ids the first pass found
+    missing from the table at the run's start (None: every row with an image id was checked)."""
 
-    rows: Any
+    adds: dict[str, str]
     meta: list
     files_seen: int
     skipped: int
+    checked_ids: set[str] | None = None
 
 
-def embed_rows(rows, phases: Phases, files_seen: int, skipped: int) -> Embedded:
-    """Run the embedding once: rows are cached for the MERGE, their small columns collected."""
-    from pyspark import StorageLevel
+@dataclass
+class Ledger:
+    """What the run's commits need to know of the table and of each other."""
 
-    rows = rows.persist(StorageLevel.MEMORY_AND_DISK)  # the MERGE must see the rows the counts saw
-    try:
-        with phases.phase("embed"):
-            meta = rows.select("face_id", "source_path", "source_path_raw", "status").collect()
+    table_path: str
+    start_version: int
+    fresh: bool  # the table held no rows at the run's start: nothing there to check rows against
+    held_at_start: Any = None  # (face_ids) -> those the table held at the start (not fresh only)
+    own_versions: set[int] = field(default_factory=set)
+    committed_face_ids: set[int] = field(default_factory=set)
+    merge_reason: str | None = None  # once set, every later chunk is MERGEd
 
-    except BaseException:
-        rows.unpersist()
-        raise
-    return Embedded(rows, meta, files_seen, skipped)
+
+def collect_written(
+    written, phases: Phases, files_seen: int, skipped: int, checked_ids: set[str] | None = None
+) -> Embedded:
+    """Run the embedding once (the workers write the files); the rows' small columns come back."""
+    with phases.phase("embed"):
+        meta = written.collect()
+    adds = {row.file: row.add for row in meta if row.add is not None}
+    return Embedded(adds, meta, files_seen, skipped, checked_ids)
 
 
 class Committer:
     """Commits chunks in submission order, one at a time, on a background thread; every commit's counts
     are added to `counts`. Leaving the `with` block waits for the last commit (and raises its error)."""
 
-    def __init__(self, spark, table_path: str, counts: Counts, phases: Phases) -> None:
-        self.spark, self.table_path, self.counts, self.phases = spark, table_path, counts, phases
+    def __init__(self, spark, ledger: Ledger, counts: Counts, phases: Phases) -> None:
+        self.spark, self.ledger, self.counts, self.phases = spark, ledger, counts, phases
         self._pool = ThreadPoolExecutor(1, thread_name_prefix=COMMIT_POOL)
         self._pending: Future | None = None
 
@@ -85,7 +101,7 @@ class Committer:
 
     def submit(self, chunk: Embedded) -> None:
         self.wait()
-        if chunk.rows is None:
+        if not chunk.adds:
             self.counts.add({"files_seen": chunk.files_seen, "files_skipped_known": chunk.skipped}, {})
             return
         self._pending = self._pool.submit(self._commit, chunk)
@@ -109,16 +125,11 @@ class Committer:
 
     def _commit(self, chunk: Embedded) -> tuple[dict[str, int], dict[str, int]]:
         self.spark.sparkContext.setLocalProperty("spark.scheduler.pool", COMMIT_POOL)
-        try:
-            return commit_chunk(self.spark, chunk, self.table_path, self.phases)
-        finally:
-            chunk.rows.unpersist()
+        return commit_chunk(self.spark, chunk, self.ledger, self.phases)
 
 
-def commit_chunk(spark, chunk: Embedded, table_path: str, phases: Phases) -> tuple[dict[str, int], dict[str, int]]:
-    """MERGE one chunk's new rows into the table; its counts and rows by status."""
-    from pyspark.sql import functions as F
-
+def commit_chunk(spark, chunk: Embedded, ledger: Ledger, phases: Phases) -> tuple[dict[str, int], dict[str, int]]:
+    """Commit one chunk's new rows to the table; its counts and rows by status."""
     meta = chunk.meta
     processed = len({(r.source_path, r.source_path_raw) for r in meta})
     # Two files with the same bytes give the same face_ids: keep the first path in sorted order, so
@@ -128,21 +139,14 @@ def commit_chunk(spark, chunk: Embedded, table_path: str, phases: Phases) -> tup
         if r.face_id not in first_path or r.source_path < first_path[r.face_id]:
             first_path[r.face_id] = r.source_path
     unique = [r for r in meta if first_path[r.face_id] == r.source_path]
-    # A few files per commit, not one per embedding task: the write and every later reader pay per file.
-    source = chunk.rows.coalesce(spark.sparkContext.defaultParallelism)
-    if len(unique) < len(meta):
-        keep = spark.createDataFrame(sorted(first_path.items()), "face_id BIGINT, source_path STRING")
-        source = source.join(F.broadcast(keep), ["face_id", "source_path"], "left_semi")
-    with phases.phase("merge", count=len(unique), unit="rows"):
-        written = _merge(spark, source, table_path)
-    kept = unique
-    if written < len(unique):
-        with phases.phase("reconcile"):
-            # What the table now holds for these files: a copy of content committed by an earlier
-            # chunk (or run) is not there under its own path, and is counted as a duplicate.
-            held = spark.read.format("delta").load(table_path).select("face_id", "source_path")
-            there = source.join(held, ["face_id", "source_path"], "left_semi")
-            kept = there.select("face_id", "source_path", "source_path_raw", "status").collect()
+    kept = None
+    if ledger.merge_reason is None:
+        with phases.phase("commit", count=len(unique), unit="rows"):
+            kept = _add_files(spark, chunk, unique, ledger)
+    if kept is not None:
+        written = len(kept)
+    else:
+        written, kept = _merge_files(spark, chunk, unique, first_path, ledger, phases)
     by_status: dict[str, int] = {}
     for r in kept:
         by_status[r.status] = by_status.get(r.status, 0) + 1
@@ -157,6 +161,102 @@ def commit_chunk(spark, chunk: Embedded, table_path: str, phases: Phases) -> tup
         "rows_already_present": len(unique) - written,
     }
     return counts, by_status
+
+
+def _add_files(spark, chunk: Embedded, unique: list, ledger: Ledger) -> list | None:
+    """Add the chunk's files to the table (those holding rows that must not land rewritten without
+    them); the rows committed, or None when the chunk must be MERGEd (`ledger.merge_reason` says why)."""
+    from jobs.common.delta_files import commit_files
+    from jobs.common.schema import FACES_ARROW
+
+    present = {r.face_id for r in unique if r.face_id in ledger.committed_face_ids}
+    if not ledger.fresh:
+        unchecked = [r.face_id for r in unique if r.image_id is None or not _checked(r.image_id, chunk.checked_ids)]
+        present |= ledger.held_at_start(unchecked) if unchecked else set()
+    kept = [r for r in unique if r.face_id not in present]
+    keep = {(r.face_id, r.source_path) for r in kept}
+    dropping = {r.file for r in chunk.meta if (r.face_id, r.source_path) not in keep}
+    adds = [add for name, add in chunk.adds.items() if name not in dropping]
+    rewritten = [_rewrite(ledger.table_path, name, keep) for name in sorted(dropping)]
+    adds += [add for add in rewritten if add is not None]
+    if not adds:  # every row of the chunk was already there: nothing to commit
+        _delete_files(ledger.table_path, sorted(dropping))
+        return kept
+    appended = commit_files(
+        spark, ledger.table_path, adds, FACES_ARROW.names, ledger.start_version, ledger.own_versions
+    )
+    if appended.version is None:
+        ledger.merge_reason = appended.refused
+        log.info("faces table %s: later chunks are MERGEd (%s)", ledger.table_path, appended.refused)
+        _delete_files(ledger.table_path, [json.loads(add)["add"]["path"] for add in rewritten if add is not None])
+        return None
+    ledger.own_versions.add(appended.version)
+    ledger.committed_face_ids.update(r.face_id for r in kept)
+    _delete_files(ledger.table_path, sorted(dropping))  # replaced by their rewrites: never in the table
+    return kept
+
+
+def _checked(image_id: str, checked_ids: set[str] | None) -> bool:
+    return checked_ids is None or image_id in checked_ids
+
+
+def _rewrite(table_path: str, name: str, keep: set[tuple[int, str]]) -> str | None:
+    """A new file with only the `keep` rows of file `name`; its add action (None when no row is kept)."""
+    import pyarrow.parquet as pq
+
+    from jobs.common.storage import upath
+    from jobs.embed.files import write_faces_file
+
+    with (upath(table_path) / name).open("rb") as stream:
+        table = pq.read_table(stream)
+    mask = [
+        (f, p) in keep for f, p in zip(table.column("face_id").to_pylist(), table.column("source_path").to_pylist())
+    ]
+    kept = table.filter(mask)
+    if kept.num_rows == 0:
+        return None
+    written = write_faces_file(table_path, kept.combine_chunks().to_batches()[0])
+    return written.column("add")[0].as_py()
+
+
+def _merge_files(spark, chunk: Embedded, unique: list, first_path: dict[int, str], ledger: Ledger, phases: Phases):
+    """MERGE the chunk's files into the table, then delete them; (rows inserted, rows now in the table)."""
+    from pyspark.sql import functions as F
+
+    from jobs.common.schema import FACES_DDL
+
+    table_path = ledger.table_path
+    files = [f"{table_path.rstrip('/')}/{name}" for name in sorted(chunk.adds)]
+    # A few files per commit, not one per embedding task: the write and every later reader pay per file.
+    source = spark.read.schema(FACES_DDL).parquet(*files).coalesce(spark.sparkContext.defaultParallelism)
+    if len(unique) < len(chunk.meta):
+        keep = spark.createDataFrame(sorted(first_path.items()), "face_id BIGINT, source_path STRING")
+        source = source.join(F.broadcast(keep), ["face_id", "source_path"], "left_semi")
+    with phases.phase("merge", count=len(unique), unit="rows"):
+        written = _merge(spark, source, table_path)
+    kept = unique
+    if written < len(unique):
+        with phases.phase("reconcile"):
+            # What the table now holds for these files: a copy of content committed by an earlier
+            # chunk (or run) is not there under its own path, and is counted as a duplicate.
+            held = spark.read.format("delta").load(table_path).select("face_id", "source_path")
+            there = source.join(held, ["face_id", "source_path"], "left_semi")
+            kept = there.select("face_id", "source_path", "source_path_raw", "status").collect()
+    _delete_files(table_path, sorted(chunk.adds))  # their rows are in the MERGE's own files now
+    return written, kept
+
+
+def _delete_files(table_path: str, names: list[str]) -> None:
+    """Delete files that never became part of the table (VACUUM would, days later)."""
+    from jobs.common.storage import upath
+
+    for name in names:
+        try:
+            (upath(table_path) / name).unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as error:
+            log.warning("could not delete uncommitted file %s/%s (VACUUM removes it): %s", table_path, name, error)
 
 
 def _merge(spark, source, table_path: str) -> int:

@@ -1,8 +1,10 @@
-"""The embed job: plan on the driver, workers on executors, one Delta MERGE per chunk of files.
+"""The embed job: plan on the driver, workers on executors (they embed and write the rows' Parquet
+files), one Delta commit per chunk of files.
 
 Chunks make long runs resumable: each chunk's rows are committed atomically, so a run killed midway
-keeps every finished chunk, and the rerun skips those images by content id. The MERGE inserts only
-face_ids the table does not hold yet, so nothing is ever duplicated, whatever was committed before.
+keeps every finished chunk, and the rerun skips those images by content id. A commit adds only face_ids
+the table does not hold yet (`jobs.embed.commit`), so nothing is ever duplicated, whatever was
+committed before.
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -17,11 +22,11 @@ from pyspark.errors import AnalysisException
 
 from jobs.common.errors import UserError
 from jobs.common.runs import RunRecord, append_run, run_job
-from jobs.common.schema import FACES_DDL
 from jobs.common.timing import Phases
-from jobs.embed.commit import Committer, Counts, Embedded, embed_rows
+from jobs.embed.commit import Committer, Counts, Embedded, Ledger, collect_written
 from jobs.embed.config import EmbedConfig
-from jobs.embed.known import held_image_ids, known_among
+from jobs.embed.files import WRITTEN_DDL
+from jobs.embed.known import held_face_ids, held_image_ids, known_among
 from jobs.embed.labels import Labeller, load_label_table
 from jobs.embed.plan import InputRef, cut_tasks, list_inputs
 from jobs.embed.table import ensure_faces_table
@@ -96,15 +101,23 @@ def _run(config: EmbedConfig, spark, record: RunRecord, phases: Phases) -> dict[
     counts = Counts()
     with phases.phase("embed_and_commit", count=len(refs) or None, unit="files"):
         work_started = time.perf_counter()
-        with Committer(spark, table_path, counts, phases) as committer:
+        ledger = Ledger(table_path, start_version, fresh)
+        if not fresh:
+            ledger.held_at_start = lambda face_ids: held_face_ids(spark, table_path, start_version, face_ids)
+        with Committer(spark, ledger, counts, phases) as committer:
             if config.embed.input.kind == "table":
                 committer.submit(_embed_table(spark, config, context, held, phases))
             else:
                 progress = Progress(len(refs))
-                for start in range(0, len(refs), config.embed.files_per_commit):
-                    chunk = refs[start : start + config.embed.files_per_commit]
-                    committer.submit(_embed_chunk(spark, chunk, config, context, held, phases))
-                    progress.report(len(chunk), config.embed.progress_interval_s, force=start == 0)
+                chunks = [
+                    refs[s : s + config.embed.files_per_commit]
+                    for s in range(0, len(refs), config.embed.files_per_commit)
+                ]
+                for number, embedded in enumerate(
+                    _embedded_in_order(chunks, lambda c: _embed_chunk(spark, c, config, context, held, phases))
+                ):
+                    committer.submit(embedded)
+                    progress.report(len(chunks[number]), config.embed.progress_interval_s, force=number == 0)
         elapsed = time.perf_counter() - work_started
     with phases.phase("summary"):
         summary = _summary(spark, pack.model_id, record.run_id, table_path, counts, elapsed)
@@ -116,6 +129,24 @@ def _run(config: EmbedConfig, spark, record: RunRecord, phases: Phases) -> dict[
     with phases.phase("record_run"):
         summary["outputs"].update(runs_table=runs_table, runs_version=append_run(spark, runs_table, record, "ok"))
     return summary
+
+
+def _embedded_in_order(chunks: list[list[InputRef]], embed_chunk) -> Iterator[Embedded]:
+    """Each chunk embedded, in order, with the next chunk's Spark job already submitted: its tasks queue
+    behind the current chunk's (FIFO within the pool), so no core idles through a chunk's last tasks and
+    the next job's start. At most two chunks are in flight."""
+    with ThreadPoolExecutor(2, thread_name_prefix="lineup-embed") as embedder:
+        pending: deque[Future] = deque()
+        try:
+            for chunk in chunks:
+                pending.append(embedder.submit(embed_chunk, chunk))
+                if len(pending) == 2:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:  # a failed (or abandoned) run does not start more work
+                future.cancel()
 
 
 def _worker_context(config: EmbedConfig, spark, pack, run_id: str) -> dict[str, Any]:
@@ -153,23 +184,29 @@ def _embed_chunk(spark, chunk: list[InputRef], config, context, held, phases) ->
             todo = [ref for position, ref in enumerate(chunk) if id_at.get(position) not in known]
             skipped = len(chunk) - len(todo)
     if not todo:  # the table holds every image of this chunk: nothing to embed, nothing to commit
-        return Embedded(None, [], len(chunk), skipped)
+        return Embedded({}, [], len(chunk), skipped)
+    checked_ids = None if held is None else set(id_at.values()) - known
     tasks = cut_tasks(todo, config.embed.files_per_task, slots=sc.defaultParallelism)
-    rows = _task_frame(spark, tasks).mapInArrow(make_task_runner(context, context["peak_rss"]), FACES_DDL)
-    return embed_rows(rows, phases, files_seen=len(chunk), skipped=skipped)
+    runner = make_task_runner(context, context["peak_rss"], config.faces_table_path())
+    written = _task_frame(spark, tasks).mapInArrow(runner, WRITTEN_DDL)
+    return collect_written(written, phases, files_seen=len(chunk), skipped=skipped, checked_ids=checked_ids)
 
 
 HASH_DDL = "position INT, image_id STRING"
 
 
 def _task_frame(spark, tasks: list[list[InputRef]]):
-    """One row (and one Spark partition) per task."""
+    """One row (and one Spark partition) per task, built in the JVM: a frame made from a Python RDD
+    would run a second Python worker beside each task's own, only to hand it its input row."""
+    from pyspark.sql import functions as F
+
     payload, first = [], 0
-    for task in tasks:
-        payload.append(task_payload(first, task))
+    for number, task in enumerate(tasks):
+        payload.append((number, *task_payload(first, task)))
         first += len(task)
-    rdd = spark.sparkContext.parallelize(payload, numSlices=len(payload))
-    return spark.createDataFrame(rdd, TASK_DDL)
+    rows = spark.createDataFrame(payload, f"task BIGINT, {TASK_DDL}")  # a local relation: no Python RDD
+    slots = spark.range(0, len(tasks), 1, numPartitions=len(tasks)).withColumnRenamed("id", "task")
+    return slots.join(F.broadcast(rows), "task").select(*[f.split()[0] for f in TASK_DDL.split(", ")])
 
 
 def _embed_table(spark, config, context, held, phases) -> Embedded:
@@ -198,8 +235,8 @@ def _embed_table(spark, config, context, held, phases) -> Embedded:
         hashed = frame.withColumn("image_id", F.sha2("content", 256))
         frame = hashed.join(held.distinct(), "image_id", "left_anti").select("id", "content")
         skipped = files_seen - frame.count()
-    runner = make_table_runner(context, context["peak_rss"], f"{settings.path}#")
-    return embed_rows(frame.mapInArrow(runner, FACES_DDL), phases, files_seen=files_seen, skipped=skipped)
+    runner = make_table_runner(context, context["peak_rss"], f"{settings.path}#", config.faces_table_path())
+    return collect_written(frame.mapInArrow(runner, WRITTEN_DDL), phases, files_seen=files_seen, skipped=skipped)
 
 
 def _summary(spark, model_id: str, run_id: str, table_path: str, counts: Counts, elapsed: float) -> dict:

@@ -31,3 +31,13 @@ def known_among(spark, held, image_ids: set[str]) -> set[str]:
     chunk_ids = spark.createDataFrame([(i,) for i in sorted(image_ids)], "image_id STRING")
     known = held.join(F.broadcast(chunk_ids), "image_id", "left_semi").distinct().collect()
     return {row.image_id for row in known}
+
+
+def held_face_ids(spark, table_path: str, version: int, face_ids: list[int]) -> set[int]:
+    """The ids of `face_ids` (rows the first pass could not check, e.g. unreadable files keyed by path)
+    that the table held at `version`."""
+    from pyspark.sql import functions as F
+
+    table = spark.read.format("delta").option("versionAsOf", version).load(table_path)
+    wanted = spark.createDataFrame([(i,) for i in sorted(set(face_ids))], "face_id BIGINT")
+    return {row.face_id for row in table.join(F.broadcast(wanted), "face_id", "left_semi").select("face_id").collect()}

@@ -342,7 +342,7 @@ def cut_tasks(refs: list[InputRef], files_per_task: int, slots: int | None = Non
     >>> [len(t) for t in cut_tasks(refs, 32)]
     [32, 32, 32, 4]
     >>> [len(t) for t in cut_tasks(refs, 32, slots=2)]
-    [25, 18, 14, 10, 8, 8, 8, 8, 1]
+    [25, 18, 16, 16, 16, 9]
     """
     tasks: list[list[InputRef]] = []
     current: list[InputRef] = []
@@ -359,10 +359,14 @@ def cut_tasks(refs: list[InputRef], files_per_task: int, slots: int | None = Non
     return tasks
 
 
-MIN_FILES_PER_TASK = 8  # below this, a task's fixed cost (~10 ms) starts to show
+# Below this, a task's fixed cost shows: a PySpark task costs ~50-85 ms beyond its work on the 2-vCPU VM
+# of NOTES.md (52 empty mapInArrow tasks on local[2]: ~1.7 s), ~10 images' embedding.
+MIN_FILES_PER_TASK = 16
 
 
 def _task_size(remaining: int, files_per_task: int, slots: int | None) -> int:
     if slots is None:
         return files_per_task
-    return max(min(files_per_task, remaining // (2 * slots)), min(MIN_FILES_PER_TASK, files_per_task))
+    size = max(min(files_per_task, remaining // (2 * slots)), min(MIN_FILES_PER_TASK, files_per_task))
+    # a remainder of a few files would cost more as its own task than it adds to this one
+    return remaining if remaining - size < MIN_FILES_PER_TASK // 4 and remaining <= files_per_task else size

@@ -1,10 +1,12 @@
 """Executor side of the embed job: the mapInArrow runners and what each Python worker caches.
 
 - `make_task_runner`: input rows `first INT, refs STRING` (one task's `InputRef`s as JSON, and the
-  position of its first ref in the chunk); output rows in the faces-table layout (`FACES_ARROW`). Reads
-  each ref (`jobs.embed.read`) and embeds it (`jobs.embed.rows`): the driver has already left out the
-  images the table holds.
-- `make_table_runner`: input rows `id STRING, content BINARY` (a table of image bytes); same output.
+  position of its first ref in the chunk). Reads each ref (`jobs.embed.read`) and embeds it
+  (`jobs.embed.rows`): the driver has already left out the images the table holds. The task's rows go
+  into one Parquet file in the table's folder (`jobs.embed.files`); the output rows (`WRITTEN_ARROW`)
+  describe it for the driver's commit.
+- `make_table_runner`: input rows `id STRING, content BINARY` (a table of image bytes); same output, a
+  file per `ROWS_PER_FILE` rows of a partition.
 - `make_hash_runner`: input rows `first INT, refs STRING`; output `position INT, image_id STRING` of
   each readable ref (the cheap first pass that finds which of a chunk's images the table already holds).
 - Cached per Python worker process: one `FacePipeline` (ONNX sessions built here from the pack folder,
@@ -57,9 +59,10 @@ def _task_rows(batches: Iterator) -> Iterator[tuple[int, list[InputRef]]]:
             yield first, [InputRef(**ref) for ref in json.loads(payload)]
 
 
-def make_task_runner(context: dict, peak_rss):
+def make_task_runner(context: dict, peak_rss, table_path: str):
     def run(batches: Iterator) -> Iterator:
         from jobs.common.schema import to_faces_batch
+        from jobs.embed.files import write_faces_file
         from jobs.embed.read import read_refs
         from jobs.embed.rows import embed_loaded
 
@@ -69,7 +72,7 @@ def make_task_runner(context: dict, peak_rss):
             rows = list(embed_loaded(loaded, pipeline, _row_context(context), context["batch_images"]))
             peak_rss.add(_max_rss_mb())
             if rows:
-                yield to_faces_batch(rows)
+                yield write_faces_file(table_path, to_faces_batch(rows))
 
     return run
 
@@ -98,21 +101,29 @@ def make_hash_runner(max_file_bytes: int):
     return run
 
 
-def make_table_runner(context: dict, peak_rss, prefix: str):
+ROWS_PER_FILE = 65536  # a table input's partition can be large: bound what one file (and memory) holds
+
+
+def make_table_runner(context: dict, peak_rss, prefix: str, table_path: str):
     """Known content was already dropped by the job's anti-join, so every row here is embedded."""
 
     def run(batches: Iterator) -> Iterator:
         from jobs.common.schema import to_faces_batch
+        from jobs.embed.files import write_faces_file
         from jobs.embed.read import table_item
         from jobs.embed.rows import embed_loaded
 
         pipeline = cached_pipeline(context["pack_dir"], context["model_id"], context["threads"], context["max_pixels"])
+        rows: list[dict] = []
         for batch in batches:
             ids, contents = batch.column(0).to_pylist(), batch.column(1).to_pylist()
             items = (table_item(prefix, str(i), c, context["max_file_bytes"]) for i, c in zip(ids, contents))
-            rows = list(embed_loaded(items, pipeline, _row_context(context), context["batch_images"]))
-            if rows:
-                yield to_faces_batch(rows)
+            rows.extend(embed_loaded(items, pipeline, _row_context(context), context["batch_images"]))
+            if len(rows) >= ROWS_PER_FILE:
+                yield write_faces_file(table_path, to_faces_batch(rows))
+                rows = []
+        if rows:
+            yield write_faces_file(table_path, to_faces_batch(rows))
         peak_rss.add(_max_rss_mb())
 
     return run

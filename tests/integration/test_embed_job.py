@@ -38,6 +38,15 @@ def faces(spark, table_path: Path) -> list:
     return spark.read.format("delta").load(str(table_path)).collect()
 
 
+def table_files(spark, table_path: Path) -> set[str]:
+    """The names of the data files the table's current version holds."""
+    return {Path(uri).name for uri in spark.read.format("delta").load(str(table_path)).inputFiles()}
+
+
+def parquet_files(table_path: Path) -> set[str]:
+    return {path.name for path in table_path.glob("*.parquet")}
+
+
 @pytest.fixture()
 def archive(tmp_path: Path, shared_data: Path) -> Path:
     root = tmp_path / "archive"
@@ -186,6 +195,9 @@ def test_duplicate_content_across_commits_is_counted(spark, tmp_path: Path, shar
     assert summary["files_seen"] == summary["files_processed"] == 6
     assert summary["duplicate_content_files"] == 3
     assert paths == {str(archive / "a" / image.name) for image in images}
+    # the workers' files holding the copies were rewritten without them: no file outside the table is left
+    assert "merge" not in summary["timings_s"]
+    assert table_files(spark, table) == parquet_files(table)
 
 
 def test_a_run_over_known_images_embeds_and_commits_nothing(spark, tmp_path: Path, shared_data: Path) -> None:
@@ -195,9 +207,30 @@ def test_a_run_over_known_images_embeds_and_commits_nothing(spark, tmp_path: Pat
         shutil.copy(path, folder / path.name)
     table = tmp_path / "faces"
     first = run_embed(make_config(folder, table), spark)
-    assert first["files_processed"] == 3 and "merge" in first["timings_s"]
+    assert first["files_processed"] == 3 and "commit" in first["timings_s"]
     again = run_embed(make_config(folder, table), spark)
     assert again["files_skipped_known"] == 3 and again["files_processed"] == 0
-    # the chunk was left out after the hash pass: no embedding job, no MERGE, no new table version
-    assert "embed" not in again["timings_s"] and "merge" not in again["timings_s"]
+    # the chunk was left out after the hash pass: no embedding job, no commit, no new table version
+    assert not {"embed", "commit", "merge"} & set(again["timings_s"])
     assert again["outputs"]["faces_table_version"] == first["outputs"]["faces_table_version"]
+
+
+def test_a_table_that_needs_sparks_writer_is_merged_into(spark, tmp_path: Path, shared_data: Path) -> None:
+    """A CHECK constraint is Spark's writer's to enforce: files written by the workers are not added to
+    such a table as they are, but MERGEd (the constraint checked), with the same rows and counts."""
+    folders = [tmp_path / "first", tmp_path / "second"]
+    for folder, person in zip(folders, ["Zico", "Aaron_Peirsol"]):
+        folder.mkdir()
+        for path in sorted((shared_data / "lfw" / "images" / person).glob("*.jpg"))[:2]:
+            shutil.copy(path, folder / path.name)
+    table = tmp_path / "faces"
+    first = run_embed(make_config(folders[0], table), spark)
+    spark.sql(f"ALTER TABLE delta.`{table}` ADD CONSTRAINT known_status CHECK (status IS NOT NULL)")
+    second = run_embed(make_config(folders[1], table), spark)
+    assert "commit" in first["timings_s"] and "merge" in second["timings_s"]
+    assert second["files_processed"] == 2 and second["rows_written"] >= 2
+    rows = faces(spark, table)
+    assert len(rows) == first["rows_written"] + second["rows_written"]
+    paths = {r.source_path for r in rows}
+    assert paths == {str(folder / p.name) for folder in folders for p in folder.glob("*.jpg")}
+    assert table_files(spark, table) == parquet_files(table)  # the merged chunk's own files were deleted

@@ -1,0 +1,88 @@
+"""Committing Parquet files that were written outside Spark (by Python workers) to a Delta table, through
+Delta's own optimistic transaction: the same log entry, checkpoints and conflict checks a Spark write
+gets, without the rows passing through the JVM.
+
+The transaction reads the whole table, so a commit that another writer's commit overtook fails with
+Delta's conflict error instead of landing beside it: the caller then falls back to a MERGE, which sees
+the other writer's rows. Only a table in the plain layout Lineup creates takes files this way: a
+partitioned table, column mapping, constraints, generated or identity columns need Spark's writer.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from jobs.common.commits import is_commit_conflict
+
+# Table properties and column metadata that a file written outside Spark would not honour.
+_WRITER_ONLY_PROPERTIES = ("delta.columnMapping.mode", "delta.constraints.")
+_WRITER_ONLY_COLUMN_METADATA = ("delta.generationExpression", "delta.identity.", "delta.invariants")
+
+
+@dataclass(frozen=True)
+class Appended:
+    """A commit's outcome: the version it created, or why the files were not committed (then nothing was)."""
+
+    version: int | None
+    refused: str | None = None
+
+
+def layout_refusal(metadata: dict, columns: Collection[str]) -> str | None:
+    """Why files in the `columns` layout cannot be added to a table with this Delta `metaData` action, or
+    None when they can.
+
+    >>> field = {"name": "face_id", "type": "long", "nullable": True, "metadata": {}}
+    >>> schema = json.dumps({"type": "struct", "fields": [field]})
+    >>> layout_refusal({"schemaString": schema, "partitionColumns": [], "configuration": {}}, ["face_id"])
+    >>> layout_refusal({"schemaString": schema, "partitionColumns": ["face_id"], "configuration": {}}, ["face_id"])
+    'the table is partitioned'
+    >>> layout_refusal({"schemaString": schema, "partitionColumns": [], "configuration": {}}, ["face_id", "x"])
+    'the table has other columns than the files'
+    """
+    if metadata.get("partitionColumns"):
+        return "the table is partitioned"
+    properties = metadata.get("configuration") or {}
+    for key, value in properties.items():
+        if key.startswith(_WRITER_ONLY_PROPERTIES) and not (key == "delta.columnMapping.mode" and value == "none"):
+            return f"the table sets {key}"
+    fields = json.loads(metadata["schemaString"])["fields"]
+    if sorted(f["name"] for f in fields) != sorted(columns):
+        return "the table has other columns than the files"
+    for field in fields:
+        if any(key.startswith(_WRITER_ONLY_COLUMN_METADATA) for key in field.get("metadata", {})):
+            return f"column {field['name']} has writer-side rules"
+    return None
+
+
+def commit_files(
+    spark, table_path: str, adds: list[str], columns: Collection[str], since_version: int, own_versions: Collection[int]
+) -> Appended:
+    """Commit the files of `adds` (Delta add actions as JSON) as one WRITE (append), unless the table
+    changed since `since_version` by any commit but `own_versions`, or its layout refuses them."""
+    jvm = spark.sparkContext._jvm
+    delta = jvm.org.apache.spark.sql.delta
+    txn = delta.DeltaLog.forTable(spark._jsparkSession, table_path).startTransaction()
+    read_version = int(txn.readVersion())
+    foreign = [v for v in range(since_version + 1, read_version + 1) if v not in own_versions]
+    if foreign:
+        return Appended(None, f"another writer committed version {foreign[0]} during this run")
+    refusal = layout_refusal(json.loads(txn.metadata().json())["metaData"], columns)
+    if refusal:
+        return Appended(None, refusal)
+    txn.readWholeTable()  # any file another writer adds before this commit is a conflict, not a neighbour
+    actions = jvm.java.util.ArrayList()
+    for add in adds:
+        actions.add(delta.actions.Action.fromJson(add))
+    none = jvm.scala.Option.empty()
+    operation = getattr(delta, "DeltaOperations$Write")(
+        jvm.org.apache.spark.sql.SaveMode.valueOf("Append"), none, none, none, none, none, none, none, none
+    )
+    try:
+        version = txn.commit(jvm.scala.jdk.javaapi.CollectionConverters.asScala(actions).toSeq(), operation)
+    except Exception as error:
+        if is_commit_conflict(error):
+            return Appended(None, "another writer's commit overtook this one")
+        raise
+    return Appended(int(version))
