@@ -11,8 +11,13 @@ partitioned table, column mapping, constraints, generated or identity columns ne
 from __future__ import annotations
 
 import json
+import time
+import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
 
 from jobs.common.commits import is_commit_conflict
 
@@ -57,21 +62,32 @@ def layout_refusal(metadata: dict, columns: Collection[str]) -> str | None:
 
 
 def commit_files(
-    spark, table_path: str, adds: list[str], columns: Collection[str], since_version: int, own_versions: Collection[int]
+    spark,
+    table_path: str,
+    adds: list[str],
+    columns: Collection[str],
+    since_version: int | None = None,
+    own_versions: Collection[int] = (),
 ) -> Appended:
     """Commit the files of `adds` (Delta add actions as JSON) as one WRITE (append), unless the table
-    changed since `since_version` by any commit but `own_versions`, or its layout refuses them."""
+    changed since `since_version` by any commit but `own_versions`, or its layout refuses them. Without
+    `since_version` the append is blind: other writers' appends land beside it (rows that cannot clash,
+    such as runs rows keyed by a fresh run id)."""
     jvm = spark.sparkContext._jvm
     delta = jvm.org.apache.spark.sql.delta
     txn = delta.DeltaLog.forTable(spark._jsparkSession, table_path).startTransaction()
     read_version = int(txn.readVersion())
-    foreign = [v for v in range(since_version + 1, read_version + 1) if v not in own_versions]
-    if foreign:
-        return Appended(None, f"another writer committed version {foreign[0]} during this run")
+    if read_version < 0:
+        return Appended(None, "the table has no commit yet")
+    if since_version is not None:
+        foreign = [v for v in range(since_version + 1, read_version + 1) if v not in own_versions]
+        if foreign:
+            return Appended(None, f"another writer committed version {foreign[0]} during this run")
     refusal = layout_refusal(json.loads(txn.metadata().json())["metaData"], columns)
     if refusal:
         return Appended(None, refusal)
-    txn.readWholeTable()  # any file another writer adds before this commit is a conflict, not a neighbour
+    if since_version is not None:
+        txn.readWholeTable()  # a file another writer adds before this commit is a conflict, not a neighbour
     actions = jvm.java.util.ArrayList()
     for add in adds:
         actions.add(delta.actions.Action.fromJson(add))
@@ -86,3 +102,64 @@ def commit_files(
             return Appended(None, "another writer's commit overtook this one")
         raise
     return Appended(int(version))
+
+
+def append_batch(spark, table_path: str, batch: pa.RecordBatch) -> int | None:
+    """Append `batch` to an existing table as one file written here and a blind commit: the version, or
+    None (nothing written) when the table does not exist yet or needs Spark's writer."""
+    from jobs.common.delta import has_delta_log
+    from jobs.common.storage import upath
+
+    if not has_delta_log(spark, table_path):
+        return None
+    add = write_data_file(table_path, batch)
+    appended = commit_files(spark, table_path, [add], batch.schema.names)
+    if appended.version is None:
+        (upath(table_path) / json.loads(add)["add"]["path"]).unlink()
+    return appended.version
+
+
+def write_data_file(table_path: str, batch: pa.RecordBatch, stats_columns: tuple[str, ...] = ()) -> str:
+    """Write `batch` as a new Parquet file in the table's folder (not yet part of the table); its add action."""
+    import pyarrow.parquet as pq
+
+    from jobs.common.storage import upath, write_atomically
+
+    name = f"part-{uuid.uuid4()}-c000.snappy.parquet"  # the name Spark's writer would give it
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_batches([batch]), sink, compression="snappy")
+    data = sink.getvalue()
+    write_atomically(upath(table_path) / name, memoryview(data))
+    return add_action(name, data.size, batch, stats_columns)
+
+
+def add_action(name: str, size: int, batch: pa.RecordBatch, stats_columns: tuple[str, ...] = ()) -> str:
+    """The Delta add action of a file holding `batch`, with the statistics readers skip files by: the row
+    count, and the range and null count of each of `stats_columns` (scalar columns).
+
+    >>> batch = pa.RecordBatch.from_pydict({"face_id": pa.array([7, -3, 12], pa.int64())})
+    >>> json.loads(json.loads(add_action("part-x.parquet", 10, batch, ("face_id",)))["add"]["stats"])
+    {'numRecords': 3, 'minValues': {'face_id': -3}, 'maxValues': {'face_id': 12}, 'nullCount': {'face_id': 0}}
+    """
+    import pyarrow.compute as pc
+
+    stats: dict[str, Any] = {"numRecords": batch.num_rows, "minValues": {}, "maxValues": {}, "nullCount": {}}
+    for column in stats_columns:
+        values = batch.column(column)
+        bounds = pc.min_max(values).as_py()
+        if bounds["min"] is not None:
+            stats["minValues"][column], stats["maxValues"][column] = bounds["min"], bounds["max"]
+        stats["nullCount"][column] = values.null_count
+    return json.dumps(
+        {
+            "add": {
+                "path": name,
+                "partitionValues": {},
+                "size": size,
+                "modificationTime": int(time.time() * 1000),
+                "dataChange": True,
+                "stats": json.dumps(stats, separators=(",", ":")),
+            }
+        },
+        separators=(",", ":"),
+    )

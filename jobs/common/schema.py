@@ -32,6 +32,26 @@ FACES_ARROW = pa.schema(
     ]
 )
 
+_VERSIONED = pa.struct([("name", pa.string()), ("path", pa.string()), ("version", pa.int64())])
+RUNS_ARROW = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("job", pa.string()),
+        ("started_at", pa.timestamp("us", tz="UTC")),
+        ("finished_at", pa.timestamp("us", tz="UTC")),
+        ("user", pa.string()),
+        ("host", pa.string()),
+        ("params", pa.string()),
+        ("inputs", pa.list_(_VERSIONED)),
+        ("outputs", pa.list_(_VERSIONED)),
+        ("counts", pa.map_(pa.string(), pa.int64())),
+        ("threshold", pa.float64()),
+        ("threshold_source", pa.string()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+    ]
+)
+
 _SCALARS = {
     pa.int64(): "BIGINT",
     pa.int32(): "INT",
@@ -73,6 +93,7 @@ def ddl_of(schema: pa.Schema) -> str:
 
 
 FACES_DDL = ddl_of(FACES_ARROW)
+RUNS_DDL = ddl_of(RUNS_ARROW)
 
 
 def to_faces_batch(rows: list[dict[str, Any]]) -> pa.RecordBatch:

@@ -14,9 +14,6 @@ retried, a run killed before its commit, or a chunk merged instead leaves files 
 from __future__ import annotations
 
 import json
-import time
-import uuid
-from typing import Any
 
 import pyarrow as pa
 
@@ -40,16 +37,10 @@ WRITTEN_DDL = ddl_of(WRITTEN_ARROW)
 def write_faces_file(table_path: str, batch: pa.RecordBatch) -> pa.RecordBatch:
     """Write `batch` (faces-table layout) as a new Parquet file in the table's folder; its rows' small
     columns and the file's add action, in the `WRITTEN_ARROW` layout."""
-    import pyarrow.parquet as pq
+    from jobs.common.delta_files import write_data_file
 
-    from jobs.common.storage import upath, write_atomically
-
-    name = f"part-{uuid.uuid4()}-c000.snappy.parquet"  # the name Spark's writer would give it
-    sink = pa.BufferOutputStream()
-    pq.write_table(pa.Table.from_batches([batch]), sink, compression="snappy")
-    data = sink.getvalue()
-    write_atomically(upath(table_path) / name, memoryview(data))
-    add = add_action(name, data.size, batch)
+    add = write_data_file(table_path, batch, ("face_id",))  # face_id: what erasure and lookups filter on
+    name = json.loads(add)["add"]["path"]
     rows = batch.num_rows
     return pa.RecordBatch.from_arrays(
         [
@@ -62,35 +53,4 @@ def write_faces_file(table_path: str, batch: pa.RecordBatch) -> pa.RecordBatch:
             batch.column("status"),
         ],
         schema=WRITTEN_ARROW,
-    )
-
-
-def add_action(name: str, size: int, batch: pa.RecordBatch) -> str:
-    """The Delta add action of a file holding `batch`, with the statistics readers skip files by: the row
-    count, and the range of `face_id` (what erasure and lookups filter on).
-
-    >>> batch = pa.RecordBatch.from_pydict({"face_id": pa.array([7, -3, 12], pa.int64())})
-    >>> json.loads(json.loads(add_action("part-x.parquet", 10, batch))["add"]["stats"])
-    {'numRecords': 3, 'minValues': {'face_id': -3}, 'maxValues': {'face_id': 12}, 'nullCount': {'face_id': 0}}
-    """
-    import pyarrow.compute as pc
-
-    face_ids = batch.column("face_id")
-    bounds = pc.min_max(face_ids).as_py()
-    stats: dict[str, Any] = {"numRecords": batch.num_rows}
-    if bounds["min"] is not None:
-        stats.update(minValues={"face_id": bounds["min"]}, maxValues={"face_id": bounds["max"]})
-    stats["nullCount"] = {"face_id": face_ids.null_count}
-    return json.dumps(
-        {
-            "add": {
-                "path": name,
-                "partitionValues": {},
-                "size": size,
-                "modificationTime": int(time.time() * 1000),
-                "dataChange": True,
-                "stats": json.dumps(stats, separators=(",", ":")),
-            }
-        },
-        separators=(",", ":"),
     )

@@ -120,7 +120,7 @@ def _run(config: EmbedConfig, spark, record: RunRecord, phases: Phases) -> dict[
                     progress.report(len(chunks[number]), config.embed.progress_interval_s, force=number == 0)
         elapsed = time.perf_counter() - work_started
     with phases.phase("summary"):
-        summary = _summary(spark, pack.model_id, record.run_id, table_path, counts, elapsed)
+        summary = _summary(spark, pack.model_id, record.run_id, ledger, counts, elapsed)
     summary["python_worker_peak_rss_mb"] = round(context["peak_rss"].value, 1)
     record.add_output("faces", table_path, summary["outputs"]["faces_table_version"])
     record.counts = {k: v for k, v in summary.items() if isinstance(v, int)}
@@ -239,10 +239,14 @@ def _embed_table(spark, config, context, held, phases) -> Embedded:
     return collect_written(frame.mapInArrow(runner, WRITTEN_DDL), phases, files_seen=files_seen, skipped=skipped)
 
 
-def _summary(spark, model_id: str, run_id: str, table_path: str, counts: Counts, elapsed: float) -> dict:
-    from delta.tables import DeltaTable
+def _summary(spark, model_id: str, run_id: str, ledger: Ledger, counts: Counts, elapsed: float) -> dict:
+    from jobs.common.delta import latest_version
 
-    version = DeltaTable.forPath(spark, table_path).history(1).collect()[0].version
+    table_path = ledger.table_path
+    if ledger.merge_reason is None:  # every commit was this run's own: the last one is the version to read
+        version = max(ledger.own_versions, default=ledger.start_version)
+    else:
+        version = latest_version(spark, table_path)
     accounted = counts.files_skipped_known + counts.files_processed
     if accounted != counts.files_seen:
         raise RuntimeError(f"{counts.files_seen} files seen but {accounted} accounted for: a bug, please report it")
