@@ -29,7 +29,8 @@ def known_among(spark, held, image_ids: set[str]) -> set[str]:
     if not image_ids:
         return set()
     chunk_ids = spark.createDataFrame([(i,) for i in sorted(image_ids)], "image_id STRING")
-    known = held.join(F.broadcast(chunk_ids), "image_id", "left_semi").distinct().collect()
+    # no distinct(): its shuffle costs a stage; the matches (a row per face of a known image) are few
+    known = held.join(F.broadcast(chunk_ids), "image_id", "left_semi").collect()
     return {row.image_id for row in known}
 
 
