@@ -234,3 +234,36 @@ def test_a_table_that_needs_sparks_writer_is_merged_into(spark, tmp_path: Path, 
     paths = {r.source_path for r in rows}
     assert paths == {str(folder / p.name) for folder in folders for p in folder.glob("*.jpg")}
     assert table_files(spark, table) == parquet_files(table)  # the merged chunk's own files were deleted
+
+
+def test_a_writer_committing_during_the_run_sends_later_chunks_to_merge(
+    spark, tmp_path: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another run commits the same content between this run's embedding and its commit: the workers'
+    files are not added as they are (they would duplicate that face), but MERGEd, and nothing is lost."""
+    import jobs.common.delta_files as delta_files
+
+    images = sorted((shared_data / "lfw" / "images" / "Aaron_Peirsol").glob("*.jpg"))[:3]
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    for folder, chosen in ((ours, images), (theirs, images[:1])):
+        folder.mkdir()
+        for image in chosen:
+            shutil.copy(image, folder / image.name)
+    table = tmp_path / "faces"
+    calls: list[dict] = []
+    original = delta_files.commit_files
+
+    def other_run_commits_first(*args, **kwargs):
+        if not calls:  # ours has embedded its chunk (its table is fresh): now the other run lands first
+            calls.append({})
+            calls[0] = run_embed(make_config(theirs, table), spark)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(delta_files, "commit_files", other_run_commits_first)
+    ours_summary = run_embed(make_config(ours, table), spark)
+    assert "merge" in ours_summary["timings_s"] and "commit" in ours_summary["timings_s"]
+    rows = faces(spark, table)
+    assert len({r.face_id for r in rows}) == len(rows), "a face_id landed twice"
+    assert {r.source_path for r in rows} == {str(theirs / images[0].name)} | {str(ours / p.name) for p in images[1:]}
+    assert ours_summary["rows_already_present"] == calls[0]["rows_written"] >= 1
+    assert table_files(spark, table) == parquet_files(table)  # the MERGEd chunk's source files are gone
