@@ -84,11 +84,12 @@ def with_commit_retries(
     raise AssertionError("unreachable")
 
 
-def append_with_retries(frame, table: str, add_columns: bool = False) -> None:
+def append_with_retries(frame, table: str, add_columns: bool = False, properties: dict[str, str] | None = None) -> None:
     """Append a DataFrame to a Delta table (created by the first append), retrying commit conflicts.
 
-    `add_columns` lets the append add nullable columns a table written by an older Lineup lacks."""
-    writer = frame.write.format("delta").mode("append")
+    `add_columns` lets the append add nullable columns a table written by an older Lineup lacks;
+    `properties` (`delta.*` table properties) apply when this append creates the table."""
+    writer = frame.write.format("delta").mode("append").options(**(properties or {}))
     if add_columns:
         writer = writer.option("mergeSchema", "true")
     with_commit_retries(lambda: writer.save(table), table)

@@ -13,7 +13,7 @@ import datetime as dt
 import logging
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -26,7 +26,7 @@ from jobs.common.timing import Phases
 from jobs.embed.commit import Committer, Counts, Embedded, Ledger, collect_written
 from jobs.embed.config import EmbedConfig
 from jobs.embed.files import WRITTEN_DDL
-from jobs.embed.known import held_face_ids, held_image_ids, known_among
+from jobs.embed.known import HeldImages, held_face_ids, known_among
 from jobs.embed.labels import Labeller, load_label_table
 from jobs.embed.plan import InputRef, cut_tasks, list_inputs
 from jobs.embed.table import ensure_faces_table
@@ -75,8 +75,7 @@ def run_embed(config: EmbedConfig, spark=None) -> dict[str, Any]:
 
 
 def _run(config: EmbedConfig, spark, record: RunRecord, phases: Phases) -> dict[str, Any]:
-    from delta.tables import DeltaTable
-
+    from jobs.common.delta import latest_snapshot, only_created
     from jobs.models.pack import load_pack
 
     with phases.phase("plan"):
@@ -88,12 +87,12 @@ def _run(config: EmbedConfig, spark, record: RunRecord, phases: Phases) -> dict[
     context = _worker_context(config, spark, pack, record.run_id)
     with phases.phase("prepare_table"):
         ensure_faces_table(spark, table_path)
-        last = DeltaTable.forPath(spark, table_path).history(1).collect()[0]
-        start_version = int(last["version"])
+        snapshot = latest_snapshot(spark, table_path)
+        start_version = int(snapshot.version())
         # A table whose only commit is its creation holds no rows: nothing to look up (asking the table
         # itself, a count or DESCRIBE DETAIL, rebuilds its state: ~2 s).
-        fresh = start_version == 0 and last["operation"] == "CREATE TABLE"
-        held = None if fresh else held_image_ids(spark, table_path, start_version, pack.model_id)
+        fresh = only_created(spark, table_path, start_version)
+        held = None if fresh else HeldImages(spark, table_path, snapshot, pack.model_id)
     log.info("faces table %s v%d: %s", table_path, start_version, "has images" if held else "no images yet")
     record.params["model_id"] = pack.model_id
     record.add_input("archive", config.embed.input.path, None)
@@ -113,9 +112,15 @@ def _run(config: EmbedConfig, spark, record: RunRecord, phases: Phases) -> dict[
                     refs[s : s + config.embed.files_per_commit]
                     for s in range(0, len(refs), config.embed.files_per_commit)
                 ]
-                for number, embedded in enumerate(
-                    _embedded_in_order(chunks, lambda c: _embed_chunk(spark, c, config, context, held, phases))
-                ):
+                # Into a table that holds nothing, every later file is embedded: tasks shrink only toward
+                # the run's end. Otherwise later chunks may turn out known, so each chunk ends short.
+                per_chunk = config.embed.files_per_commit
+                files_after = [max(len(refs) - (n + 1) * per_chunk, 0) if fresh else 0 for n in range(len(chunks))]
+
+                def embed_chunk(number: int) -> Embedded:
+                    return _embed_chunk(spark, chunks[number], files_after[number], config, context, held, phases)
+
+                for number, embedded in enumerate(_embedded_in_order(len(chunks), embed_chunk)):
                     committer.submit(embedded)
                     progress.report(len(chunks[number]), config.embed.progress_interval_s, force=number == 0)
         elapsed = time.perf_counter() - work_started
@@ -131,15 +136,15 @@ def _run(config: EmbedConfig, spark, record: RunRecord, phases: Phases) -> dict[
     return summary
 
 
-def _embedded_in_order(chunks: list[list[InputRef]], embed_chunk) -> Iterator[Embedded]:
+def _embedded_in_order(chunks: int, embed_chunk: Callable[[int], Embedded]) -> Iterator[Embedded]:
     """Each chunk embedded, in order, with the next chunk's Spark job already submitted: its tasks queue
     behind the current chunk's (FIFO within the pool), so no core idles through a chunk's last tasks and
     the next job's start. At most two chunks are in flight."""
     with ThreadPoolExecutor(2, thread_name_prefix="lineup-embed") as embedder:
         pending: deque[Future] = deque()
         try:
-            for chunk in chunks:
-                pending.append(embedder.submit(embed_chunk, chunk))
+            for number in range(chunks):
+                pending.append(embedder.submit(embed_chunk, number))
                 if len(pending) == 2:
                     yield pending.popleft().result()
             while pending:
@@ -169,7 +174,7 @@ def _worker_context(config: EmbedConfig, spark, pack, run_id: str) -> dict[str, 
     }
 
 
-def _embed_chunk(spark, chunk: list[InputRef], config, context, held, phases) -> Embedded:
+def _embed_chunk(spark, chunk: list[InputRef], files_after: int, config, context, held, phases) -> Embedded:
     """One chunk's new rows, embedded and cached (the table's images left out by a first, cheap pass)."""
     sc = spark.sparkContext
     todo, skipped = chunk, 0
@@ -186,7 +191,7 @@ def _embed_chunk(spark, chunk: list[InputRef], config, context, held, phases) ->
     if not todo:  # the table holds every image of this chunk: nothing to embed, nothing to commit
         return Embedded({}, [], len(chunk), skipped)
     checked_ids = None if held is None else set(id_at.values()) - known
-    tasks = cut_tasks(todo, config.embed.files_per_task, slots=sc.defaultParallelism)
+    tasks = cut_tasks(todo, config.embed.files_per_task, slots=sc.defaultParallelism, queued_after=files_after)
     runner = make_task_runner(context, context["peak_rss"], config.faces_table_path())
     written = _task_frame(spark, tasks).mapInArrow(runner, WRITTEN_DDL)
     return collect_written(written, phases, files_seen=len(chunk), skipped=skipped, checked_ids=checked_ids)
@@ -232,8 +237,9 @@ def _embed_table(spark, config, context, held, phases) -> Embedded:
     files_seen = frame.count()
     skipped = 0
     if held is not None:  # known content is dropped by an anti-join on its sha256: no list anywhere
+        held.state_built()
         hashed = frame.withColumn("image_id", F.sha2("content", 256))
-        frame = hashed.join(held.distinct(), "image_id", "left_anti").select("id", "content")
+        frame = hashed.join(held.image_ids.distinct(), "image_id", "left_anti").select("id", "content")
         skipped = files_seen - frame.count()
     runner = make_table_runner(context, context["peak_rss"], f"{settings.path}#", config.faces_table_path())
     return collect_written(frame.mapInArrow(runner, WRITTEN_DDL), phases, files_seen=files_seen, skipped=skipped)

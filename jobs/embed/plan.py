@@ -330,29 +330,34 @@ def _tag_duplicates(refs: list[tuple[int, InputRef]]) -> list[InputRef]:
     return [ref if seen[ref.member] == 1 else replace(ref, tag=f"#offset={offset}") for offset, ref in refs]
 
 
-def cut_tasks(refs: list[InputRef], files_per_task: int, slots: int | None = None) -> list[list[InputRef]]:
+def cut_tasks(
+    refs: list[InputRef], files_per_task: int, slots: int | None = None, queued_after: int = 0
+) -> list[list[InputRef]]:
     """Consecutive runs of refs, at most `files_per_task` each; all refs of one compressed tar go to one
     task, because reaching a member of a compressed stream means decompressing everything before it.
 
     With `slots` (how many tasks run at once), tasks shrink toward the end (guided scheduling: each
     takes 1/(2 x slots) of what is left, at least `MIN_FILES_PER_TASK`), so the last wave is short and
-    no core idles while another finishes a long task.
+    no core idles while another finishes a long task. `queued_after` files (later chunks' tasks, queued
+    behind these) count as left: only the run's end needs short tasks, not every chunk's.
 
     >>> refs = [InputRef(str(i)) for i in range(100)]
     >>> [len(t) for t in cut_tasks(refs, 32)]
     [32, 32, 32, 4]
     >>> [len(t) for t in cut_tasks(refs, 32, slots=2)]
     [25, 18, 16, 16, 16, 9]
+    >>> [len(t) for t in cut_tasks(refs, 32, slots=2, queued_after=1000)]
+    [32, 32, 32, 4]
     """
     tasks: list[list[InputRef]] = []
     current: list[InputRef] = []
-    limit = _task_size(len(refs), files_per_task, slots)
+    limit = _task_size(len(refs), files_per_task, slots, queued_after)
     for done, ref in enumerate(refs):
         joins_stream = ref.compressed and current and current[-1].compressed and current[-1].path == ref.path
         if len(current) >= limit and not joins_stream:
             tasks.append(current)
             current = []
-            limit = _task_size(len(refs) - done, files_per_task, slots)
+            limit = _task_size(len(refs) - done, files_per_task, slots, queued_after)
         current.append(ref)
     if current:
         tasks.append(current)
@@ -364,9 +369,10 @@ def cut_tasks(refs: list[InputRef], files_per_task: int, slots: int | None = Non
 MIN_FILES_PER_TASK = 16
 
 
-def _task_size(remaining: int, files_per_task: int, slots: int | None) -> int:
+def _task_size(remaining: int, files_per_task: int, slots: int | None, queued_after: int = 0) -> int:
     if slots is None:
         return files_per_task
-    size = max(min(files_per_task, remaining // (2 * slots)), min(MIN_FILES_PER_TASK, files_per_task))
+    left = remaining + queued_after
+    size = max(min(files_per_task, left // (2 * slots)), min(MIN_FILES_PER_TASK, files_per_task))
     # a remainder of a few files would cost more as its own task than it adds to this one
     return remaining if remaining - size < MIN_FILES_PER_TASK // 4 and remaining <= files_per_task else size

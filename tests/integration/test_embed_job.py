@@ -213,6 +213,9 @@ def test_a_run_over_known_images_embeds_and_commits_nothing(spark, tmp_path: Pat
     # the chunk was left out after the hash pass: no embedding job, no commit, no new table version
     assert not {"embed", "commit", "merge"} & set(again["timings_s"])
     assert again["outputs"]["faces_table_version"] == first["outputs"]["faces_table_version"]
+    # one runs row a run: the runs table checkpoints inside every 100th commit, not every 10th run's
+    runs = spark.sql(f"DESCRIBE DETAIL delta.`{again['outputs']['runs_table']}`").collect()[0]
+    assert runs.properties.get("delta.checkpointInterval") == "100"
 
 
 def test_a_table_that_needs_sparks_writer_is_merged_into(spark, tmp_path: Path, shared_data: Path) -> None:
