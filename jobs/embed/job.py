@@ -26,7 +26,7 @@ from jobs.common.timing import Phases
 from jobs.embed.commit import Committer, Counts, Embedded, Ledger, collect_written
 from jobs.embed.config import EmbedConfig
 from jobs.embed.files import WRITTEN_DDL
-from jobs.embed.known import HeldImages, held_face_ids, known_among
+from jobs.embed.known import held_face_ids, held_image_ids, known_among
 from jobs.embed.labels import Labeller, load_label_table
 from jobs.embed.plan import InputRef, cut_tasks, list_inputs
 from jobs.embed.table import ensure_faces_table
@@ -75,7 +75,7 @@ def run_embed(config: EmbedConfig, spark=None) -> dict[str, Any]:
 
 
 def _run(config: EmbedConfig, spark, record: RunRecord, phases: Phases) -> dict[str, Any]:
-    from jobs.common.delta import latest_snapshot, only_created
+    from jobs.common.delta import latest_version, only_created
     from jobs.models.pack import load_pack
 
     with phases.phase("plan"):
@@ -87,12 +87,11 @@ def _run(config: EmbedConfig, spark, record: RunRecord, phases: Phases) -> dict[
     context = _worker_context(config, spark, pack, record.run_id)
     with phases.phase("prepare_table"):
         ensure_faces_table(spark, table_path)
-        snapshot = latest_snapshot(spark, table_path)
-        start_version = int(snapshot.version())
+        start_version = latest_version(spark, table_path)
         # A table whose only commit is its creation holds no rows: nothing to look up (asking the table
         # itself, a count or DESCRIBE DETAIL, rebuilds its state: ~2 s).
         fresh = only_created(spark, table_path, start_version)
-        held = None if fresh else HeldImages(spark, table_path, snapshot, pack.model_id)
+        held = None if fresh else held_image_ids(spark, table_path, start_version, pack.model_id)
     log.info("faces table %s v%d: %s", table_path, start_version, "has images" if held else "no images yet")
     record.params["model_id"] = pack.model_id
     record.add_input("archive", config.embed.input.path, None)
@@ -237,9 +236,8 @@ def _embed_table(spark, config, context, held, phases) -> Embedded:
     files_seen = frame.count()
     skipped = 0
     if held is not None:  # known content is dropped by an anti-join on its sha256: no list anywhere
-        held.state_built()
         hashed = frame.withColumn("image_id", F.sha2("content", 256))
-        frame = hashed.join(held.image_ids.distinct(), "image_id", "left_anti").select("id", "content")
+        frame = hashed.join(held.distinct(), "image_id", "left_anti").select("id", "content")
         skipped = files_seen - frame.count()
     runner = make_table_runner(context, context["peak_rss"], f"{settings.path}#", config.faces_table_path())
     return collect_written(frame.mapInArrow(runner, WRITTEN_DDL), phases, files_seen=files_seen, skipped=skipped)

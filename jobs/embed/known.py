@@ -12,41 +12,16 @@ committed counts as a duplicate, exactly as in a single clean run.
 
 from __future__ import annotations
 
-import logging
-import threading
-from typing import Any
 
-log = logging.getLogger(__name__)
+def held_image_ids(spark, table_path: str, version: int, model_id: str):
+    """The table's image ids for `model_id` at `version`, as a one-column frame (never collected)."""
+    from pyspark.sql import functions as F
 
-
-class HeldImages:
-    """The table's image ids for one model at the run's starting version: a one-column frame (`image_ids`,
-    never collected), and Delta's state of that version (its file list) built in the background as soon
-    as the run starts: every lookup's scan needs it, and building it (Spark jobs over the table's log,
-    ~1-2 s on the 2-vCPU VM of NOTES.md, more in a fresh JVM) then overlaps the executors' hashing of the
-    first chunk instead of following it."""
-
-    def __init__(self, spark, table_path: str, snapshot: Any, model_id: str) -> None:
-        from pyspark.sql import functions as F
-
-        table = spark.read.format("delta").option("versionAsOf", int(snapshot.version())).load(table_path)
-        self.image_ids = table.where((F.col("model_id") == model_id) & F.col("image_id").isNotNull()).select("image_id")
-        self._state = threading.Thread(target=_build_state, args=(snapshot, table_path), daemon=True)
-        self._state.start()
-
-    def state_built(self) -> None:
-        """Wait for the background build (the lookup would otherwise start a second one beside it)."""
-        self._state.join()
+    table = spark.read.format("delta").option("versionAsOf", version).load(table_path)
+    return table.where((F.col("model_id") == model_id) & F.col("image_id").isNotNull()).select("image_id")
 
 
-def _build_state(snapshot: Any, table_path: str) -> None:
-    try:
-        snapshot.allFiles().count()  # builds and caches the snapshot's state, which its scans reuse
-    except Exception as error:  # only a head start: the lookup builds the state itself and raises there
-        log.warning("faces table %s: building its state ahead of the lookup failed: %s", table_path, error)
-
-
-def known_among(spark, held: HeldImages, image_ids: set[str]) -> set[str]:
+def known_among(spark, held, image_ids: set[str]) -> set[str]:
     """The ids of `image_ids` (one chunk's, so bounded by `files_per_commit`) that `held` contains. They are
     broadcast to the table scan, so the table is read once, column only, no shuffle."""
     from pyspark.sql import functions as F
@@ -54,9 +29,8 @@ def known_among(spark, held: HeldImages, image_ids: set[str]) -> set[str]:
     if not image_ids:
         return set()
     chunk_ids = spark.createDataFrame([(i,) for i in sorted(image_ids)], "image_id STRING")
-    held.state_built()
     # no distinct(): its shuffle costs a stage; the matches (a row per face of a known image) are few
-    known = held.image_ids.join(F.broadcast(chunk_ids), "image_id", "left_semi").collect()
+    known = held.join(F.broadcast(chunk_ids), "image_id", "left_semi").collect()
     return {row.image_id for row in known}
 
 

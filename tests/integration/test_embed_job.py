@@ -216,6 +216,12 @@ def test_a_run_over_known_images_embeds_and_commits_nothing(spark, tmp_path: Pat
     # one runs row a run: the runs table checkpoints inside every 100th commit, not every 10th run's
     runs = spark.sql(f"DESCRIBE DETAIL delta.`{again['outputs']['runs_table']}`").collect()[0]
     assert runs.properties.get("delta.checkpointInterval") == "100"
+    # a table whose very first commit already holds the rows (another writer's) is not taken for empty
+    copied = tmp_path / "copied"
+    spark.read.format("delta").load(str(table)).write.format("delta").save(str(copied))
+    into_copy = run_embed(make_config(folder, copied), spark)
+    assert into_copy["files_skipped_known"] == 3 and into_copy["rows_written"] == 0
+    assert len(faces(spark, copied)) == len(faces(spark, table))
 
 
 def test_a_table_that_needs_sparks_writer_is_merged_into(spark, tmp_path: Path, shared_data: Path) -> None:
