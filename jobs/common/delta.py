@@ -23,13 +23,16 @@ def has_delta_log(spark, table: str) -> bool:
     return bool(log_dir.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).exists(log_dir))
 
 
+def delta_log(spark, table: str):
+    """Delta's own handle on the table's log (a JVM `DeltaLog`, cached by Delta per path)."""
+    return spark.sparkContext._jvm.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, table)
+
+
 def latest_version(spark, table: str) -> int:
     """The table's latest version (-1 where its log holds no commit yet): its log listed, no Spark job
     (`history(1)` runs one: ~0.4 s a call on the 2-vCPU VM of NOTES.md)."""
-    jvm = spark.sparkContext._jvm
-    log = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, table)
-    none = jvm.scala.Option.empty()
-    return int(log.update(False, none, none).version())
+    none = spark.sparkContext._jvm.scala.Option.empty()
+    return int(delta_log(spark, table).update(False, none, none).version())
 
 
 def only_created(spark, table: str, version: int) -> bool:
@@ -38,9 +41,8 @@ def only_created(spark, table: str, version: int) -> bool:
     no Spark job: `history` runs one (~0.4 s), Delta's file count rebuilds the checksum (1-2 s)."""
     if version != 0:
         return False
-    jvm = spark.sparkContext._jvm
-    log = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, table)
-    actions = log.getChanges(0, 0, jvm.scala.Option.empty(), False).next()._2().iterator()
+    none = spark.sparkContext._jvm.scala.Option.empty()
+    actions = delta_log(spark, table).getChanges(0, 0, none, False).next()._2().iterator()
     while actions.hasNext():
         if actions.next().getClass().getSimpleName() not in CREATION_ACTIONS:
             return False

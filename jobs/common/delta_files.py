@@ -20,6 +20,7 @@ from typing import Any
 import pyarrow as pa
 
 from jobs.common.commits import is_commit_conflict
+from jobs.common.delta import delta_log
 
 # Table properties and column metadata that a file written outside Spark would not honour.
 _WRITER_ONLY_PROPERTIES = ("delta.columnMapping.mode", "delta.constraints.")
@@ -75,7 +76,7 @@ def commit_files(
     such as runs rows keyed by a fresh run id)."""
     jvm = spark.sparkContext._jvm
     delta = jvm.org.apache.spark.sql.delta
-    txn = delta.DeltaLog.forTable(spark._jsparkSession, table_path).startTransaction()
+    txn = delta_log(spark, table_path).startTransaction()
     read_version = int(txn.readVersion())
     if read_version < 0:
         return Appended(None, "the table has no commit yet")
