@@ -7,7 +7,14 @@ its own exception and traceback: it is not the user's input that is wrong.
 
 from __future__ import annotations
 
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
 from jobs.common.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 def is_delta_table(spark, table: str) -> bool:
@@ -77,3 +84,96 @@ def read_pinned(
 def read_latest_if_any(spark, table: str):
     """The table's latest DataFrame, or None when nothing was written there yet (e.g. no runs table)."""
     return spark.read.format("delta").load(table) if is_delta_table(spark, table) else None
+
+
+@dataclass(frozen=True)
+class DriverSnapshot:
+    """A Delta table at one version, read in this process by delta-rs: no JVM, no Spark job. A fresh JVM
+    spends 5-20 s compiling Spark's Delta reader before its first answer (NOTES.md's 2-vCPU VM); this
+    answers a small table's questions in milliseconds."""
+
+    version: int
+    columns: frozenset[str]
+    files: int
+    rows: int
+    dataset: Any  # pyarrow.dataset.Dataset over the table's data files at `version`, in its schema
+
+    def select(self, columns: list[str], where: Any) -> Any:
+        """The `columns` of the rows matching `where` (a pyarrow.compute expression), as an Arrow table;
+        only matching rows are kept in memory."""
+        return self.dataset.to_table(columns=columns, filter=where)
+
+
+def driver_snapshot(table: str, version: int | None = None) -> DriverSnapshot | None:
+    """The table (at `version`, else its latest) read by delta-rs, or None (logged) where only Spark's
+    reader gives the right answer: no committed table there yet, a reader protocol above 1 (column
+    mapping, deletion vectors: delta-rs would read the wrong rows or refuse), a partitioned table, a data
+    file without a row count, or a location delta-rs cannot open with this process's credentials."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+    from deltalake import DeltaTable
+    from deltalake.exceptions import DeltaError
+
+    from jobs.common.storage import is_remote, upath
+
+    try:
+        opened = DeltaTable(delta_rs_uri(table), version=version, storage_options=delta_rs_options(table))
+        refusal = _driver_refusal(opened)
+        if refusal:
+            log.info("%s: %s, read through Spark", table, refusal)
+            return None
+        rows = opened.get_add_actions(flatten=True).column("num_records").to_pylist()
+        if any(count is None for count in rows):
+            log.info("%s: a data file without a row count, read through Spark", table)
+            return None
+        schema = pa.schema(opened.schema().to_arrow())
+        files = opened.file_uris()
+        # The file list, not delta-rs's own dataset: that one turns a column without file statistics
+        # (Lineup's workers record face_id's only) into `column >= null`, and any filter on it then
+        # matches nothing (deltalake 1.6.6).
+        if is_remote(table):
+            from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+            filesystem = PyFileSystem(FSSpecHandler(upath(table).fs))
+            files = [uri.split("://", 1)[1] for uri in files]
+            dataset = ds.dataset(files, schema=schema, format="parquet", filesystem=filesystem)
+        else:
+            dataset = ds.dataset(files, schema=schema, format="parquet")
+        columns = frozenset(schema.names)
+        return DriverSnapshot(int(opened.version()), columns, len(files), sum(rows), dataset)
+    except (DeltaError, OSError) as error:
+        log.info("%s: not read by delta-rs (%s), read through Spark", table, str(error).splitlines()[0][:200])
+        return None
+
+
+def _driver_refusal(opened: Any) -> str | None:
+    """Why delta-rs's file list is not the table's rows, or None when it is."""
+    reader_version = opened.protocol().min_reader_version
+    if reader_version != 1:
+        return f"reader protocol {reader_version} (column mapping or deletion vectors)"
+    if opened.metadata().partition_columns:
+        return "a partitioned table"
+    return None
+
+
+def delta_rs_uri(table: str) -> str:
+    """The table's location as delta-rs names it (S3 is `s3://`, not Hadoop's `s3a://`).
+
+    >>> delta_rs_uri("s3a://bucket/faces"), delta_rs_uri("file:///data/faces"), delta_rs_uri("/data/faces")
+    ('s3://bucket/faces', '/data/faces', '/data/faces')
+    """
+    if table.startswith("s3a://"):
+        return "s3://" + table[len("s3a://") :]
+    return table[len("file://") :] if table.startswith("file://") else table
+
+
+def delta_rs_options(table: str) -> dict[str, str]:
+    """delta-rs's storage options for an S3 table: the endpoint fsspec and Spark use (AWS_ENDPOINT_URL),
+    plain HTTP where that endpoint is one; credentials and region come from the environment as usual."""
+    if not table.startswith(("s3://", "s3a://")):
+        return {}
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    options = {"AWS_ENDPOINT_URL": endpoint} if endpoint else {}
+    if endpoint and endpoint.startswith("http://"):
+        options["AWS_ALLOW_HTTP"] = "true"
+    return options

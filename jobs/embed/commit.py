@@ -22,10 +22,10 @@ import json
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 from jobs.common.commits import with_commit_retries
 from jobs.common.timing import Phases
+from jobs.embed.known import HeldImages
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +70,7 @@ class Ledger:
 
     table_path: str
     start_version: int
-    fresh: bool  # the table held no rows at the run's start: nothing there to check rows against
-    held_at_start: Any = None  # (face_ids) -> those the table held at the start (not fresh only)
+    held_at_start: HeldImages | None  # None: the table held no rows at the run's start
     own_versions: set[int] = field(default_factory=set)
     committed_face_ids: set[int] = field(default_factory=set)
     merge_reason: str | None = None  # once set, every later chunk is MERGEd
@@ -170,9 +169,9 @@ def _add_files(spark, chunk: Embedded, unique: list, ledger: Ledger) -> list | N
     from jobs.common.schema import FACES_ARROW
 
     present = {r.face_id for r in unique if r.face_id in ledger.committed_face_ids}
-    if not ledger.fresh:
+    if ledger.held_at_start is not None:
         unchecked = [r.face_id for r in unique if r.image_id is None or not _checked(r.image_id, chunk.checked_ids)]
-        present |= ledger.held_at_start(unchecked) if unchecked else set()
+        present |= ledger.held_at_start.face_ids_among(unchecked) if unchecked else set()
     kept = [r for r in unique if r.face_id not in present]
     keep = {(r.face_id, r.source_path) for r in kept}
     dropping = {r.file for r in chunk.meta if (r.face_id, r.source_path) not in keep}

@@ -59,6 +59,9 @@ class EmbedSettings(StrictModel):
         512, ge=1, description="largest task; tasks shrink toward a chunk's end (each costs ~50-85 ms of PySpark)"
     )
     files_per_commit: int = Field(4096, ge=1, description="each chunk is one Delta commit: progress survives a crash")
+    driver_hash_max_files: int = Field(
+        512, ge=0, description="a chunk this small is hashed on the driver (no Spark job) to find known images"
+    )
     batch_images: int = Field(16, ge=1)
     max_pixels: int = Field(50_000_000, ge=1)
     threads_per_worker: int = Field(1, ge=1)

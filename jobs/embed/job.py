@@ -26,10 +26,11 @@ from jobs.common.timing import Phases
 from jobs.embed.commit import Committer, Counts, Embedded, Ledger, collect_written
 from jobs.embed.config import EmbedConfig
 from jobs.embed.files import WRITTEN_DDL
-from jobs.embed.known import held_face_ids, held_image_ids, known_among
+from jobs.embed.ids import image_id_of
+from jobs.embed.known import HeldImages, HeldInSpark, HeldOnDriver, held_images
 from jobs.embed.labels import Labeller, load_label_table
 from jobs.embed.plan import InputRef, cut_tasks, list_inputs
-from jobs.embed.table import ensure_faces_table
+from jobs.embed.table import FACES_COLUMNS, ensure_faces_table
 from jobs.embed.worker import (
     TASK_DDL,
     MaxParam,
@@ -75,7 +76,7 @@ def run_embed(config: EmbedConfig, spark=None) -> dict[str, Any]:
 
 
 def _run(config: EmbedConfig, spark, record: RunRecord, phases: Phases) -> dict[str, Any]:
-    from jobs.common.delta import latest_version, only_created
+    from jobs.common.delta import driver_snapshot, latest_version, only_created
     from jobs.models.pack import load_pack
 
     with phases.phase("plan"):
@@ -86,22 +87,35 @@ def _run(config: EmbedConfig, spark, record: RunRecord, phases: Phases) -> dict[
     # a refused run leaves no new table version behind.
     context = _worker_context(config, spark, pack, record.run_id)
     with phases.phase("prepare_table"):
-        ensure_faces_table(spark, table_path)
-        start_version = latest_version(spark, table_path)
-        # A table whose only commit is its creation holds no rows: nothing to look up (asking the table
-        # itself, a count or DESCRIBE DETAIL, rebuilds its state: ~2 s).
-        fresh = only_created(spark, table_path, start_version)
-        held = None if fresh else held_image_ids(spark, table_path, start_version, pack.model_id)
-    log.info("faces table %s v%d: %s", table_path, start_version, "has images" if held else "no images yet")
+        # An existing table with every column is read by delta-rs here: a fresh JVM's first Delta read
+        # and the table check cost 5-20 s, most of an all-known run. Spark creates or upgrades a table.
+        snapshot = driver_snapshot(table_path)
+        if snapshot is not None and snapshot.columns >= FACES_COLUMNS:
+            start_version, fresh = snapshot.version, snapshot.files == 0
+        else:
+            snapshot = None
+            ensure_faces_table(spark, table_path)
+            start_version = latest_version(spark, table_path)
+            # A table whose only commit is its creation holds no rows: nothing to look up (asking the
+            # table itself, a count or DESCRIBE DETAIL, rebuilds its state: ~2 s).
+            fresh = only_created(spark, table_path, start_version)
+        # A table input's known images leave by an anti-join in Spark: that needs Spark's view of the table.
+        on_driver = snapshot if config.embed.input.kind != "table" else None
+        held = None if fresh else held_images(spark, table_path, start_version, pack.model_id, on_driver)
+    searched_by = "driver" if isinstance(held, HeldOnDriver) else "spark" if held is not None else None
+    log.info(
+        "faces table %s v%d: %s",
+        table_path,
+        start_version,
+        f"has images (searched by {searched_by})" if held is not None else "no images yet",
+    )
     record.params["model_id"] = pack.model_id
     record.add_input("archive", config.embed.input.path, None)
     record.add_input("faces_at_start", table_path, start_version)
     counts = Counts()
     with phases.phase("embed_and_commit", count=len(refs) or None, unit="files"):
         work_started = time.perf_counter()
-        ledger = Ledger(table_path, start_version, fresh)
-        if not fresh:
-            ledger.held_at_start = lambda face_ids: held_face_ids(spark, table_path, start_version, face_ids)
+        ledger = Ledger(table_path, start_version, held)
         with Committer(spark, ledger, counts, phases) as committer:
             if config.embed.input.kind == "table":
                 committer.submit(_embed_table(spark, config, context, held, phases))
@@ -126,6 +140,7 @@ def _run(config: EmbedConfig, spark, record: RunRecord, phases: Phases) -> dict[
     with phases.phase("summary"):
         summary = _summary(spark, pack.model_id, record.run_id, ledger, counts, elapsed)
     summary["python_worker_peak_rss_mb"] = round(context["peak_rss"].value, 1)
+    summary["known_searched_by"] = searched_by
     record.add_output("faces", table_path, summary["outputs"]["faces_table_version"])
     record.counts = {k: v for k, v in summary.items() if isinstance(v, int)}
     record.counts.update({f"status_{k}": v for k, v in counts.by_status.items()})
@@ -173,17 +188,16 @@ def _worker_context(config: EmbedConfig, spark, pack, run_id: str) -> dict[str, 
     }
 
 
-def _embed_chunk(spark, chunk: list[InputRef], files_after: int, config, context, held, phases) -> Embedded:
+def _embed_chunk(
+    spark, chunk: list[InputRef], files_after: int, config, context, held: HeldImages | None, phases
+) -> Embedded:
     """One chunk's new rows, embedded and cached (the table's images left out by a first, cheap pass)."""
     sc = spark.sparkContext
     todo, skipped = chunk, 0
     if held is not None:
         with phases.phase("find_known", count=len(chunk), unit="files"):
-            # Hashing is cheap: a few big tasks (two per core), not one per embedding task.
-            tasks = cut_tasks(chunk, -(-len(chunk) // (2 * sc.defaultParallelism)))
-            hashes = _task_frame(spark, tasks).mapInArrow(make_hash_runner(context["max_file_bytes"]), HASH_DDL)
-            id_at = {row.position: row.image_id for row in hashes.collect()}  # one chunk's: bounded
-            known = known_among(spark, held, set(id_at.values()))
+            id_at = _image_ids(spark, chunk, context["max_file_bytes"], config.embed.driver_hash_max_files)
+            known = held.known_among(set(id_at.values()))
             # Unreadable files stay: they become status rows.
             todo = [ref for position, ref in enumerate(chunk) if id_at.get(position) not in known]
             skipped = len(chunk) - len(todo)
@@ -197,6 +211,20 @@ def _embed_chunk(spark, chunk: list[InputRef], files_after: int, config, context
 
 
 HASH_DDL = "position INT, image_id STRING"
+
+
+def _image_ids(spark, chunk: list[InputRef], max_file_bytes: int, driver_max_files: int) -> dict[int, str]:
+    """Each readable file's content id, by its position in the chunk (one chunk's: bounded). A chunk of
+    at most `driver_max_files` files is hashed here, with no Spark job (a fresh JVM's first Python job
+    costs seconds); a larger one in a few big tasks (two per core), not one per embedding task."""
+    from jobs.embed.read import read_refs
+
+    if len(chunk) <= driver_max_files:
+        loaded = read_refs(chunk, max_file_bytes)
+        return {position: image_id_of(item.data) for position, item in enumerate(loaded) if item.data is not None}
+    tasks = cut_tasks(chunk, -(-len(chunk) // (2 * spark.sparkContext.defaultParallelism)))
+    hashes = _task_frame(spark, tasks).mapInArrow(make_hash_runner(max_file_bytes), HASH_DDL)
+    return {row.position: row.image_id for row in hashes.collect()}
 
 
 def _task_frame(spark, tasks: list[list[InputRef]]):
@@ -213,7 +241,7 @@ def _task_frame(spark, tasks: list[list[InputRef]]):
     return slots.join(F.broadcast(rows), "task").select(*[f.split()[0] for f in TASK_DDL.split(", ")])
 
 
-def _embed_table(spark, config, context, held, phases) -> Embedded:
+def _embed_table(spark, config, context, held: HeldImages | None, phases) -> Embedded:
     from pyspark.sql import functions as F
 
     settings = config.embed.input
@@ -236,8 +264,9 @@ def _embed_table(spark, config, context, held, phases) -> Embedded:
     files_seen = frame.count()
     skipped = 0
     if held is not None:  # known content is dropped by an anti-join on its sha256: no list anywhere
+        assert isinstance(held, HeldInSpark)  # a table input's table is never searched on the driver (_run)
         hashed = frame.withColumn("image_id", F.sha2("content", 256))
-        frame = hashed.join(held.distinct(), "image_id", "left_anti").select("id", "content")
+        frame = hashed.join(held.image_ids().distinct(), "image_id", "left_anti").select("id", "content")
         skipped = files_seen - frame.count()
     runner = make_table_runner(context, context["peak_rss"], f"{settings.path}#", config.faces_table_path())
     return collect_written(frame.mapInArrow(runner, WRITTEN_DDL), phases, files_seen=files_seen, skipped=skipped)

@@ -7,9 +7,11 @@ import logging
 from jobs.common.commits import is_commit_conflict, with_commit_retries
 from jobs.common.delta import has_delta_log
 from jobs.common.errors import UserError, mentions
-from jobs.common.schema import FACES_DDL
+from jobs.common.schema import FACES_ARROW, FACES_DDL
 
 log = logging.getLogger(__name__)
+
+FACES_COLUMNS = frozenset(FACES_ARROW.names)
 
 
 def ensure_faces_table(spark, table_path: str) -> None:

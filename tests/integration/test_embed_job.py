@@ -210,6 +210,7 @@ def test_a_run_over_known_images_embeds_and_commits_nothing(spark, tmp_path: Pat
     assert first["files_processed"] == 3 and "commit" in first["timings_s"]
     again = run_embed(make_config(folder, table), spark)
     assert again["files_skipped_known"] == 3 and again["files_processed"] == 0
+    assert first["known_searched_by"] is None and again["known_searched_by"] == "driver"  # delta-rs, no JVM
     # the chunk was left out after the hash pass: no embedding job, no commit, no new table version
     assert not {"embed", "commit", "merge"} & set(again["timings_s"])
     assert again["outputs"]["faces_table_version"] == first["outputs"]["faces_table_version"]
@@ -222,6 +223,35 @@ def test_a_run_over_known_images_embeds_and_commits_nothing(spark, tmp_path: Pat
     into_copy = run_embed(make_config(folder, copied), spark)
     assert into_copy["files_skipped_known"] == 3 and into_copy["rows_written"] == 0
     assert len(faces(spark, copied)) == len(faces(spark, table))
+
+
+def test_known_images_are_found_alike_by_spark_and_when_deletion_vectors_hide_rows(
+    spark, tmp_path: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large table (or chunk) is searched (hashed) by Spark instead of the driver, with the same answer;
+    a table delta-rs cannot read right (deletion vectors) is searched by Spark, and a deleted image is
+    embedded again."""
+    import jobs.embed.known as known
+
+    folder = tmp_path / "known"
+    folder.mkdir()
+    images = sorted((shared_data / "lfw" / "images" / "Zico").glob("*.jpg"))[:3]
+    for path in images:
+        shutil.copy(path, folder / path.name)
+    table = tmp_path / "faces"
+    assert run_embed(make_config(folder, table), spark)["files_processed"] == 3
+    rows_of = sorted(Path(r.source_path).name for r in faces(spark, table))  # an image's row per face
+    with monkeypatch.context() as patched:
+        patched.setattr(known, "DRIVER_SEARCH_MAX_ROWS", 0)
+        in_spark = run_embed(make_config(folder, table, "embed.driver_hash_max_files=0"), spark)
+    assert in_spark["known_searched_by"] == "spark" and in_spark["files_skipped_known"] == 3
+    spark.sql(f"ALTER TABLE delta.`{table}` SET TBLPROPERTIES ('delta.enableDeletionVectors' = 'true')")
+    spark.sql(f"DELETE FROM delta.`{table}` WHERE source_path LIKE '%{images[0].name}'")
+    assert any(p.name.startswith("deletion_vector_") for p in table.iterdir())  # the rows hidden, not rewritten
+    after_delete = run_embed(make_config(folder, table), spark)
+    assert after_delete["known_searched_by"] == "spark"
+    assert (after_delete["files_processed"], after_delete["files_skipped_known"]) == (1, 2)
+    assert sorted(Path(r.source_path).name for r in faces(spark, table)) == rows_of
 
 
 def test_a_table_that_needs_sparks_writer_is_merged_into(spark, tmp_path: Path, shared_data: Path) -> None:
