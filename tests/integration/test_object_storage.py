@@ -59,24 +59,26 @@ def lfw_world(tmp_path_factory, shared_data: Path) -> Path:
     return root
 
 
+def gallery_config(inputs: str, out: str, pack_dir: str) -> EmbedConfig:
+    return load_config(
+        EmbedConfig,
+        None,
+        [
+            f"spark.data_root={out}/data",
+            f"runs_table={out}/runs",
+            f"embed.input.path={inputs}/gallery",
+            f"embed.table_path={out}/faces",
+            f"embed.pack_dir={pack_dir}",
+            f"embed.labels.{SUBJECT}",
+            "embed.files_per_task=4",
+        ],
+    )
+
+
 def chain(spark, inputs: str, out: str, pack_dir: str) -> dict:
     """embed -> index -> query -> audit with every location under `out`, images under `inputs`."""
     common = [f"spark.data_root={out}/data", f"runs_table={out}/runs"]
-    embed = run_embed(
-        load_config(
-            EmbedConfig,
-            None,
-            [
-                *common,
-                f"embed.input.path={inputs}/gallery",
-                f"embed.table_path={out}/faces",
-                f"embed.pack_dir={pack_dir}",
-                f"embed.labels.{SUBJECT}",
-                "embed.files_per_task=4",
-            ],
-        ),
-        spark,
-    )
+    embed = run_embed(gallery_config(inputs, out, pack_dir), spark)
     index = run_index(
         load_config(IndexConfig, None, [*common, f"index.faces_table={out}/faces", f"index.index_dir={out}/index"]),
         spark,
@@ -157,6 +159,10 @@ def test_every_location_on_s3_gives_the_local_results(spark, s3_server, lfw_worl
     assert [status for _, status, _ in local["compare"][1]] == ["ok", "ok", "b_read_error"]
     embed, index, query, audit = remote["summaries"]
     assert embed["outputs"]["faces_table"] == f"{bucket}/lake/faces"
+    # a rerun finds every image known, the table on S3 read by delta-rs on the driver (no Spark job)
+    again = run_embed(gallery_config(f"{bucket}/images", f"{bucket}/lake", f"{bucket}/packs/default"), spark)
+    assert again["known_searched_by"] == "driver" and again["files_skipped_known"] == embed["files_seen"] >= 16
+    assert again["outputs"]["faces_table_version"] == embed["outputs"]["faces_table_version"]
     assert index["outputs"]["index_dir"] == f"{bucket}/lake/index"
     assert str(audit["outputs"]["report"]).startswith(f"{bucket}/lake/reports/")
 

@@ -1,0 +1,96 @@
+"""The fixed cost of a scheduled run: `lineup embed` started as a fresh process each time (a new JVM, as
+every `spark-submit` is), over an archive whose images are all already in the faces table. Prints one
+JSON line.
+
+For each archive size, run 1 fills a new table; runs 2..N find every image known. Each run's cost
+beyond session start is the sum of its phases after `session_start` (plan, prepare_table, find_known,
+summary, record_run): the issue's "fixed per-run cost" target (< 5 s). The session start itself, a bare
+local[2] SparkSession in the same process, is reported beside it, with the wall time of the whole
+process (Python start and JVM exit included) and the load average before each run.
+
+Usage: .venv/bin/python -m bench.bench_fresh_run [--sizes 100 2000] [--reruns 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.bench_embed import link_images
+from bench.common import data_root
+
+
+def lineup_embed(folder: Path, table: Path, runs_table: Path) -> dict:
+    """One `lineup embed` process: its summary, wall time and the load average it started under."""
+    load = os.getloadavg()[0]
+    started = time.perf_counter()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobs.cli",
+            "embed",
+            "--conf",
+            "conf/embed.yaml",
+            "--set",
+            f"embed.input.path={folder}",
+            "--set",
+            f"embed.table_path={table}",
+            "--set",
+            f"runs_table={runs_table}",
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, SPARK_LOCAL_IP="127.0.0.1"),
+        check=False,
+    )
+    wall_s = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"lineup embed failed (exit {done.returncode}): {done.stderr[-3000:]}")
+    summary = json.loads(done.stdout)
+    timings = summary["timings_s"]
+    # Phases nest (embed_and_commit holds find_known, embed, commit): the top-level ones are summed.
+    top = ("plan", "prepare_table", "embed_and_commit", "summary", "record_run")
+    return {
+        "files_processed": summary["files_processed"],
+        "files_skipped_known": summary["files_skipped_known"],
+        "known_searched_by": summary.get("known_searched_by"),
+        "session_start_s": timings["session_start"],
+        "beyond_session_start_s": round(sum(timings.get(name, 0.0) for name in top), 2),
+        "process_wall_s": round(wall_s, 2),
+        "timings_s": timings,
+        "load_average_1m": round(load, 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 2000])
+    parser.add_argument("--reruns", type=int, default=2)
+    args = parser.parse_args()
+    files = sorted((data_root() / "lfw" / "images").glob("*/*.jpg"))
+    report: dict = {"machine": f"{os.cpu_count()} CPUs, local[2] (conf/embed.yaml)", "sizes": {}}
+    with tempfile.TemporaryDirectory(prefix="bench-fresh-") as scratch:
+        for size in args.sizes:
+            root = Path(scratch) / str(size)
+            folder = link_images(files[:size], root / "images")
+            runs = [lineup_embed(folder, root / "faces", root / "runs") for _ in range(1 + args.reruns)]
+            if runs[0]["files_processed"] != size or any(r["files_skipped_known"] != size for r in runs[1:]):
+                raise SystemExit(f"{size} images: the reruns did not find every image known: {runs}")
+            report["sizes"][str(size)] = {
+                "first_run": runs[0],
+                "all_known_reruns": runs[1:],
+                "max_beyond_session_start_s": max(r["beyond_session_start_s"] for r in runs[1:]),
+            }
+            print(json.dumps({size: report["sizes"][str(size)]["max_beyond_session_start_s"]}), file=sys.stderr)
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
