@@ -11,6 +11,7 @@ partitioned table, column mapping, constraints, generated or identity columns ne
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import Collection
@@ -21,6 +22,8 @@ import pyarrow as pa
 
 from jobs.common.commits import is_commit_conflict
 from jobs.common.delta import delta_log
+
+log = logging.getLogger(__name__)
 
 # Table properties and column metadata that a file written outside Spark would not honour.
 _WRITER_ONLY_PROPERTIES = ("delta.columnMapping.mode", "delta.constraints.")
@@ -118,6 +121,28 @@ def append_batch(spark, table_path: str, batch: pa.RecordBatch) -> int | None:
     if appended.version is None:
         (upath(table_path) / json.loads(add)["add"]["path"]).unlink()
     return appended.version
+
+
+def append_on_driver(table_path: str, batch: pa.RecordBatch) -> int | None:
+    """Append `batch` to an existing local table with delta-rs (no JVM: a fresh one's first Delta commit
+    costs 2-3 s), as a blind append: the new version, or None (nothing committed) where Spark must write
+    instead: a remote table (on S3 delta-rs's commits do not exclude Spark's), no table yet, or a
+    protocol or schema delta-rs refuses."""
+    from deltalake import DeltaTable, write_deltalake
+    from deltalake.exceptions import DeltaError
+
+    from jobs.common.delta import delta_rs_uri
+    from jobs.common.storage import is_remote, upath
+
+    if is_remote(table_path) or not (upath(delta_rs_uri(table_path)) / "_delta_log").is_dir():
+        return None
+    try:
+        table = DeltaTable(delta_rs_uri(table_path))
+        write_deltalake(table, batch, mode="append")
+    except (DeltaError, OSError) as error:
+        log.info("%s: not appended by delta-rs (%s), appended through Spark", table_path, str(error)[:200])
+        return None
+    return int(table.version())
 
 
 def write_data_file(table_path: str, batch: pa.RecordBatch, stats_columns: tuple[str, ...] = ()) -> str:

@@ -196,7 +196,7 @@ def _embed_chunk(
     todo, skipped = chunk, 0
     if held is not None:
         with phases.phase("find_known", count=len(chunk), unit="files"):
-            id_at = _image_ids(spark, chunk, context["max_file_bytes"], config.embed.driver_hash_max_files)
+            id_at = _image_ids(spark, chunk, context["max_file_bytes"], config.driver_hash_max_files())
             known = held.known_among(set(id_at.values()))
             # Unreadable files stay: they become status rows.
             todo = [ref for position, ref in enumerate(chunk) if id_at.get(position) not in known]

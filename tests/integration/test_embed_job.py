@@ -215,8 +215,14 @@ def test_a_run_over_known_images_embeds_and_commits_nothing(spark, tmp_path: Pat
     assert not {"embed", "commit", "merge"} & set(again["timings_s"])
     assert again["outputs"]["faces_table_version"] == first["outputs"]["faces_table_version"]
     # one runs row a run: the runs table checkpoints inside every 100th commit, not every 10th run's
-    runs = spark.sql(f"DESCRIBE DETAIL delta.`{again['outputs']['runs_table']}`").collect()[0]
+    runs_table = again["outputs"]["runs_table"]
+    runs = spark.sql(f"DESCRIBE DETAIL delta.`{runs_table}`").collect()[0]
     assert runs.properties.get("delta.checkpointInterval") == "100"
+    # the first runs row created the table through Spark; later ones are delta-rs appends (no JVM)
+    writers = spark.sql(f"DESCRIBE HISTORY delta.`{runs_table}`").orderBy("version").collect()
+    assert writers[0].engineInfo.startswith("Apache-Spark") and writers[-1].engineInfo.startswith("delta-rs")
+    ids = {r.run_id for r in spark.read.format("delta").load(runs_table).collect()}
+    assert {first["run_id"], again["run_id"]} <= ids and len(ids) == len(writers)
     # a table whose very first commit already holds the rows (another writer's) is not taken for empty
     copied = tmp_path / "copied"
     spark.read.format("delta").load(str(table)).write.format("delta").save(str(copied))
