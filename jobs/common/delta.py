@@ -8,7 +8,6 @@ its own exception and traceback: it is not the user's input that is wrong.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -170,9 +169,11 @@ def delta_rs_uri(table: str) -> str:
 def delta_rs_options(table: str) -> dict[str, str]:
     """delta-rs's storage options for an S3 table: the endpoint fsspec and Spark use (AWS_ENDPOINT_URL),
     plain HTTP where that endpoint is one; credentials and region come from the environment as usual."""
+    from jobs.common.storage import s3_endpoint
+
     if not table.startswith(("s3://", "s3a://")):
         return {}
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    endpoint = s3_endpoint()
     options = {"AWS_ENDPOINT_URL": endpoint} if endpoint else {}
     if endpoint and endpoint.startswith("http://"):
         options["AWS_ALLOW_HTTP"] = "true"

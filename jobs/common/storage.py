@@ -156,6 +156,11 @@ def check_reachable(location: str, setting: str) -> None:
         ) from None
 
 
+def s3_endpoint() -> str | None:
+    """The S3 endpoint of the standard AWS variables (AWS_ENDPOINT_URL_S3, else AWS_ENDPOINT_URL), if any."""
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+
+
 _ARROW_S3: list[Any] = []  # one Arrow S3 client per process (it pools its connections)
 _FETCH_THREADS = 8
 
@@ -169,7 +174,7 @@ def _arrow_s3() -> Any:
         from pyarrow import fs as arrow_fs
 
         options: dict[str, Any] = {}
-        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        endpoint = s3_endpoint()
         if endpoint:
             parsed = urlparse(endpoint)
             options.update(endpoint_override=parsed.netloc, scheme=parsed.scheme or "https")
@@ -240,7 +245,7 @@ def hadoop_conf(endpoint: str | None, region: str | None, path_style: bool) -> d
     >>> hadoop_conf("http://127.0.0.1:9000", None, True)["spark.hadoop.fs.s3a.connection.ssl.enabled"]
     'false'
     """
-    endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    endpoint = endpoint or s3_endpoint()
     conf: dict[str, Any] = {}
     if endpoint:
         conf["spark.hadoop.fs.s3a.endpoint"] = endpoint

@@ -26,7 +26,6 @@ from jobs.common.timing import Phases
 from jobs.embed.commit import Committer, Counts, Embedded, Ledger, collect_written
 from jobs.embed.config import EmbedConfig
 from jobs.embed.files import WRITTEN_DDL
-from jobs.embed.ids import image_id_of
 from jobs.embed.known import HeldImages, HeldInSpark, HeldOnDriver, held_images
 from jobs.embed.labels import Labeller, load_label_table
 from jobs.embed.plan import InputRef, cut_tasks, list_inputs
@@ -34,6 +33,7 @@ from jobs.embed.table import FACES_COLUMNS, ensure_faces_table
 from jobs.embed.worker import (
     TASK_DDL,
     MaxParam,
+    image_ids,
     make_hash_runner,
     make_table_runner,
     make_task_runner,
@@ -217,11 +217,8 @@ def _image_ids(spark, chunk: list[InputRef], max_file_bytes: int, driver_max_fil
     """Each readable file's content id, by its position in the chunk (one chunk's: bounded). A chunk of
     at most `driver_max_files` files is hashed here, with no Spark job (a fresh JVM's first Python job
     costs seconds); a larger one in a few big tasks (two per core), not one per embedding task."""
-    from jobs.embed.read import read_refs
-
     if len(chunk) <= driver_max_files:
-        loaded = read_refs(chunk, max_file_bytes)
-        return {position: image_id_of(item.data) for position, item in enumerate(loaded) if item.data is not None}
+        return image_ids(chunk, max_file_bytes)
     tasks = cut_tasks(chunk, -(-len(chunk) // (2 * spark.sparkContext.defaultParallelism)))
     hashes = _task_frame(spark, tasks).mapInArrow(make_hash_runner(max_file_bytes), HASH_DDL)
     return {row.position: row.image_id for row in hashes.collect()}

@@ -84,21 +84,23 @@ def make_hash_runner(max_file_bytes: int):
     def run(batches: Iterator) -> Iterator:
         import pyarrow as pa
 
-        from jobs.embed.ids import image_id_of
-        from jobs.embed.read import read_refs
-
         for first, refs in _task_rows(batches):
-            positions, ids = [], []
-            for offset, item in enumerate(read_refs(refs, max_file_bytes)):
-                if item.data is not None:
-                    positions.append(first + offset)
-                    ids.append(image_id_of(item.data))
-            if ids:
-                yield pa.RecordBatch.from_pydict(
-                    {"position": pa.array(positions, pa.int32()), "image_id": pa.array(ids, pa.string())}
-                )
+            id_at = image_ids(refs, max_file_bytes)
+            if id_at:
+                positions = pa.array([first + offset for offset in id_at], pa.int32())
+                ids = pa.array(list(id_at.values()), pa.string())
+                yield pa.RecordBatch.from_pydict({"position": positions, "image_id": ids})
 
     return run
+
+
+def image_ids(refs: list[InputRef], max_file_bytes: int) -> dict[int, str]:
+    """Each readable ref's content id (sha256), by its position in `refs`. Nothing is decoded."""
+    from jobs.embed.ids import image_id_of
+    from jobs.embed.read import read_refs
+
+    loaded = read_refs(refs, max_file_bytes)
+    return {offset: image_id_of(item.data) for offset, item in enumerate(loaded) if item.data is not None}
 
 
 ROWS_PER_FILE = 65536  # a table input's partition can be large: bound what one file (and memory) holds
