@@ -8,6 +8,12 @@ summary, record_run): the issue's "fixed per-run cost" target (< 5 s). The sessi
 local[2] SparkSession in the same process, is reported beside it, with the wall time of the whole
 process (Python start and JVM exit included) and the load average before each run.
 
+Then the daily run of a growing archive: as many new images again join the folder and a fresh process
+embeds them into the existing table (its Python workers and first Delta commit cold, as a
+`spark-submit`'s are); its rate beyond session start is set beside a process pool's over the same new
+images (one process per core, one onnxruntime thread each, pipelines loaded before the clock: the
+physical reference of `bench_embed`).
+
 Usage: .venv/bin/python -m bench.bench_fresh_run [--sizes 100 2000] [--reruns 2]
 """
 
@@ -16,13 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench.bench_embed import link_images
+from bench.bench_embed import link_images, process_pool
 from bench.common import data_root
 
 
@@ -75,6 +82,7 @@ def main() -> None:
     parser.add_argument("--reruns", type=int, default=2)
     args = parser.parse_args()
     files = sorted((data_root() / "lfw" / "images").glob("*/*.jpg"))
+    random.Random(0).shuffle(files)  # new images from other people than the first run's, as a day's would be
     report: dict = {"machine": f"{os.cpu_count()} CPUs, local[2] (conf/embed.yaml)", "sizes": {}}
     with tempfile.TemporaryDirectory(prefix="bench-fresh-") as scratch:
         for size in args.sizes:
@@ -83,10 +91,23 @@ def main() -> None:
             runs = [lineup_embed(folder, root / "faces", root / "runs") for _ in range(1 + args.reruns)]
             if runs[0]["files_processed"] != size or any(r["files_skipped_known"] != size for r in runs[1:]):
                 raise SystemExit(f"{size} images: the reruns did not find every image known: {runs}")
+            new_files = files[size : 2 * size]
+            link_images(new_files, root / "images")
+            grown = lineup_embed(folder, root / "faces", root / "runs")
+            if (grown["files_processed"], grown["files_skipped_known"]) != (len(new_files), size):
+                raise SystemExit(f"{size} new images: not exactly the new ones were embedded: {grown}")
+            grown_rate = len(new_files) / grown["beyond_session_start_s"]
+            pool_rate = process_pool(new_files, len(os.sched_getaffinity(0)))
             report["sizes"][str(size)] = {
                 "first_run": runs[0],
                 "all_known_reruns": runs[1:],
                 "max_beyond_session_start_s": max(r["beyond_session_start_s"] for r in runs[1:]),
+                "new_images_run": {
+                    **grown,
+                    "images_per_s_beyond_session_start": round(grown_rate, 1),
+                    "process_pool_images_per_s": round(pool_rate, 1),
+                    "ratio_vs_process_pool": round(grown_rate / pool_rate, 3),
+                },
             }
             print(json.dumps({size: report["sizes"][str(size)]["max_beyond_session_start_s"]}), file=sys.stderr)
     print(json.dumps(report))

@@ -13,12 +13,16 @@ import re
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from jobs.common.config import SparkSettings, StorageSettings
 from jobs.common.errors import UserError
 from jobs.common.jars import MANIFEST_NAME, s3_jars_dir, staged_jars
 from jobs.common.locations import resolve
 from jobs.common.storage import hadoop_conf
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
@@ -192,3 +196,10 @@ def get_spark(settings: SparkSettings, app_name: str | None = None, storage: Sto
         spark.sparkContext.setLogLevel("WARN")
     log.info("SparkSession ready in %.1f s (master %s)", time.perf_counter() - started, spark.sparkContext.master)
     return spark
+
+
+def local_frame(spark, table: pa.Table):
+    """A DataFrame of the driver's rows (a `pyarrow.Table`) as a local relation in the plan. A frame made
+    from a Python list goes through a Python RDD: every use runs a stage of Python workers, and the first
+    in a fresh JVM costs 3.7-4.2 s against Arrow's 2.0 s (16 rows, NOTES.md's VM)."""
+    return spark.createDataFrame(table)

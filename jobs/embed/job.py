@@ -22,6 +22,7 @@ from pyspark.errors import AnalysisException
 
 from jobs.common.errors import UserError
 from jobs.common.runs import RunRecord, append_run, run_job
+from jobs.common.spark import local_frame
 from jobs.common.timing import Phases
 from jobs.embed.commit import Committer, Counts, Embedded, Ledger, collect_written
 from jobs.embed.config import EmbedConfig
@@ -227,13 +228,25 @@ def _image_ids(spark, chunk: list[InputRef], max_file_bytes: int, driver_max_fil
 def _task_frame(spark, tasks: list[list[InputRef]]):
     """One row (and one Spark partition) per task, built in the JVM: a frame made from a Python RDD
     would run a second Python worker beside each task's own, only to hand it its input row."""
+    import pyarrow as pa
     from pyspark.sql import functions as F
 
-    payload, first = [], 0
-    for number, task in enumerate(tasks):
-        payload.append((number, *task_payload(first, task)))
+    firsts, payloads, first = [], [], 0
+    for task in tasks:
+        position, payload = task_payload(first, task)
+        firsts.append(position)
+        payloads.append(payload)
         first += len(task)
-    rows = spark.createDataFrame(payload, f"task BIGINT, {TASK_DDL}")  # a local relation: no Python RDD
+    rows = local_frame(
+        spark,
+        pa.table(
+            {
+                "task": pa.array(range(len(tasks)), pa.int64()),
+                "first": pa.array(firsts, pa.int32()),
+                "refs": pa.array(payloads, pa.string()),
+            }
+        ),
+    )
     slots = spark.range(0, len(tasks), 1, numPartitions=len(tasks)).withColumnRenamed("id", "task")
     return slots.join(F.broadcast(rows), "task").select(*[f.split()[0] for f in TASK_DDL.split(", ")])
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+import pyarrow as pa
+
 from jobs.common.delta import DriverSnapshot
 
 
@@ -69,20 +71,22 @@ class HeldInSpark:
         return table.where((F.col("model_id") == self.model_id) & F.col("image_id").isNotNull()).select("image_id")
 
     def known_among(self, image_ids: set[str]) -> set[str]:
-        return {row.image_id for row in self._semi_join(self.image_ids(), "image_id", "STRING", image_ids)}
+        return {row.image_id for row in self._semi_join(self.image_ids(), "image_id", pa.string(), image_ids)}
 
     def face_ids_among(self, face_ids: list[int]) -> set[int]:
-        return {row.face_id for row in self._semi_join(self._table(), "face_id", "BIGINT", set(face_ids))}
+        return {row.face_id for row in self._semi_join(self._table(), "face_id", pa.int64(), set(face_ids))}
 
     def _table(self):
         return self.spark.read.format("delta").option("versionAsOf", self.version).load(self.table_path)
 
-    def _semi_join(self, frame, column: str, kind: str, wanted: set) -> list:
+    def _semi_join(self, frame, column: str, arrow_type: pa.DataType, wanted: set) -> list:
         from pyspark.sql import functions as F
+
+        from jobs.common.spark import local_frame
 
         if not wanted:
             return []
-        ids = self.spark.createDataFrame([(i,) for i in sorted(wanted)], f"{column} {kind}")
+        ids = local_frame(self.spark, pa.table({column: pa.array(sorted(wanted), arrow_type)}))
         # no distinct(): its shuffle costs a stage; the matches (a row per face of a known image) are few
         return frame.join(F.broadcast(ids), column, "left_semi").select(column).collect()
 

@@ -17,11 +17,14 @@ import os
 import tarfile
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from jobs.common import storage
 from jobs.common.errors import UserError
 from jobs.common.locations import resolve
-from jobs.embed.config import InputSettings
+
+if TYPE_CHECKING:  # executors import this module for InputRef: pydantic's import is 0.1 s of a worker's start
+    from jobs.embed.config import InputSettings
 
 log = logging.getLogger(__name__)
 

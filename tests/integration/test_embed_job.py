@@ -312,3 +312,23 @@ def test_a_writer_committing_during_the_run_sends_later_chunks_to_merge(
     assert {r.source_path for r in rows} == {str(theirs / images[0].name)} | {str(ours / p.name) for p in images[1:]}
     assert ours_summary["rows_already_present"] == calls[0]["rows_written"] >= 1
     assert table_files(spark, table) == parquet_files(table)  # the MERGEd chunk's source files are gone
+
+
+def test_task_frames_are_local_relations_one_task_per_partition(spark) -> None:
+    """The tasks' input rows reach the JVM as a local relation (Arrow), not through a Python RDD (a stage
+    of Python workers per chunk, and ~2 s more on a fresh JVM's first run), one task per partition."""
+    import json
+
+    from pyspark.sql import functions as F
+
+    from jobs.embed.job import _task_frame
+    from jobs.embed.plan import InputRef
+
+    tasks = [[InputRef(f"/a/{n}-{i}.jpg") for i in range(n + 1)] for n in range(5)]
+    frame = _task_frame(spark, tasks)
+    plan = frame._jdf.queryExecution().executedPlan().toString()
+    assert "LocalTableScan" in plan and "ExistingRDD" not in plan, plan
+    rows = sorted(frame.withColumn("partition", F.spark_partition_id()).collect(), key=lambda r: r.partition)
+    assert [r.partition for r in rows] == list(range(5))
+    assert [r.first for r in rows] == [0, 1, 3, 6, 10]
+    assert [[ref["path"] for ref in json.loads(r.refs)] for r in rows] == [[ref.path for ref in t] for t in tasks]
