@@ -32,13 +32,13 @@ from jobs.embed.labels import Labeller, load_label_table
 from jobs.embed.plan import InputRef, cut_tasks, list_inputs
 from jobs.embed.table import FACES_COLUMNS, ensure_faces_table
 from jobs.embed.worker import (
-    TASK_DDL,
+    TASK_COLUMNS,
     MaxParam,
     image_ids,
     make_hash_runner,
     make_table_runner,
     make_task_runner,
-    task_payload,
+    task_table,
 )
 
 log = logging.getLogger(__name__)
@@ -228,27 +228,11 @@ def _image_ids(spark, chunk: list[InputRef], max_file_bytes: int, driver_max_fil
 def _task_frame(spark, tasks: list[list[InputRef]]):
     """One row (and one Spark partition) per task, built in the JVM: a frame made from a Python RDD
     would run a second Python worker beside each task's own, only to hand it its input row."""
-    import pyarrow as pa
     from pyspark.sql import functions as F
 
-    firsts, payloads, first = [], [], 0
-    for task in tasks:
-        position, payload = task_payload(first, task)
-        firsts.append(position)
-        payloads.append(payload)
-        first += len(task)
-    rows = local_frame(
-        spark,
-        pa.table(
-            {
-                "task": pa.array(range(len(tasks)), pa.int64()),
-                "first": pa.array(firsts, pa.int32()),
-                "refs": pa.array(payloads, pa.string()),
-            }
-        ),
-    )
+    rows = local_frame(spark, task_table(tasks))
     slots = spark.range(0, len(tasks), 1, numPartitions=len(tasks)).withColumnRenamed("id", "task")
-    return slots.join(F.broadcast(rows), "task").select(*[f.split()[0] for f in TASK_DDL.split(", ")])
+    return slots.join(F.broadcast(rows), "task").select(*TASK_COLUMNS)
 
 
 def _embed_table(spark, config, context, held: HeldImages | None, phases) -> Embedded:

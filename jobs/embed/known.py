@@ -19,6 +19,7 @@ from typing import Protocol
 import pyarrow as pa
 
 from jobs.common.delta import DriverSnapshot
+from jobs.common.spark import local_frame
 
 
 class HeldImages(Protocol):
@@ -81,8 +82,6 @@ class HeldInSpark:
 
     def _semi_join(self, frame, column: str, arrow_type: pa.DataType, wanted: set) -> list:
         from pyspark.sql import functions as F
-
-        from jobs.common.spark import local_frame
 
         if not wanted:
             return []

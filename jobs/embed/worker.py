@@ -43,14 +43,28 @@ def _row_context(context: dict):
     return RowContext(context["model_id"], context["run_id"], context["labeller"], context["embedded_at"])
 
 
-def task_payload(first: int, refs: list[InputRef]) -> tuple[int, str]:
-    """One task's input row: the position of its first ref in the chunk, and the refs as JSON."""
+def task_table(tasks: list[list[InputRef]]):
+    """The tasks' input rows, one per task: `task` (its number), then what a runner reads (`TASK_COLUMNS`):
+    `first` (the position of its first ref in the chunk) and `refs` (the refs as JSON)."""
     from dataclasses import asdict
 
-    return first, json.dumps([asdict(ref) for ref in refs])
+    import pyarrow as pa
+
+    firsts, payloads, first = [], [], 0
+    for task in tasks:
+        firsts.append(first)
+        payloads.append(json.dumps([asdict(ref) for ref in task]))
+        first += len(task)
+    return pa.table(
+        {
+            "task": pa.array(range(len(tasks)), pa.int64()),
+            "first": pa.array(firsts, pa.int32()),
+            "refs": pa.array(payloads, pa.string()),
+        }
+    )
 
 
-TASK_DDL = "first INT, refs STRING"
+TASK_COLUMNS = ("first", "refs")
 
 
 def _task_rows(batches: Iterator) -> Iterator[tuple[int, list[InputRef]]]:
