@@ -78,11 +78,16 @@ class LineupConfig(StrictModel):
     runs_table: str | None = Field(
         None, description="the runs table every job appends to; default <data_root>/tables/runs"
     )
+    erasures_table: str | None = Field(
+        None,
+        description="the erasure register every embedding job consults and forget appends to; "
+        "default <data_root>/tables/erasures",
+    )
     catalog_database: str | None = Field(None, description="register every output table as <database>.<folder name>")
 
     @property
     def locations(self) -> Locations:
-        return Locations(self.spark.data_root, self.runs_table)
+        return Locations(self.spark.data_root, self.runs_table, self.erasures_table)
 
     def table_path(self, given: str | None, default_name: str) -> str:
         """A configured table location, resolved; else `<data_root>/tables/<default_name>`."""
@@ -90,6 +95,9 @@ class LineupConfig(StrictModel):
 
     def runs_table_path(self) -> str:
         return self.locations.runs_table()
+
+    def erasures_table_path(self) -> str:
+        return self.locations.erasures_table()
 
 
 ConfigT = TypeVar("ConfigT", bound=LineupConfig)

@@ -41,9 +41,10 @@ def resolve(location: str) -> str:
 class Locations:
     """Defaults and overrides for every kind of location a job has, each with its own method."""
 
-    def __init__(self, data_root: str | None, runs_table: str | None = None) -> None:
+    def __init__(self, data_root: str | None, runs_table: str | None = None, erasures_table: str | None = None) -> None:
         self._data_root = data_root
         self._runs_table = runs_table
+        self._erasures_table = erasures_table
 
     def data_root(self) -> UPath:
         return upath(resolve(self._data_root)) if self._data_root else upath(default_data_root())
@@ -55,6 +56,10 @@ class Locations:
     def runs_table(self) -> str:
         """The runs table every job appends to (configured once, at the top level: `runs_table`)."""
         return self.table(self._runs_table, "runs")
+
+    def erasures_table(self) -> str:
+        """The erasure register (configured once, at the top level: `erasures_table`)."""
+        return self.table(self._erasures_table, "erasures")
 
     def index_dir(self, given: str | None) -> UPath:
         return upath(resolve(given)) if given else self.data_root() / "indexes" / "faces"

@@ -50,6 +50,7 @@ def image_sides(config: CompareConfig, spark, pairs):
     """Each distinct image path embedded once on the executors: key, face_id, faces, embedding, status."""
     from pyspark.sql import functions as F
 
+    from jobs.common.erasures import read_register
     from jobs.models.pack import load_pack
 
     settings = config.compare
@@ -70,6 +71,8 @@ def image_sides(config: CompareConfig, spark, pairs):
         "model_id": pack.model_id,
         "threads": settings.threads_per_worker,
         "max_pixels": settings.max_pixels,
+        # An image whose content was erased is not embedded: its side of the pair says `erased`.
+        "register": read_register(config.erasures_table_path(), pack.model_id),
     }
     embedded = paths.select("path").mapInArrow(make_image_runner(context), IMAGE_DDL)
     sides = paths.join(embedded, "path", "left").select(

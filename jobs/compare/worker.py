@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from jobs.common.erasures import ERASED, ErasureRegister
 from jobs.common.schema import ddl_of
 from jobs.common.storage import upath
 from jobs.embed.ids import face_id_of, image_id_of
@@ -24,6 +25,7 @@ IMAGE_ARROW = pa.schema(
     ]
 )
 IMAGE_DDL = ddl_of(IMAGE_ARROW)
+NOTHING_ERASED = ErasureRegister()
 
 
 def largest_face(faces: list) -> Any:
@@ -31,15 +33,23 @@ def largest_face(faces: list) -> Any:
     return max(faces, key=lambda f: ((f.bbox[2] - f.bbox[0]) * (f.bbox[3] - f.bbox[1]), -f.face_index))
 
 
-def embed_images(paths: list[str], pipeline, model_id: str) -> Iterator[dict[str, Any]]:
-    """A row per path: status `ok` with the largest face's embedding, or the status that stopped it."""
+def embed_images(
+    paths: list[str], pipeline, model_id: str, register: ErasureRegister = NOTHING_ERASED
+) -> Iterator[dict[str, Any]]:
+    """A row per path: status `ok` with the largest face's embedding, or the status that stopped it
+    (`erased`: the register holds its content)."""
     blobs: dict[str, bytes] = {}
     rows: dict[str, dict[str, Any]] = {}
     for path in paths:
         try:
-            blobs[path] = upath(path).read_bytes()
+            data = upath(path).read_bytes()
         except OSError as error:
             rows[path] = _row(path, None, "read_error", f"{type(error).__name__}: {error.strerror or error}")
+            continue
+        if register and register.erases(image_id_of(data), None):
+            rows[path] = _row(path, image_id_of(data), ERASED, "erased (lineup forget): not embedded")
+        else:
+            blobs[path] = data
     readable = list(blobs)
     for path, result in zip(readable, pipeline.process_bytes([blobs[p] for p in readable])):
         image_id = image_id_of(blobs[path])
@@ -80,7 +90,7 @@ def make_image_runner(context: dict[str, Any]) -> Callable[[Iterator], Iterator]
         for batch in batches:
             paths = [str(p) for p in batch.column("path").to_pylist()]
             for start in range(0, len(paths), 16):
-                rows = list(embed_images(paths[start : start + 16], pipeline, context["model_id"]))
+                rows = list(embed_images(paths[start : start + 16], pipeline, context["model_id"], context["register"]))
                 yield pa.RecordBatch.from_pylist(rows, schema=IMAGE_ARROW)
 
     return run

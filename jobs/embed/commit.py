@@ -24,6 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from jobs.common.commits import with_commit_retries
+from jobs.common.erasures import ErasureRegister, read_register
 from jobs.common.timing import Phases
 from jobs.embed.known import HeldImages
 
@@ -74,6 +75,11 @@ class Ledger:
     own_versions: set[int] = field(default_factory=set)
     committed_face_ids: set[int] = field(default_factory=set)
     merge_reason: str | None = None  # once set, every later chunk is MERGEd
+    erasures_table: str | None = None  # the register, read again around every commit
+    model_id: str | None = None
+    run_id: str | None = None
+    register: ErasureRegister = field(default_factory=ErasureRegister)
+    rows_erased_at_commit: int = 0
 
 
 def collect_written(
@@ -128,7 +134,13 @@ class Committer:
 
 
 def commit_chunk(spark, chunk: Embedded, ledger: Ledger, phases: Phases) -> tuple[dict[str, int], dict[str, int]]:
-    """Commit one chunk's new rows to the table; its counts and rows by status."""
+    """Commit one chunk's new rows to the table; its counts and rows by status.
+
+    An erasure registered while the chunk was embedded is applied here: before the commit its rows
+    become `erased` rows; one registered between that check and the commit is applied just after it
+    (the run's own rows deleted). forget registers before it deletes, so one of the two, or forget's own
+    delete, always sees the rows."""
+    chunk = _erase_newly_registered(chunk, ledger)
     meta = chunk.meta
     processed = len({(r.source_path, r.source_path_raw) for r in meta})
     # Two files with the same bytes give the same face_ids: keep the first path in sorted order, so
@@ -146,6 +158,7 @@ def commit_chunk(spark, chunk: Embedded, ledger: Ledger, phases: Phases) -> tupl
         written = len(kept)
     else:
         written, kept = _merge_files(spark, chunk, unique, first_path, ledger, phases)
+    _erase_after_commit(spark, ledger)
     by_status: dict[str, int] = {}
     for r in kept:
         by_status[r.status] = by_status.get(r.status, 0) + 1
@@ -193,6 +206,86 @@ def _add_files(spark, chunk: Embedded, unique: list, ledger: Ledger) -> list | N
     ledger.committed_face_ids.update(r.face_id for r in kept)
     _delete_files(ledger.table_path, sorted(dropping))  # replaced by their rewrites: never in the table
     return kept
+
+
+def _erase_newly_registered(chunk: Embedded, ledger: Ledger) -> Embedded:
+    """The chunk with rows an erasure registered since the last check names turned into `erased` rows
+    (their files rewritten); the chunk itself when the register did not change."""
+    if ledger.erasures_table is None:
+        return chunk
+    register = read_register(ledger.erasures_table, ledger.model_id)
+    if register.version == ledger.register.version or not register:
+        ledger.register = register
+        return chunk
+    ledger.register = register
+    adds, meta = dict(chunk.adds), [r for r in chunk.meta]
+    for name in sorted(chunk.adds):
+        rewritten = _erased_file(ledger.table_path, name, register, ledger)
+        if rewritten is None:
+            continue
+        del adds[name]
+        meta = [r for r in meta if r.file != name] + rewritten[1]
+        adds[rewritten[1][0].file] = rewritten[0]
+        _delete_files(ledger.table_path, [name])
+    return Embedded(adds, meta, chunk.files_seen, chunk.skipped, chunk.checked_ids)
+
+
+def _erased_file(table_path: str, name: str, register: ErasureRegister, ledger: Ledger):
+    """File `name` rewritten with the rows `register` erases as one `erased` row per image: (its add
+    action, its rows' small columns), or None when it holds no erased row."""
+    import pyarrow.parquet as pq
+    from pyspark.sql import Row
+
+    from jobs.common.schema import to_faces_batch
+    from jobs.common.storage import upath
+    from jobs.embed.files import write_faces_file
+    from jobs.embed.rows import erased_row
+
+    with (upath(table_path) / name).open("rb") as stream:
+        rows = pq.read_table(stream).to_pylist()
+    if not any(register.erases(r["image_id"], r["subject_id"]) for r in rows):
+        return None
+    kept, erased_images = [], set()
+    for r in rows:
+        if not register.erases(r["image_id"], r["subject_id"]):
+            kept.append(r)
+        elif r["image_id"] not in erased_images:
+            erased_images.add(r["image_id"])
+            kept.append(erased_row(r["image_id"], r["source_path"], r["model_id"], r["run_id"], r["embedded_at"]))
+    ledger.rows_erased_at_commit += len(rows) - len(kept) + len(erased_images)
+    log.info("faces table %s: %d image(s) of this chunk erased since the run started", table_path, len(erased_images))
+    written = write_faces_file(table_path, to_faces_batch(kept))
+    add = written.column("add")[0].as_py()
+    return add, [Row(**row, add=None) for row in written.drop_columns(["add"]).to_pylist()]
+
+
+def _erase_after_commit(spark, ledger: Ledger) -> None:
+    """An erasure registered between the pre-commit check and the commit: this run's rows it names
+    are deleted from the table at once (forget may have finished its own delete before our commit)."""
+    if ledger.erasures_table is None:
+        return
+    before = ledger.register
+    register = read_register(ledger.erasures_table, ledger.model_id)
+    if register.version == before.version:
+        return
+    ledger.register = register
+    images, subjects = sorted(register.images - before.images), sorted(register.subjects - before.subjects)
+    if not images and not subjects:
+        return
+    from delta.tables import DeltaTable
+    from pyspark.sql import functions as F
+
+    mine = (F.col("run_id") == F.lit(ledger.run_id)) & (F.col("status") != "erased")
+    named = F.sha2(F.col("image_id"), 256).isin(images) | F.sha2(F.col("subject_id"), 256).isin(subjects)
+    table = DeltaTable.forPath(spark, ledger.table_path)
+    if table.toDF().where(mine & named).limit(1).count():
+        with_commit_retries(lambda: table.delete(mine & named), ledger.table_path)
+        ledger.merge_reason = ledger.merge_reason or "an erasure was applied to this run's rows"
+        log.warning(
+            "faces table %s: an erasure registered during this run's commit; its rows were deleted (their "
+            "old files stay in the table's history until VACUUM: rerun lineup forget with purge_history)",
+            ledger.table_path,
+        )
 
 
 def _checked(image_id: str, checked_ids: set[str] | None) -> bool:

@@ -20,6 +20,7 @@ from typing import Any
 
 from pyspark.errors import AnalysisException
 
+from jobs.common.erasures import read_register
 from jobs.common.errors import UserError
 from jobs.common.runs import RunRecord, append_run, run_job
 from jobs.common.spark import local_frame
@@ -116,7 +117,15 @@ def _run(config: EmbedConfig, spark, record: RunRecord, phases: Phases) -> dict[
     counts = Counts()
     with phases.phase("embed_and_commit", count=len(refs) or None, unit="files"):
         work_started = time.perf_counter()
-        ledger = Ledger(table_path, start_version, held)
+        ledger = Ledger(
+            table_path,
+            start_version,
+            held,
+            erasures_table=config.erasures_table_path(),
+            model_id=pack.model_id,
+            run_id=record.run_id,
+            register=context["register"],
+        )
         with Committer(spark, ledger, counts, phases) as committer:
             if config.embed.input.kind == "table":
                 committer.submit(_embed_table(spark, config, context, held, phases))
@@ -204,8 +213,10 @@ def _embedded_in_order(
 
 
 def _worker_context(config: EmbedConfig, spark, pack, run_id: str) -> dict[str, Any]:
-    """What every task needs, small enough to ship with the task (the pipeline is built on the worker)."""
+    """What every task needs, small enough to ship with the task (the pipeline is built on the worker).
+    The erasure register goes with it as digests: an erased image is a status row, never embedded."""
     return {
+        "register": read_register(config.erasures_table_path(), pack.model_id),
         "pack_dir": pack.location,
         "model_id": pack.model_id,
         "run_id": run_id,

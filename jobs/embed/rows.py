@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from jobs.common.erasures import ERASED, ErasureRegister, id_digest
 from jobs.embed.ids import STATUS_ROW_INDEX, face_id_of, image_id_of
 from jobs.embed.labels import Labeller
 from jobs.embed.plan import READ_ERROR
@@ -22,6 +23,7 @@ class RowContext:
     run_id: str
     labeller: Labeller
     embedded_at: dt.datetime
+    register: ErasureRegister = ErasureRegister()
 
 
 def embed_loaded(items: Iterable[Loaded], pipeline, context: RowContext, batch_images: int) -> Iterator[dict[str, Any]]:
@@ -32,7 +34,11 @@ def embed_loaded(items: Iterable[Loaded], pipeline, context: RowContext, batch_i
             # A file that cannot be read has no content id: key its row by path so reruns replace it.
             yield _status_row(item, None, context, item.status or READ_ERROR, item.error)
             continue
-        batch.append((item, image_id_of(item.data)))
+        image_id = image_id_of(item.data)
+        if context.register and context.register.erases(image_id, context.labeller.subject(item.label_name)):
+            yield erased_row(image_id, item.ref_name, context.model_id, context.run_id, context.embedded_at)
+            continue
+        batch.append((item, image_id))
         if len(batch) >= batch_images:
             yield from _process_batch(batch, pipeline, context)
             batch = []
@@ -105,3 +111,35 @@ def _status_row(
     row = _base_row(item, image_id, context, status, error, width, height)
     row["face_id"] = face_id_of(image_id or f"path:{item.ref_name}", context.model_id, STATUS_ROW_INDEX)
     return row
+
+
+def erased_row(image_id: str, source_path: str, model_id: str, run_id: str, embedded_at: dt.datetime) -> dict[str, Any]:
+    """The row an erased image gets instead of its faces: its content id (so reruns skip it as known)
+    and nothing of the person: no embedding, box, landmarks, subject, attributes or readable path (the
+    path often names the person; its sha256 keeps rows of different files apart).
+
+    >>> row = erased_row("ab" * 32, "Ann_Lee/Ann_Lee_0001.jpg", "m-1", "r", dt.datetime(2026, 1, 1))
+    >>> row["status"], row["embedding"], row["subject_id"], row["source_path"].startswith("erased:")
+    ('erased', None, None, True)
+    """
+    return {
+        "face_id": face_id_of(image_id, model_id, STATUS_ROW_INDEX),
+        "image_id": image_id,
+        "source_path": f"erased:{id_digest(source_path)}",
+        "source_path_raw": None,
+        "face_index": STATUS_ROW_INDEX,
+        "bbox": None,
+        "landmarks": None,
+        "det_score": None,
+        "quality": None,
+        "embedding": None,
+        "model_id": model_id,
+        "status": ERASED,
+        "error": "erased (lineup forget): not embedded again until the erasure is lifted (forget.lift)",
+        "subject_id": None,
+        "attributes": None,
+        "image_width": None,
+        "image_height": None,
+        "run_id": run_id,
+        "embedded_at": embedded_at,
+    }

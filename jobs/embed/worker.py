@@ -40,7 +40,9 @@ def cached_pipeline(pack_dir: str, model_id: str, threads: int, max_pixels: int)
 def _row_context(context: dict):
     from jobs.embed.rows import RowContext
 
-    return RowContext(context["model_id"], context["run_id"], context["labeller"], context["embedded_at"])
+    return RowContext(
+        context["model_id"], context["run_id"], context["labeller"], context["embedded_at"], context["register"]
+    )
 
 
 def task_table(tasks: list[list[InputRef]]):

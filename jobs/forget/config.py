@@ -46,8 +46,12 @@ class ForgetSettings(StrictModel):
     retention_hours: float | None = Field(
         None, ge=0, description="with purge_history: data files older than this are deleted; 0 = all old files"
     )
-    erasures_table: str | None = Field(None, description="the erasure records; default <data_root>/tables/erasures")
     verify: bool = Field(True, description="after erasing, scan every data file and shard for the erased data")
+    lift: list[str] = Field(
+        default_factory=list,
+        description="erasure ids to lift (new consent), recorded: their content may be embedded again",
+    )
+    lift_reason: str | None = Field(None, description="with lift: why (e.g. the consent's reference), recorded")
 
     @field_validator("older_than")
     @classmethod
@@ -58,6 +62,12 @@ class ForgetSettings(StrictModel):
 
     @model_validator(mode="after")
     def _something_to_erase(self) -> ForgetSettings:
+        if self.lift:
+            if self.selector is not None or self.older_than is not None:
+                raise ValueError("forget.lift is an act of its own: give it without selector or older_than")
+            if not (self.lift_reason or "").strip():
+                raise ValueError("forget.lift needs forget.lift_reason (why the erasure is lifted: it is recorded)")
+            return self
         if self.selector is None and self.older_than is None:
             raise ValueError("give forget.selector (whose data) and/or forget.older_than (retention)")
         if self.purge_history and self.retention_hours is None:
@@ -74,9 +84,6 @@ class ForgetConfig(LineupConfig):
     def faces_table_paths(self) -> list[str]:
         given: list[str | None] = list(self.forget.faces_tables) or [None]
         return [self.locations.table(table, "faces") for table in given]
-
-    def erasures_table_path(self) -> str:
-        return self.locations.table(self.forget.erasures_table, "erasures")
 
     def resolved(self, locations: list[str]) -> list[str]:
         return [resolve(location) for location in locations]

@@ -19,25 +19,17 @@ from urllib.parse import unquote, urlparse
 
 from jobs.common.commits import append_with_retries, with_commit_retries
 from jobs.common.delta import is_delta_table, latest_version
-from jobs.common.errors import UserError
+from jobs.common.erasures import ERASED, ERASURES_ARROW, id_digest
+from jobs.common.errors import TransientError, UserError
 from jobs.common.runs import RunRecord, append_run, current_user, run_job
 from jobs.common.storage import AnyPath, upath
 from jobs.common.timing import Phases
 from jobs.forget.config import ForgetConfig
 from jobs.forget.indexes import erase_from_index
-from jobs.forget.plan import ErasedSet, find_rows, id_digest, selector_values
+from jobs.forget.plan import ErasedSet, find_rows, selector_condition, selector_values
 from jobs.forget.verify import Findings, scan_index, scan_table
 
 log = logging.getLogger(__name__)
-
-ERASURES_DDL = (
-    "erasure_id STRING, run_id STRING, erased_at TIMESTAMP, user STRING, selector_kind STRING, "
-    "selector_sha256 ARRAY<STRING>, model_id STRING, older_than STRING, "
-    "tables ARRAY<STRUCT<role: STRING, path: STRING, version_before: BIGINT, version_after: BIGINT, "
-    "rows_deleted: BIGINT>>, indexes ARRAY<STRUCT<path: STRING, vectors_removed: BIGINT>>, "
-    "purged_history BOOLEAN, retention_hours DOUBLE, verified BOOLEAN, findings STRING, "
-    "face_id_sha256 ARRAY<STRING>, embedding_sha256 ARRAY<STRING>"
-)
 
 
 class ErasureIncomplete(UserError):
@@ -56,6 +48,8 @@ def run_forget(config: ForgetConfig, spark=None) -> dict[str, Any]:
 
 def _run(config: ForgetConfig, spark, record: RunRecord, phases: Phases) -> dict[str, Any]:
     settings = config.forget
+    if settings.lift:
+        return _lift(config, spark, record)
     erasure_id = f"erasure-{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:8]}"
     faces, probes = config.faces_table_paths(), config.resolved(settings.probe_tables)
     with phases.phase("plan"):
@@ -64,14 +58,28 @@ def _run(config: ForgetConfig, spark, record: RunRecord, phases: Phases) -> dict
         erased = ErasedSet.from_json(pending.read_text()) if pending.is_file() else ErasedSet()
         if settings.selector:
             erased.update(find_rows(spark, faces + probes, settings.selector, values))
+    if settings.selector:
+        # In force from here on, before anything is deleted: an embed committing from now on leaves the
+        # person out (it reads the register before and after each commit), so the delete below converges.
+        _register(spark, config, record, erasure_id, values, erased)
     if settings.selector and not erased.face_ids and settings.older_than is None:
         if not _anything_names(spark, config, erased):
-            log.info("forget: the selector matches nothing in the configured tables; nothing was changed")
-            return {"job": "forget", "run_id": record.run_id, "status": "ok", "matched": 0, "changed": False}
+            log.info("forget: the selector matches nothing in the configured tables; the erasure is registered")
+            record.add_output("erasures", config.erasures_table_path(), None)
+            append_run(spark, config.runs_table_path(), record, "ok")
+            return {
+                "job": "forget",
+                "run_id": record.run_id,
+                "erasure_id": erasure_id,
+                "status": "ok",
+                "matched": 0,
+                "changed": False,
+                "registered": True,
+            }
     pending.parent.mkdir(parents=True, exist_ok=True)
     pending.write_text(erased.to_json())  # a crashed run resumes with the same set; removed at the end
     with phases.phase("delete_rows"):
-        tables = _delete_everywhere(spark, config, erased)
+        tables = _delete_converged(spark, config, erased, values)
     with phases.phase("rewrite_indexes"):
         versions = {t["path"]: (t["version_before"], t["version_after"]) for t in tables if t["role"] == "faces"}
         indexes = [
@@ -84,10 +92,12 @@ def _run(config: ForgetConfig, spark, record: RunRecord, phases: Phases) -> dict
     findings = Findings()
     if settings.verify:
         with phases.phase("verify"):
-            findings = _verify(spark, config, erased, tables)
+            findings = _verify(spark, config, erased, tables, values)
     incomplete = findings.current + findings.shards + (findings.history if settings.purge_history else [])
-    row = _erasure_row(config, record, erasure_id, values, erased, tables, indexes, findings, not incomplete)
-    append_with_retries(spark.createDataFrame([row], ERASURES_DDL), config.erasures_table_path())
+    row = _erasure_row(
+        config, record, erasure_id, values, erased, tables, indexes, findings, not incomplete, "completed"
+    )
+    append_with_retries(_erasures_frame(spark, [row]), config.erasures_table_path(), add_columns=True)
     record.counts = {
         "faces_erased": len(erased.face_ids),
         **{f"rows_deleted_{t['role']}": t["rows_deleted"] for t in tables},
@@ -116,6 +126,53 @@ def _run(config: ForgetConfig, spark, record: RunRecord, phases: Phases) -> dict
     }
 
 
+def _erasures_frame(spark, rows: list[dict[str, Any]]):
+    import pyarrow as pa
+
+    from jobs.common.spark import local_frame
+
+    return local_frame(spark, pa.Table.from_pylist(rows, schema=ERASURES_ARROW))
+
+
+def _register(spark, config: ForgetConfig, record: RunRecord, erasure_id: str, values, erased: ErasedSet) -> None:
+    """The erasure's first row (`phase` registered): digests of the subjects and image contents it
+    erases, in force for every job that embeds from this commit on."""
+    row = _erasure_row(config, record, erasure_id, values, erased, [], [], Findings(), None, "registered")
+    append_with_retries(_erasures_frame(spark, [row]), config.erasures_table_path(), add_columns=True)
+    log.info("forget: erasure %s registered in %s", erasure_id, config.erasures_table_path())
+
+
+def _lift(config: ForgetConfig, spark, record: RunRecord) -> dict[str, Any]:
+    """Lift erasures (new consent): a recorded act, one `lifted` row per erasure id, never a side effect."""
+    settings = config.forget
+    table = config.erasures_table_path()
+    known = set()
+    if is_delta_table(spark, table):
+        known = {r.erasure_id for r in spark.read.format("delta").load(table).select("erasure_id").distinct().collect()}
+    unknown = [e for e in settings.lift if e not in known]
+    if unknown:
+        raise UserError(
+            f"forget.lift: {unknown[:3]} are not erasure ids in {table}; give ids from its erasure_id column"
+        )
+    now = dt.datetime.now(dt.UTC)
+    rows = [
+        {"erasure_id": f"lift-{uuid.uuid4().hex[:12]}", "run_id": record.run_id, "erased_at": now,
+         "user": current_user(), "phase": "lifted", "lifts": erasure_id, "reason": settings.lift_reason}
+        for erasure_id in settings.lift
+    ]  # fmt: skip
+    append_with_retries(_erasures_frame(spark, rows), table, add_columns=True)
+    record.counts = {"erasures_lifted": len(rows)}
+    record.add_output("erasures", table, latest_version(spark, table))
+    runs_version = append_run(spark, config.runs_table_path(), record, "ok")
+    return {
+        "job": "forget",
+        "run_id": record.run_id,
+        "status": "ok",
+        "lifted": list(settings.lift),
+        "outputs": {"erasures_table": table, "runs_version": runs_version},
+    }
+
+
 def _pending_path(config: ForgetConfig, values: list[str]) -> AnyPath:
     key = id_digest(json.dumps([config.forget.selector.kind if config.forget.selector else "", values]))
     return config.locations.data_root() / "erasures" / f"pending-{key[:24]}.json"
@@ -131,14 +188,19 @@ def _roles(config: ForgetConfig) -> list[tuple[str, str]]:
     return roles + [("pair_scores", t) for t in config.resolved(settings.pair_scores_tables)]
 
 
-def _condition(role: str, erased: ErasedSet, by_subject: bool, cutoff: dt.datetime | None):
-    """Which rows of a table of this role hold the person's data (or are past retention)."""
+def _condition(role: str, erased: ErasedSet, by_subject: bool, cutoff: dt.datetime | None, selected: Any = None):
+    """Which rows of a table of this role hold the person's data (or are past retention). `selected`
+    (faces-table layout) is the selector itself, so rows committed after planning are matched too."""
     from pyspark.sql import functions as F
 
     faces, images, subjects = sorted(erased.face_ids), sorted(erased.image_ids), sorted(erased.subject_ids)
     never = F.lit(False)
     if role in ("faces", "probe_faces"):
         condition = F.col("face_id").isin(faces) | F.col("image_id").isin(images) if faces or images else never
+        if selected is not None:
+            condition = condition | selected
+        # `erased` rows hold nothing of the person: they are what keeps the content from coming back
+        condition = condition & (F.col("status") != F.lit(ERASED))
         time_column = "embedded_at" if role == "probe_faces" else None
     elif role in ("matches", "identities"):
         face_column = "gallery_face_id" if role == "matches" else "best_gallery_face_id"
@@ -158,7 +220,44 @@ def _condition(role: str, erased: ErasedSet, by_subject: bool, cutoff: dt.dateti
     return condition
 
 
-def _delete_everywhere(spark, config: ForgetConfig, erased: ErasedSet) -> list[dict[str, Any]]:
+MAX_ROUNDS = 5  # deletes of rows committed beside the erasure before it gives up (exit 3: rerun it)
+
+
+def _delete_converged(spark, config: ForgetConfig, erased: ErasedSet, values: list[str]) -> list[dict[str, Any]]:
+    """Delete the person's rows everywhere, then look again by the selector: rows a concurrent embed
+    committed meanwhile are found and deleted in the next round, until a round finds none."""
+    selector = config.forget.selector
+    selected = selector_condition(selector, values) if selector else None
+    tables: list[dict[str, Any]] = []
+    for round_number in range(MAX_ROUNDS):
+        done = _delete_everywhere(spark, config, erased, selected)
+        tables = done if not tables else _merged_rounds(tables, done)
+        if selector is None:
+            return tables
+        tables_with_faces = config.faces_table_paths() + config.resolved(config.forget.probe_tables)
+        late = find_rows(spark, tables_with_faces, selector, values)
+        if not late.face_ids:
+            return tables
+        log.info("forget: round %d: %d row(s) committed beside the erasure, deleting them", round_number + 1, len(late))
+        erased.update(late)
+    raise TransientError(
+        f"forget: rows of the erased selector kept being committed through {MAX_ROUNDS} rounds of deletes "
+        "(an embed without the erasure register running beside it?); rerun lineup forget"
+    )
+
+
+def _merged_rounds(first: list[dict[str, Any]], later: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per table: the first round's version before, the last round's version after, rows summed."""
+    later_of = {(t["role"], t["path"]): t for t in later}
+    merged = []
+    for entry in first:
+        last = later_of.pop((entry["role"], entry["path"]), None)
+        rows = entry["rows_deleted"] + (last["rows_deleted"] if last else 0)
+        merged.append({**entry, "version_after": (last or entry)["version_after"], "rows_deleted": rows})
+    return merged + list(later_of.values())
+
+
+def _delete_everywhere(spark, config: ForgetConfig, erased: ErasedSet, selected=None) -> list[dict[str, Any]]:
     from delta.tables import DeltaTable
 
     hours = config.older_than_hours()
@@ -168,7 +267,7 @@ def _delete_everywhere(spark, config: ForgetConfig, erased: ErasedSet) -> list[d
     for role, table in _roles(config):
         if not is_delta_table(spark, table):
             continue
-        condition = _condition(role, erased, by_subject, cutoff)
+        condition = _condition(role, erased, by_subject, cutoff, selected)
         before = latest_version(spark, table)
         matching = spark.read.format("delta").load(table).where(condition).count()
         if matching:  # a DELETE that matches nothing would still add a version
@@ -217,11 +316,20 @@ def _purge(spark, tables: list[str], retention_hours: float) -> None:
             spark.conf.set(listing, previous)
 
 
-def _verify(spark, config: ForgetConfig, erased: ErasedSet, tables: list[dict[str, Any]]) -> Findings:
+def _verify(spark, config: ForgetConfig, erased: ErasedSet, tables: list[dict[str, Any]], values) -> Findings:
+    """Raw files and shards scanned for every erased id and vector, and the tables asked for the
+    selector itself: any row of that subject (or content, path, id) still there is a finding."""
     from delta.tables import DeltaTable
 
-    id_digests = {id_digest(i) for i in erased.face_ids}
     findings = Findings()
+    selector = config.forget.selector
+    if selector is not None:
+        for faces_table in config.faces_table_paths() + config.resolved(config.forget.probe_tables):
+            if is_delta_table(spark, faces_table):
+                rows = spark.read.format("delta").load(faces_table).where(selector_condition(selector, values))
+                if rows.where(f"status != '{ERASED}'").limit(1).count():
+                    findings.current.append(f"{faces_table} (rows matching the selector)")
+    id_digests = {id_digest(i) for i in erased.face_ids}
     for table in tables:
         current = {_local(uri) for uri in DeltaTable.forPath(spark, table["path"]).toDF().inputFiles()}
         scan_table(Path(table["path"]), current, id_digests, erased.embedding_digests, findings)
@@ -235,13 +343,22 @@ def _local(uri: str) -> str:
     return str(Path(unquote(urlparse(uri).path)).resolve())
 
 
-def _erasure_row(config, record, erasure_id, values, erased, tables, indexes, findings, verified) -> dict[str, Any]:
+def _erasure_row(
+    config, record, erasure_id, values, erased, tables, indexes, findings, verified, phase: str
+) -> dict[str, Any]:
     settings = config.forget
+    kind = settings.selector.kind if settings.selector else None
     return {
         "erasure_id": erasure_id,
         "run_id": record.run_id,
         "erased_at": dt.datetime.now(dt.UTC),
         "user": current_user(),
+        "phase": phase,
+        "image_sha256": sorted(
+            {id_digest(i) for i in erased.image_ids}
+            | ({id_digest(v) for v in values} if kind == "image_ids" else set())
+        ),
+        "subject_sha256": sorted({id_digest(v) for v in values} if kind == "subject_ids" else set()),
         "selector_kind": settings.selector.kind if settings.selector else None,
         "selector_sha256": [id_digest(v) for v in values],
         "model_id": settings.selector.model_id if settings.selector else None,
@@ -250,7 +367,7 @@ def _erasure_row(config, record, erasure_id, values, erased, tables, indexes, fi
         "indexes": [{"path": i["index_dir"], "vectors_removed": i["vectors_removed"]} for i in indexes],
         "purged_history": settings.purge_history,
         "retention_hours": settings.retention_hours,
-        "verified": verified if settings.verify else None,
+        "verified": verified if settings.verify and phase == "completed" else None,
         "findings": json.dumps(findings.as_dict()),
         "face_id_sha256": sorted(id_digest(i) for i in erased.face_ids),
         "embedding_sha256": sorted(erased.embedding_digests),

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from jobs.common.delta import is_delta_table
+from jobs.common.erasures import ERASED
 from jobs.common.errors import UserError
 from jobs.forget.config import SelectorSettings
 
@@ -30,9 +31,16 @@ def embedding_digest(vector: Any) -> str:
     return hashlib.sha256(np.asarray(vector, dtype=np.float32).tobytes()).hexdigest()
 
 
-def id_digest(value: object) -> str:
-    """What an erasure record keeps of a personal identifier: its sha256, never the value."""
-    return hashlib.sha256(str(value).encode("utf-8")).hexdigest()
+def selector_condition(selector: SelectorSettings, values: list[str]):
+    """The selector as a Spark condition on a faces-table layout: applied when the erasure deletes (and
+    verifies), so rows committed after planning are matched too, not only the ids found then."""
+    from pyspark.sql import functions as F
+
+    typed: list[Any] = [int(v) for v in values] if selector.kind == "face_ids" else values
+    condition = F.col(_COLUMN[selector.kind]).isin(typed)
+    if selector.model_id:
+        condition = condition & (F.col("model_id") == selector.model_id)
+    return condition
 
 
 def selector_values(selector: SelectorSettings, spark=None) -> list[str]:
@@ -109,15 +117,12 @@ def find_rows(spark, tables: list[str], selector: SelectorSettings, values: list
     """The rows of `tables` (faces-table layout) the selector names; tables not written yet are skipped."""
     from pyspark.sql import functions as F
 
-    column = _COLUMN[selector.kind]
-    typed: list[Any] = [int(v) for v in values] if selector.kind == "face_ids" else values
     found = ErasedSet()
     for table in tables:
         if not is_delta_table(spark, table):
             continue
-        frame = spark.read.format("delta").load(table).where(F.col(column).isin(typed))
-        if selector.model_id:
-            frame = frame.where(F.col("model_id") == selector.model_id)
+        frame = spark.read.format("delta").load(table).where(selector_condition(selector, values))
+        frame = frame.where(F.col("status") != F.lit(ERASED))
         for row in frame.select("face_id", "image_id", "subject_id", "embedding").collect():
             found.face_ids.add(int(row.face_id))
             if row.image_id is not None:

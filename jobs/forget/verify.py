@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from jobs.forget.plan import embedding_digest, id_digest
+from jobs.common.erasures import id_digest
+from jobs.forget.plan import embedding_digest
 
 ID_COLUMNS = ("face_id", "probe_face_id", "gallery_face_id", "best_gallery_face_id", "a_face_id", "b_face_id")
 

@@ -98,7 +98,7 @@ def forget_flags(root: Path, *extra: str) -> list[str]:
         f"forget.matches_tables=[{t / 'matches'}]",
         f"forget.identities_tables=[{t / 'identities'}]",
         f"forget.index_dirs=[{root / 'index'}]",
-        f"forget.erasures_table={t / 'erasures'}",
+        f"erasures_table={t / 'erasures'}",
         *extra,
     ]
 

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from jobs.common.config import ConfigError, load_config
+from jobs.common.erasures import id_digest
 from jobs.common.errors import UserError
 from jobs.forget.config import ForgetConfig, SelectorSettings
-from jobs.forget.plan import ErasedSet, embedding_digest, id_digest, selector_values
+from jobs.forget.plan import ErasedSet, embedding_digest, selector_values
 
 
 def test_values_inline_and_from_a_file_are_merged_and_deduplicated(tmp_path: Path) -> None:

@@ -1,0 +1,147 @@
+"""The erasure register: what `lineup forget` erased, kept as sha256 digests in the erasures table and
+consulted by every job that embeds (embed, a query's probe archive, compare's images), so an erasure
+lasts: content or a subject erased once is written as a status row `erased` (no embedding, box,
+landmarks or subject id) instead of being embedded again, however often the archive is embedded.
+
+What is kept: `id_digest(image_id)` of each erased image's content hash and `id_digest(subject_id)` of
+each erased subject, per model (or for every model). An erasure is in force from the moment forget
+registers it (before it deletes anything: an embed committing meanwhile must already see it) until an
+explicit, recorded lift (`forget.lift`: new consent) names its erasure id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+log = logging.getLogger(__name__)
+
+ERASED = "erased"  # the status of a row the register kept from being embedded again
+
+# `phase`: "registered" (in force from now on, before any row is deleted), "completed" (with what was
+# deleted and the verification), "lifted" (`lifts` names the erasure no longer in force).
+ERASURES_ARROW = pa.schema(
+    [
+        ("erasure_id", pa.string()),
+        ("run_id", pa.string()),
+        ("erased_at", pa.timestamp("us", tz="UTC")),
+        ("user", pa.string()),
+        ("phase", pa.string()),
+        ("selector_kind", pa.string()),
+        ("selector_sha256", pa.list_(pa.string())),
+        ("model_id", pa.string()),
+        ("older_than", pa.string()),
+        (
+            "tables",
+            pa.list_(
+                pa.struct(
+                    [
+                        ("role", pa.string()),
+                        ("path", pa.string()),
+                        ("version_before", pa.int64()),
+                        ("version_after", pa.int64()),
+                        ("rows_deleted", pa.int64()),
+                    ]
+                )
+            ),
+        ),
+        ("indexes", pa.list_(pa.struct([("path", pa.string()), ("vectors_removed", pa.int64())]))),
+        ("purged_history", pa.bool_()),
+        ("retention_hours", pa.float64()),
+        ("verified", pa.bool_()),
+        ("findings", pa.string()),
+        ("face_id_sha256", pa.list_(pa.string())),
+        ("embedding_sha256", pa.list_(pa.string())),
+        ("image_sha256", pa.list_(pa.string())),
+        ("subject_sha256", pa.list_(pa.string())),
+        ("lifts", pa.string()),
+        ("reason", pa.string()),
+    ]
+)
+
+
+def id_digest(value: object) -> str:
+    """What the register keeps of a personal identifier: its sha256, never the value.
+
+    >>> id_digest("Colin_Powell") == id_digest("Colin_Powell"), len(id_digest(7))
+    (True, 64)
+    """
+    return hashlib.sha256(str(value).encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class ErasureRegister:
+    """The erasures in force for one model: digests of erased image contents and subjects. `version` is
+    the erasures table's version it was read at (-1: no table yet), so a job can tell it changed."""
+
+    version: int = -1
+    images: frozenset[str] = frozenset()
+    subjects: frozenset[str] = frozenset()
+
+    def __bool__(self) -> bool:
+        return bool(self.images or self.subjects)
+
+    def erases(self, image_id: str | None, subject_id: str | None) -> bool:
+        """Whether an image with this content hash (or labelled with this subject) was erased.
+
+        >>> register = ErasureRegister(3, frozenset({id_digest("ab" * 32)}), frozenset({id_digest("Ann")}))
+        >>> register.erases("ab" * 32, None), register.erases("cd" * 32, "Ann"), register.erases("cd" * 32, "Bo")
+        (True, True, False)
+        """
+        if image_id is not None and id_digest(image_id) in self.images:
+            return True
+        return subject_id is not None and id_digest(subject_id) in self.subjects
+
+
+def register_from_rows(rows: pa.Table, model_id: str | None, version: int) -> ErasureRegister:
+    """The register in force for `model_id` from the erasures table's rows (any layout since the first:
+    rows written before `phase` existed are completed erasures).
+
+    A subject or image selector's own digests count as erased subjects or images; an erasure scoped to
+    one model erases nothing of another model."""
+    data = rows.to_pylist()
+    lifted = {row.get("lifts") for row in data if row.get("phase") == "lifted"}
+    images: set[str] = set()
+    subjects: set[str] = set()
+    for row in data:
+        if row.get("phase") == "lifted" or row.get("erasure_id") in lifted:
+            continue
+        if row.get("model_id") and model_id and row["model_id"] != model_id:
+            continue
+        selector = set(row.get("selector_sha256") or [])
+        if row.get("selector_kind") == "subject_ids":
+            subjects |= selector
+        elif row.get("selector_kind") == "image_ids":
+            images |= selector
+        images |= set(row.get("image_sha256") or [])
+        subjects |= set(row.get("subject_sha256") or [])
+    return ErasureRegister(version, frozenset(images), frozenset(subjects))
+
+
+def read_register(erasures_table: str, model_id: str | None) -> ErasureRegister:
+    """The register in force for `model_id`, read on the driver by delta-rs (no JVM: it is read at the
+    start and before every commit of an embed). No erasures table yet: an empty register."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import DeltaError, TableNotFoundError
+
+    from jobs.common.delta import delta_rs_options, delta_rs_uri
+    from jobs.common.errors import TransientError
+
+    try:
+        table = DeltaTable(delta_rs_uri(erasures_table), storage_options=delta_rs_options(erasures_table))
+    except TableNotFoundError:
+        return ErasureRegister()
+    try:
+        wanted = [c for c in ERASURES_ARROW.names if c in set(pa.schema(table.schema().to_arrow()).names)]
+        columns = [c for c in wanted if c not in ("tables", "indexes", "findings")]
+        rows = pa.table(table.to_pyarrow_dataset().to_table(columns=columns))
+    except (DeltaError, OSError) as error:
+        # An erasure that cannot be checked must not be bypassed: the run stops, a retry may read it.
+        raise TransientError(
+            f"the erasures table {erasures_table} could not be read ({str(error).splitlines()[0][:200]}); "
+            "retry when it is readable"
+        ) from None
+    return register_from_rows(rows, model_id, int(table.version()))
