@@ -8,7 +8,7 @@ its own exception and traceback: it is not the user's input that is wrong.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from jobs.common.errors import UserError
@@ -96,6 +96,7 @@ class DriverSnapshot:
     files: int
     rows: int
     dataset: Any  # pyarrow.dataset.Dataset over the table's data files at `version`, in its schema
+    properties: dict[str, str] = field(default_factory=dict)  # the table's `delta.*` configuration
 
     def select(self, columns: list[str], where: Any) -> Any:
         """The `columns` of the rows matching `where` (a pyarrow.compute expression), as an Arrow table;
@@ -139,7 +140,8 @@ def driver_snapshot(table: str, version: int | None = None) -> DriverSnapshot | 
         else:
             dataset = ds.dataset(files, schema=schema, format="parquet")
         columns = frozenset(schema.names)
-        return DriverSnapshot(int(opened.version()), columns, len(files), sum(rows), dataset)
+        properties = dict(opened.metadata().configuration or {})
+        return DriverSnapshot(int(opened.version()), columns, len(files), sum(rows), dataset, properties)
     except (DeltaError, OSError) as error:
         log.info("%s: not read by delta-rs (%s), read through Spark", table, str(error).splitlines()[0][:200])
         return None

@@ -31,7 +31,7 @@ from jobs.embed.files import WRITTEN_DDL
 from jobs.embed.known import HeldImages, HeldInSpark, HeldOnDriver, held_images
 from jobs.embed.labels import Labeller, load_label_table
 from jobs.embed.plan import InputRef, cut_tasks, list_inputs
-from jobs.embed.table import FACES_COLUMNS, ensure_faces_table
+from jobs.embed.table import FACES_COLUMNS, collects_personal_stats, ensure_faces_table
 from jobs.embed.worker import (
     TASK_COLUMNS,
     MaxParam,
@@ -92,7 +92,11 @@ def _run(config: EmbedConfig, spark, record: RunRecord, phases: Phases) -> dict[
         # An existing table with every column is read by delta-rs here: a fresh JVM's first Delta read
         # and the table check cost 5-20 s, most of an all-known run. Spark creates or upgrades a table.
         snapshot = driver_snapshot(table_path)
-        if snapshot is not None and snapshot.columns >= FACES_COLUMNS:
+        if (
+            snapshot is not None
+            and snapshot.columns >= FACES_COLUMNS
+            and not collects_personal_stats(snapshot.properties)
+        ):
             start_version, fresh = snapshot.version, snapshot.files == 0
         else:
             snapshot = None

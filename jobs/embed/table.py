@@ -13,6 +13,21 @@ log = logging.getLogger(__name__)
 
 FACES_COLUMNS = frozenset(FACES_ARROW.names)
 
+# Delta keeps each data file's per-column min/max in its log, which outlives an erasure (the log is
+# kept 30 days by default, and VACUUM does not touch it). Statistics are collected only on columns
+# that identify no person: never subject_id, source_path(_raw), attributes, error or the embedding.
+STATS_PROPERTY = "delta.dataSkippingStatsColumns"
+STATS_COLUMNS = "face_id,image_id,face_index,det_score,quality,model_id,status,run_id,embedded_at"
+
+
+def collects_personal_stats(properties: dict[str, str]) -> bool:
+    """Whether a table (by its properties) still collects statistics on columns that identify a person.
+
+    >>> collects_personal_stats({}), collects_personal_stats({STATS_PROPERTY: STATS_COLUMNS})
+    (True, False)
+    """
+    return properties.get(STATS_PROPERTY) != STATS_COLUMNS
+
 
 def ensure_faces_table(spark, table_path: str) -> None:
     """Create the faces table, or add the columns a table written by an older Lineup lacks."""
@@ -22,7 +37,13 @@ def ensure_faces_table(spark, table_path: str) -> None:
 
     def create() -> None:
         try:
-            DeltaTable.createIfNotExists(spark).location(table_path).addColumns(schema).execute()
+            (
+                DeltaTable.createIfNotExists(spark)
+                .location(table_path)
+                .addColumns(schema)
+                .property(STATS_PROPERTY, STATS_COLUMNS)
+                .execute()
+            )
         except Exception as error:
             if mentions(error, NOT_YET_A_TABLE) and not has_delta_log(spark, table_path):
                 raise UserError(
@@ -35,6 +56,10 @@ def ensure_faces_table(spark, table_path: str) -> None:
         if missing:
             log.info("faces table %s: adding column(s) %s", table_path, ", ".join(missing))
             spark.sql(f"ALTER TABLE delta.`{table_path}` ADD COLUMNS ({', '.join(missing)})")
+        properties = {row.key: row.value for row in spark.sql(f"SHOW TBLPROPERTIES delta.`{table_path}`").collect()}
+        if collects_personal_stats(properties):
+            log.info("faces table %s: statistics limited to columns that identify no person", table_path)
+            spark.sql(f"ALTER TABLE delta.`{table_path}` SET TBLPROPERTIES ('{STATS_PROPERTY}' = '{STATS_COLUMNS}')")
 
     with_commit_retries(create, table_path, is_conflict=_lost_create_race)
 

@@ -1,23 +1,26 @@
 """Erasing vectors from an index: each shard that holds an erased face_id is rewritten without it (FAISS
-`remove_ids`), under a new name, and a new manifest is published (the commit point); files no manifest
-names are then deleted. A removed-ids list alone is not erasure: the vectors would still be in the file.
-Rerunning after a crash finds nothing left to remove in shards already rewritten, so it converges."""
+`remove_ids`), under a new name, and a new generation is published (the commit point); then every file
+of an older generation that holds an erased id is deleted at once, whatever the index's retention. A
+removed-ids list alone is not erasure: the vectors would still be in the file. Rerunning after a crash finds nothing left to remove in shards already rewritten, so it converges."""
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from jobs.common.errors import UserError
-from jobs.common.storage import AnyPath
+from jobs.common.storage import AnyPath, upath
 from jobs.index.build import remove_from_shard
 from jobs.index.shards import (
     checked_file,
     deserialize,
+    named_files,
+    publish,
     read_manifest,
-    remove_unnamed_files,
     serialize,
     sha256_bytes,
     write_atomically,
@@ -35,6 +38,7 @@ def erase_from_index(
     deletes the files of the old version and nothing could read it any more."""
 
     manifest = read_manifest(index_dir)
+    previous = json.loads(json.dumps(manifest))
     wanted = np.array(sorted(face_ids), dtype=np.int64)
     generation = int(time.time() * 1000)
     removed_vectors = 0
@@ -58,9 +62,42 @@ def erase_from_index(
     if removed_vectors or removed_list or repinned:
         manifest["vectors"] = sum(entry["vectors"] for entry in manifest["shards"])
         manifest.setdefault("erasures", []).append({"erasure_id": erasure_id, "vectors_removed": removed_vectors})
-        write_manifest(index_dir, manifest)
-    remove_unnamed_files(index_dir, manifest)
-    return {"index_dir": str(index_dir), "vectors_removed": removed_vectors, "removed_list_entries": removed_list}
+        publish(index_dir, manifest, previous)
+    purged = _purge_old_generations(index_dir, wanted)
+    return {
+        "index_dir": str(index_dir),
+        "vectors_removed": removed_vectors,
+        "removed_list_entries": removed_list,
+        "superseded_files_purged": purged,
+    }
+
+
+def _purge_old_generations(index_dir: AnyPath, wanted: np.ndarray) -> int:
+    """Delete at once every file the current manifest does not name that holds an erased face_id
+    (superseded generations kept for readers, a killed build's leftovers): the erasure cannot wait for
+    the retention. A query still reading such a generation exits 3 and a rerun reads the new one."""
+    from jobs.forget.verify import shard_contents
+
+    manifest = read_manifest(index_dir)
+    keep, purged = named_files(manifest), []
+    for path in sorted(upath(index_dir).iterdir()):
+        if path.name in keep or path.suffix not in (".faiss", ".bin"):
+            continue
+        if path.suffix == ".faiss":
+            ids = shard_contents(Path(str(path)))[0]
+        else:
+            ids = np.frombuffer(path.read_bytes(), dtype=np.int64)
+        if np.isin(ids, wanted).any():
+            path.unlink()
+            purged.append(path.name)
+    if purged:
+        manifest["superseded"] = [
+            {**entry, "files": [f for f in entry["files"] if f not in purged]}
+            for entry in manifest.get("superseded", [])
+        ]
+        manifest["superseded"] = [entry for entry in manifest["superseded"] if entry["files"]]
+        write_manifest(index_dir, manifest)  # the same generation: only its list of old files changed
+    return len(purged)
 
 
 def _drop_from_removed_list(index_dir: AnyPath, manifest: dict[str, Any], wanted: np.ndarray, generation: int) -> int:

@@ -6,6 +6,7 @@ from pydantic import Field
 from upath import UPath
 
 from jobs.common.config import LineupConfig, StrictModel
+from jobs.index.shards import DEFAULT_RETENTION_HOURS
 
 
 class IndexSettings(StrictModel):
@@ -29,6 +30,12 @@ class IndexSettings(StrictModel):
     seed: int = 0
     update: bool = Field(False, description="add rows new since the manifest's version instead of rebuilding")
     rebuild_fraction: float = Field(0.2, gt=0, description="advise a rebuild once this share was added later")
+    vacuum: bool = Field(
+        False, description="only remove superseded generations older than retention_hours (and killed builds' files)"
+    )
+    retention_hours: float = Field(
+        DEFAULT_RETENTION_HOURS, ge=0, description="with vacuum: how long superseded generations stay for readers"
+    )
 
 
 class IndexConfig(LineupConfig):

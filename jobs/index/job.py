@@ -10,6 +10,7 @@ the manifest's version without retraining and records removed rows, which search
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import time
 import uuid
@@ -27,13 +28,14 @@ from jobs.index.config import IndexConfig
 from jobs.index.plan import read_gallery, training_sample
 from jobs.index.recall import measure_recall
 from jobs.index.shards import (
+    IndexFileError,
     deserialize,
     load_index,
+    publish,
     read_manifest,
-    remove_unnamed_files,
     sha256_bytes,
+    vacuum,
     write_atomically,
-    write_manifest,
 )
 from jobs.index.worker import SHARD_ROWS_DDL, make_shard_runner, shard_file
 
@@ -44,6 +46,8 @@ def run_index(config: IndexConfig, spark=None) -> dict[str, Any]:
     """Build (or update) the index; the run's row goes to the runs table (ok or failed)."""
 
     def body(spark, record: RunRecord, phases: Phases) -> dict[str, Any]:
+        if config.index.vacuum:
+            return _vacuum(config, spark, record)
         summary = _update(config, spark, phases) if config.index.update else _build(config, spark, phases)
         record.add_input("faces", summary["faces_table"], summary["faces_version"])
         record.add_output("index", summary["outputs"]["index_dir"], None)
@@ -85,19 +89,44 @@ def _build(config: IndexConfig, spark, phases: Phases) -> dict[str, Any]:
     with phases.phase("add", count=vectors, unit="vectors"):
         shards = _add_shards(spark, frame, trained, settings.shards, {}, out, generation)
     manifest = new_manifest(model_id, dim, table_path, version, choice, settings.shards, shards, vectors)
-    write_manifest(out, manifest)
-    with phases.phase("recall"):
-        manifest.update(measure_recall(frame, out, settings, vectors))
+    with phases.phase("recall"):  # on the staged manifest: the published one stays in force meanwhile
+        manifest.update(measure_recall(frame, out, settings, vectors, manifest))
     manifest["build_s"] = round(time.perf_counter() - started, 1)
-    write_manifest(out, manifest)
     if manifest["recall_at_k"] < settings.recall_floor and not settings.accept_low_recall:
         raise UserError(
             f"recall@{settings.recall_k} {manifest['recall_at_k']:.3f} stays below index.recall_floor "
             f"{settings.recall_floor} for every {choice.search_param}; use a larger index.factory or set "
-            "index.accept_low_recall=true"
+            "index.accept_low_recall=true (the index in force, if any, is unchanged)"
         )
-    remove_unnamed_files(out, manifest)
+    publish(out, manifest, _published(out))
     return _summary("build", manifest, out)
+
+
+def _published(out: UPath) -> dict[str, Any] | None:
+    """The manifest in force, if the folder holds a readable one (a new build supersedes it)."""
+    try:
+        return read_manifest(out)
+    except IndexFileError:
+        return None
+
+
+def _vacuum(config: IndexConfig, spark, record: RunRecord) -> dict[str, Any]:
+    """Remove superseded generations older than the retention (and a killed build's leftover files)."""
+    out, hours = config.index_path(), config.index.retention_hours
+    removed = vacuum(out, hours)
+    log.info("index %s: %d file(s) of superseded generations older than %.1f h removed", out, len(removed), hours)
+    record.add_output("index", str(out), None)
+    record.counts = {"files_removed": len(removed)}
+    runs_version = append_run(spark, config.runs_table_path(), record, "ok")
+    return {
+        "job": "index",
+        "mode": "vacuum",
+        "run_id": record.run_id,
+        "status": "ok",
+        "retention_hours": hours,
+        "files_removed": removed,
+        "outputs": {"index_dir": str(out), "runs_version": runs_version},
+    }
 
 
 def new_manifest(
@@ -193,6 +222,7 @@ def _update(config: IndexConfig, spark, phases: Phases) -> dict[str, Any]:
 
     out, settings = config.index_path(), config.index
     manifest = read_manifest(out)
+    previous = json.loads(json.dumps(manifest))  # the generation in force, superseded by this update
     if manifest.get("rebuild_required"):
         raise UserError(f"index {out}: {manifest['rebuild_required']} (index.update=false)")
     load_index(out)  # refuse a tampered index before touching it
@@ -225,9 +255,8 @@ def _update(config: IndexConfig, spark, phases: Phases) -> dict[str, Any]:
     manifest["vectors"] = sum(entry["vectors"] for entry in manifest["shards"])
     if not manifest["exact"]:
         with phases.phase("recall"):
-            manifest.update(measure_recall(new_frame, out, settings))
-    write_manifest(out, manifest)
-    remove_unnamed_files(out, manifest)
+            manifest.update(measure_recall(new_frame, out, settings, None, manifest))
+    publish(out, manifest, previous)
     summary = _summary("update", manifest, out)
     share = manifest["added_since_build"] / max(manifest["vectors_at_build"], 1)
     summary.update(

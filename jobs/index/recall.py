@@ -85,7 +85,7 @@ def _partition_top_k(shared, k: int):
     return run
 
 
-def measure_recall(frame, index_dir, settings, rows: int | None = None) -> dict[str, Any]:
+def measure_recall(frame, index_dir, settings, rows: int | None = None, manifest=None) -> dict[str, Any]:
     """recall@k of the index at `index_dir` for held-out gallery vectors, each left out of its own
     results, and the cheapest search parameter that reaches the floor (tuned with the same search code
     queries run)."""
@@ -93,7 +93,7 @@ def measure_recall(frame, index_dir, settings, rows: int | None = None) -> dict[
     k = settings.recall_k
     _, truth = exact_truth(frame, queries, k + 1)
     truth = build.without_queries(truth, ids, k)
-    index = load_index(index_dir)
+    index = load_index(index_dir, manifest)  # the staged manifest: it is published once this is measured
     value, recall, tried = build.tune(index, queries, truth, k, settings.recall_floor, query_ids=ids)
     return {
         "search_value": value,

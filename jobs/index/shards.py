@@ -12,8 +12,11 @@ search time.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
+import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +25,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from jobs.common import storage
-from jobs.common.errors import UserError
+from jobs.common.errors import TransientError, UserError
 from jobs.common.storage import AnyPath
 from jobs.index.search import pad_to_k, search_shards
 
@@ -31,6 +34,16 @@ MANIFEST = "manifest.json"
 
 class IndexFileError(UserError):
     """A missing, tampered or inconsistent index."""
+
+
+class IndexChangedError(TransientError):
+    """A file of the generation a reader pinned is gone because a newer generation was published and
+    the old one purged (an erasure purges at once): a rerun reads the new generation."""
+
+
+# How long files of a superseded generation stay for readers that pinned it, unless `index.retention_hours`
+# says otherwise; only `lineup index --set index.vacuum=true` removes them (as Delta's VACUUM does).
+DEFAULT_RETENTION_HOURS = 24.0
 
 
 def sha256_bytes(data: bytes | memoryview) -> str:
@@ -45,12 +58,55 @@ def write_manifest(directory: AnyPath, manifest: dict[str, Any]) -> None:
     write_atomically(directory / MANIFEST, json.dumps(manifest, indent=2).encode("utf-8"))
 
 
-def remove_unnamed_files(directory: AnyPath, manifest: dict[str, Any]) -> None:
-    """Delete shard and removed-id files the manifest no longer names (only after the manifest swap)."""
-    keep = {entry["file"] for entry in manifest["shards"]} | {MANIFEST, manifest.get("removed_file")}
+def named_files(manifest: dict[str, Any]) -> set[str]:
+    """The shard and removed-ids files a manifest names."""
+    return {entry["file"] for entry in manifest["shards"]} | ({manifest["removed_file"]} - {None})
+
+
+def publish(directory: AnyPath, manifest: dict[str, Any], previous: dict[str, Any] | None) -> None:
+    """Write `manifest` as the index's new generation (the commit point: call it only once everything it
+    states is measured). Files of `previous` it no longer names are kept for readers still on that
+    generation and listed under `superseded` with the time, for `vacuum` to remove after the retention."""
+    now = dt.datetime.now(dt.UTC)
+    manifest["generation"] = time.time_ns() // 1_000_000
+    superseded = list(previous.get("superseded", [])) if previous else []
+    if previous is not None:
+        gone = sorted(named_files(previous) - named_files(manifest))
+        if gone:
+            superseded.append(
+                {"generation": previous.get("generation"), "files": gone, "superseded_at": now.isoformat()}
+            )
+    keep = named_files(manifest)
+    manifest["superseded"] = [{**entry, "files": [f for f in entry["files"] if f not in keep]} for entry in superseded]
+    manifest["superseded"] = [entry for entry in manifest["superseded"] if entry["files"]]
+    write_manifest(directory, manifest)
+
+
+def vacuum(directory: AnyPath, retention_hours: float) -> list[str]:
+    """Remove superseded generations' files older than `retention_hours`, and files no manifest ever
+    named (a killed build's) last modified before it; the names removed. A reader that pinned a
+    removed generation then exits 3 (rerun), never reads a partial index."""
+    manifest = read_manifest(directory)
+    cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(hours=retention_hours)
+    keep, removed, kept_entries = named_files(manifest), [], []
+    for entry in manifest.get("superseded", []):
+        if dt.datetime.fromisoformat(entry["superseded_at"]) <= cutoff:
+            removed += [f for f in entry["files"] if f not in keep]
+        else:
+            kept_entries.append(entry)
+    listed = {f for entry in manifest.get("superseded", []) for f in entry["files"]}
     for path in storage.upath(directory).iterdir():
-        if path.is_file() and path.name not in keep and path.suffix in (".faiss", ".bin"):
-            path.unlink()
+        if path.name in keep or path.name in listed or path.suffix not in (".faiss", ".bin"):
+            continue
+        modified = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC)
+        if modified <= cutoff:
+            removed.append(path.name)
+    for name in removed:
+        (storage.upath(directory) / name).unlink(missing_ok=True)
+    if len(kept_entries) != len(manifest.get("superseded", [])):
+        manifest["superseded"] = kept_entries
+        write_manifest(directory, manifest)  # the same generation: only its list of old files changed
+    return sorted(removed)
 
 
 def serialize(index) -> bytes:
@@ -149,6 +205,11 @@ def checked_file(directory: AnyPath | str, name: str, expected_sha256: str, keep
 
     path = storage.upath(directory) / name
     manifest_path = storage.upath(directory) / MANIFEST
+    if not storage.is_remote(str(path)) and os.path.lexists(str(path)) and not _regular_file_inside(path):
+        raise IndexFileError(
+            f"{path} named by {manifest_path} is a link or not a regular file inside the index folder; "
+            "refusing the index: rebuild it with `lineup index`"
+        )
     try:
         if keep_bytes:
             source = storage.cached_copy(path, expected_sha256) if storage.is_remote(path) else path
@@ -157,12 +218,31 @@ def checked_file(directory: AnyPath | str, name: str, expected_sha256: str, keep
         else:
             data, digest = b"", sha256_file(path)
     except FileNotFoundError:
+        if _superseded(directory, name):
+            raise IndexChangedError(
+                f"the index at {directory} changed while this job read it (a newer generation was published "
+                "and the one this job pinned was removed); rerun to use the new one"
+            ) from None
         raise IndexFileError(
             f"{path} named by {manifest_path} is missing; rebuild the index (`lineup index`)"
         ) from None
     if digest != expected_sha256:
         raise IndexFileError(f"{path} fails its sha256 check against {manifest_path}; refusing the index")
     return data
+
+
+def _regular_file_inside(path: AnyPath) -> bool:
+    """A regular file (not a link) whose real location is the index folder itself."""
+    local = Path(str(path))
+    return not local.is_symlink() and local.is_file() and local.resolve().parent == local.parent.resolve()
+
+
+def _superseded(directory: AnyPath | str, name: str) -> bool:
+    """Whether the index's current manifest no longer names file `name` (a newer generation replaced it)."""
+    try:
+        return name not in named_files(read_manifest(storage.upath(directory)))
+    except IndexFileError:
+        return False
 
 
 def load_removed(directory: AnyPath | str, manifest: dict[str, Any]) -> np.ndarray:
@@ -173,10 +253,11 @@ def load_removed(directory: AnyPath | str, manifest: dict[str, Any]) -> np.ndarr
     return np.sort(np.frombuffer(data, dtype=np.int64))
 
 
-def load_index(directory: AnyPath | str) -> ShardedIndex:
-    """Load every shard after checking its sha256 against the manifest; refuse any mismatch."""
+def load_index(directory: AnyPath | str, manifest: dict[str, Any] | None = None) -> ShardedIndex:
+    """Load every shard after checking its sha256 against the manifest (the published one, or a
+    `manifest` not yet published: the index job measures recall before it commits); refuse any mismatch."""
     directory = _directory(directory)
-    manifest = read_manifest(directory)
+    manifest = read_manifest(directory) if manifest is None else manifest
     shards = []
     for entry in manifest["shards"]:
         shard = deserialize(checked_file(directory, entry["file"], entry["sha256"]))
