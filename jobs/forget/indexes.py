@@ -1,7 +1,8 @@
 """Erasing vectors from an index: each shard that holds an erased face_id is rewritten without it (FAISS
 `remove_ids`), under a new name, and a new generation is published (the commit point); then every file
 of an older generation that holds an erased id is deleted at once, whatever the index's retention. A
-removed-ids list alone is not erasure: the vectors would still be in the file. Rerunning after a crash finds nothing left to remove in shards already rewritten, so it converges."""
+removed-ids list alone is not erasure: the vectors would still be in the file.
+Rerunning after a crash finds nothing left to remove in shards already rewritten, so it converges."""
 
 from __future__ import annotations
 
