@@ -31,6 +31,52 @@ TRANSIENT_MARKERS = (
 )
 
 
+# An executor's error reaches the driver as text inside Spark's wrapper; these are matched in it.
+INDEX_CHANGED = "IndexChangedError: "
+STORAGE_FAULTS = ("No space left on device", "[Errno 28]", "Disk quota exceeded", "[Errno 122]",
+                  "Input/output error", "[Errno 5]", "Read-only file system", "[Errno 30]")  # fmt: skip
+
+
+def storage_fault(error: BaseException) -> str | None:
+    """The kind of storage fault an error (or an executor's error inside it) reports, or None.
+
+    >>> storage_fault(OSError(28, "No space left on device")), storage_fault(ValueError("bad value"))
+    ('no space left on device', None)
+    """
+    text = f"{error}"
+    if isinstance(error, OSError) and error.errno in (5, 28, 30, 122):
+        text = f"[Errno {error.errno}] {error.strerror}"
+    if "No space left" in text or "[Errno 28]" in text:
+        return "no space left on device"
+    if "Disk quota exceeded" in text or "[Errno 122]" in text:
+        return "disk quota exceeded"
+    if "Read-only file system" in text or "[Errno 30]" in text:
+        return "read-only file system"
+    if "Input/output error" in text or "[Errno 5]" in text:
+        return "input/output error"
+    return None
+
+
+def faulted_path(error: BaseException) -> str | None:
+    """The file an OSError's text names (`[Errno 28] No space left on device: '/data/x'`), if any.
+
+    >>> faulted_path(RuntimeError("OSError: [Errno 28] No space left on device: '/t/faces/part-1.parquet'"))
+    '/t/faces/part-1.parquet'
+    """
+    import re
+
+    found = re.search(r"\[Errno \d+\] [^:'\n]+: '([^'\n]+)'", str(error))
+    return found.group(1) if found else None
+
+
+def executor_message(error: BaseException, marker: str) -> str | None:
+    """The message of an error an executor raised, found after `marker` (its class name and ': ')."""
+    for line in str(error).splitlines():
+        if marker in line:
+            return line.split(marker, 1)[1].strip()
+    return None
+
+
 def is_transient(error: BaseException) -> bool:
     """Infrastructure failures a retry may not meet: a lost executor, a storage or network timeout.
 

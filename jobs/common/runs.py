@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from jobs.common.commits import append_with_retries
+from jobs.common.errors import INDEX_CHANGED, TransientError, executor_message, faulted_path, storage_fault
 from jobs.common.schema import RUNS_ARROW, RUNS_DDL
 from jobs.common.storage import redact
 from jobs.common.timing import Phases
@@ -148,14 +149,67 @@ def run_job(
         summary["timings_s"] = phases.timings_s()
         return summary
 
-    return run_recorded(spark, config.runs_table_path(), RunRecord(job, params=params), timed)
+    return run_recorded(spark, config.runs_table_path(), RunRecord(job, params=params), timed, config)
 
 
-def run_recorded(spark, runs_table: str, record: RunRecord, body: Callable[[RunRecord], T]) -> T:
-    """Run a job's body; if it fails, its row still lands in the runs table (status failed) before re-raising."""
+def run_recorded(spark, runs_table: str, record: RunRecord, body: Callable[[RunRecord], T], config: Any = None) -> T:
+    """Run a job's body; if it fails, its row still lands in the runs table (status failed) before
+    re-raising. A storage fault or an index changed under a reader, raised on the driver or inside an
+    executor's error, is re-raised as one `TransientError` sentence (exit 3)."""
     try:
         return body(record)
     except Exception as error:
-        record_failure(spark, runs_table, record, error)
-        error.run_id = record.run_id  # type: ignore[attr-defined]  # the CLI's failure line names the run
+        translated = infrastructure_error(error, config)
+        record_failure(spark, runs_table, record, translated or error)
+        raised = translated or error
+        raised.run_id = record.run_id  # type: ignore[attr-defined]  # the CLI's failure line names the run
+        if translated is not None:
+            raise translated from None
         raise
+
+
+def infrastructure_error(error: BaseException, config: Any = None) -> TransientError | None:
+    """One sentence for a fault of the infrastructure hidden in `error`, or None when it is none."""
+    if isinstance(error, TransientError):
+        return None
+    changed = executor_message(error, INDEX_CHANGED)
+    if changed:
+        return TransientError(changed)
+    fault = storage_fault(error)
+    if fault is None:
+        return None
+    where = faulted_path(error) or full_location(config)
+    return TransientError(
+        f"storage fault ({fault}) writing {where or 'a configured location'}: free space or fix the storage, "
+        "then rerun; what earlier commits wrote is kept and a rerun resumes"
+    )
+
+
+def full_location(config: Any) -> str | None:
+    """The configured local location whose file system has the least room (under 1 MiB: full), if any."""
+    import os
+
+    from jobs.common.storage import is_remote
+
+    if config is None:
+        return None
+    candidates: list[tuple[int, str]] = []
+    for location in _configured_strings(config.model_dump()):
+        if is_remote(location) or not location.startswith(("/", "~", "file:")):
+            continue
+        path = os.path.expanduser(location.removeprefix("file://"))
+        while path and not os.path.exists(path):
+            path = os.path.dirname(path)
+        if path:
+            stats = os.statvfs(path)
+            candidates.append((stats.f_bavail * stats.f_frsize, location))
+    full = sorted(c for c in candidates if c[0] < 2**20)
+    return full[0][1] if full else None
+
+
+def _configured_strings(data: Any) -> list[str]:
+    if isinstance(data, dict):
+        return [s for value in data.values() for s in _configured_strings(value)]
+    if isinstance(data, list):
+        return [s for value in data for s in _configured_strings(value)]
+    return [data] if isinstance(data, str) else []
