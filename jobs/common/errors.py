@@ -69,6 +69,10 @@ def faulted_path(error: BaseException) -> str | None:
     return found.group(1) if found else None
 
 
+# Spark's words for a table's data file removed while a job read it (a VACUUM, an erasure's purge).
+TABLE_FILE_GONE = ("DELTA_FILE_NOT_FOUND", "FAILED_READ_FILE.FILE_NOT_EXIST", "FileNotFoundException")
+
+
 def executor_message(error: BaseException, marker: str) -> str | None:
     """The message of an error an executor raised, found after `marker` (its class name and ': ')."""
     for line in str(error).splitlines():

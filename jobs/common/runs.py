@@ -15,7 +15,15 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from jobs.common.commits import append_with_retries
-from jobs.common.errors import INDEX_CHANGED, TransientError, executor_message, faulted_path, storage_fault
+from jobs.common.errors import (
+    INDEX_CHANGED,
+    TABLE_FILE_GONE,
+    TransientError,
+    executor_message,
+    faulted_path,
+    mentions,
+    storage_fault,
+)
 from jobs.common.schema import RUNS_ARROW, RUNS_DDL
 from jobs.common.storage import redact
 from jobs.common.timing import Phases
@@ -175,6 +183,11 @@ def infrastructure_error(error: BaseException, config: Any = None) -> TransientE
     changed = executor_message(error, INDEX_CHANGED)
     if changed:
         return TransientError(changed)
+    if mentions(error, TABLE_FILE_GONE) and mentions(error, (".parquet",)):
+        return TransientError(
+            "a data file of a table this job read was removed meanwhile (an erasure's purge or a VACUUM of "
+            "the version it pinned); rerun to read the current version"
+        )
     fault = storage_fault(error)
     if fault is None:
         return None

@@ -231,6 +231,22 @@ def checked_file(directory: AnyPath | str, name: str, expected_sha256: str, keep
     return data
 
 
+def file_size(directory: AnyPath | str, name: str) -> int:
+    """The size of an index file named by the pinned manifest (`IndexChangedError` when a newer
+    generation replaced and removed it)."""
+    try:
+        return int((storage.upath(directory) / name).stat().st_size)
+    except FileNotFoundError:
+        if _superseded(directory, name):
+            raise IndexChangedError(
+                f"the index at {directory} changed while this job read it (a newer generation was published "
+                "and the one this job pinned was removed); rerun to use the new one"
+            ) from None
+        raise IndexFileError(
+            f"{storage.upath(directory) / name} is missing; rebuild the index (`lineup index`)"
+        ) from None
+
+
 def _regular_file_inside(path: AnyPath) -> bool:
     """A regular file (not a link) whose real location is the index folder itself."""
     local = Path(str(path))

@@ -43,6 +43,8 @@ def _prepare(config: QueryConfig, spark, record: RunRecord):
     settings = config.query
     index_dir = config.index_path()
     manifest = verify_index(index_dir)
+    # Everything below reads this generation only, whatever is published meanwhile.
+    log.info("query: index %s generation %s pinned (%s)", index_dir, manifest.get("generation"), manifest["index_id"])
     if manifest.get("metric") != "inner_product":
         # Every merge and threshold here reads "larger is more similar" (cosine on unit vectors).
         raise UserError(f"index {index_dir} uses metric {manifest.get('metric')}; rebuild it with `lineup index`")

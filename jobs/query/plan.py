@@ -7,6 +7,7 @@ from pathlib import Path
 
 from jobs.common.normalization import Normalization
 from jobs.common.normalized_scores import normalized_score, offset_column
+from jobs.index.shards import file_size
 from jobs.query.worker import CANDIDATES_DDL, make_search_runner
 
 
@@ -26,7 +27,7 @@ def choose_plan(index_dir: Path, manifest: dict, settings) -> str:
     """all_shards while the whole index fits a worker's share of memory, else one shard per task."""
     if settings.plan != "auto":
         return settings.plan
-    index_bytes = sum((index_dir / entry["file"]).stat().st_size for entry in manifest["shards"])
+    index_bytes = sum(file_size(index_dir, entry["file"]) for entry in manifest["shards"])
     return "all_shards" if index_bytes <= settings.worker_index_gb * 2**30 else "per_shard"
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from jobs.cli import main as cli_main
 from jobs.common.config import load_config
+from jobs.common.erasures import id_digest
 from jobs.embed.config import EmbedConfig
 from jobs.embed.job import run_embed
 from jobs.forget import job as forget_job
@@ -182,7 +183,10 @@ def test_forgetting_one_person_everywhere(spark, world: Path, tmp_path: Path) ->
     # (a) (b) independently of the job's verifier: no file holds an id or a vector of the target
     assert raw_hits(root, ids, vectors) == []
     # (e) the erasure record: counts, digests only
-    [record] = table_rows(spark, root / "t" / "erasures")
+    registered, record = sorted(table_rows(spark, root / "t" / "erasures"), key=lambda r: r.phase != "registered")
+    assert registered.phase == "registered" and record.phase == "completed"
+    assert registered.erasure_id == record.erasure_id and registered.subject_sha256 == record.subject_sha256
+    assert TARGET not in json.dumps(registered.asDict(), default=str)
     assert record.verified and record.purged_history and TARGET not in json.dumps(record.asDict(), default=str)
     assert {t.role: t.rows_deleted for t in record.tables}["faces"] == 2
     # (d) everyone else's rows are unchanged
@@ -246,11 +250,17 @@ def test_a_selector_matching_nothing_changes_nothing(spark, world: Path, tmp_pat
         for f in forget_flags(root)
     ]
     summary = run_forget(load_config(ForgetConfig, None, flags), spark)
-    assert summary["matched"] == 0 and summary["changed"] is False
+    assert summary["matched"] == 0 and summary["changed"] is False and summary["registered"]
     after = {
         p.name: sorted((p / "_delta_log").glob("*.json")) for p in (root / "t").iterdir() if (p / "_delta_log").is_dir()
     }
-    assert {k: v for k, v in after.items() if k != "runs"} == {k: v for k, v in versions.items() if k != "runs"}
+    unchanged = ("runs", "erasures")
+    assert {k: v for k, v in after.items() if k not in unchanged} == {
+        k: v for k, v in versions.items() if k not in unchanged
+    }
+    # The erasure stands for what is embedded later, though nothing matched now.
+    [row] = [r for r in table_rows(spark, root / "t" / "erasures") if r.erasure_id == summary["erasure_id"]]
+    assert row.phase == "registered" and row.subject_sha256 == [id_digest("Nobody_At_All")]
 
     malformed = ["forget", *(f"--set={f}" for f in forget_flags(root)), "--set=forget.selector.kind=face_ids"]
     assert cli_main(malformed) == 2
