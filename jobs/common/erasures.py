@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 
@@ -74,26 +74,36 @@ def id_digest(value: object) -> str:
 
 @dataclass(frozen=True)
 class ErasureRegister:
-    """The erasures in force for one model: digests of erased image contents and subjects. `version` is
-    the erasures table's version it was read at (-1: no table yet), so a job can tell it changed."""
+    """The erasures in force for one model: digests of erased image contents and subjects, each with
+    the erasure that erased it. `version` is the erasures table's version it was read at (-1: no table
+    yet), so a job can tell it changed."""
 
     version: int = -1
-    images: frozenset[str] = frozenset()
-    subjects: frozenset[str] = frozenset()
+    images: dict[str, str] = field(default_factory=dict)  # id_digest(image_id) -> erasure_id
+    subjects: dict[str, str] = field(default_factory=dict)  # id_digest(subject_id) -> erasure_id
 
     def __bool__(self) -> bool:
         return bool(self.images or self.subjects)
 
-    def erases(self, image_id: str | None, subject_id: str | None) -> bool:
-        """Whether an image with this content hash (or labelled with this subject) was erased.
+    def erasure_of(self, image_id: str | None, subject_id: str | None) -> str | None:
+        """The erasure that erased an image with this content hash (or labelled with this subject), or None.
 
-        >>> register = ErasureRegister(3, frozenset({id_digest("ab" * 32)}), frozenset({id_digest("Ann")}))
-        >>> register.erases("ab" * 32, None), register.erases("cd" * 32, "Ann"), register.erases("cd" * 32, "Bo")
-        (True, True, False)
+        >>> register = ErasureRegister(3, {id_digest("ab" * 32): "e-1"}, {id_digest("Ann"): "e-2"})
+        >>> of = register.erasure_of
+        >>> of("ab" * 32, None), of("cd" * 32, "Ann"), of("cd" * 32, "Bo")
+        ('e-1', 'e-2', None)
         """
         if image_id is not None and id_digest(image_id) in self.images:
-            return True
-        return subject_id is not None and id_digest(subject_id) in self.subjects
+            return self.images[id_digest(image_id)]
+        return self.subjects.get(id_digest(subject_id)) if subject_id is not None else None
+
+    def erases(self, image_id: str | None, subject_id: str | None) -> bool:
+        return self.erasure_of(image_id, subject_id) is not None
+
+
+def erased_reason(erasure_id: str) -> str:
+    """The `error` of an `erased` row: which erasure keeps it out (a lift removes the rows naming it)."""
+    return f"erased by {erasure_id} (lineup forget): not embedded again unless that erasure is lifted"
 
 
 def register_from_rows(rows: pa.Table, model_id: str | None, version: int) -> ErasureRegister:
@@ -104,21 +114,22 @@ def register_from_rows(rows: pa.Table, model_id: str | None, version: int) -> Er
     one model erases nothing of another model."""
     data = rows.to_pylist()
     lifted = {row.get("lifts") for row in data if row.get("phase") == "lifted"}
-    images: set[str] = set()
-    subjects: set[str] = set()
+    images: dict[str, str] = {}
+    subjects: dict[str, str] = {}
     for row in data:
-        if row.get("phase") == "lifted" or row.get("erasure_id") in lifted:
+        erasure_id = row.get("erasure_id")
+        if row.get("phase") == "lifted" or erasure_id in lifted:
             continue
         if row.get("model_id") and model_id and row["model_id"] != model_id:
             continue
-        selector = set(row.get("selector_sha256") or [])
+        selector = row.get("selector_sha256") or []
         if row.get("selector_kind") == "subject_ids":
-            subjects |= selector
+            subjects.update(dict.fromkeys(selector, erasure_id))
         elif row.get("selector_kind") == "image_ids":
-            images |= selector
-        images |= set(row.get("image_sha256") or [])
-        subjects |= set(row.get("subject_sha256") or [])
-    return ErasureRegister(version, frozenset(images), frozenset(subjects))
+            images.update(dict.fromkeys(selector, erasure_id))
+        images.update(dict.fromkeys(row.get("image_sha256") or [], erasure_id))
+        subjects.update(dict.fromkeys(row.get("subject_sha256") or [], erasure_id))
+    return ErasureRegister(version, images, subjects)
 
 
 def read_register(erasures_table: str, model_id: str | None) -> ErasureRegister:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from jobs.common.erasures import ERASED, ErasureRegister
+from jobs.common.erasures import ERASED, ErasureRegister, erased_reason
 from jobs.common.schema import ddl_of
 from jobs.common.storage import upath
 from jobs.embed.ids import face_id_of, image_id_of
@@ -46,8 +46,9 @@ def embed_images(
         except OSError as error:
             rows[path] = _row(path, None, "read_error", f"{type(error).__name__}: {error.strerror or error}")
             continue
-        if register and register.erases(image_id_of(data), None):
-            rows[path] = _row(path, image_id_of(data), ERASED, "erased (lineup forget): not embedded")
+        erasure_id = register.erasure_of(image_id_of(data), None)
+        if erasure_id is not None:
+            rows[path] = _row(path, image_id_of(data), ERASED, erased_reason(erasure_id))
         else:
             blobs[path] = data
     readable = list(blobs)

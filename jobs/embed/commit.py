@@ -251,7 +251,10 @@ def _erased_file(table_path: str, name: str, register: ErasureRegister, ledger: 
             kept.append(r)
         elif r["image_id"] not in erased_images:
             erased_images.add(r["image_id"])
-            kept.append(erased_row(r["image_id"], r["source_path"], r["model_id"], r["run_id"], r["embedded_at"]))
+            erasure_id = register.erasure_of(r["image_id"], r["subject_id"]) or ""
+            kept.append(
+                erased_row(r["image_id"], r["source_path"], erasure_id, r["model_id"], r["run_id"], r["embedded_at"])
+            )
     ledger.rows_erased_at_commit += len(rows) - len(kept) + len(erased_images)
     log.info("faces table %s: %d image(s) of this chunk erased since the run started", table_path, len(erased_images))
     written = write_faces_file(table_path, to_faces_batch(kept))
@@ -269,7 +272,8 @@ def _erase_after_commit(spark, ledger: Ledger) -> None:
     if register.version == before.version:
         return
     ledger.register = register
-    images, subjects = sorted(register.images - before.images), sorted(register.subjects - before.subjects)
+    images = sorted(set(register.images) - set(before.images))
+    subjects = sorted(set(register.subjects) - set(before.subjects))
     if not images and not subjects:
         return
     from delta.tables import DeltaTable

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from jobs.common.erasures import ERASED, ErasureRegister, id_digest
+from jobs.common.erasures import ERASED, ErasureRegister, erased_reason, id_digest
 from jobs.embed.ids import STATUS_ROW_INDEX, face_id_of, image_id_of
 from jobs.embed.labels import Labeller
 from jobs.embed.plan import READ_ERROR
@@ -35,8 +35,9 @@ def embed_loaded(items: Iterable[Loaded], pipeline, context: RowContext, batch_i
             yield _status_row(item, None, context, item.status or READ_ERROR, item.error)
             continue
         image_id = image_id_of(item.data)
-        if context.register and context.register.erases(image_id, context.labeller.subject(item.label_name)):
-            yield erased_row(image_id, item.ref_name, context.model_id, context.run_id, context.embedded_at)
+        erasure_id = context.register.erasure_of(image_id, context.labeller.subject(item.label_name))
+        if erasure_id is not None:
+            yield erased_row(image_id, item.ref_name, erasure_id, context.model_id, context.run_id, context.embedded_at)
             continue
         batch.append((item, image_id))
         if len(batch) >= batch_images:
@@ -113,12 +114,14 @@ def _status_row(
     return row
 
 
-def erased_row(image_id: str, source_path: str, model_id: str, run_id: str, embedded_at: dt.datetime) -> dict[str, Any]:
+def erased_row(
+    image_id: str, source_path: str, erasure_id: str, model_id: str, run_id: str, embedded_at: dt.datetime
+) -> dict[str, Any]:
     """The row an erased image gets instead of its faces: its content id (so reruns skip it as known)
     and nothing of the person: no embedding, box, landmarks, subject, attributes or readable path (the
     path often names the person; its sha256 keeps rows of different files apart).
 
-    >>> row = erased_row("ab" * 32, "Ann_Lee/Ann_Lee_0001.jpg", "m-1", "r", dt.datetime(2026, 1, 1))
+    >>> row = erased_row("ab" * 32, "Ann_Lee/Ann_Lee_0001.jpg", "e-1", "m-1", "r", dt.datetime(2026, 1, 1))
     >>> row["status"], row["embedding"], row["subject_id"], row["source_path"].startswith("erased:")
     ('erased', None, None, True)
     """
@@ -135,7 +138,7 @@ def erased_row(image_id: str, source_path: str, model_id: str, run_id: str, embe
         "embedding": None,
         "model_id": model_id,
         "status": ERASED,
-        "error": "erased (lineup forget): not embedded again until the erasure is lifted (forget.lift)",
+        "error": erased_reason(erasure_id),
         "subject_id": None,
         "attributes": None,
         "image_width": None,

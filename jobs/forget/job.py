@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlparse
 
 from jobs.common.commits import append_with_retries, with_commit_retries
 from jobs.common.delta import is_delta_table, latest_version
-from jobs.common.erasures import ERASED, ERASURES_ARROW, id_digest
+from jobs.common.erasures import ERASED, ERASURES_ARROW, erased_reason, id_digest
 from jobs.common.errors import TransientError, UserError
 from jobs.common.runs import RunRecord, append_run, current_user, run_job
 from jobs.common.storage import AnyPath, upath
@@ -126,6 +126,28 @@ def _run(config: ForgetConfig, spark, record: RunRecord, phases: Phases) -> dict
     }
 
 
+def _drop_erased_markers(spark, config: ForgetConfig, erasure_ids: list[str]) -> int:
+    """Delete the `erased` rows the lifted erasures wrote, so the next embed embeds those images again
+    (an `erased` row counts as a known image, which a rerun skips)."""
+    from delta.tables import DeltaTable
+    from pyspark.sql import functions as F
+
+    reasons = [erased_reason(erasure_id) for erasure_id in erasure_ids]
+    condition = (F.col("status") == F.lit(ERASED)) & F.col("error").isin(reasons)
+    removed = 0
+    for table in config.faces_table_paths() + config.resolved(config.forget.probe_tables):
+        if is_delta_table(spark, table):
+            count = spark.read.format("delta").load(table).where(condition).count()
+            if count:
+
+                def delete(table: str = table) -> None:
+                    DeltaTable.forPath(spark, table).delete(condition)
+
+                with_commit_retries(delete, table)
+                removed += count
+    return removed
+
+
 def _erasures_frame(spark, rows: list[dict[str, Any]]):
     import pyarrow as pa
 
@@ -161,7 +183,8 @@ def _lift(config: ForgetConfig, spark, record: RunRecord) -> dict[str, Any]:
         for erasure_id in settings.lift
     ]  # fmt: skip
     append_with_retries(_erasures_frame(spark, rows), table, add_columns=True)
-    record.counts = {"erasures_lifted": len(rows)}
+    markers = _drop_erased_markers(spark, config, settings.lift)
+    record.counts = {"erasures_lifted": len(rows), "erased_rows_removed": markers}
     record.add_output("erasures", table, latest_version(spark, table))
     runs_version = append_run(spark, config.runs_table_path(), record, "ok")
     return {
@@ -169,6 +192,7 @@ def _lift(config: ForgetConfig, spark, record: RunRecord) -> dict[str, Any]:
         "run_id": record.run_id,
         "status": "ok",
         "lifted": list(settings.lift),
+        "erased_rows_removed": markers,
         "outputs": {"erasures_table": table, "runs_version": runs_version},
     }
 
@@ -208,8 +232,12 @@ def _condition(role: str, erased: ErasedSet, by_subject: bool, cutoff: dt.dateti
             F.col("probe_face_id").isin(faces) | F.col(face_column).isin(faces) | F.col("probe_image_id").isin(images)
         )
         if by_subject and subjects:
+            # By digest: Delta records a DELETE's condition in its log, which an erasure cannot purge.
+            digests = sorted(id_digest(subject) for subject in subjects)
             condition = (
-                condition | F.col("probe_subject_id").isin(subjects) | F.col("gallery_subject_id").isin(subjects)
+                condition
+                | F.sha2(F.col("probe_subject_id"), 256).isin(digests)
+                | F.sha2(F.col("gallery_subject_id"), 256).isin(digests)
             )
         time_column = "queried_at"
     else:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from jobs.common.delta import is_delta_table
-from jobs.common.erasures import ERASED
+from jobs.common.erasures import ERASED, id_digest
 from jobs.common.errors import UserError
 from jobs.forget.config import SelectorSettings
 
@@ -36,8 +36,12 @@ def selector_condition(selector: SelectorSettings, values: list[str]):
     verifies), so rows committed after planning are matched too, not only the ids found then."""
     from pyspark.sql import functions as F
 
-    typed: list[Any] = [int(v) for v in values] if selector.kind == "face_ids" else values
-    condition = F.col(_COLUMN[selector.kind]).isin(typed)
+    column = F.col(_COLUMN[selector.kind])
+    if selector.kind in ("subject_ids", "source_paths"):
+        # By digest: Delta records a DELETE's condition in its log, which an erasure cannot purge.
+        condition = F.sha2(column, 256).isin(sorted(id_digest(v) for v in values))
+    else:
+        condition = column.isin([int(v) for v in values] if selector.kind == "face_ids" else values)
     if selector.model_id:
         condition = condition & (F.col("model_id") == selector.model_id)
     return condition
