@@ -78,6 +78,7 @@ class Ledger:
     erasures_table: str | None = None  # the register, read again around every commit
     model_id: str | None = None
     run_id: str | None = None
+    source_prefix: str | None = None  # how this input's source paths start (see `source_prefix`)
     register: ErasureRegister = field(default_factory=ErasureRegister)
     rows_erased_at_commit: int = 0
 
@@ -239,7 +240,7 @@ def _erased_file(table_path: str, name: str, register: ErasureRegister, ledger: 
     from jobs.common.schema import to_faces_batch
     from jobs.common.storage import upath
     from jobs.embed.files import write_faces_file
-    from jobs.embed.rows import erased_row
+    from jobs.embed.rows import erased_path, erased_row
 
     with (upath(table_path) / name).open("rb") as stream:
         rows = pq.read_table(stream).to_pylist()
@@ -252,14 +253,17 @@ def _erased_file(table_path: str, name: str, register: ErasureRegister, ledger: 
         elif r["image_id"] not in erased_images:
             erased_images.add(r["image_id"])
             erasure_id = register.erasure_of(r["image_id"], r["subject_id"]) or ""
-            kept.append(
-                erased_row(r["image_id"], r["source_path"], erasure_id, r["model_id"], r["run_id"], r["embedded_at"])
-            )
+            path = erased_path(r["source_path"], _name_in_archive(r["source_path"], ledger.source_prefix))
+            kept.append(erased_row(r["image_id"], path, erasure_id, r["model_id"], r["run_id"], r["embedded_at"]))
     ledger.rows_erased_at_commit += len(rows) - len(kept) + len(erased_images)
     log.info("faces table %s: %d image(s) of this chunk erased since the run started", table_path, len(erased_images))
     written = write_faces_file(table_path, to_faces_batch(kept))
     add = written.column("add")[0].as_py()
     return add, [Row(**row, add=None) for row in written.drop_columns(["add"]).to_pylist()]
+
+
+def _name_in_archive(source_path: str, prefix: str | None) -> str:
+    return source_path[len(prefix) :] if prefix and source_path.startswith(prefix) else source_path
 
 
 def _erase_after_commit(spark, ledger: Ledger) -> None:

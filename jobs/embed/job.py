@@ -30,7 +30,7 @@ from jobs.embed.config import EmbedConfig
 from jobs.embed.files import WRITTEN_DDL
 from jobs.embed.known import HeldImages, HeldInSpark, HeldOnDriver, held_images
 from jobs.embed.labels import Labeller, load_label_table
-from jobs.embed.plan import InputRef, cut_tasks, list_inputs
+from jobs.embed.plan import InputRef, cut_tasks, list_inputs, source_prefix
 from jobs.embed.table import FACES_COLUMNS, collects_personal_stats, ensure_faces_table
 from jobs.embed.worker import (
     TASK_COLUMNS,
@@ -128,6 +128,7 @@ def _run(config: EmbedConfig, spark, record: RunRecord, phases: Phases) -> dict[
             erasures_table=config.erasures_table_path(),
             model_id=pack.model_id,
             run_id=record.run_id,
+            source_prefix=source_prefix(config.embed.input),
             register=context["register"],
         )
         with Committer(spark, ledger, counts, phases) as committer:

@@ -379,3 +379,16 @@ def _task_size(remaining: int, files_per_task: int, slots: int | None, queued_af
     size = max(min(files_per_task, left // (2 * slots)), min(MIN_FILES_PER_TASK, files_per_task))
     # a remainder of a few files would cost more as its own task than it adds to this one
     return remaining if remaining - size < MIN_FILES_PER_TASK // 4 and remaining <= files_per_task else size
+
+
+def source_prefix(archive) -> str:
+    """How the faces table's source_path starts for this archive's images (and for no other archive's):
+    `dir/...` for folders (and folders of tars), `file.tar!member` for one tar, `table#id` for tables."""
+    from jobs.common.storage import upath
+
+    path = archive.path.rstrip("/")
+    if archive.kind == "table":
+        return f"{path}#"
+    if archive.kind == "tar" and not upath(path).is_dir():
+        return f"{path}!"
+    return f"{path}/"

@@ -37,7 +37,8 @@ def embed_loaded(items: Iterable[Loaded], pipeline, context: RowContext, batch_i
         image_id = image_id_of(item.data)
         erasure_id = context.register.erasure_of(image_id, context.labeller.subject(item.label_name))
         if erasure_id is not None:
-            yield erased_row(image_id, item.ref_name, erasure_id, context.model_id, context.run_id, context.embedded_at)
+            path = erased_path(item.ref_name, item.label_name)
+            yield erased_row(image_id, path, erasure_id, context.model_id, context.run_id, context.embedded_at)
             continue
         batch.append((item, image_id))
         if len(batch) >= batch_images:
@@ -114,21 +115,33 @@ def _status_row(
     return row
 
 
+def erased_path(source_path: str, name: str) -> str:
+    """An erased image's `source_path`: the archive's part (its folder, tar or table, which names no one)
+    kept, so a query still finds the row among its archive's, and the image's own name (which often
+    names the person) replaced by its sha256.
+
+    >>> erased_path("/data/lfw/Ann_Lee/Ann_Lee_0001.jpg", "Ann_Lee/Ann_Lee_0001.jpg")[:25]
+    '/data/lfw/erased-5c739a12'
+    """
+    prefix = source_path[: len(source_path) - len(name)] if name and source_path.endswith(name) else ""
+    return f"{prefix}erased-{id_digest(name or source_path)[:32]}"
+
+
 def erased_row(
     image_id: str, source_path: str, erasure_id: str, model_id: str, run_id: str, embedded_at: dt.datetime
 ) -> dict[str, Any]:
     """The row an erased image gets instead of its faces: its content id (so reruns skip it as known)
-    and nothing of the person: no embedding, box, landmarks, subject, attributes or readable path (the
-    path often names the person; its sha256 keeps rows of different files apart).
+    and nothing of the person: no embedding, box, landmarks, subject, attributes or readable name
+    (`source_path` is already `erased_path`'s).
 
-    >>> row = erased_row("ab" * 32, "Ann_Lee/Ann_Lee_0001.jpg", "e-1", "m-1", "r", dt.datetime(2026, 1, 1))
-    >>> row["status"], row["embedding"], row["subject_id"], row["source_path"].startswith("erased:")
+    >>> row = erased_row("ab" * 32, "/d/erased-00", "e-1", "m-1", "r", dt.datetime(2026, 1, 1))
+    >>> row["status"], row["embedding"], row["subject_id"], row["error"].startswith("erased by e-1")
     ('erased', None, None, True)
     """
     return {
         "face_id": face_id_of(image_id, model_id, STATUS_ROW_INDEX),
         "image_id": image_id,
-        "source_path": f"erased:{id_digest(source_path)}",
+        "source_path": source_path,
         "source_path_raw": None,
         "face_index": STATUS_ROW_INDEX,
         "bbox": None,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,8 @@ def _run(config: ForgetConfig, spark, record: RunRecord, phases: Phases) -> dict
     if settings.verify:
         with phases.phase("verify"):
             findings = _verify(spark, config, erased, tables, values)
+            if settings.purge_history and (findings.history or findings.current):
+                findings, tables = _settle(spark, config, erased, values, tables, findings)
     incomplete = findings.current + findings.shards + (findings.history if settings.purge_history else [])
     row = _erasure_row(
         config, record, erasure_id, values, erased, tables, indexes, findings, not incomplete, "completed"
@@ -322,6 +325,42 @@ def _anything_names(spark, config: ForgetConfig, erased: ErasedSet) -> bool:
     return False
 
 
+IN_FLIGHT_S = 600.0  # an untracked data file younger than this may be a concurrent writer's, not yet committed
+
+
+def _settle(spark, config: ForgetConfig, erased: ErasedSet, values: list[str], tables, findings: Findings):
+    """Converge with writers running beside the erasure. Rows of the person committed since the delete
+    are deleted again; data files no commit names that hold erased data are deleted when older than
+    `IN_FLIGHT_S` (a killed run's), and awaited while younger (an embed in flight rewrites or drops its
+    files at its next commit, once it has read the register). Exit 3 when that does not settle."""
+    deadline = time.monotonic() + IN_FLIGHT_S
+    while True:
+        if findings.current:
+            tables = _merged_rounds(tables, _delete_converged(spark, config, erased, values))
+            _purge(spark, [t["path"] for t in tables], float(config.forget.retention_hours or 0))
+        young = []
+        for name in findings.history:
+            path = Path(name)
+            age_s = time.time() - path.stat().st_mtime if path.exists() else None
+            if age_s is not None and age_s >= IN_FLIGHT_S:
+                log.info("forget: deleting %s: no commit names it and it holds erased data", path)
+                path.unlink(missing_ok=True)
+            elif age_s is not None:
+                young.append(name)
+        findings = _verify(spark, config, erased, tables, values)
+        if not (findings.current or findings.history):
+            return findings, tables
+        if time.monotonic() > deadline:
+            raise TransientError(
+                f"forget: {len(findings.current + findings.history)} data file(s) written beside the erasure "
+                f"still hold erased data after {IN_FLIGHT_S:.0f} s (e.g. {(findings.current + findings.history)[0]}); "
+                "rerun lineup forget once the writers beside it have ended"
+            )
+        if young and not findings.current:
+            log.info("forget: waiting for %d data file(s) in flight that hold erased data", len(young))
+            time.sleep(1.0)  # a poll for another process's commit, bounded by the deadline above
+
+
 def _purge(spark, tables: list[str], retention_hours: float) -> None:
     """VACUUM each table: data files no version newer than `retention_hours` reads are deleted."""
     from delta.tables import DeltaTable
@@ -335,7 +374,16 @@ def _purge(spark, tables: list[str], retention_hours: float) -> None:
     spark.conf.set(listing, spark.conf.get("spark.sql.shuffle.partitions"))
     try:
         for table in tables:
-            DeltaTable.forPath(spark, table).vacuum(retention_hours)
+            # LITE: only files the log removed (the erased rows' old files), never files no commit names
+            # yet: a concurrent embed's files in flight would be deleted under it (what remains of the
+            # person in untracked files is `_settle_untracked`'s).
+            try:
+                spark.sql(f"VACUUM delta.`{table}` LITE RETAIN {retention_hours} HOURS")
+            except Exception as error:  # noqa: BLE001 - LITE needs the log since the last VACUUM
+                if "LITE" not in str(error).upper():
+                    raise
+                log.info("forget: %s: VACUUM LITE refused (%s), full VACUUM", table, str(error).splitlines()[0])
+                DeltaTable.forPath(spark, table).vacuum(retention_hours)
             log.info("forget: vacuumed %s at %.1f h retention", table, retention_hours)
     finally:
         if previous is None:

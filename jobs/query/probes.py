@@ -8,7 +8,6 @@ from pyspark.errors import AnalysisException
 from jobs.common.delta import read_pinned
 from jobs.common.errors import UserError
 from jobs.common.runs import RunRecord
-from jobs.common.storage import upath
 from jobs.query.config import QueryConfig
 
 
@@ -43,6 +42,7 @@ def _embed_archive(config: QueryConfig, spark, manifest: dict) -> tuple[str, int
     """Embed the probe archive with the embed job's own code into the probe faces table."""
     from jobs.embed.config import EmbedConfig
     from jobs.embed.job import run_embed
+    from jobs.embed.plan import source_prefix
     from jobs.models.pack import load_pack
 
     probes = config.query.probes
@@ -52,6 +52,7 @@ def _embed_archive(config: QueryConfig, spark, manifest: dict) -> tuple[str, int
             "spark": config.spark,
             "log_level": config.log_level,
             "runs_table": config.runs_table,
+            "erasures_table": config.erasures_table,  # the probes consult the same erasure register
             "embed": {
                 "input": probes.archive.model_copy(update={"path": config.locations.input_path(probes.archive.path)}),
                 "table_path": config.probe_table_path(),
@@ -75,20 +76,9 @@ def _embed_archive(config: QueryConfig, spark, manifest: dict) -> tuple[str, int
     return (
         str(embed_config.faces_table_path()),
         summary["outputs"]["faces_table_version"],
-        _source_prefix(embed_config.embed.input),
+        source_prefix(embed_config.embed.input),
         counts,
     )
-
-
-def _source_prefix(archive) -> str:
-    """How the faces table's source_path starts for this archive's images (and for no other archive's):
-    `dir/...` for folders (and folders of tars), `file.tar!member` for one tar, `table#id` for tables."""
-    path = archive.path.rstrip("/")
-    if archive.kind == "table":
-        return f"{path}#"
-    if archive.kind == "tar" and not upath(path).is_dir():
-        return f"{path}!"
-    return f"{path}/"
 
 
 def _read_delta(spark, table: str, version: int | None, key: str):

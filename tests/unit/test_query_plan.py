@@ -6,8 +6,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from jobs.embed.config import InputSettings
+from jobs.embed.plan import source_prefix as _source_prefix
 from jobs.query.plan import choose_plan
-from jobs.query.probes import _source_prefix
 
 
 def test_an_archive_owns_only_its_own_source_paths(tmp_path: Path) -> None:
