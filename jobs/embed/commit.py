@@ -79,7 +79,9 @@ class Ledger:
     model_id: str | None = None
     run_id: str | None = None
     source_prefix: str | None = None  # how this input's source paths start (see `source_prefix`)
-    register: ErasureRegister = field(default_factory=ErasureRegister)
+    register: ErasureRegister = field(default_factory=ErasureRegister)  # what the workers embedded with
+    checked: ErasureRegister | None = None  # what the last pre-commit check read
+    last_committed: list[str] = field(default_factory=list)  # the files the last add-files commit added
     rows_erased_at_commit: int = 0
 
 
@@ -155,11 +157,12 @@ def commit_chunk(spark, chunk: Embedded, ledger: Ledger, phases: Phases) -> tupl
     if ledger.merge_reason is None:
         with phases.phase("commit", count=len(unique), unit="rows"):
             kept = _add_files(spark, chunk, unique, ledger)
+    merged = kept is None
     if kept is not None:
         written = len(kept)
     else:
         written, kept = _merge_files(spark, chunk, unique, first_path, ledger, phases)
-    _erase_after_commit(spark, ledger)
+    _erase_after_commit(spark, ledger, [] if merged else ledger.last_committed)
     by_status: dict[str, int] = {}
     for r in kept:
         by_status[r.status] = by_status.get(r.status, 0) + 1
@@ -204,6 +207,7 @@ def _add_files(spark, chunk: Embedded, unique: list, ledger: Ledger) -> list | N
         _delete_files(ledger.table_path, [json.loads(add)["add"]["path"] for add in rewritten if add is not None])
         return None
     ledger.own_versions.add(appended.version)
+    ledger.last_committed = [json.loads(add)["add"]["path"] for add in adds]
     ledger.committed_face_ids.update(r.face_id for r in kept)
     _delete_files(ledger.table_path, sorted(dropping))  # replaced by their rewrites: never in the table
     return kept
@@ -215,10 +219,10 @@ def _erase_newly_registered(chunk: Embedded, ledger: Ledger) -> Embedded:
     if ledger.erasures_table is None:
         return chunk
     register = read_register(ledger.erasures_table, ledger.model_id)
-    if register.version == ledger.register.version or not register:
-        ledger.register = register
+    ledger.checked = register
+    # Every chunk was embedded with the register read at the run's start: anything added since is news.
+    if register.version == ledger.register.version or not _added(register, ledger.register):
         return chunk
-    ledger.register = register
     adds, meta = dict(chunk.adds), [r for r in chunk.meta]
     for name in sorted(chunk.adds):
         rewritten = _erased_file(ledger.table_path, name, register, ledger)
@@ -266,34 +270,42 @@ def _name_in_archive(source_path: str, prefix: str | None) -> str:
     return source_path[len(prefix) :] if prefix and source_path.startswith(prefix) else source_path
 
 
-def _erase_after_commit(spark, ledger: Ledger) -> None:
+def _added(register: ErasureRegister, before: ErasureRegister) -> bool:
+    return bool(set(register.images) - set(before.images) or set(register.subjects) - set(before.subjects))
+
+
+def _erase_after_commit(spark, ledger: Ledger, committed: list[str]) -> None:
     """An erasure registered between the pre-commit check and the commit: this run's rows it names
-    are deleted from the table at once (forget may have finished its own delete before our commit)."""
-    if ledger.erasures_table is None:
+    are deleted from the table at once (forget may have finished its own delete before our commit),
+    and the files this commit added that held them (`committed`) are deleted from storage too."""
+    if ledger.erasures_table is None or ledger.checked is None:
         return
-    before = ledger.register
+    before = ledger.checked
     register = read_register(ledger.erasures_table, ledger.model_id)
-    if register.version == before.version:
+    if register.version == before.version or not _added(register, before):
         return
-    ledger.register = register
     images = sorted(set(register.images) - set(before.images))
     subjects = sorted(set(register.subjects) - set(before.subjects))
-    if not images and not subjects:
-        return
     from delta.tables import DeltaTable
     from pyspark.sql import functions as F
 
     mine = (F.col("run_id") == F.lit(ledger.run_id)) & (F.col("status") != "erased")
     named = F.sha2(F.col("image_id"), 256).isin(images) | F.sha2(F.col("subject_id"), 256).isin(subjects)
     table = DeltaTable.forPath(spark, ledger.table_path)
-    if table.toDF().where(mine & named).limit(1).count():
-        with_commit_retries(lambda: table.delete(mine & named), ledger.table_path)
-        ledger.merge_reason = ledger.merge_reason or "an erasure was applied to this run's rows"
-        log.warning(
-            "faces table %s: an erasure registered during this run's commit; its rows were deleted (their "
-            "old files stay in the table's history until VACUUM: rerun lineup forget with purge_history)",
-            ledger.table_path,
-        )
+    if not table.toDF().where(mine & named).limit(1).count():
+        return
+    with_commit_retries(lambda: table.delete(mine & named), ledger.table_path)
+    ledger.merge_reason = ledger.merge_reason or "an erasure was applied to this run's rows"
+    current = {uri.rsplit("/", 1)[-1] for uri in DeltaTable.forPath(spark, ledger.table_path).toDF().inputFiles()}
+    stale = [name for name in committed if name not in current]
+    _delete_files(ledger.table_path, stale)  # they held the erased rows; no current version reads them
+    log.warning(
+        "faces table %s: an erasure was registered during this run's commit: its rows were deleted and %d of "
+        "this run's files with them%s",
+        ledger.table_path,
+        len(stale),
+        "" if committed else " (a MERGE's files stay in the history until lineup forget purges it)",
+    )
 
 
 def _checked(image_id: str, checked_ids: set[str] | None) -> bool:
