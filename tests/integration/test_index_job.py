@@ -3,6 +3,8 @@ incremental update == full rebuild, tampering and bad galleries refused."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,7 @@ from jobs.common.errors import UserError
 from jobs.index.build import exact_top_k, recall_at_k, without_queries
 from jobs.index.config import IndexConfig
 from jobs.index.job import run_index
-from jobs.index.shards import load_index
+from jobs.index.shards import load_index, verify_index
 from tests.fixtures.faces import clustered, write_faces
 
 pytestmark = pytest.mark.slow
@@ -124,3 +126,25 @@ def test_a_fast_scan_index_of_vectors_that_are_not_unit_is_refused(spark, tmp_pa
     ):
         run_index(settings, spark)
     assert not (tmp_path / "index" / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("which", ["shard", "removed"])
+def test_index_files_that_are_links_are_refused(spark, tmp_path: Path, which: str) -> None:
+    """A shard or removed-ids file replaced by a link to a file outside the folder (same bytes, so its
+    sha256 matches) is refused before FAISS reads it: exit 2, naming the file."""
+    write_faces(spark, tmp_path / "faces", np.arange(300, dtype=np.int64), clustered(300))
+    run_index(config(tmp_path / "faces", tmp_path / "index"), spark)
+    index_dir = tmp_path / "index"
+    if which == "removed":  # an update after rows left the table writes a removed-ids file
+        from delta.tables import DeltaTable
+
+        DeltaTable.forPath(spark, str(tmp_path / "faces")).delete("face_id < 10")
+        run_index(load_config(IndexConfig, None, [f"index.index_dir={index_dir}", "index.update=true"]), spark)
+    manifest = json.loads((index_dir / "manifest.json").read_text())
+    name = manifest["shards"][0]["file"] if which == "shard" else manifest["removed_file"]
+    outside = tmp_path / "elsewhere.bin"
+    shutil.move(index_dir / name, outside)
+    (index_dir / name).symlink_to(outside)
+    for reader in (load_index, verify_index):
+        with pytest.raises(UserError, match="link or not a regular file"):
+            reader(index_dir)

@@ -97,7 +97,8 @@ def test_an_erasure_converges_with_an_embed_committing_beside_it(spark, shared_d
     freeze(embed)  # mid-run: chunks committed, others embedded but not committed, the rest to come
     try:
         forget = lineup("forget", root, "forget.selector.kind=subject_ids", f"forget.selector.values=[{TARGET}]",
-                        f"forget.faces_tables=[{faces}]", "forget.purge_history=true", "forget.retention_hours=0")  # fmt: skip
+                        f"forget.faces_tables=[{faces}]", "forget.purge_history=true",
+                        "forget.retention_hours=0")  # fmt: skip
         wait_for(commit_exists(root / "t" / "erasures", 0), forget, "the erasure's registration")
     finally:
         thaw(embed)  # the embed now commits while forget deletes, purges and verifies
@@ -142,7 +143,8 @@ def gallery(spark, shared_data: Path, tmp_path_factory: pytest.TempPathFactory) 
     run_embed(load_config(EmbedConfig, None, [*base, f"embed.input.path={root / 'first'}",
                                               f"embed.table_path={root / 't' / 'faces'}", SUBJECT]), spark)  # fmt: skip
     run_index(load_config(IndexConfig, None, [*base, f"index.faces_table={root / 't' / 'faces'}",
-                                              f"index.index_dir={root / 'index'}", "index.shards=2"]), spark)  # fmt: skip
+                                              f"index.index_dir={root / 'index'}", "index.shards=2"]),
+              spark)  # fmt: skip
     return root
 
 
@@ -156,8 +158,9 @@ def world_copy(gallery: Path, target: Path) -> Path:
 
 
 def query(root: Path, name: str) -> subprocess.Popen:
-    return lineup("query", root, f"query.probes.faces_table={root / 't' / 'faces'}", f"query.index_dir={root / 'index'}",
-                  f"query.matches_table={root / 't' / name}", f"query.identities_table={root / 't' / (name + '_ids')}",
+    t = root / "t"
+    return lineup("query", root, f"query.probes.faces_table={t / 'faces'}", f"query.index_dir={root / 'index'}",
+                  f"query.matches_table={t / name}", f"query.identities_table={t / (name + '_ids')}",
                   "query.k=5", "query.probe_partitions=4", "query.threshold.value=0.5")  # fmt: skip
 
 

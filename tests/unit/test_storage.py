@@ -78,3 +78,29 @@ def test_preflight_names_the_setting_of_a_missing_bucket(s3_server) -> None:
     with pytest.raises(UserError, match=r"^runs_table s3a://lineup-no-such-bucket/runs: the bucket"):
         storage.check_locations(config)
     storage.check_locations(load_config(LineupConfig, None, [f"runs_table={s3_server.new_bucket()}/runs"]))
+
+
+def test_preflight_checks_only_declared_location_settings(s3_server) -> None:
+    """An S3 endpoint given the Hadoop way (EMR, MinIO) and a forget selector's source paths look like URIs
+    but are no place Lineup reads or writes: the preflight leaves them alone and still checks real ones."""
+    from jobs.forget.config import ForgetConfig
+
+    endpoint = '{"spark.hadoop.fs.s3a.endpoint": "http://127.0.0.1:9", "spark.hadoop.fs.s3a.path.style.access": "true"}'
+    config = load_config(
+        ForgetConfig,
+        None,
+        [
+            f"spark.extra_conf={endpoint}",
+            "forget.selector.kind=source_paths",
+            "forget.selector.values=[s3a://lineup-no-such-bucket/a.jpg]",
+            f"runs_table={s3_server.new_bucket()}/runs",
+        ],
+    )
+    storage.check_locations(config)  # the endpoint (a closed port) and the selector's paths are not probed
+    assert [key for key, _ in storage._locations(config.model_dump(), "")] == [
+        key for key, _ in storage._locations(config.model_dump(), "") if "extra_conf" not in key
+    ]
+    broken = load_config(ForgetConfig, None, [f"spark.extra_conf={endpoint}", "forget.older_than=1d",
+                                              "runs_table=s3a://lineup-no-such-bucket/runs"])  # fmt: skip
+    with pytest.raises(UserError, match=r"^runs_table s3a://lineup-no-such-bucket/runs"):
+        storage.check_locations(broken)
