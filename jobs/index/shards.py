@@ -218,14 +218,7 @@ def checked_file(directory: AnyPath | str, name: str, expected_sha256: str, keep
         else:
             data, digest = b"", sha256_file(path)
     except FileNotFoundError:
-        if _superseded(directory, name):
-            raise IndexChangedError(
-                f"the index at {directory} changed while this job read it (a newer generation was published "
-                "and the one this job pinned was removed); rerun to use the new one"
-            ) from None
-        raise IndexFileError(
-            f"{path} named by {manifest_path} is missing; rebuild the index (`lineup index`)"
-        ) from None
+        raise _missing(directory, name) from None
     if digest != expected_sha256:
         raise IndexFileError(f"{path} fails its sha256 check against {manifest_path}; refusing the index")
     return data
@@ -237,14 +230,21 @@ def file_size(directory: AnyPath | str, name: str) -> int:
     try:
         return int((storage.upath(directory) / name).stat().st_size)
     except FileNotFoundError:
-        if _superseded(directory, name):
-            raise IndexChangedError(
-                f"the index at {directory} changed while this job read it (a newer generation was published "
-                "and the one this job pinned was removed); rerun to use the new one"
-            ) from None
-        raise IndexFileError(
-            f"{storage.upath(directory) / name} is missing; rebuild the index (`lineup index`)"
-        ) from None
+        raise _missing(directory, name) from None
+
+
+def _missing(directory: AnyPath | str, name: str) -> IndexFileError | IndexChangedError:
+    """Why a file the pinned manifest names is gone: a newer generation replaced it and was purged (a
+    rerun reads that one: exit 3), or the index is broken (exit 2)."""
+    if _superseded(directory, name):
+        return IndexChangedError(
+            f"the index at {directory} changed while this job read it (a newer generation was published "
+            "and the one this job pinned was removed); rerun to use the new one"
+        )
+    return IndexFileError(
+        f"{storage.upath(directory) / name} named by {storage.upath(directory) / MANIFEST} is missing; rebuild "
+        "the index (`lineup index`)"
+    )
 
 
 def _regular_file_inside(path: AnyPath) -> bool:
