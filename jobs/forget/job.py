@@ -94,7 +94,7 @@ def _run(config: ForgetConfig, spark, record: RunRecord, phases: Phases) -> dict
     if settings.verify:
         with phases.phase("verify"):
             findings = _verify(spark, config, erased, tables, values)
-            if settings.purge_history and (findings.history or findings.current):
+            if findings.current or (settings.purge_history and findings.history):
                 findings, tables = _settle(spark, config, erased, values, tables, findings)
     incomplete = findings.current + findings.shards + (findings.history if settings.purge_history else [])
     row = _erasure_row(
@@ -330,16 +330,19 @@ IN_FLIGHT_S = 600.0  # an untracked data file younger than this may be a concurr
 
 def _settle(spark, config: ForgetConfig, erased: ErasedSet, values: list[str], tables, findings: Findings):
     """Converge with writers running beside the erasure. Rows of the person committed since the delete
-    are deleted again; data files no commit names that hold erased data are deleted when older than
-    `IN_FLIGHT_S` (a killed run's), and awaited while younger (an embed in flight rewrites or drops its
-    files at its next commit, once it has read the register). Exit 3 when that does not settle."""
+    are deleted again; with the purge, data files no commit names that hold erased data are deleted
+    when older than `IN_FLIGHT_S` (a killed run's), and awaited while younger (an embed in flight
+    rewrites or drops its files at its next commit, once it has read the register). Exit 3 when that
+    does not settle."""
     deadline = time.monotonic() + IN_FLIGHT_S
+    purging = config.forget.purge_history
     while True:
         if findings.current:
             tables = _merged_rounds(tables, _delete_converged(spark, config, erased, values))
-            _purge(spark, [t["path"] for t in tables], float(config.forget.retention_hours or 0))
+            if purging:
+                _purge(spark, [t["path"] for t in tables], float(config.forget.retention_hours or 0))
         young = []
-        for name in findings.history:
+        for name in findings.history if purging else []:
             path = Path(name)
             age_s = time.time() - path.stat().st_mtime if path.exists() else None
             if age_s is not None and age_s >= IN_FLIGHT_S:
@@ -348,7 +351,7 @@ def _settle(spark, config: ForgetConfig, erased: ErasedSet, values: list[str], t
             elif age_s is not None:
                 young.append(name)
         findings = _verify(spark, config, erased, tables, values)
-        if not (findings.current or findings.history):
+        if not (findings.current or (purging and findings.history)):
             return findings, tables
         if time.monotonic() > deadline:
             raise TransientError(
