@@ -138,7 +138,7 @@ def run_job(
 
     phases = Phases(job)
     started = time.perf_counter()
-    use_storage(config.storage)
+    use_storage(config.storage, config.spark.extra_conf)
     check_locations(config)
     if spark is None:
         from jobs.deploy.check import check_packaged_executors

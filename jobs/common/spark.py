@@ -156,13 +156,24 @@ def session_jars(settings: SparkSettings) -> list[Path]:
     return jars
 
 
-def use_storage(storage: StorageSettings | None) -> dict[str, str]:
+HADOOP_S3_ENDPOINT = "spark.hadoop.fs.s3a.endpoint"
+
+
+def use_storage(storage: StorageSettings | None, extra_conf: dict[str, str] | None = None) -> dict[str, str]:
     """The session settings of a `storage:` section; its endpoint also becomes AWS_ENDPOINT_URL for this
-    process (and the local Python workers it starts), where fsspec reads it."""
+    process (and the local Python workers it starts), where fsspec, Arrow and delta-rs read it. An
+    endpoint given the Hadoop way (`spark.extra_conf`'s `spark.hadoop.fs.s3a.endpoint`, as on EMR or
+    with MinIO) serves the same purpose when `storage.s3_endpoint` is not set."""
     storage = storage or StorageSettings()
-    if storage.s3_endpoint and not os.environ.get("AWS_ENDPOINT_URL"):
-        os.environ["AWS_ENDPOINT_URL"] = storage.s3_endpoint
-    return hadoop_conf(storage.s3_endpoint, storage.s3_region, storage.s3_path_style)
+    endpoint = storage.s3_endpoint or (extra_conf or {}).get(HADOOP_S3_ENDPOINT)
+    if endpoint and "://" not in endpoint:
+        endpoint = f"https://{endpoint}"  # S3A takes a bare host; the AWS variables want a URL
+    if endpoint and not os.environ.get("AWS_ENDPOINT_URL"):
+        os.environ["AWS_ENDPOINT_URL"] = endpoint
+    conf = hadoop_conf(storage.s3_endpoint, storage.s3_region, storage.s3_path_style)
+    if endpoint and not storage.s3_endpoint:  # executors elsewhere read the same endpoint
+        conf["spark.executorEnv.AWS_ENDPOINT_URL"] = endpoint
+    return conf
 
 
 def get_spark(settings: SparkSettings, app_name: str | None = None, storage: StorageSettings | None = None):

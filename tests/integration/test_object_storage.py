@@ -322,3 +322,27 @@ def test_killed_run_resumes_with_the_faces_table_on_s3(spark, s3_server, tmp_pat
         return sorted((face_id, status, vector) for face_id, _, status, vector in rows(spark, table))
 
     assert content(crashed) == content(clean)
+
+
+def test_an_endpoint_given_as_hadoop_settings_reaches_the_store(s3_server, tmp_path: Path, shared_data: Path) -> None:
+    """The S3 endpoint given only the Hadoop way (`spark.extra_conf`, as EMR and MinIO users do; no
+    AWS_ENDPOINT_URL, no `storage:` section): the preflight does not take it for a location, and the
+    job's own clients (fsspec, delta-rs) reach the same store as Spark's S3A."""
+    import os
+
+    bucket = s3_server.new_bucket()
+    photos = tmp_path / "photos"
+    for person in sorted((shared_data / "lfw" / "images").iterdir())[:3]:
+        (photos / person.name).mkdir(parents=True)
+        shutil.copy(sorted(person.glob("*.jpg"))[0], photos / person.name)
+    env = {k: v for k, v in dict(os.environ, **s3_server.env).items() if not k.startswith("AWS_ENDPOINT_URL")}
+    hadoop = {"spark.hadoop.fs.s3a.endpoint": s3_server.endpoint, "spark.hadoop.fs.s3a.path.style.access": "true",
+              "spark.hadoop.fs.s3a.connection.ssl.enabled": "false"}  # fmt: skip
+    command = ["embed", "--set", f"embed.input.path={photos}", "--set", f"embed.table_path={bucket}/faces",
+               "--set", f"runs_table={bucket}/runs", "--set", f"spark.extra_conf={json.dumps(hadoop)}"]  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "jobs.cli", *command], capture_output=True, text=True, env=env, timeout=CEILING_S
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout)
+    assert summary["files_processed"] == 3 and summary["outputs"]["faces_table"] == f"{bucket}/faces"
