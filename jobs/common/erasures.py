@@ -81,9 +81,14 @@ class ErasureRegister:
     version: int = -1
     images: dict[str, str] = field(default_factory=dict)  # id_digest(image_id) -> erasure_id
     subjects: dict[str, str] = field(default_factory=dict)  # id_digest(subject_id) -> erasure_id
+    faces: dict[str, str] = field(default_factory=dict)  # id_digest(face_id) -> erasure_id (face_ids selectors)
 
     def __bool__(self) -> bool:
-        return bool(self.images or self.subjects)
+        return bool(self.images or self.subjects or self.faces)
+
+    def erasure_of_face(self, face_id: int | None) -> str | None:
+        """The erasure that erased this one face (a face of a group photo: the others stay), or None."""
+        return self.faces.get(id_digest(face_id)) if face_id is not None else None
 
     def erasure_of(self, image_id: str | None, subject_id: str | None) -> str | None:
         """The erasure that erased an image with this content hash (or labelled with this subject), or None.
@@ -116,6 +121,7 @@ def register_from_rows(rows: pa.Table, model_id: str | None, version: int) -> Er
     lifted = {row.get("lifts") for row in data if row.get("phase") == "lifted"}
     images: dict[str, str] = {}
     subjects: dict[str, str] = {}
+    faces: dict[str, str] = {}
     for row in data:
         erasure_id = row.get("erasure_id")
         if row.get("phase") == "lifted" or erasure_id in lifted:
@@ -127,9 +133,11 @@ def register_from_rows(rows: pa.Table, model_id: str | None, version: int) -> Er
             subjects.update(dict.fromkeys(selector, erasure_id))
         elif row.get("selector_kind") == "image_ids":
             images.update(dict.fromkeys(selector, erasure_id))
+        elif row.get("selector_kind") == "face_ids":  # one face, not the photo it is in
+            faces.update(dict.fromkeys(selector, erasure_id))
         images.update(dict.fromkeys(row.get("image_sha256") or [], erasure_id))
         subjects.update(dict.fromkeys(row.get("subject_sha256") or [], erasure_id))
-    return ErasureRegister(version, images, subjects)
+    return ErasureRegister(version, images, subjects, faces)
 
 
 def read_register(erasures_table: str, model_id: str | None) -> ErasureRegister:

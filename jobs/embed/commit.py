@@ -82,7 +82,7 @@ class Ledger:
     register: ErasureRegister = field(default_factory=ErasureRegister)  # what the workers embedded with
     checked: ErasureRegister | None = None  # what the last pre-commit check read
     last_committed: list[str] = field(default_factory=list)  # the files the last add-files commit added
-    rows_erased_at_commit: int = 0
+    images_erased_at_commit: int = 0  # by an erasure registered after the run started
 
 
 def collect_written(
@@ -248,19 +248,25 @@ def _erased_file(table_path: str, name: str, register: ErasureRegister, ledger: 
 
     with (upath(table_path) / name).open("rb") as stream:
         rows = pq.read_table(stream).to_pylist()
-    if not any(register.erases(r["image_id"], r["subject_id"]) for r in rows):
+
+    def erasure(r: dict) -> str | None:
+        if r["status"] == "erased":
+            return None
+        return register.erasure_of(r["image_id"], r["subject_id"]) or register.erasure_of_face(r["face_id"])
+
+    if not any(erasure(r) for r in rows):
         return None
     kept, erased_images = [], set()
     for r in rows:
-        if not register.erases(r["image_id"], r["subject_id"]):
+        erasure_id = erasure(r)
+        if erasure_id is None:
             kept.append(r)
         elif r["image_id"] not in erased_images:
             erased_images.add(r["image_id"])
-            erasure_id = register.erasure_of(r["image_id"], r["subject_id"]) or ""
             path = erased_path(r["source_path"], _name_in_archive(r["source_path"], ledger.source_prefix))
             kept.append(erased_row(r["image_id"], path, erasure_id, r["model_id"], r["run_id"], r["embedded_at"]))
-    ledger.rows_erased_at_commit += len(rows) - len(kept) + len(erased_images)
-    log.info("faces table %s: %d image(s) of this chunk erased since the run started", table_path, len(erased_images))
+    ledger.images_erased_at_commit += len(erased_images)
+    log.info("faces table %s: %d image(s) of %s erased since the run started", table_path, len(erased_images), name)
     written = write_faces_file(table_path, to_faces_batch(kept))
     add = written.column("add")[0].as_py()
     return add, [Row(**row, add=None) for row in written.drop_columns(["add"]).to_pylist()]
@@ -271,7 +277,7 @@ def _name_in_archive(source_path: str, prefix: str | None) -> str:
 
 
 def _added(register: ErasureRegister, before: ErasureRegister) -> bool:
-    return bool(set(register.images) - set(before.images) or set(register.subjects) - set(before.subjects))
+    return any(set(getattr(register, kind)) - set(getattr(before, kind)) for kind in ("images", "subjects", "faces"))
 
 
 def _erase_after_commit(spark, ledger: Ledger, committed: list[str]) -> None:
@@ -286,11 +292,16 @@ def _erase_after_commit(spark, ledger: Ledger, committed: list[str]) -> None:
         return
     images = sorted(set(register.images) - set(before.images))
     subjects = sorted(set(register.subjects) - set(before.subjects))
+    faces = sorted(set(register.faces) - set(before.faces))
     from delta.tables import DeltaTable
     from pyspark.sql import functions as F
 
     mine = (F.col("run_id") == F.lit(ledger.run_id)) & (F.col("status") != "erased")
-    named = F.sha2(F.col("image_id"), 256).isin(images) | F.sha2(F.col("subject_id"), 256).isin(subjects)
+    named = (
+        F.sha2(F.col("image_id"), 256).isin(images)
+        | F.sha2(F.col("subject_id"), 256).isin(subjects)
+        | F.sha2(F.col("face_id").cast("string"), 256).isin(faces)
+    )
     table = DeltaTable.forPath(spark, ledger.table_path)
     if not table.toDF().where(mine & named).limit(1).count():
         return

@@ -336,5 +336,6 @@ def _summary(spark, model_id: str, run_id: str, ledger: Ledger, counts: Counts, 
         "images_per_s": round(counts.files_processed / max(elapsed, 1e-9), 2),
         "faces_per_s": round(counts.faces / max(elapsed, 1e-9), 2),
         "elapsed_s": round(elapsed, 1),
+        "images_erased_at_commit": ledger.images_erased_at_commit,
         "outputs": {"faces_table": table_path, "faces_table_version": int(version)},
     }

@@ -54,7 +54,12 @@ def _process_batch(batch: list[tuple[Loaded, str]], pipeline, context: RowContex
         if result.status != "ok":
             yield _status_row(item, image_id, context, result.status, result.error, result.width, result.height)
             continue
+        erasure_id = None
         for face in result.faces:
+            face_id = face_id_of(image_id, context.model_id, face.face_index)
+            if context.register.erasure_of_face(face_id) is not None:  # one face erased: the photo's others stay
+                erasure_id = context.register.erasure_of_face(face_id)
+                continue
             row = _base_row(item, image_id, context, "ok", None, result.width, result.height)
             x1, y1, x2, y2 = (float(v) for v in face.bbox)
             row.update(
@@ -67,6 +72,9 @@ def _process_batch(batch: list[tuple[Loaded, str]], pipeline, context: RowContex
                 embedding=face.embedding.astype(np.float32).tolist(),
             )
             yield row
+        if erasure_id is not None:
+            path = erased_path(item.ref_name, item.label_name)
+            yield erased_row(image_id, path, erasure_id, context.model_id, context.run_id, context.embedded_at)
 
 
 def _base_row(

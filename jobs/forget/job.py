@@ -433,7 +433,10 @@ def _erasure_row(
         "erased_at": dt.datetime.now(dt.UTC),
         "user": current_user(),
         "phase": phase,
-        "image_sha256": sorted(
+        # A face_ids erasure erases those faces, not the photos they are in (a group photo's others stay).
+        "image_sha256": []
+        if kind in ("face_ids", None)
+        else sorted(
             {id_digest(i) for i in erased.image_ids}
             | ({id_digest(v) for v in values} if kind == "image_ids" else set())
         ),
