@@ -296,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TransientError as error:
         error_line(f"lineup {args.command}: transient failure, retry later: {error}")
         return _failed(args.command, error, EXIT_TRANSIENT)
-    except Exception as error:  # noqa: BLE001 - a bug: its traceback goes to stderr, the JSON line still comes
+    except Exception as error:  # a bug: its traceback goes to stderr, the JSON line still comes
         if is_transient(error):
             log.exception("lineup %s: transient infrastructure failure", args.command)
             return _failed(args.command, error, EXIT_TRANSIENT)

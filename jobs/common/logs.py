@@ -18,7 +18,7 @@ def _submitter_stderr() -> TextIO | None:
     if "PYSPARK_GATEWAY_PORT" not in os.environ:  # set only when spark-submit started this process
         return None
     try:
-        return open(f"/proc/{os.getppid()}/fd/2", "w", buffering=1, encoding="utf-8")  # noqa: SIM115 - for the process
+        return open(f"/proc/{os.getppid()}/fd/2", "w", buffering=1, encoding="utf-8")  # for the process
     except OSError:
         return None
 
@@ -33,11 +33,11 @@ class _CurrentStderr(logging.StreamHandler):
         self._submitter = _submitter_stderr()
 
     @property  # type: ignore[override]
-    def stream(self):  # noqa: ANN201 - logging's own attribute
+    def stream(self):  # logging's own attribute
         return self._submitter or sys.stderr
 
     @stream.setter
-    def stream(self, value) -> None:  # noqa: ANN001 - StreamHandler.__init__ assigns it
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns it
         pass
 
 

@@ -120,7 +120,7 @@ def record_failure(spark, runs_table: str, record: RunRecord, error: BaseExcepti
     try:
         reason = redact(f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:500]}")
         append_run(spark, runs_table, record, "failed", reason)
-    except Exception:  # noqa: BLE001 - we are already handling the error that matters
+    except Exception:  # we are already handling the error that matters
         log.exception("could not record the failed run %s in %s", record.run_id, runs_table)
 
 

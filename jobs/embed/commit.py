@@ -126,7 +126,7 @@ class Committer:
             elif self._pending is not None:  # the chunk before the failure is good work: let it land
                 try:
                     self.wait()
-                except Exception:  # noqa: BLE001 - the error already raised is the one to report
+                except Exception:  # the error already raised is the one to report
                     log.exception("the commit before the failure failed too")
         finally:
             self._pool.shutdown(wait=True)

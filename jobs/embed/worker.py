@@ -159,5 +159,5 @@ class MaxParam:
     def zero(self, value: float) -> float:
         return 0.0
 
-    def addInPlace(self, first: float, second: float) -> float:  # noqa: N802 - Spark's name
+    def addInPlace(self, first: float, second: float) -> float:  # Spark's name
         return max(first, second)

@@ -382,7 +382,7 @@ def _purge(spark, tables: list[str], retention_hours: float) -> None:
             # person in untracked files is `_settle_untracked`'s).
             try:
                 spark.sql(f"VACUUM delta.`{table}` LITE RETAIN {retention_hours} HOURS")
-            except Exception as error:  # noqa: BLE001 - LITE needs the log since the last VACUUM
+            except Exception as error:  # LITE needs the log since the last VACUUM
                 if "LITE" not in str(error).upper():
                     raise
                 log.info("forget: %s: VACUUM LITE refused (%s), full VACUUM", table, str(error).splitlines()[0])

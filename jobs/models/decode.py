@@ -78,7 +78,7 @@ def _read_header(data: bytes) -> tuple[str, int, int] | DecodedImage:
                 return str(image.format), int(image.width), int(image.height)
     except UnidentifiedImageError:
         return DecodedImage(UNSUPPORTED_FORMAT, "not a recognised image format")
-    except Exception as error:  # a broken header must become a status row, whatever Pillow raised
+    except Exception as error:  # noqa: BLE001 - a broken header must become a status row, whatever Pillow raised
         return DecodedImage(DECODE_ERROR, f"unreadable header: {type(error).__name__}: {error}")
 
 
