@@ -17,16 +17,11 @@ from jobs.common.commits import append_with_retries
 from jobs.common.errors import UserError
 from jobs.common.normalization import METHOD, learn_fsn
 from jobs.common.runs import RunRecord, append_run, delta_version, run_job
+from jobs.common.schema import CALIBRATIONS_DDL
 from jobs.common.thresholds import write_calibration
 from jobs.common.timing import Phases
 
 log = logging.getLogger(__name__)
-
-CALIBRATIONS_DDL = (
-    "calibration_id STRING, threshold DOUBLE, target_fmr DOUBLE, measured_fmr DOUBLE, measured_fnmr DOUBLE, "
-    "model_id STRING, data_name STRING, data_table STRING, data_version BIGINT, genuine_pairs BIGINT, "
-    "impostor_pairs BIGINT, resolvable BOOLEAN, record STRING, created_at TIMESTAMP"
-)
 
 
 def run_calibrate(

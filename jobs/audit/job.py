@@ -14,13 +14,14 @@ from typing import Any
 from jobs.audit.calibrate import run_calibrate
 from jobs.audit.config import AuditConfig
 from jobs.audit.load import load_labelled, load_searches
-from jobs.audit.metric_rows import METRICS_DDL, metric_rows
+from jobs.audit.metric_rows import metric_rows
 from jobs.audit.normalized import normalized_view, normalizing_threshold, raw_threshold
 from jobs.audit.one_to_n import identification, scenario_thresholds
 from jobs.audit.one_to_one import global_threshold, make_pairs, verification
 from jobs.common.commits import append_with_retries
 from jobs.common.errors import UserError
 from jobs.common.runs import RunRecord, append_run, delta_version, run_job
+from jobs.common.schema import AUDIT_METRICS_DDL
 from jobs.common.timing import Phases
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ def _run(config: AuditConfig, spark, record: RunRecord) -> dict[str, Any]:
         one_to_n = identification(searches, info, config, scenario_thresholds(config, model_id, points))
     metrics_table = config.metrics_table_path()
     rows = metric_rows(record.run_id, model_id, one_to_one, one_to_n, normalized_one)
-    append_with_retries(spark.createDataFrame(rows, METRICS_DDL), metrics_table)
+    append_with_retries(spark.createDataFrame(rows, AUDIT_METRICS_DDL), metrics_table)
     record.add_output("audit_metrics", metrics_table, delta_version(spark, metrics_table))
     report_path = config.report_path() / f"{record.run_id}.html"
     report = write_report(report_path, record.run_id, model_id, one_to_one, one_to_n, normalized_one)

@@ -6,12 +6,6 @@ import datetime as dt
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-METRICS_DDL = (
-    "run_id STRING, scope STRING, metric STRING, value DOUBLE, threshold DOUBLE, target DOUBLE, "
-    "group_name STRING, ci_low DOUBLE, ci_high DOUBLE, n BIGINT, data STRING, data_version BIGINT, "
-    "model_id STRING, created_at TIMESTAMP"
-)
-
 
 @dataclass(frozen=True)
 class MetricRow:

@@ -17,50 +17,11 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
+from jobs.common.schema import ERASURES_ARROW
+
 log = logging.getLogger(__name__)
 
 ERASED = "erased"  # the status of a row the register kept from being embedded again
-
-# `phase`: "registered" (in force from now on, before any row is deleted), "completed" (with what was
-# deleted and the verification), "lifted" (`lifts` names the erasure no longer in force).
-ERASURES_ARROW = pa.schema(
-    [
-        ("erasure_id", pa.string()),
-        ("run_id", pa.string()),
-        ("erased_at", pa.timestamp("us", tz="UTC")),
-        ("user", pa.string()),
-        ("phase", pa.string()),
-        ("selector_kind", pa.string()),
-        ("selector_sha256", pa.list_(pa.string())),
-        ("model_id", pa.string()),
-        ("older_than", pa.string()),
-        (
-            "tables",
-            pa.list_(
-                pa.struct(
-                    [
-                        ("role", pa.string()),
-                        ("path", pa.string()),
-                        ("version_before", pa.int64()),
-                        ("version_after", pa.int64()),
-                        ("rows_deleted", pa.int64()),
-                    ]
-                )
-            ),
-        ),
-        ("indexes", pa.list_(pa.struct([("path", pa.string()), ("vectors_removed", pa.int64())]))),
-        ("purged_history", pa.bool_()),
-        ("retention_hours", pa.float64()),
-        ("verified", pa.bool_()),
-        ("findings", pa.string()),
-        ("face_id_sha256", pa.list_(pa.string())),
-        ("embedding_sha256", pa.list_(pa.string())),
-        ("image_sha256", pa.list_(pa.string())),
-        ("subject_sha256", pa.list_(pa.string())),
-        ("lifts", pa.string()),
-        ("reason", pa.string()),
-    ]
-)
 
 
 def id_digest(value: object) -> str:

@@ -52,6 +52,160 @@ RUNS_ARROW = pa.schema(
     ]
 )
 
+# matches: every candidate of every probe (and a row, rank null, per probe image without a usable face)
+MATCHES_ARROW = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("probe_face_id", pa.int64()),
+        ("probe_image_id", pa.string()),
+        ("probe_source_path", pa.string()),
+        ("probe_subject_id", pa.string()),
+        ("probe_attributes", pa.map_(pa.string(), pa.string())),
+        ("probe_status", pa.string()),
+        ("probe_error", pa.string()),
+        ("rank", pa.int32()),
+        ("gallery_face_id", pa.int64()),
+        ("gallery_subject_id", pa.string()),
+        ("score", pa.float32()),
+        ("normalized_score", pa.float32()),
+        ("normalization", pa.string()),
+        ("threshold", pa.float64()),
+        ("above_threshold", pa.bool_()),
+        ("model_id", pa.string()),
+        ("index_id", pa.string()),
+        ("gallery_size", pa.int64()),
+        ("queried_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+# identities: per probe, the best score per gallery subject, ranked
+IDENTITIES_ARROW = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("probe_face_id", pa.int64()),
+        ("probe_image_id", pa.string()),
+        ("probe_subject_id", pa.string()),
+        ("rank", pa.int32()),
+        ("gallery_subject_id", pa.string()),
+        ("best_score", pa.float32()),
+        ("best_normalized_score", pa.float32()),
+        ("best_gallery_face_id", pa.int64()),
+        ("candidate_faces", pa.int32()),
+        ("normalization", pa.string()),
+        ("threshold", pa.float64()),
+        ("above_threshold", pa.bool_()),
+        ("model_id", pa.string()),
+        ("index_id", pa.string()),
+        ("queried_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+# pair_scores: one row per compared pair
+PAIR_SCORES_ARROW = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("pair_index", pa.int64()),
+        ("a", pa.string()),
+        ("b", pa.string()),
+        ("a_face_id", pa.int64()),
+        ("b_face_id", pa.int64()),
+        ("a_faces", pa.int32()),
+        ("b_faces", pa.int32()),
+        ("score", pa.float32()),
+        ("normalized_score", pa.float32()),
+        ("normalization", pa.string()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("threshold", pa.float64()),
+        ("above_threshold", pa.bool_()),
+        ("model_id", pa.string()),
+        ("compared_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+# audit_metrics: one number of an audit and what qualifies it
+AUDIT_METRICS_ARROW = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("scope", pa.string()),
+        ("metric", pa.string()),
+        ("value", pa.float64()),
+        ("threshold", pa.float64()),
+        ("target", pa.float64()),
+        ("group_name", pa.string()),
+        ("ci_low", pa.float64()),
+        ("ci_high", pa.float64()),
+        ("n", pa.int64()),
+        ("data", pa.string()),
+        ("data_version", pa.int64()),
+        ("model_id", pa.string()),
+        ("created_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+# calibrations: a stored threshold and the data and rates that qualify it
+CALIBRATIONS_ARROW = pa.schema(
+    [
+        ("calibration_id", pa.string()),
+        ("threshold", pa.float64()),
+        ("target_fmr", pa.float64()),
+        ("measured_fmr", pa.float64()),
+        ("measured_fnmr", pa.float64()),
+        ("model_id", pa.string()),
+        ("data_name", pa.string()),
+        ("data_table", pa.string()),
+        ("data_version", pa.int64()),
+        ("genuine_pairs", pa.int64()),
+        ("impostor_pairs", pa.int64()),
+        ("resolvable", pa.bool_()),
+        ("record", pa.string()),
+        ("created_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+# erasures (append-only, digests only). `phase`: "registered" (in force from now on, before any row is
+# deleted), "completed" (with what was deleted and the verification), "lifted" (`lifts` names the
+# erasure no longer in force).
+ERASURES_ARROW = pa.schema(
+    [
+        ("erasure_id", pa.string()),
+        ("run_id", pa.string()),
+        ("erased_at", pa.timestamp("us", tz="UTC")),
+        ("user", pa.string()),
+        ("phase", pa.string()),
+        ("selector_kind", pa.string()),
+        ("selector_sha256", pa.list_(pa.string())),
+        ("model_id", pa.string()),
+        ("older_than", pa.string()),
+        (
+            "tables",
+            pa.list_(
+                pa.struct(
+                    [
+                        ("role", pa.string()),
+                        ("path", pa.string()),
+                        ("version_before", pa.int64()),
+                        ("version_after", pa.int64()),
+                        ("rows_deleted", pa.int64()),
+                    ]
+                )
+            ),
+        ),
+        ("indexes", pa.list_(pa.struct([("path", pa.string()), ("vectors_removed", pa.int64())]))),
+        ("purged_history", pa.bool_()),
+        ("retention_hours", pa.float64()),
+        ("verified", pa.bool_()),
+        ("findings", pa.string()),
+        ("face_id_sha256", pa.list_(pa.string())),
+        ("embedding_sha256", pa.list_(pa.string())),
+        ("image_sha256", pa.list_(pa.string())),
+        ("subject_sha256", pa.list_(pa.string())),
+        ("lifts", pa.string()),
+        ("reason", pa.string()),
+    ]
+)
+
+
 _SCALARS = {
     pa.int64(): "BIGINT",
     pa.int32(): "INT",
@@ -94,6 +248,12 @@ def ddl_of(schema: pa.Schema) -> str:
 
 FACES_DDL = ddl_of(FACES_ARROW)
 RUNS_DDL = ddl_of(RUNS_ARROW)
+MATCHES_DDL = ddl_of(MATCHES_ARROW)
+IDENTITIES_DDL = ddl_of(IDENTITIES_ARROW)
+PAIR_SCORES_DDL = ddl_of(PAIR_SCORES_ARROW)
+AUDIT_METRICS_DDL = ddl_of(AUDIT_METRICS_ARROW)
+CALIBRATIONS_DDL = ddl_of(CALIBRATIONS_ARROW)
+ERASURES_DDL = ddl_of(ERASURES_ARROW)
 
 
 def to_faces_batch(rows: list[dict[str, Any]]) -> pa.RecordBatch:

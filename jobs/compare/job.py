@@ -18,12 +18,6 @@ from jobs.common.timing import Phases
 from jobs.compare.config import CompareConfig
 from jobs.compare.plan import face_sides, image_sides, read_pairs_table
 
-SCORES_DDL = (
-    "run_id STRING, pair_index BIGINT, a STRING, b STRING, a_face_id BIGINT, b_face_id BIGINT, a_faces INT, "
-    "b_faces INT, score FLOAT, normalized_score FLOAT, normalization STRING, status STRING, error STRING, "
-    "threshold DOUBLE, above_threshold BOOLEAN, model_id STRING, compared_at TIMESTAMP"
-)
-
 
 def run_compare(config: CompareConfig, spark=None) -> dict[str, Any]:
     params = config.compare.model_dump(mode="json")

@@ -20,9 +20,10 @@ from urllib.parse import unquote, urlparse
 
 from jobs.common.commits import append_with_retries, with_commit_retries
 from jobs.common.delta import is_delta_table, latest_version
-from jobs.common.erasures import ERASED, ERASURES_ARROW, erased_reason, id_digest
+from jobs.common.erasures import ERASED, erased_reason, id_digest
 from jobs.common.errors import TransientError, UserError
 from jobs.common.runs import RunRecord, append_run, current_user, run_job
+from jobs.common.schema import ERASURES_ARROW
 from jobs.common.storage import AnyPath, upath
 from jobs.common.timing import Phases
 from jobs.forget.config import ForgetConfig

@@ -5,20 +5,6 @@ from __future__ import annotations
 
 from jobs.common.thresholds import Threshold
 
-MATCHES_DDL = (
-    "run_id STRING, probe_face_id BIGINT, probe_image_id STRING, probe_source_path STRING, probe_subject_id STRING, "
-    "probe_attributes MAP<STRING, STRING>, probe_status STRING, probe_error STRING, rank INT, "
-    "gallery_face_id BIGINT, gallery_subject_id STRING, score FLOAT, normalized_score FLOAT, normalization STRING, "
-    "threshold DOUBLE, above_threshold BOOLEAN, model_id STRING, index_id STRING, gallery_size BIGINT, "
-    "queried_at TIMESTAMP"
-)
-IDENTITIES_DDL = (
-    "run_id STRING, probe_face_id BIGINT, probe_image_id STRING, probe_subject_id STRING, rank INT, "
-    "gallery_subject_id STRING, best_score FLOAT, best_normalized_score FLOAT, best_gallery_face_id BIGINT, "
-    "candidate_faces INT, normalization STRING, threshold DOUBLE, above_threshold BOOLEAN, model_id STRING, "
-    "index_id STRING, queried_at TIMESTAMP"
-)
-
 
 def matches_frame(top, probes, threshold: Threshold, manifest: dict, run_id: str, gallery_size: int):
     """Candidates with their probe's details, plus one row (rank null) per probe image without a usable face."""

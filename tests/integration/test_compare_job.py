@@ -11,10 +11,11 @@ import pytest
 
 from jobs.common.config import load_config
 from jobs.common.errors import UserError
+from jobs.common.schema import PAIR_SCORES_DDL
 from jobs.compare.config import CompareConfig
 from jobs.compare.job import run_compare
 from jobs.compare.worker import largest_face
-from tests.fixtures.faces import clustered, write_faces
+from tests.fixtures.faces import clustered, declared_layout, table_layout, write_faces
 from tests.fixtures.images import bad_input_corpus
 
 pytestmark = pytest.mark.slow
@@ -90,6 +91,7 @@ def test_face_id_pairs_from_a_faces_table(spark, tmp_path: Path) -> None:
     assert rows[1].score == pytest.approx(float(vectors[2] @ vectors[3]), abs=1e-6)
     assert [r.status for r in rows] == ["ok", "ok", "b_unknown_face", "a_bad_face_id", "a_no_face"]
     assert all(r.above_threshold is None for r in rows)
+    assert table_layout(spark, tmp_path / "scores") == declared_layout(PAIR_SCORES_DDL)
     runs = spark.read.format("delta").load(str(tmp_path / "runs")).collect()
     assert [(r.job, r.status, r.counts["pairs"]) for r in runs] == [("compare", "ok", 5)]
 

@@ -12,13 +12,14 @@ import pytest
 from jobs.cli import main as cli_main
 from jobs.common.config import load_config
 from jobs.common.errors import UserError
+from jobs.common.schema import IDENTITIES_DDL, MATCHES_DDL
 from jobs.common.thresholds import write_calibration
 from jobs.index.build import exact_top_k
 from jobs.index.config import IndexConfig
 from jobs.index.job import run_index
 from jobs.query.config import QueryConfig
 from jobs.query.job import run_query
-from tests.fixtures.faces import clustered, write_faces
+from tests.fixtures.faces import clustered, declared_layout, table_layout, write_faces
 
 pytestmark = pytest.mark.slow
 
@@ -114,6 +115,9 @@ def test_identities_rank_best_score_per_subject(spark, world: dict) -> None:
             best = expected.setdefault(row.probe_face_id, {})
             best[row.gallery_subject_id] = max(best.get(row.gallery_subject_id, -2.0), row.score)
     assert len({r.probe_face_id for r in identities}) == 120
+    # The tables written are the layouts declared once in jobs.common.schema.
+    assert table_layout(spark, world["root"] / "ident" / "matches") == declared_layout(MATCHES_DDL)
+    assert table_layout(spark, world["root"] / "ident" / "identities") == declared_layout(IDENTITIES_DDL)
     for probe_id, best in expected.items():
         mine = sorted((r for r in identities if r.probe_face_id == probe_id), key=lambda r: r.rank)
         assert [r.gallery_subject_id for r in mine] == sorted(best, key=lambda s: (-best[s], s))

@@ -11,7 +11,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from jobs.common.erasures import ERASURES_ARROW, ErasureRegister, id_digest, register_from_rows
+from jobs.common.erasures import ErasureRegister, id_digest, register_from_rows
+from jobs.common.schema import ERASURES_ARROW
 from jobs.embed.ids import face_id_of
 from jobs.embed.labels import Labeller
 from jobs.embed.read import Loaded

@@ -1,6 +1,9 @@
-"""The faces layout is typed once (Arrow); the DDL Spark gets is derived and equals the agreed columns."""
+"""Every table layout is typed once (Arrow, in `jobs.common.schema`); the DDL Spark gets is derived and
+equals the agreed columns."""
 
-from jobs.common.schema import FACES_DDL
+import pytest
+
+from jobs.common.schema import FACES_DDL, ddl_of
 
 AGREED_FACES_DDL = (
     "face_id BIGINT, image_id STRING, source_path STRING, face_index INT, "
@@ -13,3 +16,44 @@ AGREED_FACES_DDL = (
 
 def test_faces_ddl_is_derived_from_the_arrow_schema() -> None:
     assert FACES_DDL == AGREED_FACES_DDL
+
+
+# The layouts each table had as a hand-written DDL string in its job before they moved here: a change
+# to a table's layout must be deliberate (and old tables must still append).
+EARLIER_DDL = {
+    "MATCHES": (
+        "run_id STRING, probe_face_id BIGINT, probe_image_id STRING, probe_source_path STRING, probe_subject_id "
+        "STRING, probe_attributes MAP<STRING, STRING>, probe_status STRING, probe_error STRING, rank INT, "
+        "gallery_face_id BIGINT, gallery_subject_id STRING, score FLOAT, normalized_score FLOAT, normalization "
+        "STRING, threshold DOUBLE, above_threshold BOOLEAN, model_id STRING, index_id STRING, gallery_size BIGINT, "
+        "queried_at TIMESTAMP"
+    ),
+    "IDENTITIES": (
+        "run_id STRING, probe_face_id BIGINT, probe_image_id STRING, probe_subject_id STRING, rank INT, "
+        "gallery_subject_id STRING, best_score FLOAT, best_normalized_score FLOAT, best_gallery_face_id BIGINT, "
+        "candidate_faces INT, normalization STRING, threshold DOUBLE, above_threshold BOOLEAN, model_id STRING, "
+        "index_id STRING, queried_at TIMESTAMP"
+    ),
+    "PAIR_SCORES": (
+        "run_id STRING, pair_index BIGINT, a STRING, b STRING, a_face_id BIGINT, b_face_id BIGINT, a_faces INT, "
+        "b_faces INT, score FLOAT, normalized_score FLOAT, normalization STRING, status STRING, error STRING, "
+        "threshold DOUBLE, above_threshold BOOLEAN, model_id STRING, compared_at TIMESTAMP"
+    ),
+    "AUDIT_METRICS": (
+        "run_id STRING, scope STRING, metric STRING, value DOUBLE, threshold DOUBLE, target DOUBLE, "
+        "group_name STRING, ci_low DOUBLE, ci_high DOUBLE, n BIGINT, data STRING, data_version BIGINT, "
+        "model_id STRING, created_at TIMESTAMP"
+    ),
+    "CALIBRATIONS": (
+        "calibration_id STRING, threshold DOUBLE, target_fmr DOUBLE, measured_fmr DOUBLE, measured_fnmr DOUBLE, "
+        "model_id STRING, data_name STRING, data_table STRING, data_version BIGINT, genuine_pairs BIGINT, "
+        "impostor_pairs BIGINT, resolvable BOOLEAN, record STRING, created_at TIMESTAMP"
+    ),
+}
+
+
+@pytest.mark.parametrize("table", sorted(EARLIER_DDL))
+def test_every_table_layout_is_declared_once_as_arrow(table: str) -> None:
+    from jobs.common import schema
+
+    assert getattr(schema, f"{table}_DDL") == ddl_of(getattr(schema, f"{table}_ARROW")) == EARLIER_DDL[table]
