@@ -57,26 +57,36 @@ def spark_settings(tmp_path_factory: pytest.TempPathFactory) -> SparkSettings:
 
 
 @pytest.fixture(scope="session")
-def s3_server() -> Iterator[object]:
-    """A local S3-compatible server (moto) for the whole run; its endpoint and test credentials are in
-    the environment before the shared SparkSession starts, so Spark (S3A), drivers and executors (s3fs)
-    all reach it the standard way."""
-    from tests.fixtures.s3 import S3Server, moto_server, s3_env
+def s3_environment() -> Iterator[tuple[int, dict[str, str]]]:
+    """The local S3 server's endpoint and test credentials, in the environment before the shared
+    SparkSession starts (a JVM's environment is fixed at launch), so Spark (S3A), drivers and executors
+    (s3fs) reach it the standard way; the server itself starts only for tests that use it (`s3_server`)."""
+    from tests.fixtures.s3 import free_port, s3_env
 
-    with moto_server() as endpoint:
-        env = s3_env(endpoint)
-        previous = {key: os.environ.get(key) for key in env}
-        os.environ.update(env)
-        yield S3Server(endpoint, env)
-        for key, value in previous.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    port = free_port()
+    env = s3_env(f"http://127.0.0.1:{port}")
+    previous = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    yield port, env
+    for key, value in previous.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @pytest.fixture(scope="session")
-def spark(spark_settings: SparkSettings, s3_server) -> Iterator[object]:
+def s3_server(s3_environment: tuple[int, dict[str, str]]) -> Iterator[object]:
+    """A local S3-compatible server (moto) on the port `s3_environment` announced, for the rest of the run."""
+    from tests.fixtures.s3 import S3Server, moto_server
+
+    port, env = s3_environment
+    with moto_server(port=port) as endpoint:
+        yield S3Server(endpoint, env)
+
+
+@pytest.fixture(scope="session")
+def spark(spark_settings: SparkSettings, s3_environment) -> Iterator[object]:
     from jobs.common.spark import get_spark
 
     try:
