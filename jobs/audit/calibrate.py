@@ -16,7 +16,7 @@ from jobs.audit.one_to_one import make_pairs
 from jobs.common.commits import append_with_retries
 from jobs.common.errors import UserError
 from jobs.common.normalization import METHOD, learn_fsn
-from jobs.common.runs import RunRecord, append_run, delta_version, run_job
+from jobs.common.runs import RunRecord, delta_version, run_job
 from jobs.common.schema import CALIBRATIONS_DDL
 from jobs.common.thresholds import write_calibration
 from jobs.common.timing import Phases
@@ -104,13 +104,12 @@ def _calibrate(
     record.add_output("calibrations", table, delta_version(spark, table))
     record.threshold, record.threshold_source = point.threshold, f"calibration:{calibration['calibration_id']}"
     record.counts = {"genuine_pairs": point.genuine_pairs, "impostor_pairs": point.impostor_pairs}
-    runs_version = append_run(spark, config.runs_table_path(), record, "ok")
     return {
         "job": "audit-calibrate",
         "run_id": record.run_id,
         "status": "ok",
         **{k: v for k, v in calibration.items() if k not in ("run_id",)},
-        "outputs": {"calibration_file": str(path), "calibrations_table": table, "runs_version": runs_version},
+        "outputs": {"calibration_file": str(path), "calibrations_table": table},
     }
 
 

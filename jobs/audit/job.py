@@ -20,7 +20,7 @@ from jobs.audit.one_to_n import identification, scenario_thresholds
 from jobs.audit.one_to_one import global_threshold, make_pairs, verification
 from jobs.common.commits import append_with_retries
 from jobs.common.errors import UserError
-from jobs.common.runs import RunRecord, append_run, delta_version, run_job
+from jobs.common.runs import RunRecord, delta_version, run_job
 from jobs.common.schema import AUDIT_METRICS_DDL
 from jobs.common.timing import Phases
 
@@ -84,14 +84,11 @@ def _run(config: AuditConfig, spark, record: RunRecord) -> dict[str, Any]:
     if one_to_n:
         record.counts["searches"] = one_to_n["searches"]
         summary["one_to_n"] = _public(one_to_n)
-    runs_version = append_run(spark, config.runs_table_path(), record, "ok")
     summary["model_id"] = model_id
     summary["outputs"] = {
         "metrics_table": metrics_table,
         "metrics_version": record.outputs[-1]["version"],
         "report": str(report),
-        "runs_table": config.runs_table_path(),
-        "runs_version": runs_version,
     }
     return summary
 

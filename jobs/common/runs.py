@@ -131,8 +131,10 @@ def run_job(
     params: dict[str, Any],
     body: Callable[[Any, RunRecord, Phases], dict[str, Any]],
 ) -> dict[str, Any]:
-    """Every job's frame: the session (timed), a runs row whatever happens (`run_recorded`), and the
-    phase timings (`timings_s`) in the summary. `body(spark, record, phases)` does the job's work."""
+    """Every job's frame: the session (timed), the runs row (`ok` once the body returns, `failed` when it
+    raises: `run_recorded`), the runs table and version in the summary's `outputs`, and the phase timings
+    (`timings_s`). `body(spark, record, phases)` does the job's work, fills `record` and returns the
+    summary; it never writes its own runs row."""
     from jobs.common.spark import get_spark, use_storage
     from jobs.common.storage import check_locations
 
@@ -149,6 +151,11 @@ def run_job(
 
     def timed(record: RunRecord) -> dict[str, Any]:
         summary = body(spark, record, phases)
+        # The body succeeded: its row says so (a body that raises gets `failed` in `run_recorded`).
+        runs_table = config.runs_table_path()
+        with phases.phase("record_run"):
+            runs_version = append_run(spark, runs_table, record, "ok")
+        summary.setdefault("outputs", {}).update(runs_table=runs_table, runs_version=runs_version)
         if config.catalog_database and record.outputs:
             from jobs.common.catalog import register_tables
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from jobs.common.commits import append_with_retries
 from jobs.common.normalized_scores import normalized_score, offset_column
-from jobs.common.runs import RunRecord, append_run, delta_version, run_job
+from jobs.common.runs import RunRecord, delta_version, run_job
 from jobs.common.thresholds import Threshold, resolve_threshold
 from jobs.common.timing import Phases
 from jobs.compare.config import CompareConfig
@@ -102,7 +102,7 @@ def _write(config: CompareConfig, spark, record: RunRecord, pairs, scores, thres
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    scores_table, runs_table = config.scores_table_path(), config.runs_table_path()
+    scores_table = config.scores_table_path()
     scores = scores.persist(StorageLevel.DISK_ONLY)
     try:
         by_status = {row.status: int(row.n) for row in scores.groupBy("status").agg(F.count("*").alias("n")).collect()}
@@ -115,7 +115,6 @@ def _write(config: CompareConfig, spark, record: RunRecord, pairs, scores, thres
     record.counts = {"pairs": sum(by_status.values()), **{f"pairs_{k}": v for k, v in by_status.items()}}
     if above is not None:
         record.counts["pairs_above_threshold"] = above
-    runs_version = append_run(spark, runs_table, record, "ok")
     return {
         "job": "compare",
         "run_id": record.run_id,
@@ -130,7 +129,5 @@ def _write(config: CompareConfig, spark, record: RunRecord, pairs, scores, thres
         "outputs": {
             "pair_scores_table": scores_table,
             "pair_scores_version": record.outputs[-1]["version"],
-            "runs_table": runs_table,
-            "runs_version": runs_version,
         },
     }

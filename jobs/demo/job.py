@@ -36,7 +36,7 @@ def run_demo(config: DemoConfig, spark=None) -> dict[str, Any]:
     plan = plan_demo(data_dir(config) / "lfw" / "images", config.demo.people)
     log.info("demo plan (LFW, seeded): %s", plan.counts)
     shared = LineupConfig.model_validate(
-        config.model_dump(include={"spark", "log_level", "runs_table", "catalog_database"})
+        config.model_dump(include={"spark", "log_level", "runs_table", "erasures_table", "catalog_database"})
     )
     steps = _Steps(shared, work, spark)
     for number, role in enumerate(("gallery", "probes", "calibration"), start=1):

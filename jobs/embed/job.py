@@ -22,7 +22,7 @@ from pyspark.errors import AnalysisException
 
 from jobs.common.erasures import read_register
 from jobs.common.errors import UserError
-from jobs.common.runs import RunRecord, append_run, run_job
+from jobs.common.runs import RunRecord, run_job
 from jobs.common.spark import local_frame
 from jobs.common.timing import Phases
 from jobs.embed.commit import Committer, Counts, Embedded, Ledger, collect_written
@@ -159,9 +159,6 @@ def _run(config: EmbedConfig, spark, record: RunRecord, phases: Phases) -> dict[
     record.add_output("faces", table_path, summary["outputs"]["faces_table_version"])
     record.counts = {k: v for k, v in summary.items() if isinstance(v, int)}
     record.counts.update({f"status_{k}": v for k, v in counts.by_status.items()})
-    runs_table = config.runs_table_path()
-    with phases.phase("record_run"):
-        summary["outputs"].update(runs_table=runs_table, runs_version=append_run(spark, runs_table, record, "ok"))
     return summary
 
 

@@ -22,7 +22,7 @@ from jobs.common.commits import append_with_retries, with_commit_retries
 from jobs.common.delta import is_delta_table, latest_version
 from jobs.common.erasures import ERASED, erased_reason, id_digest
 from jobs.common.errors import TransientError, UserError
-from jobs.common.runs import RunRecord, append_run, current_user, run_job
+from jobs.common.runs import RunRecord, current_user, run_job
 from jobs.common.schema import ERASURES_ARROW
 from jobs.common.storage import AnyPath, upath
 from jobs.common.timing import Phases
@@ -68,7 +68,6 @@ def _run(config: ForgetConfig, spark, record: RunRecord, phases: Phases) -> dict
         if not _anything_names(spark, config, erased):
             log.info("forget: the selector matches nothing in the configured tables; the erasure is registered")
             record.add_output("erasures", config.erasures_table_path(), None)
-            append_run(spark, config.runs_table_path(), record, "ok")
             return {
                 "job": "forget",
                 "run_id": record.run_id,
@@ -114,7 +113,6 @@ def _run(config: ForgetConfig, spark, record: RunRecord, phases: Phases) -> dict
             + ("" if settings.purge_history else "; set forget.purge_history=true with forget.retention_hours")
         )
     pending.unlink(missing_ok=True)
-    runs_version = append_run(spark, config.runs_table_path(), record, "ok")
     return {
         "job": "forget",
         "run_id": record.run_id,
@@ -126,7 +124,7 @@ def _run(config: ForgetConfig, spark, record: RunRecord, phases: Phases) -> dict
         "indexes": indexes,
         "purged_history": settings.purge_history,
         "verification": findings.as_dict() if settings.verify else None,
-        "outputs": {"erasures_table": config.erasures_table_path(), "runs_version": runs_version},
+        "outputs": {"erasures_table": config.erasures_table_path()},
     }
 
 
@@ -190,14 +188,13 @@ def _lift(config: ForgetConfig, spark, record: RunRecord) -> dict[str, Any]:
     markers = _drop_erased_markers(spark, config, settings.lift)
     record.counts = {"erasures_lifted": len(rows), "erased_rows_removed": markers}
     record.add_output("erasures", table, latest_version(spark, table))
-    runs_version = append_run(spark, config.runs_table_path(), record, "ok")
     return {
         "job": "forget",
         "run_id": record.run_id,
         "status": "ok",
         "lifted": list(settings.lift),
         "erased_rows_removed": markers,
-        "outputs": {"erasures_table": table, "runs_version": runs_version},
+        "outputs": {"erasures_table": table},
     }
 
 

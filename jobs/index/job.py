@@ -20,7 +20,7 @@ import numpy as np
 from upath import UPath
 
 from jobs.common.errors import UserError
-from jobs.common.runs import RunRecord, append_run, run_job
+from jobs.common.runs import RunRecord, run_job
 from jobs.common.timing import Phases
 from jobs.index import build
 from jobs.index.choose import choose_index
@@ -53,9 +53,7 @@ def run_index(config: IndexConfig, spark=None) -> dict[str, Any]:
         record.add_output("index", summary["outputs"]["index_dir"], None)
         record.params.update(index_id=summary["index_id"], model_id=summary["model_id"])
         record.counts = {k: v for k, v in summary.items() if isinstance(v, int) and not isinstance(v, bool)}
-        runs_table = config.runs_table_path()
         summary["run_id"] = record.run_id
-        summary["outputs"].update(runs_table=runs_table, runs_version=append_run(spark, runs_table, record, "ok"))
         return summary
 
     return run_job("index", config, spark, config.index.model_dump(mode="json"), body)
@@ -117,7 +115,6 @@ def _vacuum(config: IndexConfig, spark, record: RunRecord) -> dict[str, Any]:
     log.info("index %s: %d file(s) of superseded generations older than %.1f h removed", out, len(removed), hours)
     record.add_output("index", str(out), None)
     record.counts = {"files_removed": len(removed)}
-    runs_version = append_run(spark, config.runs_table_path(), record, "ok")
     return {
         "job": "index",
         "mode": "vacuum",
@@ -125,7 +122,7 @@ def _vacuum(config: IndexConfig, spark, record: RunRecord) -> dict[str, Any]:
         "status": "ok",
         "retention_hours": hours,
         "files_removed": removed,
-        "outputs": {"index_dir": str(out), "runs_version": runs_version},
+        "outputs": {"index_dir": str(out)},
     }
 
 

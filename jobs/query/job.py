@@ -14,7 +14,7 @@ from typing import Any
 
 from jobs.common.commits import append_with_retries
 from jobs.common.errors import UserError
-from jobs.common.runs import RunRecord, append_run, delta_version, run_job
+from jobs.common.runs import RunRecord, delta_version, run_job
 from jobs.common.thresholds import resolve_threshold
 from jobs.common.timing import Phases
 from jobs.index.shards import verify_index
@@ -101,7 +101,6 @@ def _write(config, spark, record, matches, threshold, manifest, probe_counts, ga
     from pyspark.sql import functions as F
 
     matches_table, identities_table = config.matches_table_path(), config.identities_table_path()
-    runs_table = config.runs_table_path()
     # One computation feeds the matches, the identities and the counts.
     matches = matches.persist(StorageLevel.DISK_ONLY)
     try:
@@ -132,7 +131,6 @@ def _write(config, spark, record, matches, threshold, manifest, probe_counts, ga
         **probe_counts,
     }
     record.counts = counts
-    runs_version = append_run(spark, runs_table, record, "ok")
     elapsed = time.perf_counter() - started
     return {
         "job": "query",
@@ -150,7 +148,6 @@ def _write(config, spark, record, matches, threshold, manifest, probe_counts, ga
         **counts,
         "elapsed_s": round(elapsed, 1),
         "probes_per_s": round(counts["probes_searched"] / max(elapsed, 1e-9), 1),
-        "outputs": {**{o["name"] + "_table": o["path"] for o in record.outputs}, "runs_table": runs_table}
-        | {o["name"] + "_version": o["version"] for o in record.outputs}
-        | {"runs_version": runs_version},
+        "outputs": {o["name"] + "_table": o["path"] for o in record.outputs}
+        | {o["name"] + "_version": o["version"] for o in record.outputs},
     }
