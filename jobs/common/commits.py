@@ -48,6 +48,19 @@ def is_commit_conflict(error: BaseException) -> bool:
     return mentions(error, CONFLICT_MARKERS)
 
 
+def is_conflict_or_purged(error: BaseException) -> bool:
+    """A commit conflict, or a read of a table file another writer's purge (VACUUM) deleted meanwhile: a
+    write that reads the table (MERGE, DELETE) planned on a snapshot the purge made stale. Both pass
+    when the write is planned again on the latest version.
+
+    >>> is_conflict_or_purged(RuntimeError("[FAILED_READ_FILE.FILE_NOT_EXIST] error reading file x.parquet"))
+    True
+    """
+    from jobs.common.errors import TABLE_FILE_GONE
+
+    return is_commit_conflict(error) or (mentions(error, TABLE_FILE_GONE) and mentions(error, (".parquet",)))
+
+
 def with_commit_retries(
     write: Callable[[], T],
     table: str,

@@ -70,7 +70,12 @@ def faulted_path(error: BaseException) -> str | None:
 
 
 # Spark's words for a table's data file removed while a job read it (a VACUUM, an erasure's purge).
-TABLE_FILE_GONE = ("DELTA_FILE_NOT_FOUND", "FAILED_READ_FILE.FILE_NOT_EXIST", "FileNotFoundException")
+TABLE_FILE_GONE = (
+    "DELTA_FILE_NOT_FOUND",
+    "FAILED_READ_FILE.FILE_NOT_EXIST",
+    "FileNotFoundException",
+    "No such file or directory",  # the same read by pyarrow on the driver (delta-rs's file list)
+)
 
 
 def executor_message(error: BaseException, marker: str) -> str | None:

@@ -19,6 +19,7 @@ from jobs.common.errors import (
     INDEX_CHANGED,
     TABLE_FILE_GONE,
     TransientError,
+    UserError,
     executor_message,
     faulted_path,
     mentions,
@@ -185,7 +186,7 @@ def run_recorded(spark, runs_table: str, record: RunRecord, body: Callable[[RunR
 
 def infrastructure_error(error: BaseException, config: Any = None) -> TransientError | None:
     """One sentence for a fault of the infrastructure hidden in `error`, or None when it is none."""
-    if isinstance(error, TransientError):
+    if isinstance(error, TransientError | UserError):  # already said in one line, with its exit status
         return None
     changed = executor_message(error, INDEX_CHANGED)
     if changed:

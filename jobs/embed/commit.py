@@ -23,7 +23,7 @@ import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from jobs.common.commits import with_commit_retries
+from jobs.common.commits import is_conflict_or_purged, with_commit_retries
 from jobs.common.erasures import ErasureRegister, read_register
 from jobs.common.timing import Phases
 from jobs.embed.known import HeldImages
@@ -302,10 +302,16 @@ def _erase_after_commit(spark, ledger: Ledger, committed: list[str]) -> None:
         | F.sha2(F.col("subject_id"), 256).isin(subjects)
         | F.sha2(F.col("face_id").cast("string"), 256).isin(faces)
     )
-    table = DeltaTable.forPath(spark, ledger.table_path)
-    if not table.toDF().where(mine & named).limit(1).count():
+
+    def delete() -> bool:  # each try on the latest version: forget's purge may have run beside us
+        table = DeltaTable.forPath(spark, ledger.table_path)
+        if not table.toDF().where(mine & named).limit(1).count():
+            return False
+        table.delete(mine & named)
+        return True
+
+    if not with_commit_retries(delete, ledger.table_path, is_conflict=is_conflict_or_purged):
         return
-    with_commit_retries(lambda: table.delete(mine & named), ledger.table_path)
     ledger.merge_reason = ledger.merge_reason or "an erasure was applied to this run's rows"
     current = {uri.rsplit("/", 1)[-1] for uri in DeltaTable.forPath(spark, ledger.table_path).toDF().inputFiles()}
     stale = [name for name in committed if name not in current]
@@ -395,6 +401,7 @@ def _merge(spark, source, table_path: str) -> int:
             .execute()
         ),
         table_path,
+        is_conflict=is_conflict_or_purged,  # an erasure's purge beside us: plan the MERGE again
     )
     first = metrics.first() if metrics is not None else None
     return int(first["num_inserted_rows"]) if first is not None else 0
