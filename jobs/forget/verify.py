@@ -45,8 +45,11 @@ def scan_table(
     for path in sorted(table_dir.rglob("*.parquet")):
         if "_delta_log" in path.parts:
             continue
+        try:
+            table = pq.read_table(path)
+        except FileNotFoundError:  # a concurrent writer's file, dropped since the listing: it holds nothing
+            continue
         found.files_scanned += 1
-        table = pq.read_table(path)
         if _holds(table, id_digests, vector_digests):
             (found.current if str(path.resolve()) in current_files else found.history).append(str(path))
 
@@ -68,8 +71,11 @@ def scan_index(index_dir: Path, id_digests: set[str], vector_digests: set[str], 
     """Every `.faiss` file in the folder, named by the manifest or not: its ids, and its stored vectors
     where the index keeps them whole (flat, IVF-Flat); PQ codes are not vectors, their ids are checked."""
     for path in sorted(index_dir.glob("*.faiss")):
+        try:
+            ids, vectors = shard_contents(path)
+        except FileNotFoundError:  # a superseded generation removed since the listing
+            continue
         found.files_scanned += 1
-        ids, vectors = shard_contents(path)
         if any(id_digest(int(i)) in id_digests for i in ids) or any(
             embedding_digest(v) in vector_digests for v in vectors
         ):
