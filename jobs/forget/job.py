@@ -341,8 +341,11 @@ def _settle(spark, config: ForgetConfig, erased: ErasedSet, values: list[str], t
                 _purge(spark, [t["path"] for t in tables], float(config.forget.retention_hours or 0))
         young = []
         for name in findings.history if purging else []:
+            try:
+                age_s: float | None = time.time() - Path(name).stat().st_mtime
+            except FileNotFoundError:  # its writer dropped or rewrote it meanwhile
+                age_s = None
             path = Path(name)
-            age_s = time.time() - path.stat().st_mtime if path.exists() else None
             if age_s is not None and age_s >= IN_FLIGHT_S:
                 log.info("forget: deleting %s: no commit names it and it holds erased data", path)
                 path.unlink(missing_ok=True)
