@@ -9,8 +9,8 @@ the manifest's version without retraining and records removed rows, which search
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
-import json
 import logging
 import time
 import uuid
@@ -219,7 +219,7 @@ def _update(config: IndexConfig, spark, phases: Phases) -> dict[str, Any]:
 
     out, settings = config.index_path(), config.index
     manifest = read_manifest(out)
-    previous = json.loads(json.dumps(manifest))  # the generation in force, superseded by this update
+    in_force = copy.deepcopy(manifest)  # the generation in force, superseded by this update
     if manifest.get("rebuild_required"):
         raise UserError(f"index {out}: {manifest['rebuild_required']} (index.update=false)")
     load_index(out)  # refuse a tampered index before touching it
@@ -253,7 +253,7 @@ def _update(config: IndexConfig, spark, phases: Phases) -> dict[str, Any]:
     if not manifest["exact"]:
         with phases.phase("recall"):
             manifest.update(measure_recall(new_frame, out, settings, None, manifest))
-    publish(out, manifest, previous)
+    publish(out, manifest, in_force)
     summary = _summary("update", manifest, out)
     share = manifest["added_since_build"] / max(manifest["vectors_at_build"], 1)
     summary.update(
