@@ -33,8 +33,6 @@ TRANSIENT_MARKERS = (
 
 # An executor's error reaches the driver as text inside Spark's wrapper; these are matched in it.
 INDEX_CHANGED = "IndexChangedError: "
-STORAGE_FAULTS = ("No space left on device", "[Errno 28]", "Disk quota exceeded", "[Errno 122]",
-                  "Input/output error", "[Errno 5]", "Read-only file system", "[Errno 30]")  # fmt: skip
 
 
 def storage_fault(error: BaseException) -> str | None:

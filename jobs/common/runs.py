@@ -210,13 +210,13 @@ def full_location(config: Any) -> str | None:
     """The configured local location whose file system has the least room (under 1 MiB: full), if any."""
     import os
 
-    from jobs.common.storage import is_remote
+    from jobs.common.storage import is_remote, location_settings
 
     if config is None:
         return None
     candidates: list[tuple[int, str]] = []
-    for location in _configured_strings(config.model_dump()):
-        if is_remote(location) or not location.startswith(("/", "~", "file:")):
+    for _, location in location_settings(config.model_dump()):
+        if not isinstance(location, str) or is_remote(location):
             continue
         path = os.path.expanduser(location.removeprefix("file://"))
         while path and not os.path.exists(path):
@@ -226,11 +226,3 @@ def full_location(config: Any) -> str | None:
             candidates.append((stats.f_bavail * stats.f_frsize, location))
     full = sorted(c for c in candidates if c[0] < 2**20)
     return full[0][1] if full else None
-
-
-def _configured_strings(data: Any) -> list[str]:
-    if isinstance(data, dict):
-        return [s for value in data.values() for s in _configured_strings(value)]
-    if isinstance(data, list):
-        return [s for value in data for s in _configured_strings(value)]
-    return [data] if isinstance(data, str) else []

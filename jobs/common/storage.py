@@ -220,13 +220,13 @@ def check_locations(config: Any) -> None:
     """`check_reachable` for every remote location a job's config names (each bucket once), before any
     work: a wrong bucket or credentials is exit 2 naming the setting, not a failure deep in a job."""
     checked: set[str] = set()
-    for key, value in _locations(config.model_dump(), ""):
+    for key, value in location_settings(config.model_dump()):
         if isinstance(value, str) and is_remote(value) and bucket_of(value) not in checked:
             check_reachable(value, key)
             checked.add(bucket_of(value))
 
 
-def _locations(data: Any, prefix: str) -> list[tuple[str, Any]]:
+def location_settings(data: Any, prefix: str = "") -> list[tuple[str, Any]]:
     """(setting, value) of every location setting (`LOCATION_FIELDS`) in a config dump, at any depth."""
     found: list[tuple[str, Any]] = []
     if isinstance(data, dict):
@@ -235,9 +235,9 @@ def _locations(data: Any, prefix: str) -> list[tuple[str, Any]]:
                 values = value if isinstance(value, list) else [value]
                 found += [(f"{prefix}{key}", v) for v in values]
             elif isinstance(value, dict | list) and key != "extra_conf":
-                found += _locations(value, f"{prefix}{key}.")
+                found += location_settings(value, f"{prefix}{key}.")
     elif isinstance(data, list):
-        found += [item for value in data for item in _locations(value, prefix)]
+        found += [item for value in data for item in location_settings(value, prefix)]
     return found
 
 

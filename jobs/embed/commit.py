@@ -24,7 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from jobs.common.commits import is_conflict_or_purged, with_commit_retries
-from jobs.common.erasures import ErasureRegister, read_register
+from jobs.common.erasures import ERASED, ErasureRegister, read_register
 from jobs.common.timing import Phases
 from jobs.embed.known import HeldImages
 
@@ -223,7 +223,7 @@ def _erase_newly_registered(chunk: Embedded, ledger: Ledger) -> Embedded:
     # Every chunk was embedded with the register read at the run's start: anything added since is news.
     if register.version == ledger.register.version or not _added(register, ledger.register):
         return chunk
-    adds, meta = dict(chunk.adds), [r for r in chunk.meta]
+    adds, meta = dict(chunk.adds), list(chunk.meta)
     for name in sorted(chunk.adds):
         rewritten = _erased_file(ledger.table_path, name, register, ledger)
         if rewritten is None:
@@ -250,7 +250,7 @@ def _erased_file(table_path: str, name: str, register: ErasureRegister, ledger: 
         rows = pq.read_table(stream).to_pylist()
 
     def erasure(r: dict) -> str | None:
-        if r["status"] == "erased":
+        if r["status"] == ERASED:
             return None
         return register.erasure_of(r["image_id"], r["subject_id"]) or register.erasure_of_face(r["face_id"])
 
@@ -296,7 +296,7 @@ def _erase_after_commit(spark, ledger: Ledger, committed: list[str]) -> None:
     from delta.tables import DeltaTable
     from pyspark.sql import functions as F
 
-    mine = (F.col("run_id") == F.lit(ledger.run_id)) & (F.col("status") != "erased")
+    mine = (F.col("run_id") == F.lit(ledger.run_id)) & (F.col("status") != ERASED)
     named = (
         F.sha2(F.col("image_id"), 256).isin(images)
         | F.sha2(F.col("subject_id"), 256).isin(subjects)

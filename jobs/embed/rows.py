@@ -35,7 +35,11 @@ def embed_loaded(items: Iterable[Loaded], pipeline, context: RowContext, batch_i
             yield _status_row(item, None, context, item.status or READ_ERROR, item.error)
             continue
         image_id = image_id_of(item.data)
-        erasure_id = context.register.erasure_of(image_id, context.labeller.subject(item.label_name))
+        erasure_id = (
+            context.register.erasure_of(image_id, context.labeller.subject(item.label_name))
+            if context.register
+            else None
+        )
         if erasure_id is not None:
             path = erased_path(item.ref_name, item.label_name)
             yield erased_row(image_id, path, erasure_id, context.model_id, context.run_id, context.embedded_at)
@@ -57,13 +61,14 @@ def _process_batch(batch: list[tuple[Loaded, str]], pipeline, context: RowContex
         erasure_id = None
         for face in result.faces:
             face_id = face_id_of(image_id, context.model_id, face.face_index)
-            if context.register.erasure_of_face(face_id) is not None:  # one face erased: the photo's others stay
-                erasure_id = context.register.erasure_of_face(face_id)
+            face_erasure = context.register.erasure_of_face(face_id)
+            if face_erasure is not None:  # one face erased: the photo's others stay
+                erasure_id = face_erasure
                 continue
             row = _base_row(item, image_id, context, "ok", None, result.width, result.height)
             x1, y1, x2, y2 = (float(v) for v in face.bbox)
             row.update(
-                face_id=face_id_of(image_id, context.model_id, face.face_index),
+                face_id=face_id,
                 face_index=face.face_index,
                 bbox={"x1": x1, "y1": y1, "x2": x2, "y2": y2},
                 landmarks=[float(v) for v in face.landmarks.reshape(-1)],

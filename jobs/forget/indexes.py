@@ -6,7 +6,7 @@ Rerunning after a crash finds nothing left to remove in shards already rewritten
 
 from __future__ import annotations
 
-import json
+import copy
 import time
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,7 @@ def erase_from_index(
     deletes the files of the old version and nothing could read it any more."""
 
     manifest = read_manifest(index_dir)
-    previous = json.loads(json.dumps(manifest))
+    previous = copy.deepcopy(manifest)
     wanted = np.array(sorted(face_ids), dtype=np.int64)
     generation = int(time.time() * 1000)
     removed_vectors = 0

@@ -6,7 +6,10 @@ from pydantic import Field
 from upath import UPath
 
 from jobs.common.config import LineupConfig, StrictModel
-from jobs.index.shards import DEFAULT_RETENTION_HOURS
+
+# How long files of a superseded generation stay for readers that pinned it; only
+# `lineup index --set index.vacuum=true` removes them, as Delta's VACUUM does.
+DEFAULT_RETENTION_HOURS = 24.0
 
 
 class IndexSettings(StrictModel):

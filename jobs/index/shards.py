@@ -41,11 +41,6 @@ class IndexChangedError(TransientError):
     the old one purged (an erasure purges at once): a rerun reads the new generation."""
 
 
-# How long files of a superseded generation stay for readers that pinned it, unless `index.retention_hours`
-# says otherwise; only `lineup index --set index.vacuum=true` removes them (as Delta's VACUUM does).
-DEFAULT_RETENTION_HOURS = 24.0
-
-
 def sha256_bytes(data: bytes | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
 

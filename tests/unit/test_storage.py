@@ -97,8 +97,8 @@ def test_preflight_checks_only_declared_location_settings(s3_server) -> None:
         ],
     )
     storage.check_locations(config)  # the endpoint (a closed port) and the selector's paths are not probed
-    assert [key for key, _ in storage._locations(config.model_dump(), "")] == [
-        key for key, _ in storage._locations(config.model_dump(), "") if "extra_conf" not in key
+    assert [key for key, _ in storage.location_settings(config.model_dump())] == [
+        key for key, _ in storage.location_settings(config.model_dump()) if "extra_conf" not in key
     ]
     broken = load_config(ForgetConfig, None, [f"spark.extra_conf={endpoint}", "forget.older_than=1d",
                                               "runs_table=s3a://lineup-no-such-bucket/runs"])  # fmt: skip
