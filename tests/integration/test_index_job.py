@@ -148,3 +148,21 @@ def test_index_files_that_are_links_are_refused(spark, tmp_path: Path, which: st
     for reader in (load_index, verify_index):
         with pytest.raises(UserError, match="link or not a regular file"):
             reader(index_dir)
+
+
+def test_a_second_update_after_removals_keeps_the_removed_ids(spark, tmp_path: Path) -> None:
+    """Two updates, each after rows left the table: the second one merges the first's removed-ids file
+    (and supersedes the generation in force, whose files stay until a vacuum)."""
+    from delta.tables import DeltaTable
+
+    write_faces(spark, tmp_path / "faces", np.arange(300, dtype=np.int64), clustered(300))
+    run_index(config(tmp_path / "faces", tmp_path / "index"), spark)
+    update = load_config(IndexConfig, None, [f"index.index_dir={tmp_path / 'index'}", "index.update=true"])
+    for cut in ("face_id < 10", "face_id < 20"):
+        DeltaTable.forPath(spark, str(tmp_path / "faces")).delete(cut)
+        summary = run_index(update, spark)
+    assert summary["removed"] == 20
+    manifest = json.loads((tmp_path / "index" / "manifest.json").read_text())
+    assert manifest["superseded"] and all(
+        (tmp_path / "index" / f).is_file() for e in manifest["superseded"] for f in e["files"]
+    )
