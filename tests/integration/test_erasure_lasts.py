@@ -10,7 +10,6 @@ import json
 import shutil
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 from jobs.common.config import load_config
@@ -23,6 +22,7 @@ from jobs.forget.config import ForgetConfig
 from jobs.forget.job import run_forget
 from jobs.query.config import QueryConfig
 from jobs.query.probes import probe_frame  # a query's probe archive, embedded by the query's own code
+from tests.fixtures.worlds import raw_rows
 
 pytestmark = [pytest.mark.slow, pytest.mark.data]
 
@@ -67,15 +67,6 @@ def forget(spark, root: Path, *extra: str) -> dict:
 
 def rows(spark, table: Path) -> list:
     return spark.read.format("delta").load(str(table)).collect()
-
-
-def raw_rows(table: Path) -> list[dict]:
-    """Every row of every data file under the table folder, current or history, read raw."""
-    found = []
-    for path in table.rglob("*.parquet"):
-        if "_delta_log" not in path.parts:
-            found += pq.read_table(path).to_pylist()
-    return found
 
 
 def test_an_erasure_lasts_through_reruns_probes_and_pairs_until_lifted(spark, folder: Path, tmp_path: Path) -> None:

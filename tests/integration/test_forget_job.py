@@ -26,6 +26,7 @@ from jobs.index.config import IndexConfig
 from jobs.index.job import run_index
 from jobs.query.config import QueryConfig
 from jobs.query.job import run_query
+from tests.fixtures.worlds import copy_world
 
 pytestmark = [pytest.mark.slow, pytest.mark.data]
 
@@ -102,16 +103,6 @@ def forget_flags(root: Path, *extra: str) -> list[str]:
         f"erasures_table={t / 'erasures'}",
         *extra,
     ]
-
-
-def copy_world(world: Path, target: Path) -> Path:
-    """An independent copy (the index manifest re-pointed at the copy's faces table)."""
-    shutil.copytree(world, target)
-    manifest_path = target / "index" / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    manifest["faces_table"] = manifest["faces_table"].replace(str(world), str(target))
-    manifest_path.write_text(json.dumps(manifest))
-    return target
 
 
 def table_rows(spark, path: Path) -> list:

@@ -20,7 +20,6 @@ import signal
 import subprocess
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 from jobs.common.config import load_config
@@ -30,6 +29,7 @@ from jobs.index.config import IndexConfig
 from jobs.index.job import run_index
 from jobs.index.shards import named_files, verify_index
 from tests.fixtures.processes import commit_exists, finish, start_lineup, stderr_of, wait_for
+from tests.fixtures.worlds import copy_world, raw_rows
 
 pytestmark = [pytest.mark.slow, pytest.mark.heavy, pytest.mark.data]
 
@@ -78,14 +78,6 @@ def copy_people(lfw: Path, target: Path, people: dict[str, int]) -> set[str]:
     return digests
 
 
-def data_rows(table: Path) -> list[dict]:
-    found = []
-    for path in table.rglob("*.parquet"):
-        if "_delta_log" not in path.parts:
-            found += pq.read_table(path).to_pylist()
-    return found
-
-
 def test_an_erasure_converges_with_an_embed_committing_beside_it(spark, shared_data: Path, tmp_path: Path) -> None:
     root = tmp_path
     target_images = copy_people(shared_data / "lfw" / "images", root / "archive", {TARGET: 96, "Tony_Blair": 8})
@@ -121,7 +113,7 @@ def test_an_erasure_converges_with_an_embed_committing_beside_it(spark, shared_d
         by_image.setdefault(r.image_id, []).append(r)
     assert all([r.status for r in by_image[i]] == ["erased"] for i in target_images), "one erased row per image"
     assert sum(r.subject_id == "Tony_Blair" and r.status == "ok" for r in current) >= 7
-    for row in data_rows(faces):  # every data file, current or history
+    for row in raw_rows(faces):  # every data file, current or history
         if row["image_id"] in target_images:
             assert row["status"] == "erased" and row["embedding"] is None
         assert TARGET not in json.dumps(row, default=str)
@@ -148,15 +140,6 @@ def gallery(spark, shared_data: Path, tmp_path_factory: pytest.TempPathFactory) 
     return root
 
 
-def world_copy(gallery: Path, target: Path) -> Path:
-    shutil.copytree(gallery, target)
-    manifest_path = target / "index" / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    manifest["faces_table"] = manifest["faces_table"].replace(str(gallery), str(target))
-    manifest_path.write_text(json.dumps(manifest))
-    return target
-
-
 def query(root: Path, name: str) -> subprocess.Popen:
     t = root / "t"
     return lineup("query", root, f"query.probes.faces_table={t / 'faces'}", f"query.index_dir={root / 'index'}",
@@ -167,7 +150,7 @@ def query(root: Path, name: str) -> subprocess.Popen:
 def test_a_query_finishes_on_its_generation_while_an_update_publishes_the_next(
     spark, gallery: Path, tmp_path: Path
 ) -> None:
-    root = world_copy(gallery, tmp_path / "w")
+    root = copy_world(gallery, tmp_path / "w")
     pinned = json.loads((root / "index" / "manifest.json").read_text())
     faces_then = spark.read.format("delta").load(str(root / "t" / "faces")).collect()
     pinned_ids = {r.face_id for r in faces_then if r.status == "ok"}
@@ -212,7 +195,7 @@ def test_a_query_finishes_on_its_generation_while_an_update_publishes_the_next(
 def test_a_query_on_a_generation_an_erasure_purged_exits_3_and_a_rerun_succeeds(
     spark, gallery: Path, tmp_path: Path
 ) -> None:
-    root = world_copy(gallery, tmp_path / "w")
+    root = copy_world(gallery, tmp_path / "w")
     reader = query(root, "matches")
     wait_for(logged(reader, "pinned ("), reader, "the query pinning its index generation")
     freeze(reader)
@@ -239,7 +222,7 @@ KILL_POINTS = ("index: read ...", "index: train ...", "index: add (", "index: ad
 def test_a_build_killed_at_five_points_leaves_the_previous_manifest_or_a_measured_one(
     gallery: Path, tmp_path: Path
 ) -> None:
-    root = world_copy(gallery, tmp_path / "w")
+    root = copy_world(gallery, tmp_path / "w")
     manifest_path = root / "index" / "manifest.json"
     previous = manifest_path.read_bytes()
     for point in KILL_POINTS:
