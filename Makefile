@@ -27,6 +27,7 @@ test:
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/python -m pytest -q --doctest-modules jobs
 	$(VENV)/bin/python -m pytest -m "not heavy"
 

@@ -25,7 +25,8 @@ import numpy as np
 
 from bench.common import data_root
 from jobs.audit.lfw import embed_lfw_images, protocol_summary, read_lfw_pairs, score_pairs
-from jobs.audit.metrics import fmr_fnmr, ratio_max_min, threshold_at_fmr
+from jobs.audit.metrics import fmr_fnmr, ratio_max_min
+from jobs.common.fmr import threshold_at_fmr
 from jobs.common.normalization import learn_fsn
 
 log = logging.getLogger("bench_fairness")
@@ -34,7 +35,7 @@ TARGET_FMR = 1e-3
 
 
 def pipeline():
-    from jobs.models.build import default_pack_dir
+    from jobs.common.paths import default_pack_dir
     from jobs.models.pack import load_pack
     from jobs.models.pipeline import FacePipeline, PipelineSettings
 

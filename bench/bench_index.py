@@ -37,10 +37,10 @@ import pyarrow.parquet as pq
 from bench.common import data_root
 from jobs.common.config import load_config
 from jobs.common.spark import get_spark
-from jobs.index.build import exact_top_k, recall_at_k
 from jobs.index.config import IndexConfig
 from jobs.index.job import run_index
-from jobs.index.shards import load_index
+from jobs.shards.build import exact_top_k, recall_at_k
+from jobs.shards.files import load_index
 
 log = logging.getLogger("bench_index")
 
@@ -237,7 +237,7 @@ def large_query_rates(out: Path, gallery: np.ndarray, ids: np.ndarray, probes: n
     truth for recall@10; they are checked against numpy's blocked GEMM on the first `exact_probes`."""
     import faiss
 
-    from jobs.index.search import search_shards
+    from jobs.shards.search import search_shards
 
     cores = len(os.sched_getaffinity(0))
     faiss.omp_set_num_threads(cores)

@@ -41,12 +41,12 @@ from bench.bench_index import _embed_lfw, cosine_stats, fit, measure_shape, synt
 from jobs.common.config import load_config
 from jobs.common.schema import FACES_ARROW
 from jobs.common.spark import get_spark
-from jobs.index.build import exact_top_k, recall_at_k
 from jobs.index.config import IndexConfig
 from jobs.index.job import run_index
-from jobs.index.shards import load_index
 from jobs.query.config import QueryConfig
 from jobs.query.job import run_query
+from jobs.shards.build import exact_top_k, recall_at_k
+from jobs.shards.files import load_index
 
 log = logging.getLogger("bench_query")
 K = 10
@@ -99,7 +99,7 @@ def time_lineup(spark, scratch: Path, probe_ids, truth_ids, *extra: str) -> dict
 
 def fsn_calibration(scratch: Path, gallery: np.ndarray, subjects: np.ndarray, clusters: int = 20) -> str:
     """A normalizing calibration learnt on 2,000 gallery faces (their impostor pairs), as `calibrate` writes it."""
-    from jobs.audit.metrics import threshold_at_fmr
+    from jobs.common.fmr import threshold_at_fmr
     from jobs.common.normalization import learn_fsn
     from jobs.common.thresholds import write_calibration
 

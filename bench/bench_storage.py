@@ -40,8 +40,8 @@ log = logging.getLogger("bench_storage")
 
 _PLAN_SCRIPT = """
 import json, resource, sys, time
-from jobs.embed.config import InputSettings
-from jobs.embed.plan import list_inputs
+from jobs.faces.config import InputSettings
+from jobs.faces.plan import list_inputs
 started = time.perf_counter()
 refs = list_inputs(InputSettings(kind="dir", path=sys.argv[1], glob="*.jpg"))
 print(json.dumps({"refs": len(refs), "plan_s": round(time.perf_counter() - started, 1),

@@ -8,7 +8,10 @@ progress and tracebacks go to stderr. Exit status: 0 done, 2 bad input (a one-li
 from __future__ import annotations
 
 import argparse
+import importlib
+import json
 import logging
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -39,7 +42,6 @@ def _config_job(config_name: str, runner_name: str) -> Callable[[argparse.Namesp
     """
 
     def handler(args: argparse.Namespace) -> int:
-        import importlib
 
         config_module, config_class = config_name.rsplit(".", 1)
         runner_module, runner_function = runner_name.rsplit(".", 1)
@@ -52,8 +54,6 @@ def _config_job(config_name: str, runner_name: str) -> Callable[[argparse.Namesp
 
 
 def _submit_args(args: argparse.Namespace) -> int:
-    import json
-    import shlex
 
     from jobs.common.spark import submit_args
 
@@ -68,8 +68,8 @@ def _submit_args(args: argparse.Namespace) -> int:
 
 
 def _package(args: argparse.Namespace) -> int:
+    from jobs.common.paths import default_pack_dir
     from jobs.deploy.package import default_package_dir, run_package
-    from jobs.models.build import default_pack_dir
 
     config = load_config(LineupConfig, args.conf, args.overrides)
     configure_logging(config.log_level)
@@ -114,7 +114,7 @@ def _models_build_insightface(args: argparse.Namespace) -> int:
 
 def _audit_lfw(args: argparse.Namespace) -> int:
     from jobs.audit.lfw import run_lfw_audit
-    from jobs.models.build import default_pack_dir
+    from jobs.common.paths import default_pack_dir
 
     config = load_config(LineupConfig, args.conf, args.overrides)
     configure_logging(config.log_level)

@@ -6,6 +6,7 @@ It checks what a job needs, in the order a failure is cheapest to find: Java on 
 
 from __future__ import annotations
 
+import os
 import platform
 import re
 import shutil
@@ -19,6 +20,7 @@ from typing import Any
 from jobs.common.config import LineupConfig
 from jobs.common.errors import UserError
 from jobs.common.jars import load_lock, verify_staged
+from jobs.common.spark import get_spark
 
 
 def java_version() -> str:
@@ -45,8 +47,6 @@ def run_doctor(config: LineupConfig) -> dict[str, Any]:
     report["delta_jars_version"] = lock.delta_version
     report["delta_jars"] = [str(path) for path in jars]
 
-    from jobs.common.spark import get_spark
-
     started = time.perf_counter()
     spark = get_spark(config.spark, app_name="lineup-doctor")
     spark.range(1).count()
@@ -67,6 +67,5 @@ def run_doctor(config: LineupConfig) -> dict[str, Any]:
 
 
 def _cpu_count() -> int:
-    import os
 
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -99,7 +99,7 @@ def spark(spark_settings: SparkSettings, s3_environment) -> Iterator[object]:
 
 @pytest.fixture(scope="session")
 def default_pack():
-    from jobs.models.build import default_pack_dir
+    from jobs.common.paths import default_pack_dir
     from jobs.models.pack import PackError, load_pack
 
     try:

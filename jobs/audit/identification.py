@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from jobs.audit.metrics import fmr_resolvable, threshold_at_fmr
+from jobs.common.fmr import fmr_resolvable, threshold_at_fmr
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from jobs.audit.metric_rows import metric_rows
 from jobs.audit.normalized import normalized_view, normalizing_threshold, raw_threshold
 from jobs.audit.one_to_n import identification, scenario_thresholds
 from jobs.audit.one_to_one import global_threshold, make_pairs, verification
+from jobs.audit.report import write_report
 from jobs.common.commits import append_with_retries
 from jobs.common.errors import UserError
 from jobs.common.runs import RunRecord, delta_version, run_job
@@ -40,7 +41,6 @@ def _timed(config: AuditConfig, spark, record: RunRecord, phases: Phases) -> dic
 
 
 def _run(config: AuditConfig, spark, record: RunRecord) -> dict[str, Any]:
-    from jobs.audit.report import write_report
 
     summary: dict[str, Any] = {"job": "audit", "run_id": record.run_id, "status": "ok"}
     one_to_one = one_to_n = normalized_one = None

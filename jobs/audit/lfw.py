@@ -20,7 +20,11 @@ from typing import Any
 import numpy as np
 
 from jobs.audit.verification import k_fold_accuracy, roc_auc, tmr_at_fmr, worst_case_scores
+from jobs.common.delta import pinned_version
 from jobs.common.errors import UserError
+from jobs.models.decode import decode_image
+from jobs.models.pack import load_pack
+from jobs.models.pipeline import FacePipeline, PipelineSettings
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +139,6 @@ def embed_lfw_images(pipeline, images_dir: Path, names: list[str], fallback: str
 
 def _centre_fallback(pipeline, path: Path) -> np.ndarray | None:
     """Documented fallback: place the template as if the face filled the central 60% of the image."""
-    from jobs.models.decode import decode_image
 
     decoded = decode_image(path.read_bytes())
     if decoded.rgb is None:
@@ -151,8 +154,6 @@ def _centre_fallback(pipeline, path: Path) -> np.ndarray | None:
 def run_lfw_audit(
     pack_dir: Path, lfw_dir: Path, folds: list[int] | None, fallback: str, threads: int
 ) -> dict[str, Any]:
-    from jobs.models.pack import load_pack
-    from jobs.models.pipeline import FacePipeline, PipelineSettings
 
     pack = load_pack(pack_dir)
     pairs = read_lfw_pairs(lfw_dir / "pairs.txt")
@@ -182,8 +183,6 @@ def embeddings_from_faces_table(spark, table_path: str, model_id: str | None) ->
     Returns the embeddings, the model_id they come from and the table version read.
     """
     from pyspark.sql import functions as F
-
-    from jobs.common.delta import pinned_version
 
     version = pinned_version(spark, table_path, None, "--faces-table", "write it with `lineup embed`")
     frame = spark.read.format("delta").option("versionAsOf", version).load(table_path).where(F.col("status") == "ok")

@@ -15,6 +15,7 @@ from jobs.audit.config import AuditConfig
 from jobs.common.delta import pinned_version, read_latest_if_any, read_pinned
 from jobs.common.errors import UserError
 from jobs.common.storage import upath
+from jobs.shards.files import read_manifest
 
 
 @dataclass
@@ -78,8 +79,6 @@ def load_searches(spark, config: AuditConfig) -> tuple[ident.Searches, dict[str,
     """A query run's matches reduced to searches; the gallery's subjects come from the index manifest's
     faces table at the version the index pinned."""
     from pyspark.sql import functions as F
-
-    from jobs.index.shards import read_manifest
 
     settings = config.audit.identification
     table = config.locations.table(settings.matches_table, "matches")

@@ -14,9 +14,9 @@ from dataclasses import replace
 import numpy as np
 
 from jobs.audit.config import AuditConfig
-from jobs.audit.metrics import threshold_at_fmr
 from jobs.audit.pairs import PairSet
 from jobs.common.errors import UserError
+from jobs.common.fmr import threshold_at_fmr
 from jobs.common.thresholds import Threshold, ThresholdSettings, resolve_threshold
 
 

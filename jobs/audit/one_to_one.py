@@ -19,6 +19,7 @@ from jobs.audit.metrics import (
 )
 from jobs.audit.pairs import PairSet, build_pairs, pair_scores, subject_codes
 from jobs.common.errors import UserError
+from jobs.common.fmr import threshold_at_fmr
 from jobs.common.thresholds import Threshold, resolve_threshold
 
 
@@ -100,7 +101,6 @@ def _group_rates(labelled, pairs: PairSet, scores, name: str, threshold: float, 
 
 def global_threshold(config: AuditConfig, model_id: str, impostor: np.ndarray | None) -> Threshold:
     """The threshold groups are compared at: the configured one, else the one at differential_fmr here."""
-    from jobs.audit.metrics import threshold_at_fmr
 
     chosen = resolve_threshold(config.audit.threshold, model_id, config.spark.resolved_data_root(), "audit.threshold")
     if chosen.value is not None or impostor is None:

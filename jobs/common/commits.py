@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from jobs.common.errors import TransientError, mentions
+from jobs.common.errors import TABLE_FILE_GONE, TransientError, mentions
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,6 @@ def is_conflict_or_purged(error: BaseException) -> bool:
     >>> is_conflict_or_purged(RuntimeError("[FAILED_READ_FILE.FILE_NOT_EXIST] error reading file x.parquet"))
     True
     """
-    from jobs.common.errors import TABLE_FILE_GONE
 
     return is_commit_conflict(error) or (mentions(error, TABLE_FILE_GONE) and mentions(error, (".parquet",)))
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jobs.common.errors import UserError
+from jobs.common.storage import is_remote, s3_endpoint, upath
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +115,6 @@ def driver_snapshot(table: str, version: int | None = None) -> DriverSnapshot | 
     from deltalake import DeltaTable
     from deltalake.exceptions import DeltaError
 
-    from jobs.common.storage import is_remote, upath
-
     try:
         opened = DeltaTable(delta_rs_uri(table), version=version, storage_options=delta_rs_options(table))
         refusal = _driver_refusal(opened)
@@ -171,7 +170,6 @@ def delta_rs_uri(table: str) -> str:
 def delta_rs_options(table: str) -> dict[str, str]:
     """delta-rs's storage options for an S3 table: the endpoint fsspec and Spark use (AWS_ENDPOINT_URL),
     plain HTTP where that endpoint is one; credentials and region come from the environment as usual."""
-    from jobs.common.storage import s3_endpoint
 
     if not table.startswith(("s3://", "s3a://")):
         return {}

@@ -21,7 +21,8 @@ from typing import Any
 import pyarrow as pa
 
 from jobs.common.commits import is_commit_conflict
-from jobs.common.delta import delta_log
+from jobs.common.delta import delta_log, delta_rs_uri, has_delta_log
+from jobs.common.storage import is_remote, upath, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +112,6 @@ def commit_files(
 def append_batch(spark, table_path: str, batch: pa.RecordBatch) -> int | None:
     """Append `batch` to an existing table as one file written here and a blind commit: the version, or
     None (nothing written) when the table does not exist yet or needs Spark's writer."""
-    from jobs.common.delta import has_delta_log
-    from jobs.common.storage import upath
 
     if not has_delta_log(spark, table_path):
         return None
@@ -131,9 +130,6 @@ def append_on_driver(table_path: str, batch: pa.RecordBatch) -> int | None:
     from deltalake import DeltaTable, write_deltalake
     from deltalake.exceptions import DeltaError
 
-    from jobs.common.delta import delta_rs_uri
-    from jobs.common.storage import is_remote, upath
-
     if is_remote(table_path) or not (upath(delta_rs_uri(table_path)) / "_delta_log").is_dir():
         return None
     try:
@@ -148,8 +144,6 @@ def append_on_driver(table_path: str, batch: pa.RecordBatch) -> int | None:
 def write_data_file(table_path: str, batch: pa.RecordBatch, stats_columns: tuple[str, ...] = ()) -> str:
     """Write `batch` as a new Parquet file in the table's folder (not yet part of the table); its add action."""
     import pyarrow.parquet as pq
-
-    from jobs.common.storage import upath, write_atomically
 
     name = f"part-{uuid.uuid4()}-c000.snappy.parquet"  # the name Spark's writer would give it
     sink = pa.BufferOutputStream()

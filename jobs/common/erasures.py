@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
+from jobs.common.delta import delta_rs_options, delta_rs_uri
+from jobs.common.errors import TransientError
 from jobs.common.schema import ERASURES_ARROW
 
 log = logging.getLogger(__name__)
@@ -106,9 +108,6 @@ def read_register(erasures_table: str, model_id: str | None) -> ErasureRegister:
     start and before every commit of an embed). No erasures table yet: an empty register."""
     from deltalake import DeltaTable
     from deltalake.exceptions import DeltaError, TableNotFoundError
-
-    from jobs.common.delta import delta_rs_options, delta_rs_uri
-    from jobs.common.errors import TransientError
 
     try:
         table = DeltaTable(delta_rs_uri(erasures_table), storage_options=delta_rs_options(erasures_table))

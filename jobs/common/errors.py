@@ -1,3 +1,5 @@
+import re
+
 """Errors the CLI turns into exit codes: a `UserError` exits 2 (fix the input, do not retry), a
 `TransientError` exits 3 (infrastructure: retrying later is sensible). Anything else is a bug (exit 1)."""
 
@@ -61,7 +63,6 @@ def faulted_path(error: BaseException) -> str | None:
     >>> faulted_path(RuntimeError("OSError: [Errno 28] No space left on device: '/t/faces/part-1.parquet'"))
     '/t/faces/part-1.parquet'
     """
-    import re
 
     found = re.search(r"\[Errno \d+\] [^:'\n]+: '([^'\n]+)'", str(error))
     return found.group(1) if found else None

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from upath import UPath
 
-from jobs.common.paths import default_data_root
+from jobs.common.paths import default_data_root, default_pack_dir
 from jobs.common.storage import is_remote, spark_uri, upath
 
 
@@ -72,7 +72,6 @@ class Locations:
         return self.data_root()
 
     def pack_dir(self, given: str | None) -> UPath:
-        from jobs.models.build import default_pack_dir
 
         return upath(resolve(given)) if given else upath(default_pack_dir())
 

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from jobs.common.fmr import threshold_at_fmr
+
 METHOD = "fsn"
 VERSION = 1
 CITATION = "Terhörst, Kolf, Damer, Kirchbuchner, Kuijper: Post-comparison mitigation of demographic bias in face recognition using fair score normalization, IJCB 2020"  # noqa: E501
@@ -154,7 +156,6 @@ def fsn_from_centres(
     target_fmr: float,
 ) -> Normalization:
     """Each cluster's offset: its threshold at the target FMR minus the global one (steps 2-3 above)."""
-    from jobs.audit.metrics import threshold_at_fmr
 
     if len(impostor_scores) == 0:
         raise ValueError("no impostor pairs to learn a normalization from")

@@ -2,12 +2,13 @@
 with the numpy code of `jobs.common.normalization` (one home for the arithmetic)."""
 
 # No `from __future__ import annotations`: pandas_udf reads the function's type hints as real types.
+import numpy as np
+
 from jobs.common.normalization import Normalization
 
 
 def offset_column(embedding_column: str, normalization: Normalization):
     """A DOUBLE column: the face's offset (its cluster's), null where the embedding is null."""
-    import numpy as np
     import pandas as pd
     from pyspark.sql import functions as F
 

@@ -27,6 +27,14 @@ def models_dir() -> Path:
     return lineup_home() / "models"
 
 
+DEFAULT_PACK_NAME = "default"
+
+
+def default_pack_dir() -> Path:
+    """The pack `lineup setup` builds, used where a config names none."""
+    return models_dir() / DEFAULT_PACK_NAME
+
+
 DATA_ROOT_ENV = "LINEUP_DATA_ROOT"
 
 

@@ -7,6 +7,7 @@ import datetime as dt
 import getpass
 import json
 import logging
+import os
 import socket
 import time
 import uuid
@@ -14,7 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from jobs.common.catalog import register_tables
 from jobs.common.commits import append_with_retries
+from jobs.common.delta import latest_version
+from jobs.common.delta_files import append_batch, append_on_driver
 from jobs.common.errors import (
     INDEX_CHANGED,
     TABLE_FILE_GONE,
@@ -25,8 +29,10 @@ from jobs.common.errors import (
     mentions,
     storage_fault,
 )
+from jobs.common.executors import check_packaged_executors
 from jobs.common.schema import RUNS_ARROW, RUNS_DDL
-from jobs.common.storage import redact
+from jobs.common.spark import get_spark, use_storage
+from jobs.common.storage import check_locations, is_remote, location_settings, redact
 from jobs.common.timing import Phases
 
 T = TypeVar("T")
@@ -70,7 +76,6 @@ class RunRecord:
 
 
 def delta_version(spark, path: str) -> int:
-    from jobs.common.delta import latest_version
 
     return latest_version(spark, str(path))
 
@@ -94,8 +99,6 @@ def append_run(spark, runs_table: str, record: RunRecord, status: str, error: st
         "error": error,
     }
     import pyarrow as pa
-
-    from jobs.common.delta_files import append_batch, append_on_driver
 
     # One row through Spark's writer costs a job and a version lookup (~0.5-1 s here); written here and
     # committed by delta-rs (a local table) or Delta's own transaction, ~0.1 s warm (the transaction's
@@ -136,16 +139,12 @@ def run_job(
     raises: `run_recorded`), the runs table and version in the summary's `outputs`, and the phase timings
     (`timings_s`). `body(spark, record, phases)` does the job's work, fills `record` and returns the
     summary; it never writes its own runs row."""
-    from jobs.common.spark import get_spark, use_storage
-    from jobs.common.storage import check_locations
 
     phases = Phases(job)
     started = time.perf_counter()
     use_storage(config.storage, config.spark.extra_conf)
     check_locations(config)
     if spark is None:
-        from jobs.deploy.check import check_packaged_executors
-
         spark = get_spark(config.spark, app_name=f"lineup-{job}", storage=config.storage)
         check_packaged_executors(spark)
     phases.add("session_start", time.perf_counter() - started)
@@ -158,8 +157,6 @@ def run_job(
             runs_version = append_run(spark, runs_table, record, "ok")
         summary.setdefault("outputs", {}).update(runs_table=runs_table, runs_version=runs_version)
         if config.catalog_database and record.outputs:
-            from jobs.common.catalog import register_tables
-
             tables = [o["path"] for o in record.outputs if o["version"] is not None] + [config.runs_table_path()]
             summary["catalog_tables"] = register_tables(spark, config.catalog_database, tables)
         summary["timings_s"] = phases.timings_s()
@@ -208,9 +205,6 @@ def infrastructure_error(error: BaseException, config: Any = None) -> TransientE
 
 def full_location(config: Any) -> str | None:
     """The configured local location whose file system has the least room (under 1 MiB: full), if any."""
-    import os
-
-    from jobs.common.storage import is_remote, location_settings
 
     if config is None:
         return None

@@ -16,12 +16,15 @@ import logging
 import os
 import re
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from upath import UPath
 
 from jobs.common.errors import UserError
+from jobs.common.paths import lineup_home
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +106,6 @@ def write_atomically(path: AnyPath, data: bytes | memoryview) -> None:
 
 def cache_dir() -> Path:
     """Where executors and drivers keep downloaded shards and packs, keyed by sha256."""
-    from jobs.common.paths import lineup_home
 
     return Path(os.environ.get("LINEUP_CACHE_DIR", str(lineup_home() / "cache")))
 
@@ -169,8 +171,6 @@ def _arrow_s3() -> Any:
     """Arrow's S3 file system with the standard AWS configuration (credentials chain, region) and the
     endpoint of AWS_ENDPOINT_URL(_S3) where one is set."""
     if not _ARROW_S3:
-        from urllib.parse import urlparse
-
         from pyarrow import fs as arrow_fs
 
         options: dict[str, Any] = {}
@@ -187,7 +187,6 @@ def _arrow_s3() -> Any:
 
 def s3_cat(uris: list[str]) -> dict[str, bytes | BaseException]:
     """Whole S3 objects (or each one's error), fetched on a few threads (Arrow releases the GIL)."""
-    from concurrent.futures import ThreadPoolExecutor
 
     s3 = _arrow_s3()
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from jobs.cli import main as cli_main
+
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from jobs.cli import main as cli_main
-
     return cli_main(["compare", *(sys.argv[1:] if argv is None else argv)])
 
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 from pyspark.errors import AnalysisException
 
 from jobs.common.delta import pinned_version
+from jobs.common.erasures import read_register
 from jobs.common.errors import UserError
 from jobs.common.locations import resolve
 from jobs.common.runs import RunRecord
 from jobs.common.storage import upath
 from jobs.compare.config import CompareConfig
 from jobs.compare.worker import IMAGE_DDL, make_image_runner
+from jobs.models.pack import load_pack
 
 
 def read_pairs_table(spark, settings):
@@ -49,9 +51,6 @@ def read_pairs_table(spark, settings):
 def image_sides(config: CompareConfig, spark, pairs):
     """Each distinct image path embedded once on the executors: key, face_id, faces, embedding, status."""
     from pyspark.sql import functions as F
-
-    from jobs.common.erasures import read_register
-    from jobs.models.pack import load_pack
 
     settings = config.compare
     pack = load_pack(config.locations.pack_dir(settings.pack_dir))

@@ -9,9 +9,10 @@ import numpy as np
 import pyarrow as pa
 
 from jobs.common.erasures import ERASED, ErasureRegister, erased_reason
+from jobs.common.ids import face_id_of, image_id_of
 from jobs.common.schema import ddl_of
 from jobs.common.storage import upath
-from jobs.embed.ids import face_id_of, image_id_of
+from jobs.faces.worker import cached_pipeline
 
 IMAGE_ARROW = pa.schema(
     [
@@ -82,10 +83,9 @@ def _row(path: str, image_id: str | None, status: str, error: str | None) -> dic
 
 def make_image_runner(context: dict[str, Any]) -> Callable[[Iterator], Iterator]:
     """mapInArrow over `path STRING` rows -> IMAGE_ARROW rows (one per image, its largest face); the
-    FacePipeline is cached per Python worker (`jobs.embed.worker.cached_pipeline`)."""
+    FacePipeline is cached per Python worker (`jobs.faces.worker.cached_pipeline`)."""
 
     def run(batches: Iterator) -> Iterator:
-        from jobs.embed.worker import cached_pipeline
 
         pipeline = cached_pipeline(context["pack_dir"], context["model_id"], context["threads"], context["max_pixels"])
         for batch in batches:

@@ -12,10 +12,18 @@ import os
 from pathlib import Path
 from typing import Any
 
+from jobs.audit.config import AuditConfig
+from jobs.audit.job import run_audit, run_calibrate
 from jobs.common.config import LineupConfig
 from jobs.common.spark import get_spark
 from jobs.demo.config import DemoConfig
 from jobs.demo.plan import plan_demo, stage
+from jobs.embed.config import EmbedConfig
+from jobs.embed.job import run_embed
+from jobs.index.config import IndexConfig
+from jobs.index.job import run_index
+from jobs.query.config import QueryConfig
+from jobs.query.job import run_query
 
 log = logging.getLogger(__name__)
 STEPS = 7
@@ -85,8 +93,6 @@ class _Steps:
         return self.outputs[f"{name}_table"]
 
     def embed(self, role: str, folder: Path) -> None:
-        from jobs.embed.config import EmbedConfig
-        from jobs.embed.job import run_embed
 
         settings = {
             "input": {"kind": "dir", "path": str(folder), "follow_symlinks": True},
@@ -97,15 +103,11 @@ class _Steps:
         self.embedded_now[role] = int(summary["files_processed"])
 
     def index(self) -> dict:
-        from jobs.index.config import IndexConfig
-        from jobs.index.job import run_index
 
         settings = {"faces_table": self.outputs["gallery_faces_table"], "index_dir": self.outputs["index_dir"]}
         return run_index(self._config(IndexConfig, "index", settings), self.spark)
 
     def calibrate(self, target_fmr: float) -> dict:
-        from jobs.audit.config import AuditConfig
-        from jobs.audit.job import run_calibrate
 
         settings = {
             "labelled": {"faces_table": self.outputs["calibration_faces_table"], "name": "LFW calibration people"},
@@ -114,8 +116,6 @@ class _Steps:
         return run_calibrate(self._config(AuditConfig, "audit", settings), target_fmr, self.spark)
 
     def query(self, calibration_id: str, k: int) -> dict:
-        from jobs.query.config import QueryConfig
-        from jobs.query.job import run_query
 
         settings = {
             # A probe photograph is about its most confident face (LFW: the named person); the others
@@ -130,8 +130,6 @@ class _Steps:
         return run_query(self._config(QueryConfig, "query", settings), self.spark)
 
     def audit(self, query: dict, calibration_id: str, fixed: float) -> dict:
-        from jobs.audit.config import AuditConfig
-        from jobs.audit.job import run_audit
 
         settings = {
             "identification": {"matches_table": self.outputs["matches_table"], "run_id": query["run_id"]},

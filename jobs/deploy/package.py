@@ -28,11 +28,13 @@ from typing import Any
 from packaging.requirements import Requirement
 
 from jobs.common.errors import UserError
+from jobs.common.executors import ENV_ALIAS, PACK_ALIAS
+from jobs.common.paths import lineup_home
+from jobs.models.pack import load_pack
 
 log = logging.getLogger(__name__)
 
 ENV_ARCHIVE, PACK_ARCHIVE = "lineup_env.tar.gz", "lineup_pack.tar.gz"
-ENV_ALIAS, PACK_ALIAS = "lineup_env", "lineup_pack"
 # The cluster provides Spark; the driver alone draws plots and serves no-JVM readers.
 LEFT_OUT = {"pyspark", "delta-spark", "py4j", "matplotlib", "deltalake", "duckdb", "venv-pack", "wheel"}
 # Object-store file systems go along where they are installed here (`pip install 'lineup[s3]'`).
@@ -130,7 +132,6 @@ def build_env_archive(out_dir: Path) -> dict[str, Any]:
 
 
 def build_pack_archive(pack_dir: Path, out_dir: Path) -> dict[str, Any]:
-    from jobs.models.pack import load_pack
 
     pack = load_pack(pack_dir)  # a broken pack is refused here, not on the executors
     archive = out_dir / PACK_ARCHIVE
@@ -152,7 +153,6 @@ def run_package(out_dir: Path, pack_dir: Path) -> dict[str, Any]:
 
 
 def default_package_dir() -> Path:
-    from jobs.common.paths import lineup_home
 
     return lineup_home() / "package"
 

@@ -15,8 +15,9 @@ import numpy as np
 
 from jobs.common.errors import UserError
 from jobs.common.storage import AnyPath, upath
-from jobs.index.build import remove_from_shard
-from jobs.index.shards import (
+from jobs.forget.verify import shard_contents
+from jobs.shards.build import remove_from_shard
+from jobs.shards.files import (
     checked_file,
     deserialize,
     named_files,
@@ -77,7 +78,6 @@ def _purge_old_generations(index_dir: AnyPath, wanted: np.ndarray) -> int:
     """Delete at once every file the current manifest does not name that holds an erased face_id
     (superseded generations kept for readers, a killed build's leftovers): the erasure cannot wait for
     the retention. A query still reading such a generation exits 3 and a rerun reads the new one."""
-    from jobs.forget.verify import shard_contents
 
     manifest = read_manifest(index_dir)
     keep, purged = named_files(manifest), []

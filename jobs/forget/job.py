@@ -24,6 +24,7 @@ from jobs.common.erasures import ERASED, erased_reason, id_digest
 from jobs.common.errors import TransientError, UserError
 from jobs.common.runs import RunRecord, current_user, run_job
 from jobs.common.schema import ERASURES_ARROW
+from jobs.common.spark import local_frame
 from jobs.common.storage import AnyPath, upath
 from jobs.common.timing import Phases
 from jobs.forget.config import ForgetConfig
@@ -152,8 +153,6 @@ def _drop_erased_markers(spark, config: ForgetConfig, erasure_ids: list[str]) ->
 
 def _erasures_frame(spark, rows: list[dict[str, Any]]):
     import pyarrow as pa
-
-    from jobs.common.spark import local_frame
 
     return local_frame(spark, pa.Table.from_pylist(rows, schema=ERASURES_ARROW))
 

@@ -16,6 +16,7 @@ import numpy as np
 from jobs.common.delta import is_delta_table
 from jobs.common.erasures import ERASED, id_digest
 from jobs.common.errors import UserError
+from jobs.common.locations import resolve
 from jobs.forget.config import SelectorSettings
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -75,8 +76,6 @@ def selector_values(selector: SelectorSettings, spark=None) -> list[str]:
 
 def _table_values(spark, table: str, column: str) -> list[str]:
     from pyspark.errors import AnalysisException
-
-    from jobs.common.locations import resolve
 
     path = resolve(table)
     try:

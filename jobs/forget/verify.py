@@ -14,6 +14,7 @@ import numpy as np
 
 from jobs.common.erasures import id_digest
 from jobs.forget.plan import embedding_digest
+from jobs.shards.files import deserialize
 
 ID_COLUMNS = ("face_id", "probe_face_id", "gallery_face_id", "best_gallery_face_id", "a_face_id", "b_face_id")
 
@@ -89,8 +90,6 @@ def scan_index(index_dir: Path, id_digests: set[str], vector_digests: set[str], 
 def shard_contents(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(ids, whole vectors) a serialized FAISS index holds."""
     import faiss
-
-    from jobs.index.shards import deserialize
 
     index = deserialize(path.read_bytes())
     if isinstance(index, faiss.IndexIDMap2 | faiss.IndexIDMap):

@@ -22,12 +22,13 @@ from upath import UPath
 from jobs.common.errors import UserError
 from jobs.common.runs import RunRecord, run_job
 from jobs.common.timing import Phases
-from jobs.index import build
-from jobs.index.choose import choose_index
 from jobs.index.config import IndexConfig
 from jobs.index.plan import read_gallery, training_sample
 from jobs.index.recall import measure_recall
-from jobs.index.shards import (
+from jobs.index.worker import SHARD_ROWS_DDL, make_shard_runner, shard_file
+from jobs.shards import build
+from jobs.shards.choose import choose_index
+from jobs.shards.files import (
     IndexFileError,
     deserialize,
     load_index,
@@ -37,7 +38,6 @@ from jobs.index.shards import (
     vacuum,
     write_atomically,
 )
-from jobs.index.worker import SHARD_ROWS_DDL, make_shard_runner, shard_file
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ import numpy as np
 import pyarrow as pa
 
 from jobs.common.schema import ddl_of
-from jobs.index import build
-from jobs.index.search import merge_top_k
-from jobs.index.shards import load_index
+from jobs.shards import build
+from jobs.shards.files import load_index
+from jobs.shards.search import merge_top_k
 
 _PARTIAL_ARROW = pa.schema([("scores", pa.binary()), ("ids", pa.binary()), ("width", pa.int32())])
 

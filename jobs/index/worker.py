@@ -9,8 +9,8 @@ import pyarrow as pa
 
 from jobs.common.schema import ddl_of
 from jobs.common.storage import upath
-from jobs.index import build
-from jobs.index.shards import deserialize, sha256_bytes, write_atomically
+from jobs.shards import build
+from jobs.shards.files import deserialize, sha256_bytes, write_atomically
 
 SHARD_ROWS_ARROW = pa.schema(
     [

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from jobs.common.paths import models_dir
+from jobs.common.paths import default_pack_dir
 from jobs.models import dlib_resnet
+from jobs.models.dlib_onnx import network_to_onnx
 from jobs.models.onnx_edit import make_spatial_dims_dynamic
 from jobs.models.pack import Pack, PackError, complete_manifest, load_pack, write_pack
 from jobs.models.sources import SOURCES, source_path
@@ -14,12 +15,7 @@ from jobs.models.templates import ARCFACE_112, YUNET_IN_DLIB_CHIP_150, YUNET_ON_
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PACK_NAME = "default"
 CONVERTER_VERSION = 1
-
-
-def default_pack_dir() -> Path:
-    return models_dir() / DEFAULT_PACK_NAME
 
 
 def _yunet_detector(score_threshold: float) -> dict:
@@ -70,7 +66,7 @@ def build_default_pack(pack_dir: Path | None = None, flip_average: bool = False,
     }
     files = {
         "detector": make_spatial_dims_dynamic(yunet_path.read_bytes()),
-        "embedder": dlib_resnet.to_onnx(net),
+        "embedder": network_to_onnx(net),
     }
     pack = write_if_changed(pack_dir, manifest, files)
     log.info("default pack %s in %s", pack.model_id, pack.path)

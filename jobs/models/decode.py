@@ -13,6 +13,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,6 @@ def decode_image(data: bytes, max_pixels: int = 50_000_000) -> DecodedImage:
 
 
 def _read_header(data: bytes) -> tuple[str, int, int] | DecodedImage:
-    from PIL import Image, UnidentifiedImageError
 
     # Pillow's own decompression-bomb guard would override `max_pixels` either way; the limit that
     # applies is ours, checked right after this header read and before any pixel is decoded.
@@ -96,7 +96,6 @@ def _decode_pixels(data: bytes) -> np.ndarray | None:
 
 
 def _decode_with_pillow(data: bytes) -> np.ndarray | None:
-    from PIL import Image, ImageOps
 
     try:
         with Image.open(io.BytesIO(data)) as image:

@@ -252,10 +252,3 @@ def input_means(net: Node) -> list[float]:
     while node.sub is not None:
         node = node.sub
     return [float(value) for value in node.params["mean_rgb"]]
-
-
-def to_onnx(net: Node, opset: int = 17) -> bytes:
-    """Serialize the parsed network as an ONNX model (input `chip` N x 3 x 150 x 150, output N x 128)."""
-    from jobs.models.dlib_onnx import network_to_onnx
-
-    return network_to_onnx(net, opset)

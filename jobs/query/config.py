@@ -9,7 +9,7 @@ from upath import UPath
 
 from jobs.common.config import LineupConfig, StrictModel
 from jobs.common.thresholds import ThresholdSettings
-from jobs.embed.config import InputSettings, LabelSettings
+from jobs.faces.config import InputSettings, LabelSettings
 
 
 class ProbeSettings(StrictModel):

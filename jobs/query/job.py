@@ -17,11 +17,11 @@ from jobs.common.errors import UserError
 from jobs.common.runs import RunRecord, delta_version, run_job
 from jobs.common.thresholds import resolve_threshold
 from jobs.common.timing import Phases
-from jobs.index.shards import verify_index
 from jobs.query.config import QueryConfig
 from jobs.query.plan import choose_plan, gallery_faces, gallery_offsets, normalize, rerank, search_candidates
 from jobs.query.probes import check_probes, probe_frame
 from jobs.query.tables import identities_frame, matches_frame
+from jobs.shards.files import verify_index
 
 log = logging.getLogger(__name__)
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from jobs.common.normalization import Normalization
 from jobs.common.normalized_scores import normalized_score, offset_column
-from jobs.index.shards import file_size
 from jobs.query.worker import CANDIDATES_DDL, make_search_runner
+from jobs.shards.files import file_size
 
 
 def gallery_faces(spark, manifest: dict):
@@ -34,7 +36,6 @@ def choose_plan(index_dir: Path, manifest: dict, settings) -> str:
 def gallery_offsets(spark, gallery, normalization: Normalization):
     """Every gallery face's normalization offset, broadcast to the executors as (sorted face ids, offsets):
     12 bytes a face, so the search tasks rescore their candidates without a join."""
-    import numpy as np
     from pyspark.sql import functions as F
 
     table = gallery.select(

@@ -8,6 +8,10 @@ from pyspark.errors import AnalysisException
 from jobs.common.delta import read_pinned
 from jobs.common.errors import UserError
 from jobs.common.runs import RunRecord
+from jobs.faces.config import EmbedConfig
+from jobs.faces.ingest import run_embed
+from jobs.faces.plan import source_prefix
+from jobs.models.pack import load_pack
 from jobs.query.config import QueryConfig
 
 
@@ -40,10 +44,6 @@ def probe_frame(config: QueryConfig, spark, manifest: dict, record: RunRecord):
 
 def _embed_archive(config: QueryConfig, spark, manifest: dict) -> tuple[str, int, str, dict[str, int]]:
     """Embed the probe archive with the embed job's own code into the probe faces table."""
-    from jobs.embed.config import EmbedConfig
-    from jobs.embed.job import run_embed
-    from jobs.embed.plan import source_prefix
-    from jobs.models.pack import load_pack
 
     probes = config.query.probes
     assert probes.archive is not None  # checked by ProbeSettings

@@ -1,5 +1,5 @@
 """Executor side of a query: search shards for a partition of probes (the search itself is
-`jobs.index.search`, shared with the index job's recall tuning).
+`jobs.shards.search`, shared with the index job's recall tuning).
 
 Two plans. `all_shards`: a task searches every shard for its probes and merges them itself (shards are
 loaded once per Python worker and reused by later tasks): one stage, no shuffle, while the whole index
@@ -16,6 +16,8 @@ import numpy as np
 import pyarrow as pa
 
 from jobs.common.schema import ddl_of
+from jobs.shards.files import load_removed, load_shard
+from jobs.shards.search import search_shard, search_shards
 
 CANDIDATES_ARROW = pa.schema(
     [
@@ -56,9 +58,6 @@ def make_search_runner(context: dict[str, Any]) -> Callable[[Iterator], Iterator
 
     def run(batches: Iterator) -> Iterator:
         import faiss
-
-        from jobs.index.search import search_shard, search_shards
-        from jobs.index.shards import load_removed, load_shard
 
         # Spark already runs one task per core: FAISS's own threads would only oversubscribe them.
         faiss.omp_set_num_threads(context.get("threads", 1))

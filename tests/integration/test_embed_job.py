@@ -237,7 +237,7 @@ def test_known_images_are_found_alike_by_spark_and_when_deletion_vectors_hide_ro
     """A large table (or chunk) is searched (hashed) by Spark instead of the driver, with the same answer;
     a table delta-rs cannot read right (deletion vectors) is searched by Spark, and a deleted image is
     embedded again."""
-    import jobs.embed.known as known
+    import jobs.faces.known as known
 
     folder = tmp_path / "known"
     folder.mkdir()
@@ -321,8 +321,8 @@ def test_task_frames_are_local_relations_one_task_per_partition(spark) -> None:
 
     from pyspark.sql import functions as F
 
-    from jobs.embed.job import _task_frame
-    from jobs.embed.plan import InputRef
+    from jobs.faces.ingest import _task_frame
+    from jobs.faces.plan import InputRef
 
     tasks = [[InputRef(f"/a/{n}-{i}.jpg") for i in range(n + 1)] for n in range(5)]
     frame = _task_frame(spark, tasks)

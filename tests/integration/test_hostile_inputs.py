@@ -190,7 +190,7 @@ def test_a_refused_run_leaves_no_table_behind(spark, tmp_path: Path, shared_data
 
 
 def test_racing_first_commits_of_a_new_faces_table_all_succeed(spark, tmp_path: Path) -> None:
-    from jobs.embed.table import ensure_faces_table
+    from jobs.faces.table import ensure_faces_table
 
     # Delta calls a folder whose first commit is still in flight "not empty and not a table" (CI saw this):
     # every racer must wait for that commit instead of failing. Several rounds make the race likely.
@@ -202,7 +202,7 @@ def test_racing_first_commits_of_a_new_faces_table_all_succeed(spark, tmp_path: 
 
 def test_a_folder_of_other_files_is_refused_as_the_faces_table(spark, tmp_path: Path) -> None:
     from jobs.common.errors import UserError
-    from jobs.embed.table import ensure_faces_table
+    from jobs.faces.table import ensure_faces_table
 
     table = tmp_path / "not_a_table"
     table.mkdir()

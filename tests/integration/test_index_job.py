@@ -12,10 +12,10 @@ import pytest
 
 from jobs.common.config import load_config
 from jobs.common.errors import UserError
-from jobs.index.build import exact_top_k, recall_at_k, without_queries
 from jobs.index.config import IndexConfig
 from jobs.index.job import run_index
-from jobs.index.shards import load_index, verify_index
+from jobs.shards.build import exact_top_k, recall_at_k, without_queries
+from jobs.shards.files import load_index, verify_index
 from tests.fixtures.faces import clustered, write_faces
 
 pytestmark = pytest.mark.slow

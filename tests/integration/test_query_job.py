@@ -14,11 +14,11 @@ from jobs.common.config import load_config
 from jobs.common.errors import UserError
 from jobs.common.schema import IDENTITIES_DDL, MATCHES_DDL
 from jobs.common.thresholds import write_calibration
-from jobs.index.build import exact_top_k
 from jobs.index.config import IndexConfig
 from jobs.index.job import run_index
 from jobs.query.config import QueryConfig
 from jobs.query.job import run_query
+from jobs.shards.build import exact_top_k
 from tests.fixtures.faces import clustered, declared_layout, table_layout, write_faces
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,7 @@ import pyarrow as pa
 from deltalake import write_deltalake
 
 from jobs.common.delta import driver_snapshot
-from jobs.embed.known import DRIVER_SEARCH_MAX_FILES, DRIVER_SEARCH_MAX_ROWS, HeldOnDriver, held_images
+from jobs.faces.known import DRIVER_SEARCH_MAX_FILES, DRIVER_SEARCH_MAX_ROWS, HeldOnDriver, held_images
 
 MODEL = "model-a"
 

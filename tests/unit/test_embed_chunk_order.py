@@ -1,4 +1,4 @@
-"""How the embed job keeps chunks in flight (`jobs.embed.job._embedded_in_order`): results in chunk order,
+"""How the embed job keeps chunks in flight (`jobs.faces.ingest._embedded_in_order`): results in chunk order,
 the next chunk started by whichever chunk finishes, a bound on what waits, and errors in their turn.
 
 Fake chunks coordinate through events, each wait with a generous ceiling: no test depends on timing
@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from jobs.embed.job import _embedded_in_order
+from jobs.faces.ingest import _embedded_in_order
 
 CEILING_S = 60
 

@@ -12,11 +12,11 @@ import pyarrow as pa
 import pytest
 
 from jobs.common.erasures import ErasureRegister, id_digest, register_from_rows
+from jobs.common.ids import face_id_of
 from jobs.common.schema import ERASURES_ARROW
-from jobs.embed.ids import face_id_of
-from jobs.embed.labels import Labeller
-from jobs.embed.read import Loaded
-from jobs.embed.rows import RowContext, embed_loaded
+from jobs.faces.labels import Labeller
+from jobs.faces.read import Loaded
+from jobs.faces.rows import RowContext, embed_loaded
 
 
 def erasure(erasure_id: str, kind: str, values: list[str], phase: str = "registered", **more) -> dict:

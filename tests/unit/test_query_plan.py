@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
-from jobs.embed.config import InputSettings
-from jobs.embed.plan import source_prefix as _source_prefix
+from jobs.faces.config import InputSettings
+from jobs.faces.plan import source_prefix as _source_prefix
 from jobs.query.plan import choose_plan
 
 

@@ -11,9 +11,9 @@ import pytest
 from jobs.common.config import ConfigError, LineupConfig, load_config
 from jobs.common.errors import UserError
 from jobs.common.thresholds import load_calibration
-from jobs.index.shards import IndexFileError, read_manifest
 from jobs.models.decode import decode_image
 from jobs.models.pack import PackError, derive_model_id, load_pack, write_pack
+from jobs.shards.files import IndexFileError, read_manifest
 from tests.unit.test_pack import FILES, MANIFEST
 
 

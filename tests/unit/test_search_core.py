@@ -9,10 +9,10 @@ import faiss
 import numpy as np
 import pytest
 
-from jobs.audit.metrics import threshold_at_fmr
-from jobs.embed.ids import face_id_of, image_id_of
+from jobs.common.fmr import threshold_at_fmr
+from jobs.common.ids import face_id_of, image_id_of
 from jobs.forget.verify import shard_contents
-from jobs.index.build import (
+from jobs.shards.build import (
     NotUnitVectors,
     add_vectors,
     new_index,
@@ -21,9 +21,9 @@ from jobs.index.build import (
     tune,
     without_queries,
 )
-from jobs.index.choose import EXACT_LIMIT, REFINE_K_FACTOR, choose_index
-from jobs.index.search import merge_top_k, pad_to_k, search_shard, search_shards
-from jobs.index.shards import ShardedIndex, deserialize, serialize
+from jobs.shards.choose import EXACT_LIMIT, REFINE_K_FACTOR, choose_index
+from jobs.shards.files import ShardedIndex, deserialize, serialize
+from jobs.shards.search import merge_top_k, pad_to_k, search_shard, search_shards
 from tests.fixtures.faces import clustered
 
 

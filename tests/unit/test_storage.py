@@ -43,7 +43,7 @@ def test_cached_copy_fetches_once_per_sha256(s3_server, tmp_path: Path, monkeypa
 def test_a_tampered_remote_shard_is_refused(s3_server, tmp_path: Path, monkeypatch) -> None:
     import faiss
 
-    from jobs.index.shards import IndexFileError, load_index, serialize, sha256_bytes, write_manifest
+    from jobs.shards.files import IndexFileError, load_index, serialize, sha256_bytes, write_manifest
 
     monkeypatch.setenv("LINEUP_CACHE_DIR", str(tmp_path / "cache"))
     index_dir = storage.upath(f"{s3_server.new_bucket()}/index")

@@ -7,8 +7,8 @@ import logging
 
 import numpy as np
 
-from jobs.index.choose import REFINE_K_FACTOR, IndexChoice, faiss_metric
-from jobs.index.shards import ShardedIndex, serialize
+from jobs.shards.choose import REFINE_K_FACTOR, IndexChoice, faiss_metric
+from jobs.shards.files import ShardedIndex, serialize
 
 log = logging.getLogger(__name__)
 

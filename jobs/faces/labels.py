@@ -7,8 +7,6 @@ import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from pyspark.errors import AnalysisException
-
 from jobs.common.errors import UserError
 
 
@@ -46,6 +44,8 @@ class Labeller:
 
 def load_label_table(spark, settings) -> dict[str, tuple[str | None, dict[str, str]]]:
     """The labels table as {name: (subject_id, attributes)}; `UserError` naming missing columns."""
+    from pyspark.errors import AnalysisException  # deferred: executors import Labeller without pyspark
+
     reader = spark.read.format(settings.format)
     if settings.format == "csv":
         reader = reader.option("header", "true")

@@ -1,9 +1,9 @@
 """Executor side of the embed job: the mapInArrow runners and what each Python worker caches.
 
 - `make_task_runner`: input rows `first INT, refs STRING` (one task's `InputRef`s as JSON, and the
-  position of its first ref in the chunk). Reads each ref (`jobs.embed.read`) and embeds it
-  (`jobs.embed.rows`): the driver has already left out the images the table holds. The task's rows go
-  into one Parquet file in the table's folder (`jobs.embed.files`); the output rows (`WRITTEN_ARROW`)
+  position of its first ref in the chunk). Reads each ref (`jobs.faces.read`) and embeds it
+  (`jobs.faces.rows`): the driver has already left out the images the table holds. The task's rows go
+  into one Parquet file in the table's folder (`jobs.faces.files`); the output rows (`WRITTEN_ARROW`)
   describe it for the driver's commit.
 - `make_table_runner`: input rows `id STRING, content BINARY` (a table of image bytes); same output, a
   file per `ROWS_PER_FILE` rows of a partition.
@@ -17,10 +17,19 @@
 from __future__ import annotations
 
 import json
+import resource
 from collections.abc import Iterator
+from dataclasses import asdict
 from typing import Any
 
-from jobs.embed.plan import InputRef
+from jobs.common.ids import image_id_of
+from jobs.common.schema import to_faces_batch
+from jobs.faces.files import write_faces_file
+from jobs.faces.plan import InputRef
+from jobs.faces.read import read_refs, table_item
+from jobs.faces.rows import RowContext, embed_loaded
+from jobs.models.pack import locate_pack
+from jobs.models.pipeline import FacePipeline, PipelineSettings
 
 _PIPELINES: dict[tuple[str, str, int, int], Any] = {}
 
@@ -29,16 +38,12 @@ def cached_pipeline(pack_dir: str, model_id: str, threads: int, max_pixels: int)
     """One FacePipeline per Python worker process: ONNX sessions are built here, never pickled."""
     key = (pack_dir, model_id, threads, max_pixels)
     if key not in _PIPELINES:
-        from jobs.models.pack import locate_pack
-        from jobs.models.pipeline import FacePipeline, PipelineSettings
-
         pack = locate_pack(pack_dir, model_id)
         _PIPELINES[key] = FacePipeline(pack, PipelineSettings(threads=threads, max_pixels=max_pixels))
     return _PIPELINES[key]
 
 
 def _row_context(context: dict):
-    from jobs.embed.rows import RowContext
 
     return RowContext(
         context["model_id"], context["run_id"], context["labeller"], context["embedded_at"], context["register"]
@@ -48,7 +53,6 @@ def _row_context(context: dict):
 def task_table(tasks: list[list[InputRef]]):
     """The tasks' input rows, one per task: `task` (its number), then what a runner reads (`TASK_COLUMNS`):
     `first` (the position of its first ref in the chunk) and `refs` (the refs as JSON)."""
-    from dataclasses import asdict
 
     import pyarrow as pa
 
@@ -77,10 +81,6 @@ def _task_rows(batches: Iterator) -> Iterator[tuple[int, list[InputRef]]]:
 
 def make_task_runner(context: dict, peak_rss, table_path: str):
     def run(batches: Iterator) -> Iterator:
-        from jobs.common.schema import to_faces_batch
-        from jobs.embed.files import write_faces_file
-        from jobs.embed.read import read_refs
-        from jobs.embed.rows import embed_loaded
 
         pipeline = cached_pipeline(context["pack_dir"], context["model_id"], context["threads"], context["max_pixels"])
         for _, refs in _task_rows(batches):
@@ -112,8 +112,6 @@ def make_hash_runner(max_file_bytes: int):
 
 def image_ids(refs: list[InputRef], max_file_bytes: int) -> dict[int, str]:
     """Each readable ref's content id (sha256), by its position in `refs`. Nothing is decoded."""
-    from jobs.embed.ids import image_id_of
-    from jobs.embed.read import read_refs
 
     loaded = read_refs(refs, max_file_bytes)
     return {offset: image_id_of(item.data) for offset, item in enumerate(loaded) if item.data is not None}
@@ -126,10 +124,6 @@ def make_table_runner(context: dict, peak_rss, prefix: str, table_path: str):
     """Known content was already dropped by the job's anti-join, so every row here is embedded."""
 
     def run(batches: Iterator) -> Iterator:
-        from jobs.common.schema import to_faces_batch
-        from jobs.embed.files import write_faces_file
-        from jobs.embed.read import table_item
-        from jobs.embed.rows import embed_loaded
 
         pipeline = cached_pipeline(context["pack_dir"], context["model_id"], context["threads"], context["max_pixels"])
         rows: list[dict] = []
@@ -148,7 +142,6 @@ def make_table_runner(context: dict, peak_rss, prefix: str, table_path: str):
 
 
 def _max_rss_mb() -> float:
-    import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 

@@ -9,7 +9,7 @@ of exact on unit vectors), 8-bit PQ codes when nothing else fits. A FAISS factor
 overrides the choice.
 
 Fast-scan indexes are built with the L2 metric: on unit vectors |q - x|^2 = 2 - 2 q.x, so the order is
-the cosine order and `jobs.index.search` turns the distances back into cosines. FAISS's fast-scan IVF
+the cosine order and `jobs.shards.search` turns the distances back into cosines. FAISS's fast-scan IVF
 with inner product and residual codes leaves each list's q.centroid term out, so candidates from
 different lists are ranked against each other wrongly (measured: recall@10 stuck at 0.48 whatever nprobe).
 """

@@ -4,14 +4,16 @@ driver's, is the user's setup to fix (exit 2), said in one line instead of a fai
 
 from __future__ import annotations
 
+import platform
 import sys
 
 from jobs.common.errors import UserError, mentions
-from jobs.deploy.package import ENV_ALIAS
+
+# The names `lineup package`'s archives are unpacked under on executors (`--archives FILE#ALIAS`).
+ENV_ALIAS, PACK_ALIAS = "lineup_env", "lineup_pack"
 
 
 def _executor_versions(_: object) -> tuple[str, str]:
-    import platform
 
     import pyspark
 
@@ -23,7 +25,6 @@ def check_packaged_executors(spark) -> None:
     python = spark.sparkContext.getConf().get("spark.pyspark.python", "")
     if not python.startswith(f"./{ENV_ALIAS}/"):
         return
-    import platform
 
     import pyspark
 

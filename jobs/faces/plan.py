@@ -12,6 +12,7 @@ file can be opened again); `display_name` turns them into text a table can hold.
 from __future__ import annotations
 
 import fnmatch
+import json
 import logging
 import os
 import tarfile
@@ -22,9 +23,10 @@ from typing import TYPE_CHECKING
 from jobs.common import storage
 from jobs.common.errors import UserError
 from jobs.common.locations import resolve
+from jobs.common.storage import upath
 
 if TYPE_CHECKING:  # executors import this module for InputRef: pydantic's import is 0.1 s of a worker's start
-    from jobs.embed.config import InputSettings
+    from jobs.faces.config import InputSettings
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +214,6 @@ def _list_remote(location: str, settings: InputSettings, spark) -> list[InputRef
 
 def _list_tars_on_executors(spark, tars: list[str], settings: InputSettings, single: bool) -> list[InputRef]:
     """Each tar's members, listed by one task per tar (the archive streams through the executor once)."""
-    import json
 
     if spark is None:
         raise ValueError("listing tars on the executors needs the SparkSession")
@@ -384,7 +385,6 @@ def _task_size(remaining: int, files_per_task: int, slots: int | None, queued_af
 def source_prefix(archive) -> str:
     """How the faces table's source_path starts for this archive's images (and for no other archive's):
     `dir/...` for folders (and folders of tars), `file.tar!member` for one tar, `table#id` for tables."""
-    from jobs.common.storage import upath
 
     path = archive.path.rstrip("/")
     if archive.kind == "table":

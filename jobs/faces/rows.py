@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 
 from jobs.common.erasures import ERASED, ErasureRegister, erased_reason, id_digest
-from jobs.embed.ids import STATUS_ROW_INDEX, face_id_of, image_id_of
-from jobs.embed.labels import Labeller
-from jobs.embed.plan import READ_ERROR
-from jobs.embed.read import Loaded
+from jobs.common.ids import STATUS_ROW_INDEX, face_id_of, image_id_of
+from jobs.faces.labels import Labeller
+from jobs.faces.plan import READ_ERROR
+from jobs.faces.read import Loaded
 
 
 @dataclass(frozen=True)

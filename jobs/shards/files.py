@@ -26,8 +26,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from jobs.common import storage
 from jobs.common.errors import TransientError, UserError
+from jobs.common.hashing import sha256_file
 from jobs.common.storage import AnyPath
-from jobs.index.search import pad_to_k, search_shards
+from jobs.shards.search import pad_to_k, search_shards
 
 MANIFEST = "manifest.json"
 
@@ -196,7 +197,6 @@ def checked_file(directory: AnyPath | str, name: str, expected_sha256: str, keep
     """A file named by the manifest, checked against its sha256: the one place an index file is trusted.
     Returns its bytes, or b"" when `keep_bytes` is false (the hash is then streamed: a driver that only
     verifies never holds a shard). `IndexFileError` naming the file when it is missing or differs."""
-    from jobs.common.hashing import sha256_file
 
     path = storage.upath(directory) / name
     manifest_path = storage.upath(directory) / MANIFEST

@@ -1,7 +1,7 @@
 """Committing the embed job's chunks, in order, on a background thread while the executors embed the
 next chunk.
 
-The Python workers write each task's rows as a Parquet file in the table's folder (`jobs.embed.files`)
+The Python workers write each task's rows as a Parquet file in the table's folder (`jobs.faces.files`)
 and return each row's small columns to the driver (one chunk's rows: bounded by `files_per_commit`), so
 deduplication and counts need no Spark job. A chunk is committed by adding its files to the table in one
 Delta transaction (`jobs.common.delta_files`); a file holding rows that must not land (the same content
@@ -24,9 +24,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from jobs.common.commits import is_conflict_or_purged, with_commit_retries
+from jobs.common.delta_files import commit_files
 from jobs.common.erasures import ERASED, ErasureRegister, read_register
+from jobs.common.schema import FACES_ARROW, FACES_DDL, to_faces_batch
+from jobs.common.storage import upath
 from jobs.common.timing import Phases
-from jobs.embed.known import HeldImages
+from jobs.faces.files import write_faces_file
+from jobs.faces.known import HeldImages
+from jobs.faces.rows import erased_path, erased_row
 
 log = logging.getLogger(__name__)
 
@@ -182,8 +187,6 @@ def commit_chunk(spark, chunk: Embedded, ledger: Ledger, phases: Phases) -> tupl
 def _add_files(spark, chunk: Embedded, unique: list, ledger: Ledger) -> list | None:
     """Add the chunk's files to the table (those holding rows that must not land rewritten without
     them); the rows committed, or None when the chunk must be MERGEd (`ledger.merge_reason` says why)."""
-    from jobs.common.delta_files import commit_files
-    from jobs.common.schema import FACES_ARROW
 
     present = {r.face_id for r in unique if r.face_id in ledger.committed_face_ids}
     if ledger.held_at_start is not None:
@@ -240,11 +243,6 @@ def _erased_file(table_path: str, name: str, register: ErasureRegister, ledger: 
     action, its rows' small columns), or None when it holds no erased row."""
     import pyarrow.parquet as pq
     from pyspark.sql import Row
-
-    from jobs.common.schema import to_faces_batch
-    from jobs.common.storage import upath
-    from jobs.embed.files import write_faces_file
-    from jobs.embed.rows import erased_path, erased_row
 
     with (upath(table_path) / name).open("rb") as stream:
         rows = pq.read_table(stream).to_pylist()
@@ -333,9 +331,6 @@ def _rewrite(table_path: str, name: str, keep: set[tuple[int, str]]) -> str | No
     """A new file with only the `keep` rows of file `name`; its add action (None when no row is kept)."""
     import pyarrow.parquet as pq
 
-    from jobs.common.storage import upath
-    from jobs.embed.files import write_faces_file
-
     with (upath(table_path) / name).open("rb") as stream:
         table = pq.read_table(stream)
     mask = [
@@ -351,8 +346,6 @@ def _rewrite(table_path: str, name: str, keep: set[tuple[int, str]]) -> str | No
 def _merge_files(spark, chunk: Embedded, unique: list, first_path: dict[int, str], ledger: Ledger, phases: Phases):
     """MERGE the chunk's files into the table, then delete them; (rows inserted, rows now in the table)."""
     from pyspark.sql import functions as F
-
-    from jobs.common.schema import FACES_DDL
 
     table_path = ledger.table_path
     files = [f"{table_path.rstrip('/')}/{name}" for name in sorted(chunk.adds)]
@@ -377,7 +370,6 @@ def _merge_files(spark, chunk: Embedded, unique: list, first_path: dict[int, str
 
 def _delete_files(table_path: str, names: list[str]) -> None:
     """Delete files that never became part of the table (VACUUM would, days later)."""
-    from jobs.common.storage import upath
 
     for name in names:
         try:

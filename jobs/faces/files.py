@@ -6,7 +6,7 @@ Why the worker writes: handing the rows to the JVM instead (Arrow -> Spark rows 
 chunk's MERGE ran after all embedding was done. A file written here crosses no process boundary; only its
 `add` action and four small columns per row go back to the driver (`WRITTEN_ARROW`).
 
-A file is not part of the table until the driver commits its `add` action (`jobs.embed.commit`): a task
+A file is not part of the table until the driver commits its `add` action (`jobs.faces.commit`): a task
 retried, a run killed before its commit, or a chunk merged instead leaves files no reader ever sees
 (Delta's VACUUM removes them, as it removes a failed Spark write's).
 """
@@ -17,6 +17,7 @@ import json
 
 import pyarrow as pa
 
+from jobs.common.delta_files import write_data_file
 from jobs.common.schema import ddl_of
 
 # One row per faces row written; `add` (the file's Delta add action, JSON) is set on each file's first row.
@@ -37,7 +38,6 @@ WRITTEN_DDL = ddl_of(WRITTEN_ARROW)
 def write_faces_file(table_path: str, batch: pa.RecordBatch) -> pa.RecordBatch:
     """Write `batch` (faces-table layout) as a new Parquet file in the table's folder; its rows' small
     columns and the file's add action, in the `WRITTEN_ARROW` layout."""
-    from jobs.common.delta_files import write_data_file
 
     add = write_data_file(table_path, batch, ("face_id",))  # face_id: what erasure and lookups filter on
     name = json.loads(add)["add"]["path"]
