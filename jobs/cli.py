@@ -42,7 +42,6 @@ def _config_job(config_name: str, runner_name: str) -> Callable[[argparse.Namesp
     """
 
     def handler(args: argparse.Namespace) -> int:
-
         config_module, config_class = config_name.rsplit(".", 1)
         runner_module, runner_function = runner_name.rsplit(".", 1)
         config = load_config(getattr(importlib.import_module(config_module), config_class), args.conf, args.overrides)
@@ -54,7 +53,6 @@ def _config_job(config_name: str, runner_name: str) -> Callable[[argparse.Namesp
 
 
 def _submit_args(args: argparse.Namespace) -> int:
-
     from jobs.common.spark import submit_args
 
     config = load_config(LineupConfig, args.conf, args.overrides)

@@ -67,5 +67,4 @@ def run_doctor(config: LineupConfig) -> dict[str, Any]:
 
 
 def _cpu_count() -> int:
-
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

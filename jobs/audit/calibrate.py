@@ -16,6 +16,7 @@ from jobs.audit.one_to_one import make_pairs
 from jobs.common.commits import append_with_retries
 from jobs.common.errors import UserError
 from jobs.common.normalization import METHOD, learn_fsn
+from jobs.common.results import CalibrationResult
 from jobs.common.runs import RunRecord, delta_version, run_job
 from jobs.common.schema import CALIBRATIONS_DDL
 from jobs.common.thresholds import write_calibration
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 
 def run_calibrate(
     config: AuditConfig, target_fmr: float, spark=None, normalization: str | None = None, clusters: int = 20
-) -> dict[str, Any]:
+) -> CalibrationResult:
     """Store the threshold that gives `target_fmr` on the labelled data, with everything that qualifies it.
 
     With `normalization="fsn"` the record also holds a fair score normalization learnt from the data's
@@ -45,7 +46,7 @@ def run_calibrate(
         with phases.phase("calibrate"):
             return _calibrate(config, spark, record, target_fmr, clusters if normalization else None)
 
-    return run_job("audit-calibrate", config, spark, params, body)
+    return run_job("audit-calibrate", config, spark, params, body, CalibrationResult)
 
 
 def _calibrate(

@@ -21,6 +21,7 @@ from jobs.audit.one_to_one import global_threshold, make_pairs, verification
 from jobs.audit.report import write_report
 from jobs.common.commits import append_with_retries
 from jobs.common.errors import UserError
+from jobs.common.results import AuditResult
 from jobs.common.runs import RunRecord, delta_version, run_job
 from jobs.common.schema import AUDIT_METRICS_DDL
 from jobs.common.timing import Phases
@@ -30,9 +31,11 @@ log = logging.getLogger(__name__)
 __all__ = ["run_audit", "run_calibrate"]
 
 
-def run_audit(config: AuditConfig, spark=None) -> dict[str, Any]:
+def run_audit(config: AuditConfig, spark=None) -> AuditResult:
     params = config.audit.model_dump(mode="json")
-    return run_job("audit", config, spark, params, lambda spark, r, phases: _timed(config, spark, r, phases))
+    return run_job(
+        "audit", config, spark, params, lambda spark, r, phases: _timed(config, spark, r, phases), AuditResult
+    )
 
 
 def _timed(config: AuditConfig, spark, record: RunRecord, phases: Phases) -> dict[str, Any]:
@@ -41,7 +44,6 @@ def _timed(config: AuditConfig, spark, record: RunRecord, phases: Phases) -> dic
 
 
 def _run(config: AuditConfig, spark, record: RunRecord) -> dict[str, Any]:
-
     summary: dict[str, Any] = {"job": "audit", "run_id": record.run_id, "status": "ok"}
     one_to_one = one_to_n = normalized_one = None
     model_id = None

@@ -154,7 +154,6 @@ def _centre_fallback(pipeline, path: Path) -> np.ndarray | None:
 def run_lfw_audit(
     pack_dir: Path, lfw_dir: Path, folds: list[int] | None, fallback: str, threads: int
 ) -> dict[str, Any]:
-
     pack = load_pack(pack_dir)
     pairs = read_lfw_pairs(lfw_dir / "pairs.txt")
     if folds:

@@ -37,7 +37,7 @@ def delta_log(spark, table: str):
 
 def latest_version(spark, table: str) -> int:
     """The table's latest version (-1 where its log holds no commit yet): its log listed, no Spark job
-    (`history(1)` runs one: ~0.4 s a call on the 2-vCPU VM of NOTES.md)."""
+    (`history(1)` runs one: ~0.4 s a call on a 2-vCPU, 24 GiB VM)."""
     none = spark.sparkContext._jvm.scala.Option.empty()
     return int(delta_log(spark, table).update(False, none, none).version())
 
@@ -89,7 +89,7 @@ def read_latest_if_any(spark, table: str):
 @dataclass(frozen=True)
 class DriverSnapshot:
     """A Delta table at one version, read in this process by delta-rs: no JVM, no Spark job. A fresh JVM
-    spends 5-20 s compiling Spark's Delta reader before its first answer (NOTES.md's 2-vCPU VM); this
+    spends 5-20 s compiling Spark's Delta reader before its first answer (a 2-vCPU VM); this
     answers a small table's questions in milliseconds."""
 
     version: int

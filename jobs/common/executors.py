@@ -14,7 +14,6 @@ ENV_ALIAS, PACK_ALIAS = "lineup_env", "lineup_pack"
 
 
 def _executor_versions(_: object) -> tuple[str, str]:
-
     import pyspark
 
     return platform.python_version(), pyspark.__version__

@@ -72,7 +72,6 @@ class Locations:
         return self.data_root()
 
     def pack_dir(self, given: str | None) -> UPath:
-
         return upath(resolve(given)) if given else upath(default_pack_dir())
 
     def input_path(self, given: str) -> str:

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from typing import Any, TextIO
 
 
@@ -58,7 +59,7 @@ def error_line(text: str) -> None:
     stream.flush()
 
 
-def emit_summary(summary: dict[str, Any]) -> None:
+def emit_summary(summary: Mapping[str, Any]) -> None:
     """Print the one JSON line a job or command ends with (the only thing written to stdout)."""
-    sys.stdout.write(json.dumps(summary, sort_keys=False, default=str) + "\n")
+    sys.stdout.write(json.dumps(dict(summary), sort_keys=False, default=str) + "\n")
     sys.stdout.flush()

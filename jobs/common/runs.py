@@ -30,12 +30,14 @@ from jobs.common.errors import (
     storage_fault,
 )
 from jobs.common.executors import check_packaged_executors
+from jobs.common.results import JobResult
 from jobs.common.schema import RUNS_ARROW, RUNS_DDL
 from jobs.common.spark import get_spark, use_storage
 from jobs.common.storage import check_locations, is_remote, location_settings, redact
 from jobs.common.timing import Phases
 
 T = TypeVar("T")
+R = TypeVar("R", bound=JobResult)
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +78,6 @@ class RunRecord:
 
 
 def delta_version(spark, path: str) -> int:
-
     return latest_version(spark, str(path))
 
 
@@ -114,7 +115,7 @@ def append_run(spark, runs_table: str, record: RunRecord, status: str, error: st
 
 
 # Delta writes a checkpoint inside every 10th commit by default: for the runs table, one row a run, that
-# stalled every tenth run's last step by 3-13 s on the 2-vCPU VM of NOTES.md (the checkpoint's code is
+# stalled every tenth run's last step by 3-13 s on a 2-vCPU, 24 GiB VM (the checkpoint's code is
 # cold in a fresh JVM). Every 100th run instead; reading the table then replays at most 100 one-row commits.
 RUNS_TABLE_PROPERTIES = {"delta.checkpointInterval": "100"}
 
@@ -134,11 +135,13 @@ def run_job(
     spark: Any,
     params: dict[str, Any],
     body: Callable[[Any, RunRecord, Phases], dict[str, Any]],
-) -> dict[str, Any]:
+    result_type: type[R] = JobResult,  # type: ignore[assignment]  # the default is the base of R's bound
+) -> R:
     """Every job's frame: the session (timed), the runs row (`ok` once the body returns, `failed` when it
     raises: `run_recorded`), the runs table and version in the summary's `outputs`, and the phase timings
     (`timings_s`). `body(spark, record, phases)` does the job's work, fills `record` and returns the
-    summary; it never writes its own runs row."""
+    summary; it never writes its own runs row. The summary becomes the job's typed result (whose
+    `to_json()` is the CLI's JSON line)."""
 
     phases = Phases(job)
     started = time.perf_counter()
@@ -149,8 +152,9 @@ def run_job(
         check_packaged_executors(spark)
     phases.add("session_start", time.perf_counter() - started)
 
-    def timed(record: RunRecord) -> dict[str, Any]:
+    def timed(record: RunRecord) -> R:
         summary = body(spark, record, phases)
+        summary = {"job": job, "run_id": record.run_id, "status": "ok"} | summary
         # The body succeeded: its row says so (a body that raises gets `failed` in `run_recorded`).
         runs_table = config.runs_table_path()
         with phases.phase("record_run"):
@@ -160,7 +164,7 @@ def run_job(
             tables = [o["path"] for o in record.outputs if o["version"] is not None] + [config.runs_table_path()]
             summary["catalog_tables"] = register_tables(spark, config.catalog_database, tables)
         summary["timings_s"] = phases.timings_s()
-        return summary
+        return result_type.from_summary(summary)
 
     return run_recorded(spark, config.runs_table_path(), RunRecord(job, params=params), timed, config)
 

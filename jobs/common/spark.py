@@ -212,5 +212,5 @@ def get_spark(settings: SparkSettings, app_name: str | None = None, storage: Sto
 def local_frame(spark, table: pa.Table):
     """A DataFrame of the driver's rows (a `pyarrow.Table`) as a local relation in the plan. A frame made
     from a Python list goes through a Python RDD: every use runs a stage of Python workers, and the first
-    in a fresh JVM costs 3.7-4.2 s against Arrow's 2.0 s (16 rows, NOTES.md's VM)."""
+    in a fresh JVM costs 3.7-4.2 s against Arrow's 2.0 s (16 rows, a 2-vCPU VM)."""
     return spark.createDataFrame(table)

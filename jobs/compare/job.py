@@ -12,6 +12,7 @@ from typing import Any
 
 from jobs.common.commits import append_with_retries
 from jobs.common.normalized_scores import normalized_score, offset_column
+from jobs.common.results import CompareResult
 from jobs.common.runs import RunRecord, delta_version, run_job
 from jobs.common.thresholds import Threshold, resolve_threshold
 from jobs.common.timing import Phases
@@ -19,9 +20,11 @@ from jobs.compare.config import CompareConfig
 from jobs.compare.plan import face_sides, image_sides, read_pairs_table
 
 
-def run_compare(config: CompareConfig, spark=None) -> dict[str, Any]:
+def run_compare(config: CompareConfig, spark=None) -> CompareResult:
     params = config.compare.model_dump(mode="json")
-    return run_job("compare", config, spark, params, lambda spark, r, phases: _timed(config, spark, r, phases))
+    return run_job(
+        "compare", config, spark, params, lambda spark, r, phases: _timed(config, spark, r, phases), CompareResult
+    )
 
 
 def _timed(config: CompareConfig, spark, record: RunRecord, phases: Phases) -> dict[str, Any]:

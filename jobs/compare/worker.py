@@ -86,7 +86,6 @@ def make_image_runner(context: dict[str, Any]) -> Callable[[Iterator], Iterator]
     FacePipeline is cached per Python worker (`jobs.faces.worker.cached_pipeline`)."""
 
     def run(batches: Iterator) -> Iterator:
-
         pipeline = cached_pipeline(context["pack_dir"], context["model_id"], context["threads"], context["max_pixels"])
         for batch in batches:
             paths = [str(p) for p in batch.column("path").to_pylist()]

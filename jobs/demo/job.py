@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from jobs.audit.config import AuditConfig
 from jobs.audit.job import run_audit, run_calibrate
 from jobs.common.config import LineupConfig
+from jobs.common.results import AuditResult, CalibrationResult, IndexResult, QueryResult
 from jobs.common.spark import get_spark
 from jobs.demo.config import DemoConfig
 from jobs.demo.plan import plan_demo, stage
@@ -93,7 +95,6 @@ class _Steps:
         return self.outputs[f"{name}_table"]
 
     def embed(self, role: str, folder: Path) -> None:
-
         settings = {
             "input": {"kind": "dir", "path": str(folder), "follow_symlinks": True},
             "table_path": self.table(f"{role}_faces"),
@@ -102,21 +103,18 @@ class _Steps:
         summary = run_embed(self._config(EmbedConfig, "embed", settings), self.spark)
         self.embedded_now[role] = int(summary["files_processed"])
 
-    def index(self) -> dict:
-
+    def index(self) -> IndexResult:
         settings = {"faces_table": self.outputs["gallery_faces_table"], "index_dir": self.outputs["index_dir"]}
         return run_index(self._config(IndexConfig, "index", settings), self.spark)
 
-    def calibrate(self, target_fmr: float) -> dict:
-
+    def calibrate(self, target_fmr: float) -> CalibrationResult:
         settings = {
             "labelled": {"faces_table": self.outputs["calibration_faces_table"], "name": "LFW calibration people"},
             "calibrations_table": self.table("calibrations"),
         }
         return run_calibrate(self._config(AuditConfig, "audit", settings), target_fmr, self.spark)
 
-    def query(self, calibration_id: str, k: int) -> dict:
-
+    def query(self, calibration_id: str, k: int) -> QueryResult:
         settings = {
             # A probe photograph is about its most confident face (LFW: the named person); the others
             # are bystanders whose names nobody gave.
@@ -129,8 +127,7 @@ class _Steps:
         }
         return run_query(self._config(QueryConfig, "query", settings), self.spark)
 
-    def audit(self, query: dict, calibration_id: str, fixed: float) -> dict:
-
+    def audit(self, query: QueryResult, calibration_id: str, fixed: float) -> AuditResult:
         settings = {
             "identification": {"matches_table": self.outputs["matches_table"], "run_id": query["run_id"]},
             "scenario_thresholds": [fixed],
@@ -142,7 +139,7 @@ class _Steps:
         return run_audit(self._config(AuditConfig, "audit", settings), self.spark)
 
 
-def replay_rows(many: dict, fixed: float, calibration: dict) -> list[dict[str, Any]]:
+def replay_rows(many: Mapping[str, Any], fixed: float, calibration: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The scenario rows of the audit, one per threshold: searches, searches with a false match, FPIR."""
     rows = []
     for row in many["scenario"]:
@@ -162,7 +159,9 @@ def replay_rows(many: dict, fixed: float, calibration: dict) -> list[dict[str, A
     return rows
 
 
-def _print_table(replay: list[dict], counts: dict, many: dict, calibration: dict) -> None:
+def _print_table(
+    replay: list[dict], counts: Mapping[str, Any], many: Mapping[str, Any], calibration: Mapping[str, Any]
+) -> None:
     measured = (
         f"calibration {calibration['calibration_id']}: measured FMR {calibration['measured_fmr']:.2g} on "
         f"{calibration['impostor_pairs']:,} impostor pairs of {counts['calibration_people']} other people"

@@ -132,7 +132,6 @@ def build_env_archive(out_dir: Path) -> dict[str, Any]:
 
 
 def build_pack_archive(pack_dir: Path, out_dir: Path) -> dict[str, Any]:
-
     pack = load_pack(pack_dir)  # a broken pack is refused here, not on the executors
     archive = out_dir / PACK_ARCHIVE
     scratch = archive.with_suffix(".tmp")
@@ -153,7 +152,6 @@ def run_package(out_dir: Path, pack_dir: Path) -> dict[str, Any]:
 
 
 def default_package_dir() -> Path:
-
     return lineup_home() / "package"
 
 

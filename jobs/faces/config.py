@@ -76,7 +76,7 @@ class EmbedConfig(LineupConfig):
 
     def driver_hash_max_files(self) -> int:
         """How many files of a chunk the driver hashes itself. Local files: a whole chunk (4,096 LFW
-        images in 0.5-0.9 s on NOTES.md's VM, where a fresh JVM's first hashing job costs ~10 s and a
+        images in 0.5-0.9 s on a 2-vCPU VM, where a fresh JVM's first hashing job costs ~10 s and a
         warm one ~2 s). Remote objects: 512 (the driver's fetches do not scale out as executors' do).
 
         >>> EmbedConfig.model_validate({"embed": {"input": {"path": "s3://b/photos"}}}).driver_hash_max_files()

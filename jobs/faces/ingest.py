@@ -23,6 +23,7 @@ from pyspark.errors import AnalysisException
 from jobs.common.delta import driver_snapshot, latest_version, only_created
 from jobs.common.erasures import read_register
 from jobs.common.errors import UserError
+from jobs.common.results import EmbedResult
 from jobs.common.runs import RunRecord, run_job
 from jobs.common.spark import local_frame
 from jobs.common.timing import Phases
@@ -72,15 +73,14 @@ class Progress:
         )
 
 
-def run_embed(config: EmbedConfig, spark=None) -> dict[str, Any]:
+def run_embed(config: EmbedConfig, spark=None) -> EmbedResult:
     """Embed the configured input into the faces table; the run's row goes to the runs table (ok or
     failed) and the summary (counts, rates, `timings_s`) is returned."""
     params = config.embed.model_dump(mode="json")
-    return run_job("embed", config, spark, params, lambda spark, r, phases: _run(config, spark, r, phases))
+    return run_job("embed", config, spark, params, lambda spark, r, phases: _run(config, spark, r, phases), EmbedResult)
 
 
 def _run(config: EmbedConfig, spark, record: RunRecord, phases: Phases) -> dict[str, Any]:
-
     with phases.phase("plan"):
         pack = load_pack(config.resolved_pack_dir())
         refs = list_inputs(config.embed.input, spark) if config.embed.input.kind != "table" else []
@@ -314,7 +314,6 @@ def _embed_table(spark, config, context, held: HeldImages | None, phases) -> Emb
 
 
 def _summary(spark, model_id: str, run_id: str, ledger: Ledger, counts: Counts, elapsed: float) -> dict:
-
     table_path = ledger.table_path
     if ledger.merge_reason is None:  # every commit was this run's own: the last one is the version to read
         version = max(ledger.own_versions, default=ledger.start_version)

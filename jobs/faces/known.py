@@ -100,7 +100,7 @@ def held_images(spark, table_path: str, version: int, model_id: str, snapshot: D
 
 
 # Where one driver thread's search of a chunk's 4,096 ids costs what Spark's warm semi-join does (0.4-0.9
-# s; a fresh JVM's first one 5-9 s), on NOTES.md's 2-vCPU VM: 2,000,000 rows in 80 files 0.32-0.44 s;
+# s; a fresh JVM's first one 5-9 s), on a 2-vCPU VM: 2,000,000 rows in 80 files 0.32-0.44 s;
 # 250,000 rows in 1,000 files 0.28-0.39 s, 2,000 files 0.77-1.0 s (each file's footer is read every time).
 DRIVER_SEARCH_MAX_ROWS = 2_000_000
 DRIVER_SEARCH_MAX_FILES = 1_000

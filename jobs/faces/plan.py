@@ -368,8 +368,8 @@ def cut_tasks(
     return tasks
 
 
-# Below this, a task's fixed cost shows: a PySpark task costs ~50-85 ms beyond its work on the 2-vCPU VM
-# of NOTES.md (52 empty mapInArrow tasks on local[2]: ~1.7 s), ~10 images' embedding.
+# Below this, a task's fixed cost shows: a PySpark task costs ~50-85 ms beyond its work on a 2-vCPU VM
+# (52 empty mapInArrow tasks on local[2]: ~1.7 s), ~10 images' embedding.
 MIN_FILES_PER_TASK = 16
 
 

@@ -44,7 +44,6 @@ def cached_pipeline(pack_dir: str, model_id: str, threads: int, max_pixels: int)
 
 
 def _row_context(context: dict):
-
     return RowContext(
         context["model_id"], context["run_id"], context["labeller"], context["embedded_at"], context["register"]
     )
@@ -81,7 +80,6 @@ def _task_rows(batches: Iterator) -> Iterator[tuple[int, list[InputRef]]]:
 
 def make_task_runner(context: dict, peak_rss, table_path: str):
     def run(batches: Iterator) -> Iterator:
-
         pipeline = cached_pipeline(context["pack_dir"], context["model_id"], context["threads"], context["max_pixels"])
         for _, refs in _task_rows(batches):
             loaded = read_refs(refs, context["max_file_bytes"])
@@ -124,7 +122,6 @@ def make_table_runner(context: dict, peak_rss, prefix: str, table_path: str):
     """Known content was already dropped by the job's anti-join, so every row here is embedded."""
 
     def run(batches: Iterator) -> Iterator:
-
         pipeline = cached_pipeline(context["pack_dir"], context["model_id"], context["threads"], context["max_pixels"])
         rows: list[dict] = []
         for batch in batches:
@@ -142,7 +139,6 @@ def make_table_runner(context: dict, peak_rss, prefix: str, table_path: str):
 
 
 def _max_rss_mb() -> float:
-
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 

@@ -22,6 +22,7 @@ from jobs.common.commits import append_with_retries, with_commit_retries
 from jobs.common.delta import is_delta_table, latest_version
 from jobs.common.erasures import ERASED, erased_reason, id_digest
 from jobs.common.errors import TransientError, UserError
+from jobs.common.results import ForgetResult
 from jobs.common.runs import RunRecord, current_user, run_job
 from jobs.common.schema import ERASURES_ARROW
 from jobs.common.spark import local_frame
@@ -39,14 +40,16 @@ class ErasureIncomplete(UserError):
     """Files still hold erased data after the run; the message names them and what to do."""
 
 
-def run_forget(config: ForgetConfig, spark=None) -> dict[str, Any]:
+def run_forget(config: ForgetConfig, spark=None) -> ForgetResult:
     selector = config.forget.selector
     if selector is not None and not selector.from_table:
         selector_values(selector)  # a malformed selector is refused before a SparkSession is started
     params = config.forget.model_dump(mode="json")
     if config.forget.selector is not None:  # the runs table must not keep the person's ids either
         params["selector"]["values"] = [id_digest(v) for v in config.forget.selector.values]
-    return run_job("forget", config, spark, params, lambda spark, r, phases: _run(config, spark, r, phases))
+    return run_job(
+        "forget", config, spark, params, lambda spark, r, phases: _run(config, spark, r, phases), ForgetResult
+    )
 
 
 def _run(config: ForgetConfig, spark, record: RunRecord, phases: Phases) -> dict[str, Any]:

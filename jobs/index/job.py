@@ -20,6 +20,7 @@ import numpy as np
 from upath import UPath
 
 from jobs.common.errors import UserError
+from jobs.common.results import IndexResult
 from jobs.common.runs import RunRecord, run_job
 from jobs.common.timing import Phases
 from jobs.index.config import IndexConfig
@@ -42,7 +43,7 @@ from jobs.shards.files import (
 log = logging.getLogger(__name__)
 
 
-def run_index(config: IndexConfig, spark=None) -> dict[str, Any]:
+def run_index(config: IndexConfig, spark=None) -> IndexResult:
     """Build (or update) the index; the run's row goes to the runs table (ok or failed)."""
 
     def body(spark, record: RunRecord, phases: Phases) -> dict[str, Any]:
@@ -56,7 +57,7 @@ def run_index(config: IndexConfig, spark=None) -> dict[str, Any]:
         summary["run_id"] = record.run_id
         return summary
 
-    return run_job("index", config, spark, config.index.model_dump(mode="json"), body)
+    return run_job("index", config, spark, config.index.model_dump(mode="json"), body, IndexResult)
 
 
 def _build(config: IndexConfig, spark, phases: Phases) -> dict[str, Any]:

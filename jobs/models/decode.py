@@ -67,7 +67,6 @@ def decode_image(data: bytes, max_pixels: int = 50_000_000) -> DecodedImage:
 
 
 def _read_header(data: bytes) -> tuple[str, int, int] | DecodedImage:
-
     # Pillow's own decompression-bomb guard would override `max_pixels` either way; the limit that
     # applies is ours, checked right after this header read and before any pixel is decoded.
     Image.MAX_IMAGE_PIXELS = None
@@ -96,7 +95,6 @@ def _decode_pixels(data: bytes) -> np.ndarray | None:
 
 
 def _decode_with_pillow(data: bytes) -> np.ndarray | None:
-
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.seek(0)  # first frame of an animation

@@ -14,6 +14,7 @@ from typing import Any
 
 from jobs.common.commits import append_with_retries
 from jobs.common.errors import UserError
+from jobs.common.results import QueryResult
 from jobs.common.runs import RunRecord, delta_version, run_job
 from jobs.common.thresholds import resolve_threshold
 from jobs.common.timing import Phases
@@ -26,9 +27,9 @@ from jobs.shards.files import verify_index
 log = logging.getLogger(__name__)
 
 
-def run_query(config: QueryConfig, spark=None) -> dict[str, Any]:
+def run_query(config: QueryConfig, spark=None) -> QueryResult:
     params = config.query.model_dump(mode="json")
-    return run_job("query", config, spark, params, lambda spark, r, phases: _run(config, spark, r, phases))
+    return run_job("query", config, spark, params, lambda spark, r, phases: _run(config, spark, r, phases), QueryResult)
 
 
 def _run(config: QueryConfig, spark, record: RunRecord, phases: Phases) -> dict[str, Any]:

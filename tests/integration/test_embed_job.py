@@ -286,7 +286,7 @@ def test_a_writer_committing_during_the_run_sends_later_chunks_to_merge(
 ) -> None:
     """Another run commits the same content between this run's embedding and its commit: the workers'
     files are not added as they are (they would duplicate that face), but MERGEd, and nothing is lost."""
-    import jobs.common.delta_files as delta_files
+    import jobs.faces.commit as faces_commit  # commits through the name it imported
 
     images = sorted((shared_data / "lfw" / "images" / "Aaron_Peirsol").glob("*.jpg"))[:3]
     ours, theirs = tmp_path / "ours", tmp_path / "theirs"
@@ -296,7 +296,7 @@ def test_a_writer_committing_during_the_run_sends_later_chunks_to_merge(
             shutil.copy(image, folder / image.name)
     table = tmp_path / "faces"
     calls: list[dict] = []
-    original = delta_files.commit_files
+    original = faces_commit.commit_files
 
     def other_run_commits_first(*args, **kwargs):
         if not calls:  # ours has embedded its chunk (its table is fresh): now the other run lands first
@@ -304,7 +304,7 @@ def test_a_writer_committing_during_the_run_sends_later_chunks_to_merge(
             calls[0] = run_embed(make_config(theirs, table), spark)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(delta_files, "commit_files", other_run_commits_first)
+    monkeypatch.setattr(faces_commit, "commit_files", other_run_commits_first)
     ours_summary = run_embed(make_config(ours, table), spark)
     assert "merge" in ours_summary["timings_s"] and "commit" in ours_summary["timings_s"]
     rows = faces(spark, table)
