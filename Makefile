@@ -22,13 +22,15 @@ install:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 	  echo "install Debian's chromium (apt-get install chromium) for the audit report test" >&2
 
-# Lint, format, types and doctests first (seconds), then the whole default suite; fetches nothing.
+# Lint, format, types, layers, the docs site and the doctests first (about a minute), then the default
+# suite (everything not marked heavy); fetches nothing.
 test:
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
-	$(VENV)/bin/python -m pytest -q --doctest-modules jobs
+	$(VENV)/bin/mkdocs build --strict --site-dir .site
+	$(VENV)/bin/python -m pytest -q --doctest-modules jobs lineup
 	$(VENV)/bin/python -m pytest -m "not heavy"
 
 # The long fault-injection tests (killed Python workers, a killed query): CI runs them after `make test`.

@@ -137,23 +137,23 @@ def _audit_lfw(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
     "index": (
         "build (or update) the sharded FAISS index of a faces table",
-        _config_job("jobs.index.config.IndexConfig", "jobs.index.job.run_index"),
+        _config_job("jobs.index.config.IndexConfig", "lineup.api.index"),
     ),
     "embed": (
         "embed an image archive (folder, tars, or a table of bytes) into the faces table",
-        _config_job("jobs.embed.config.EmbedConfig", "jobs.embed.job.run_embed"),
+        _config_job("jobs.embed.config.EmbedConfig", "lineup.api.embed"),
     ),
     "query": (
         "search probes (an archive or a faces table) against an index; write matches, identities, runs",
-        _config_job("jobs.query.config.QueryConfig", "jobs.query.job.run_query"),
+        _config_job("jobs.query.config.QueryConfig", "lineup.api.query"),
     ),
     "compare": (
         "score pairs (two image paths or two face ids per row) into a pair scores table",
-        _config_job("jobs.compare.config.CompareConfig", "jobs.compare.job.run_compare"),
+        _config_job("jobs.compare.config.CompareConfig", "lineup.api.compare"),
     ),
     "forget": (
         "erase a person's faces, matches and index vectors; purge history; record and verify the erasure",
-        _config_job("jobs.forget.config.ForgetConfig", "jobs.forget.job.run_forget"),
+        _config_job("jobs.forget.config.ForgetConfig", "lineup.api.forget"),
     ),
     "setup": (
         "stage the Delta jars and build the default model pack",
@@ -184,23 +184,25 @@ def _add_models_commands(commands: argparse._SubParsersAction) -> None:
 
 def _audit_run(args: argparse.Namespace) -> int:
     from jobs.audit.config import AuditConfig
-    from jobs.audit.job import run_audit
+    from lineup.api import audit
 
     config = load_config(AuditConfig, args.conf, args.overrides)
     configure_logging(config.log_level)
-    emit_summary(run_audit(config))
+    emit_summary(audit(config))
     return 0
 
 
 def _audit_calibrate(args: argparse.Namespace) -> int:
     from jobs.audit.config import AuditConfig
-    from jobs.audit.job import run_calibrate
+    from lineup.api import calibrate
 
     if not 0 < args.target_fmr < 1:
         raise UserError(f"--target-fmr {args.target_fmr}: give a rate between 0 and 1, e.g. 1e-4")
     config = load_config(AuditConfig, args.conf, args.overrides)
     configure_logging(config.log_level)
-    emit_summary(run_calibrate(config, args.target_fmr, normalization=args.normalization, clusters=args.clusters))
+    emit_summary(
+        calibrate(config, target_fmr=args.target_fmr, normalization=args.normalization, clusters=args.clusters)
+    )
     return 0
 
 

@@ -29,6 +29,21 @@ def det_plot(curve, points: list[dict], title: str) -> str:
     _, fmr, fnmr = curve
     figure, axes = plt.subplots(figsize=(5.5, 4.2))
     keep = (fmr > 0) & (fnmr > 0)
+    if not keep.any():  # no threshold errs both ways on this data: log axes would have nothing to show
+        axes.text(
+            0.5,
+            0.5,
+            "no threshold gives both a false match and a false non-match\non these pairs: the DET curve is empty",
+            ha="center",
+            va="center",
+            fontsize=9,
+            transform=axes.transAxes,
+        )
+        axes.set_axis_off()
+        axes.set_title(title)
+        uri = _png(figure)
+        plt.close(figure)
+        return uri
     axes.plot(fmr[keep], fnmr[keep], lw=1.6, label="DET")
     for p in points:
         if p["fmr"] > 0 and (p["fnmr"] or 0) > 0:

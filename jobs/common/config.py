@@ -8,7 +8,8 @@ key and the file (or the `--set` flag) it came from. Loading does no other I/O.
 from __future__ import annotations
 
 import reprlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from os import PathLike
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -102,7 +103,6 @@ class LineupConfig(StrictModel):
 
 ConfigT = TypeVar("ConfigT", bound=LineupConfig)
 
-_OVERRIDE_SOURCE = "--set"
 # Settings every job shares, read from beside the job's own file (which may override them).
 SHARED_CONF = "lineup.yaml"
 # What an error echoes of a bad value is bounded: a 400-byte YAML alias bomb expands to gigabytes.
@@ -134,18 +134,51 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> tuple[dic
     touched: set[str] = set()
     for override in overrides:
         parts, value = parse_override(override)
-        node = result
-        for depth, part in enumerate(parts[:-1]):
-            child = node.setdefault(part, {})
-            if child is None:  # a section the file leaves null (`archive: null`) is filled by --set
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                prefix = ".".join(parts[: depth + 1])
-                raise ConfigError(f"--set {override!r}: {prefix!r} is a value, not a section")
-            node = child
-        node[parts[-1]] = value
+        _set_dotted(result, parts, value, f"--set {override!r}")
         touched.add(".".join(parts))
     return result, touched
+
+
+def _set_dotted(data: dict[str, Any], parts: Sequence[str], value: Any, label: str) -> None:
+    node = data
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if child is None:  # a section the file leaves null (`archive: null`) is filled by --set
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            prefix = ".".join(parts[: depth + 1])
+            raise ConfigError(f"{label}: {prefix!r} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def config_from(
+    model: type[ConfigT], given: ConfigT | Mapping[str, Any] | str | PathLike[str] | None, overrides: Mapping[str, Any]
+) -> ConfigT:
+    """A job's config from what a Python caller has: a config object, a dict of the YAML's sections, a YAML
+    file (read as `--conf` reads it) or nothing (the defaults); `overrides` are `--set`'s dotted keys with
+    Python values.
+
+    >>> config_from(LineupConfig, {"log_level": "DEBUG"}, {"spark.master": "local[2]"}).spark.master
+    'local[2]'
+    >>> config_from(LineupConfig, None, {"spark.nope": 1})
+    Traceback (most recent call last):
+    jobs.common.config.ConfigError: overrides: unknown key 'spark.nope'; check its spelling against conf/*.yaml
+    """
+    if isinstance(given, model) and not overrides:
+        return given
+    if given is None or isinstance(given, str | PathLike):
+        base, source = read_sources(given)
+    elif isinstance(given, BaseModel):
+        base, source = given.model_dump(mode="json"), type(given).__name__
+    else:
+        base, source = _deep_copy(dict(given)), "the settings given"
+    for key, value in overrides.items():
+        _set_dotted(base, key.split("."), value, f"override {key!r}")
+    try:
+        return model.model_validate(base)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source, set(overrides), "overrides")) from None
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -171,12 +204,7 @@ def load_config(model: type[ConfigT], path: Path | str | None = None, overrides:
     >>> cfg.spark.master
     'local[2]'
     """
-    source = str(path) if path is not None else "<defaults>"
-    data = read_yaml(Path(path)) if path is not None else {}
-    shared = Path(path).with_name(SHARED_CONF) if path is not None else None
-    if path is not None and shared is not None and shared.is_file() and shared.resolve() != Path(path).resolve():
-        data = deep_merge(read_yaml(shared), data)
-        source = f"{path} (over {shared})"
+    data, source = read_sources(path)
     merged, touched = apply_overrides(data, overrides)
     try:
         return model.model_validate(merged)
@@ -184,11 +212,22 @@ def load_config(model: type[ConfigT], path: Path | str | None = None, overrides:
         raise ConfigError(_describe(exc, source, touched)) from None
 
 
-def _describe(exc: ValidationError, source: str, touched: set[str]) -> str:
+def read_sources(path: Path | str | PathLike[str] | None) -> tuple[dict[str, Any], str]:
+    """A config file's settings over the `lineup.yaml` beside it (unvalidated), and what to call them."""
+    if path is None:
+        return {}, "<defaults>"
+    data = read_yaml(Path(path))
+    shared = Path(path).with_name(SHARED_CONF)
+    if shared.is_file() and shared.resolve() != Path(path).resolve():
+        return deep_merge(read_yaml(shared), data), f"{path} (over {shared})"
+    return data, str(path)
+
+
+def _describe(exc: ValidationError, source: str, touched: set[str], overrides: str = "--set") -> str:
     problems = []
     for error in exc.errors():
         key = ".".join(str(part) for part in error["loc"])
-        origin = _OVERRIDE_SOURCE if key in touched else source
+        origin = overrides if key in touched else source
         if error["type"] == "extra_forbidden":
             problems.append(f"{origin}: unknown key {key!r}; check its spelling against conf/*.yaml")
         else:

@@ -28,7 +28,7 @@ EXACT_LIMIT = 1_000_000
 # dominates both the build (10M vectors x 16,384 lists: ~7 min of 2 cores here) and short searches.
 MAX_NLIST = 4096
 TRAIN_POINTS_PER_LIST = 39  # FAISS warns below this many training points per centroid
-# Measured here (2M face-shaped 128-d vectors, IVF1024, 2,000 mated probes, bench numbers in the README):
+# Measured here (2M face-shaped 128-d vectors, IVF1024, 2,000 mated probes, docs/performance.md):
 # 4-bit fast-scan PQ codes (two dimensions a byte's half) rescored from k x 32 candidates reached the
 # recall of 8-bit scalar codes rescored from k x 8 at every nprobe (0.949 vs 0.952 at 128) and ran 8.8x
 # faster; k x 16 lost 0.015 of recall there, k x 32 cost 10% of speed over it.

@@ -178,7 +178,7 @@ def test_every_location_on_s3_gives_the_local_results(spark, s3_server, lfw_worl
     runs = str(spark.read.format("delta").load(f"{bucket}/lake/runs").toPandas().to_dict())
     assert "s3a://" in runs and SECRET_KEY not in runs and SECRET_KEY.encode() not in report
 
-    from deltalake import DeltaTable  # the no-JVM reader of the README, on the same bucket
+    from deltalake import DeltaTable  # the no-JVM reader of docs/jobs/query.md, on the same bucket
 
     options = {"AWS_ENDPOINT_URL": s3_server.endpoint, "AWS_ALLOW_HTTP": "true", "AWS_REGION": "us-east-1"}
     matches = DeltaTable(query["outputs"]["matches_table"].replace("s3a://", "s3://"), storage_options=options)

@@ -230,7 +230,7 @@ def test_missing_or_tampered_index_fails_cleanly(spark, world: dict, tmp_path: P
 
 
 def test_matches_are_readable_without_spark(spark, world: dict) -> None:
-    """The README's example: the deltalake package reads the matches table (no JVM)."""
+    """The example of docs/jobs/query.md: the deltalake package reads the matches table (no JVM)."""
     from deltalake import DeltaTable
 
     summary = run_query(query_config(world, "query.threshold.value=0.8", name="plain"), spark)

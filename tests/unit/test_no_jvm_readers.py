@@ -1,4 +1,4 @@
-"""The README's no-JVM reading: a Delta table written and read by delta-rs, queried in SQL by DuckDB over
+"""The no-JVM reading of docs/jobs/query.md: a Delta table written and read by delta-rs, queried in SQL by DuckDB over
 the Arrow dataset (no Spark, no JVM, nothing fetched)."""
 
 from __future__ import annotations

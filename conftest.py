@@ -1,4 +1,5 @@
-"""Shared fixtures: one local Spark per test run, the evaluation data folder, the default pack."""
+"""Shared fixtures of the tests and of the doctests (`jobs/`, `lineup/`): one local Spark per test run,
+the evaluation data folder, the default pack, and the small world the Python API's examples run on."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from jobs.common.config import SparkSettings
 from jobs.common.errors import UserError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parent
 DATA_ENV = "LINEUP_DATA_DIR"
 
 
@@ -24,7 +25,7 @@ def shared_data_root() -> Path:
 def shared_data() -> Path:
     root = shared_data_root()
     if not (root / "lfw").is_dir():
-        pytest.skip(f"evaluation data not found at {root}: set {DATA_ENV} to the folder holding lfw/ (see README)")
+        pytest.skip(f"evaluation data not found at {root}: set {DATA_ENV} to the folder holding lfw/")
     return root
 
 
@@ -113,3 +114,18 @@ def face_pipeline(default_pack):
     from jobs.models.pipeline import FacePipeline
 
     return FacePipeline(default_pack)
+
+
+@pytest.fixture(scope="session")
+def api_world(shared_data: Path, spark, tmp_path_factory: pytest.TempPathFactory):
+    from tests.fixtures.api_world import build_world
+
+    return build_world(shared_data, spark, tmp_path_factory.mktemp("api-world"))
+
+
+@pytest.fixture(autouse=True)
+def _api_examples(request: pytest.FixtureRequest, doctest_namespace: dict) -> None:
+    """The Python API's examples (`lineup/api.py`) get `world` and `spark`; nothing else pays for them."""
+    if request.node.__class__.__name__ == "DoctestItem" and request.node.name.startswith("lineup.api."):
+        doctest_namespace["world"] = request.getfixturevalue("api_world")
+        doctest_namespace["spark"] = request.getfixturevalue("spark")
