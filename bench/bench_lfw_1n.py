@@ -29,9 +29,9 @@ from jobs.audit.config import AuditConfig
 from jobs.audit.job import run_audit
 from jobs.audit.lfw import embeddings_from_faces_table, read_lfw_pairs, score_pairs
 from jobs.audit.metrics import operating_point
+from jobs.common.calibrations import CalibrationRecord, write_calibration
 from jobs.common.config import load_config
 from jobs.common.spark import get_spark
-from jobs.common.thresholds import write_calibration
 from jobs.index.config import IndexConfig
 from jobs.index.job import run_index
 from jobs.query.config import QueryConfig
@@ -90,7 +90,7 @@ def pairs_calibration(spark, table: str, data_root_dir: Path, lfw_dir: Path, tar
         "method": "lowest threshold with FMR <= target (score >= threshold matches)",
         "created_at": dt.datetime.now(dt.UTC).isoformat(),
     }
-    write_calibration(data_root_dir, record)
+    write_calibration(data_root_dir, CalibrationRecord.model_validate(record))
     return record
 
 

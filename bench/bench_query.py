@@ -99,9 +99,9 @@ def time_lineup(spark, scratch: Path, probe_ids, truth_ids, *extra: str) -> dict
 
 def fsn_calibration(scratch: Path, gallery: np.ndarray, subjects: np.ndarray, clusters: int = 20) -> str:
     """A normalizing calibration learnt on 2,000 gallery faces (their impostor pairs), as `calibrate` writes it."""
+    from jobs.common.calibrations import CalibrationRecord, write_calibration
     from jobs.common.fmr import threshold_at_fmr
     from jobs.common.normalization import learn_fsn
-    from jobs.common.thresholds import write_calibration
 
     sample = np.random.default_rng(3).choice(len(gallery), 2_000, replace=False)
     vectors, labels = gallery[sample], subjects[sample]
@@ -122,7 +122,7 @@ def fsn_calibration(scratch: Path, gallery: np.ndarray, subjects: np.ndarray, cl
         "data": {"name": "2,000 synthetic gallery faces"},
         "normalization": fsn.as_record(),
     }
-    write_calibration(scratch / "data", record)
+    write_calibration(scratch / "data", CalibrationRecord.model_validate(record))
     return record["calibration_id"]
 
 

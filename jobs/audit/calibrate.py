@@ -4,7 +4,6 @@ calibration record (JSON file and calibrations table) with everything that quali
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import uuid
 from typing import Any
@@ -13,13 +12,13 @@ from jobs.audit.config import AuditConfig
 from jobs.audit.load import Labelled, load_labelled
 from jobs.audit.metrics import bootstrap_rates, operating_point
 from jobs.audit.one_to_one import make_pairs
+from jobs.common.calibrations import CalibrationData, CalibrationRecord, write_calibration
 from jobs.common.commits import append_with_retries
 from jobs.common.errors import UserError
 from jobs.common.normalization import METHOD, learn_fsn
 from jobs.common.results import CalibrationResult
 from jobs.common.runs import RunRecord, delta_version, run_job
 from jobs.common.schema import CALIBRATIONS_DDL
-from jobs.common.thresholds import write_calibration
 from jobs.common.timing import Phases
 
 log = logging.getLogger(__name__)
@@ -57,61 +56,63 @@ def _calibrate(
     pairs, scores = make_pairs(labelled, config)
     if not (~pairs.genuine).any():
         raise UserError(f"{labelled.name}: no impostor pairs to calibrate on")
-    normalization = None
+    normalization, raw_threshold = None, None
     if clusters is not None:
         normalization, raw_threshold, scores = _learn_normalization(
             labelled, pairs, scores, clusters, target_fmr, config.audit.labelled.seed
         )
     genuine, impostor = scores[pairs.genuine], scores[~pairs.genuine]
     point = operating_point(genuine, impostor, target_fmr)
-    ci = bootstrap_rates(genuine, impostor, point.threshold, config.audit.bootstrap_rounds, 3)
-    calibration = {
-        "calibration_id": f"cal-{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:6]}",
-        "threshold": point.threshold,
-        "target_fmr": target_fmr,
-        "measured_fmr": point.fmr,
-        "measured_fnmr": point.fnmr if len(genuine) else None,
-        "false_matches": point.false_matches,
-        "impostor_pairs": point.impostor_pairs,
-        "genuine_pairs": point.genuine_pairs,
-        "resolvable": point.resolvable,
-        **ci,
-        "model_id": labelled.model_id,
-        "data": {
-            "name": labelled.name,
-            "table": labelled.table,
-            "version": labelled.version,
-            "where": config.audit.labelled.where,
-            "faces": len(labelled.subjects),
-            "impostors_within": config.audit.labelled.impostors_within,
-            "sampled_impostors": pairs.sampled_impostors,
-            "seed": config.audit.labelled.seed,
-        },
-        "method": "lowest threshold with FMR <= target (score >= threshold matches)"
-        + (" on fsn-normalized scores" if normalization else ""),
-        **({"normalization": normalization, "raw_threshold": raw_threshold} if normalization else {}),
-        "run_id": record.run_id,
-        "created_at": dt.datetime.now(dt.UTC).isoformat(),
-    }
     if not point.resolvable:
         log.warning(
             "%d impostor pairs cannot measure FMR %g: the stored threshold sits above every impostor score",
             point.impostor_pairs,
             target_fmr,
         )
+    calibration = CalibrationRecord(
+        calibration_id=f"cal-{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:6]}",
+        threshold=point.threshold,
+        target_fmr=target_fmr,
+        measured_fmr=point.fmr,
+        measured_fnmr=point.fnmr if len(genuine) else None,
+        false_matches=point.false_matches,
+        impostor_pairs=point.impostor_pairs,
+        genuine_pairs=point.genuine_pairs,
+        resolvable=point.resolvable,
+        **bootstrap_rates(genuine, impostor, point.threshold, config.audit.bootstrap_rounds, 3),
+        model_id=labelled.model_id,
+        data=_data_of(labelled, config, pairs.sampled_impostors),
+        method="lowest threshold with FMR <= target (score >= threshold matches)"
+        + (" on fsn-normalized scores" if normalization else ""),
+        normalization=normalization,
+        raw_threshold=raw_threshold,
+        run_id=record.run_id,
+        created_at=dt.datetime.now(dt.UTC).isoformat(),
+    )
     path = write_calibration(config.spark.resolved_data_root(), calibration)
     table = config.calibrations_table_path()
-    append_with_retries(spark.createDataFrame([_table_row(calibration, labelled)], CALIBRATIONS_DDL), table)
+    append_with_retries(spark.createDataFrame([_table_row(calibration)], CALIBRATIONS_DDL), table)
     record.add_output("calibrations", table, delta_version(spark, table))
-    record.threshold, record.threshold_source = point.threshold, f"calibration:{calibration['calibration_id']}"
+    record.threshold, record.threshold_source = point.threshold, f"calibration:{calibration.calibration_id}"
     record.counts = {"genuine_pairs": point.genuine_pairs, "impostor_pairs": point.impostor_pairs}
     return {
-        "job": "audit-calibrate",
-        "run_id": record.run_id,
-        "status": "ok",
-        **{k: v for k, v in calibration.items() if k not in ("run_id",)},
+        **{k: v for k, v in calibration.as_json_dict().items() if k != "run_id"},
         "outputs": {"calibration_file": str(path), "calibrations_table": table},
     }
+
+
+def _data_of(labelled: Labelled, config: AuditConfig, sampled_impostors: bool) -> CalibrationData:
+    settings = config.audit.labelled
+    return CalibrationData(
+        name=labelled.name,
+        table=labelled.table,
+        version=labelled.version,
+        where=settings.where,
+        faces=len(labelled.subjects),
+        impostors_within=settings.impostors_within,
+        sampled_impostors=sampled_impostors,
+        seed=settings.seed,
+    )
 
 
 def _learn_normalization(labelled: Labelled, pairs, scores, clusters: int, target_fmr: float, seed: int):
@@ -135,21 +136,21 @@ def _learn_normalization(labelled: Labelled, pairs, scores, clusters: int, targe
     return fsn.as_record(), fsn.global_threshold, normalized
 
 
-def _table_row(calibration: dict[str, Any], labelled: Labelled) -> dict[str, Any]:
+def _table_row(calibration: CalibrationRecord) -> dict[str, Any]:
     """The calibrations table's row for a record (the record itself as JSON beside its key numbers)."""
     return {
-        "calibration_id": calibration["calibration_id"],
-        "threshold": calibration["threshold"],
-        "target_fmr": calibration["target_fmr"],
-        "measured_fmr": calibration["measured_fmr"],
-        "measured_fnmr": calibration["measured_fnmr"],
-        "model_id": labelled.model_id,
-        "data_name": labelled.name,
-        "data_table": labelled.table,
-        "data_version": labelled.version,
-        "genuine_pairs": calibration["genuine_pairs"],
-        "impostor_pairs": calibration["impostor_pairs"],
-        "resolvable": calibration["resolvable"],
-        "record": json.dumps(calibration, sort_keys=True),
+        "calibration_id": calibration.calibration_id,
+        "threshold": calibration.threshold,
+        "target_fmr": calibration.target_fmr,
+        "measured_fmr": calibration.measured_fmr,
+        "measured_fnmr": calibration.measured_fnmr,
+        "model_id": calibration.model_id,
+        "data_name": calibration.data.name,
+        "data_table": calibration.data.table,
+        "data_version": calibration.data.version,
+        "genuine_pairs": calibration.genuine_pairs,
+        "impostor_pairs": calibration.impostor_pairs,
+        "resolvable": calibration.resolvable,
+        "record": calibration.to_json(),
         "created_at": dt.datetime.now(dt.UTC),
     }

@@ -56,13 +56,13 @@ def _run(config: AuditConfig, spark, record: RunRecord) -> dict[str, Any]:
         threshold = global_threshold(config, model_id, scores[~pairs.genuine])
         one_to_one = verification(labelled, pairs, scores, config, raw_threshold(threshold))
         about = {"data": labelled.name, "data_table": labelled.table, "data_version": labelled.version}
-        one_to_one.update(about)
-        points = one_to_one["operating_points"]
+        one_to_one.summary.update(about)
+        points = one_to_one.summary["operating_points"]
         normalizing = normalizing_threshold(config, model_id)
         if normalizing is not None:
             normalized, at = normalized_view(config, normalizing, threshold, labelled.vectors, pairs, scores)
             normalized_one = verification(labelled, pairs, normalized, config, at)
-            normalized_one.update(about, normalization=at.normalization_label)
+            normalized_one.summary.update(about, normalization=at.normalization_label)
         record.threshold, record.threshold_source = threshold.value, threshold.source
     if config.audit.identification.matches_table:
         searches, info = load_searches(spark, config)
@@ -72,20 +72,26 @@ def _run(config: AuditConfig, spark, record: RunRecord) -> dict[str, Any]:
         record.add_input("matches", info["matches_table"], delta_version(spark, info["matches_table"]))
         one_to_n = identification(searches, info, config, scenario_thresholds(config, model_id, points))
     metrics_table = config.metrics_table_path()
-    rows = metric_rows(record.run_id, model_id, one_to_one, one_to_n, normalized_one)
+    rows = metric_rows(
+        record.run_id,
+        model_id,
+        one_to_one.summary if one_to_one else None,
+        one_to_n,
+        normalized_one.summary if normalized_one else None,
+    )
     append_with_retries(spark.createDataFrame(rows, AUDIT_METRICS_DDL), metrics_table)
     record.add_output("audit_metrics", metrics_table, delta_version(spark, metrics_table))
     report_path = config.report_path() / f"{record.run_id}.html"
     report = write_report(report_path, record.run_id, model_id, one_to_one, one_to_n, normalized_one)
     record.counts = {"metric_rows": len(rows)}
     if one_to_one:
-        record.counts.update(one_to_one["pairs"])
-        summary["one_to_one"] = _public(one_to_one)
+        record.counts.update(one_to_one.summary["pairs"])
+        summary["one_to_one"] = one_to_one.summary
     if normalized_one:
-        summary["one_to_one_normalized"] = _public(normalized_one)
+        summary["one_to_one_normalized"] = normalized_one.summary
     if one_to_n:
         record.counts["searches"] = one_to_n["searches"]
-        summary["one_to_n"] = _public(one_to_n)
+        summary["one_to_n"] = one_to_n
     summary["model_id"] = model_id
     summary["outputs"] = {
         "metrics_table": metrics_table,
@@ -93,8 +99,3 @@ def _run(config: AuditConfig, spark, record: RunRecord) -> dict[str, Any]:
         "report": str(report),
     }
     return summary
-
-
-def _public(section: dict) -> dict:
-    """The section without its private arrays (curves, scores), rounded for a JSON line."""
-    return {k: v for k, v in section.items() if not k.startswith("_")}

@@ -15,7 +15,7 @@ from jobs.audit.config import AuditConfig
 from jobs.common.delta import pinned_version, read_latest_if_any, read_pinned
 from jobs.common.errors import UserError
 from jobs.common.storage import upath
-from jobs.shards.files import read_manifest
+from jobs.shards.manifest import Manifest, read_manifest
 
 
 @dataclass
@@ -122,17 +122,17 @@ def load_searches(spark, config: AuditConfig) -> tuple[ident.Searches, dict[str,
         "model_id": index_row.model_id,
         "gallery_size": int(index_row.gallery_size),
         "gallery_subjects": len(enrolled),
-        "gallery_table": manifest["faces_table"],
-        "gallery_version": manifest["faces_version"],
+        "gallery_table": manifest.faces_table,
+        "gallery_version": manifest.faces_version,
         "unlabelled_probes_left_out": unlabelled,
     }
     return ident.searches_from_matches(frame, enrolled), info
 
 
-def _enrolled_subjects(spark, manifest: dict[str, Any]) -> set[str]:
+def _enrolled_subjects(spark, manifest: Manifest) -> set[str]:
     """Subjects with at least one face in the gallery the index was built from (its pinned version)."""
     from pyspark.sql import functions as F
 
-    gallery, _ = read_pinned(spark, manifest["faces_table"], manifest["faces_version"], "the index's faces_table")
+    gallery, _ = read_pinned(spark, manifest.faces_table, manifest.faces_version, "the index's faces_table")
     labelled = gallery.where((F.col("status") == "ok") & F.col("subject_id").isNotNull())
     return {row.subject_id for row in labelled.select("subject_id").distinct().collect()}

@@ -40,7 +40,9 @@ def raw_threshold(configured: Threshold) -> Threshold:
     """A normalizing calibration's threshold for raw scores (the one it measured before normalizing)."""
     if configured.normalization is None or configured.calibration is None:
         return configured
-    value = float(configured.calibration["raw_threshold"])
+    if configured.calibration.raw_threshold is None:
+        raise UserError(f"calibration {configured.calibration.calibration_id} normalizes but has no raw_threshold")
+    value = configured.calibration.raw_threshold
     return replace(configured, value=value, source=f"{configured.source} (raw)", normalization=None)
 
 

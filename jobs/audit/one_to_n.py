@@ -7,8 +7,8 @@ from typing import Any
 
 from jobs.audit import identification as ident
 from jobs.audit.config import AuditConfig
+from jobs.common.calibrations import load_calibration
 from jobs.common.errors import UserError
-from jobs.common.thresholds import load_calibration
 
 
 def identification(searches: ident.Searches, info: dict, config: AuditConfig, scenario: dict[str, float]):
@@ -19,7 +19,6 @@ def identification(searches: ident.Searches, info: dict, config: AuditConfig, sc
     out["fnir_at_fpir"] = [ident.fnir_at_fpir(searches, target) for target in settings.fpir_targets]
     groups = settings.group_by
     out["scenario"] = ident.scenario_replay(searches, scenario, groups).to_dict(orient="records") if scenario else []
-    out["_searches"] = searches
     return out
 
 
@@ -29,13 +28,12 @@ def scenario_thresholds(config: AuditConfig, model_id: str, points: list[dict] |
         labels[f"calibrated FMR {point['target_fmr']:g} (this audit)"] = point["threshold"]
     for reference in config.audit.scenario_calibrations:
         record = load_calibration(reference, config.spark.resolved_data_root(), "audit.scenario_calibrations")
-        if record["model_id"] != model_id:
-            raise UserError(
-                f"audit.scenario_calibrations {reference} is for model {record['model_id']}, not {model_id}"
-            )
-        if "normalization" in record:  # the replay reads raw scores: use the record's raw threshold
-            label = f"calibration {record['calibration_id']} (FMR {record['target_fmr']:g}, its raw threshold)"
-            labels[label] = float(record["raw_threshold"])
+        if record.model_id != model_id:
+            raise UserError(f"audit.scenario_calibrations {reference} is for model {record.model_id}, not {model_id}")
+        if record.normalization is not None and record.raw_threshold is not None:
+            # the replay reads raw scores: use the record's raw threshold
+            label = f"calibration {record.calibration_id} (FMR {record.target_fmr:g}, its raw threshold)"
+            labels[label] = record.raw_threshold
             continue
-        labels[f"calibration {record['calibration_id']} (FMR {record['target_fmr']:g})"] = float(record["threshold"])
+        labels[f"calibration {record.calibration_id} (FMR {record.target_fmr:g})"] = record.threshold
     return labels

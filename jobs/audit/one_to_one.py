@@ -3,6 +3,7 @@ bootstrap intervals, and per-group FMR/FNMR at one global threshold."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -33,7 +34,20 @@ def make_pairs(labelled: Labelled, config: AuditConfig) -> tuple[PairSet, np.nda
     return pairs, pair_scores(labelled.vectors, pairs.a, pairs.b)
 
 
-def verification(labelled: Labelled, pairs: PairSet, scores: np.ndarray, config: AuditConfig, global_t: Threshold):
+@dataclass(frozen=True)
+class Verification:
+    """A 1:1 section: `summary` goes to the JSON line, the metrics table and the report's tables; the
+    score arrays only feed the report's plots."""
+
+    summary: dict[str, Any]
+    curve: tuple[np.ndarray, np.ndarray, np.ndarray]  # thresholds, FMR, FNMR of the DET curve
+    genuine: np.ndarray
+    impostor: np.ndarray
+
+
+def verification(
+    labelled: Labelled, pairs: PairSet, scores: np.ndarray, config: AuditConfig, global_t: Threshold
+) -> Verification:
     """1:1 numbers: counts, EER, operating points with intervals, per-group rates at the global threshold."""
     settings = config.audit
     genuine, impostor = scores[pairs.genuine], scores[~pairs.genuine]
@@ -61,9 +75,7 @@ def verification(labelled: Labelled, pairs: PairSet, scores: np.ndarray, config:
         name: _group_rates(labelled, pairs, scores, name, threshold, settings) for name in settings.group_by
     }
     thresholds, det_fmr, det_fnmr = det_curve(genuine, impostor) if len(genuine) else (np.zeros(0),) * 3
-    out["_curve"] = (thresholds, det_fmr, det_fnmr)
-    out["_scores"] = (genuine, impostor)
-    return out
+    return Verification(out, (thresholds, det_fmr, det_fnmr), genuine, impostor)
 
 
 def _group_rates(labelled, pairs: PairSet, scores, name: str, threshold: float, settings) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from jobs.audit.one_to_one import Verification
 from jobs.common.storage import AnyPath, write_atomically
 
 
@@ -107,18 +108,23 @@ _STYLE = (
 
 
 def render(
-    run_id: str, model_id: str | None, one: dict | None, many: dict | None, normalized: dict | None = None
+    run_id: str,
+    model_id: str | None,
+    one: Verification | None,
+    many: dict | None,
+    normalized: Verification | None = None,
 ) -> str:
     """The whole report: a header, then each section the audit measured."""
     parts = [header_section(run_id, model_id)]
     if one:
-        parts += [verification_section(one), plots_section(one)]
-        parts += [differential_section(one, attribute, result) for attribute, result in one["groups"].items()]
+        raw = one.summary
+        parts += [verification_section(raw), plots_section(one)]
+        parts += [differential_section(raw, attribute, result) for attribute, result in raw["groups"].items()]
     if one and normalized:
-        parts.append(raw_vs_normalized_section(one, normalized))
+        parts.append(raw_vs_normalized_section(one.summary, normalized.summary))
         parts += [
-            differential_section(normalized, attribute, result, "normalized scores")
-            for attribute, result in normalized["groups"].items()
+            differential_section(normalized.summary, attribute, result, "normalized scores")
+            for attribute, result in normalized.summary["groups"].items()
         ]
     if many:
         parts.append(identification_section(many))
@@ -177,14 +183,12 @@ def verification_section(one: dict) -> str:
     return "".join(parts)
 
 
-def plots_section(one: dict) -> str:
-    genuine, impostor = one["_scores"]
-    marks = {f"FMR {p['target_fmr']:g}": p["threshold"] for p in one["operating_points"]}
+def plots_section(one: Verification) -> str:
+    genuine, impostor, points = one.genuine, one.impostor, one.summary["operating_points"]
+    marks = {f"FMR {p['target_fmr']:g}": p["threshold"] for p in points}
     plots = []
     if len(genuine):
-        plots.append(
-            f'<img class="plot" alt="DET curve" src="{det_plot(one["_curve"], one["operating_points"], "DET")}">'
-        )
+        plots.append(f'<img class="plot" alt="DET curve" src="{det_plot(one.curve, points, "DET")}">')
     plots.append(f'<img class="plot" alt="score histogram" src="{histogram_plot(genuine, impostor, marks, "Scores")}">')
     return '<div class="plots">' + "".join(plots) + "</div>"
 
@@ -291,9 +295,9 @@ def write_report(
     path: AnyPath,
     run_id: str,
     model_id: str | None,
-    one: dict | None,
+    one: Verification | None,
     many: dict | None,
-    normalized: dict | None = None,
+    normalized: Verification | None = None,
 ) -> AnyPath:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, render(run_id, model_id, one, many, normalized).encode("utf-8"))

@@ -3,19 +3,15 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from typing import Any
 
 from pydantic import Field, model_validator
 
+from jobs.common.calibrations import CalibrationRecord, load_calibration
 from jobs.common.config import StrictModel
 from jobs.common.errors import UserError
-from jobs.common.locations import resolve
 from jobs.common.normalization import METHOD, VERSION, Normalization, normalization_from_record
-from jobs.common.storage import AnyPath, upath, write_atomically
-
-CALIBRATIONS_DIR = "calibrations"
+from jobs.common.storage import AnyPath
 
 
 class ThresholdSettings(StrictModel):
@@ -35,7 +31,7 @@ class ThresholdSettings(StrictModel):
 class Threshold:
     value: float | None
     source: str  # "explicit", "calibration:<id>" or "none"
-    calibration: dict[str, Any] | None = None
+    calibration: CalibrationRecord | None = None
     # When set, `value` applies to normalized scores (the raw cosine is still kept beside them).
     normalization: Normalization | None = None
 
@@ -44,7 +40,7 @@ class Threshold:
         """What the normalized scores were normalized with, for tables: `fsn-v1:<calibration_id>`."""
         if self.normalization is None or self.calibration is None:
             return None
-        return f"{METHOD}-v{VERSION}:{self.calibration['calibration_id']}"
+        return f"{METHOD}-v{VERSION}:{self.calibration.calibration_id}"
 
     def describe(self) -> str:
         if self.value is None:
@@ -56,63 +52,10 @@ class Threshold:
             f" on {METHOD}-normalized scores ({len(self.normalization.offsets)} clusters)" if self.normalization else ""
         )
         return (
-            f"threshold {self.value:.6f}{scores} from calibration {c['calibration_id']}: target FMR "
-            f"{c['target_fmr']:g}, measured FMR {c['measured_fmr']:.3g} on {c['impostor_pairs']} impostor pairs of "
-            f"{c['data']['name']}"
+            f"threshold {self.value:.6f}{scores} from calibration {c.calibration_id}: target FMR "
+            f"{c.target_fmr:g}, measured FMR {c.measured_fmr:.3g} on {c.impostor_pairs} impostor pairs of "
+            f"{c.data.name}"
         )
-
-
-def calibration_path(data_root: AnyPath, calibration_id: str) -> AnyPath:
-    return data_root / CALIBRATIONS_DIR / f"{calibration_id}.json"
-
-
-def write_calibration(data_root: AnyPath, record: dict[str, Any]) -> AnyPath:
-    path = calibration_path(data_root, record["calibration_id"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, json.dumps(record, indent=2, sort_keys=True).encode("utf-8"))
-    return path
-
-
-def load_calibration(reference: str, data_root: AnyPath, key: str) -> dict[str, Any]:
-    candidate = upath(resolve(reference))
-    path = candidate if candidate.suffix == ".json" or candidate.is_file() else calibration_path(data_root, reference)
-    if not path.is_file():
-        raise UserError(
-            f"{key} {reference}: no calibration record at {path}; run `lineup audit calibrate` or give a record's path"
-        )
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise UserError(f"{key} {path} is not a calibration record ({error})") from None
-    problem = calibration_record_problem(record, path.stem)
-    if problem:
-        raise UserError(f"{key} {path} is not a valid calibration record: {problem}; recalibrate it")
-    return record
-
-
-def calibration_record_problem(record: object, file_stem: str) -> str | None:
-    """Why a calibration record must not be used, or None. Scores are cosines, so a threshold outside
-    [-1, 1] matches everything or nothing; an id that differs from the file name means a copied record.
-
-    >>> calibration_record_problem({"calibration_id": "c1", "threshold": 7.5, "model_id": "m",
-    ...     "target_fmr": 1e-3, "measured_fmr": 1e-3}, "c1")
-    'threshold 7.5 is outside [-1, 1], the range of its scores'
-    """
-    if not isinstance(record, dict):
-        return "not a JSON object"
-    missing = [k for k in ("calibration_id", "threshold", "model_id", "target_fmr", "measured_fmr") if k not in record]
-    if missing:
-        return f"no {missing}"
-    threshold = record["threshold"]
-    # A normalized score is a cosine shifted by at most 2 (the offsets are cosine differences).
-    bound = 3.0 if "normalization" in record else 1.0
-    if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not -bound <= threshold <= bound:
-        return f"threshold {threshold!r} is outside [-{bound:g}, {bound:g}], the range of its scores"
-    if not isinstance(record["model_id"], str) or not record["model_id"]:
-        return "model_id is empty"
-    if record["calibration_id"] != file_stem:
-        return f"its calibration_id {record['calibration_id']!r} is not its file name {file_stem!r}"
-    return None
 
 
 def resolve_threshold(settings: ThresholdSettings, model_id: str, data_root: AnyPath, key: str) -> Threshold:
@@ -122,15 +65,15 @@ def resolve_threshold(settings: ThresholdSettings, model_id: str, data_root: Any
     if settings.calibration is None:
         return Threshold(None, "none")
     record = load_calibration(settings.calibration, data_root, f"{key}.calibration")
-    if record["model_id"] != model_id:
+    if record.model_id != model_id:
         raise UserError(
-            f"{key}.calibration {record['calibration_id']} was measured for model {record['model_id']}, but this run "
+            f"{key}.calibration {record.calibration_id} was measured for model {record.model_id}, but this run "
             f"uses {model_id}: calibrate this model with `lineup audit calibrate`"
         )
     normalization = None
-    if "normalization" in record:
+    if record.normalization is not None:
         try:
-            normalization = normalization_from_record(record["normalization"])
+            normalization = normalization_from_record(record.normalization)
         except ValueError as error:
-            raise UserError(f"{key}.calibration {record['calibration_id']}: {error}; recalibrate it") from None
-    return Threshold(float(record["threshold"]), f"calibration:{record['calibration_id']}", record, normalization)
+            raise UserError(f"{key}.calibration {record.calibration_id}: {error}; recalibrate it") from None
+    return Threshold(record.threshold, f"calibration:{record.calibration_id}", record, normalization)

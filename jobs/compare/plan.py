@@ -12,7 +12,8 @@ from jobs.common.locations import resolve
 from jobs.common.runs import RunRecord
 from jobs.common.storage import upath
 from jobs.compare.config import CompareConfig
-from jobs.compare.worker import IMAGE_DDL, make_image_runner
+from jobs.compare.worker import IMAGE_DDL, ImageContext, make_image_runner
+from jobs.models.cache import PipelineRef
 from jobs.models.pack import load_pack
 
 
@@ -65,14 +66,11 @@ def image_sides(config: CompareConfig, spark, pairs):
     count = keys.count()
     tasks = max(1, -(-count // settings.images_per_task))
     paths = keys.select("key", resolved.alias("path")).repartition(tasks, "path")
-    context = {
-        "pack_dir": pack.location,
-        "model_id": pack.model_id,
-        "threads": settings.threads_per_worker,
-        "max_pixels": settings.max_pixels,
+    context = ImageContext(
+        PipelineRef(pack.location, pack.model_id, settings.threads_per_worker, settings.max_pixels),
         # An image whose content was erased is not embedded: its side of the pair says `erased`.
-        "register": read_register(config.erasures_table_path(), pack.model_id),
-    }
+        register=read_register(config.erasures_table_path(), pack.model_id),
+    )
     embedded = paths.select("path").mapInArrow(make_image_runner(context), IMAGE_DDL)
     sides = paths.join(embedded, "path", "left").select(
         "key", "face_id", "faces", "embedding", "status", "error", "image_id"

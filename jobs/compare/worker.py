@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -12,7 +13,7 @@ from jobs.common.erasures import ERASED, ErasureRegister, erased_reason
 from jobs.common.ids import face_id_of, image_id_of
 from jobs.common.schema import ddl_of
 from jobs.common.storage import upath
-from jobs.faces.worker import cached_pipeline
+from jobs.models.cache import PipelineRef
 
 IMAGE_ARROW = pa.schema(
     [
@@ -81,16 +82,23 @@ def _row(path: str, image_id: str | None, status: str, error: str | None) -> dic
     }
 
 
-def make_image_runner(context: dict[str, Any]) -> Callable[[Iterator], Iterator]:
+@dataclass(frozen=True)
+class ImageContext:
+    pipeline: PipelineRef
+    register: ErasureRegister
+
+
+def make_image_runner(context: ImageContext) -> Callable[[Iterator], Iterator]:
     """mapInArrow over `path STRING` rows -> IMAGE_ARROW rows (one per image, its largest face); the
-    FacePipeline is cached per Python worker (`jobs.faces.worker.cached_pipeline`)."""
+    FacePipeline is built once per Python worker (`PipelineRef.pipeline`)."""
 
     def run(batches: Iterator) -> Iterator:
-        pipeline = cached_pipeline(context["pack_dir"], context["model_id"], context["threads"], context["max_pixels"])
+        pipeline = context.pipeline.pipeline()
+        model_id = context.pipeline.model_id
         for batch in batches:
             paths = [str(p) for p in batch.column("path").to_pylist()]
             for start in range(0, len(paths), 16):
-                rows = list(embed_images(paths[start : start + 16], pipeline, context["model_id"], context["register"]))
+                rows = list(embed_images(paths[start : start + 16], pipeline, model_id, context.register))
                 yield pa.RecordBatch.from_pylist(rows, schema=IMAGE_ARROW)
 
     return run

@@ -33,9 +33,11 @@ from jobs.faces.files import WRITTEN_DDL
 from jobs.faces.known import HeldImages, HeldInSpark, HeldOnDriver, held_images
 from jobs.faces.labels import Labeller, load_label_table
 from jobs.faces.plan import InputRef, cut_tasks, list_inputs, source_prefix
+from jobs.faces.rows import RowContext
 from jobs.faces.table import FACES_COLUMNS, collects_personal_stats, ensure_faces_table
 from jobs.faces.worker import (
     TASK_COLUMNS,
+    EmbedContext,
     MaxParam,
     image_ids,
     make_hash_runner,
@@ -43,6 +45,7 @@ from jobs.faces.worker import (
     make_task_runner,
     task_table,
 )
+from jobs.models.cache import PipelineRef
 from jobs.models.pack import load_pack
 
 log = logging.getLogger(__name__)
@@ -129,7 +132,7 @@ def _run(config: EmbedConfig, spark, record: RunRecord, phases: Phases) -> dict[
             model_id=pack.model_id,
             run_id=record.run_id,
             source_prefix=source_prefix(config.embed.input),
-            register=context["register"],
+            register=context.rows.register,
         )
         with Committer(spark, ledger, counts, phases) as committer:
             if config.embed.input.kind == "table":
@@ -154,7 +157,7 @@ def _run(config: EmbedConfig, spark, record: RunRecord, phases: Phases) -> dict[
         elapsed = time.perf_counter() - work_started
     with phases.phase("summary"):
         summary = _summary(spark, pack.model_id, record.run_id, ledger, counts, elapsed)
-    summary["python_worker_peak_rss_mb"] = round(context["peak_rss"].value, 1)
+    summary["python_worker_peak_rss_mb"] = round(context.peak_rss.value, 1)
     summary["known_searched_by"] = searched_by
     record.add_output("faces", table_path, summary["outputs"]["faces_table_version"])
     record.counts = {k: v for k, v in summary.items() if isinstance(v, int)}
@@ -214,26 +217,27 @@ def _embedded_in_order(
                     future.cancel()
 
 
-def _worker_context(config: EmbedConfig, spark, pack, run_id: str) -> dict[str, Any]:
+def _worker_context(config: EmbedConfig, spark, pack, run_id: str) -> EmbedContext:
     """What every task needs, small enough to ship with the task (the pipeline is built on the worker).
     The erasure register goes with it as digests: an erased image is a status row, never embedded."""
-    return {
-        "register": read_register(config.erasures_table_path(), pack.model_id),
-        "pack_dir": pack.location,
-        "model_id": pack.model_id,
-        "run_id": run_id,
-        "labeller": Labeller(
-            config.embed.labels.subject_from_path,
-            config.embed.labels.attributes_from_name,
-            load_label_table(spark, config.embed.labels.table) if config.embed.labels.table else None,
+    labels = config.embed.labels
+    return EmbedContext(
+        pipeline=PipelineRef(pack.location, pack.model_id, config.embed.threads_per_worker, config.embed.max_pixels),
+        rows=RowContext(
+            model_id=pack.model_id,
+            run_id=run_id,
+            labeller=Labeller(
+                labels.subject_from_path,
+                labels.attributes_from_name,
+                load_label_table(spark, labels.table) if labels.table else None,
+            ),
+            embedded_at=dt.datetime.now(dt.UTC),
+            register=read_register(config.erasures_table_path(), pack.model_id),
         ),
-        "embedded_at": dt.datetime.now(dt.UTC),
-        "batch_images": config.embed.batch_images,
-        "max_pixels": config.embed.max_pixels,
-        "threads": config.embed.threads_per_worker,
-        "max_file_bytes": config.embed.input.max_file_bytes,
-        "peak_rss": spark.sparkContext.accumulator(0.0, MaxParam()),
-    }
+        batch_images=config.embed.batch_images,
+        max_file_bytes=config.embed.input.max_file_bytes,
+        peak_rss=spark.sparkContext.accumulator(0.0, MaxParam()),
+    )
 
 
 def _embed_chunk(
@@ -244,7 +248,7 @@ def _embed_chunk(
     todo, skipped = chunk, 0
     if held is not None:
         with phases.phase("find_known", count=len(chunk), unit="files"):
-            id_at = _image_ids(spark, chunk, context["max_file_bytes"], config.driver_hash_max_files())
+            id_at = _image_ids(spark, chunk, context.max_file_bytes, config.driver_hash_max_files())
             known = held.known_among(set(id_at.values()))
             # Unreadable files stay: they become status rows.
             todo = [ref for position, ref in enumerate(chunk) if id_at.get(position) not in known]
@@ -253,7 +257,7 @@ def _embed_chunk(
         return Embedded({}, [], len(chunk), skipped)
     checked_ids = None if held is None else set(id_at.values()) - known
     tasks = cut_tasks(todo, config.embed.files_per_task, slots=sc.defaultParallelism, queued_after=files_after)
-    runner = make_task_runner(context, context["peak_rss"], config.faces_table_path())
+    runner = make_task_runner(context, config.faces_table_path())
     written = _task_frame(spark, tasks).mapInArrow(runner, WRITTEN_DDL)
     return collect_written(written, phases, files_seen=len(chunk), skipped=skipped, checked_ids=checked_ids)
 
@@ -309,7 +313,7 @@ def _embed_table(spark, config, context, held: HeldImages | None, phases) -> Emb
         hashed = frame.withColumn("image_id", F.sha2("content", 256))
         frame = hashed.join(held.image_ids().distinct(), "image_id", "left_anti").select("id", "content")
         skipped = files_seen - frame.count()
-    runner = make_table_runner(context, context["peak_rss"], f"{settings.path}#", config.faces_table_path())
+    runner = make_table_runner(context, f"{settings.path}#", config.faces_table_path())
     return collect_written(frame.mapInArrow(runner, WRITTEN_DDL), phases, files_seen=files_seen, skipped=skipped)
 
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import json
 import resource
-from collections.abc import Iterator
-from dataclasses import asdict
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from jobs.common.ids import image_id_of
@@ -28,25 +28,19 @@ from jobs.faces.files import write_faces_file
 from jobs.faces.plan import InputRef
 from jobs.faces.read import read_refs, table_item
 from jobs.faces.rows import RowContext, embed_loaded
-from jobs.models.pack import locate_pack
-from jobs.models.pipeline import FacePipeline, PipelineSettings
-
-_PIPELINES: dict[tuple[str, str, int, int], Any] = {}
+from jobs.models.cache import PipelineRef
 
 
-def cached_pipeline(pack_dir: str, model_id: str, threads: int, max_pixels: int):
-    """One FacePipeline per Python worker process: ONNX sessions are built here, never pickled."""
-    key = (pack_dir, model_id, threads, max_pixels)
-    if key not in _PIPELINES:
-        pack = locate_pack(pack_dir, model_id)
-        _PIPELINES[key] = FacePipeline(pack, PipelineSettings(threads=threads, max_pixels=max_pixels))
-    return _PIPELINES[key]
+@dataclass(frozen=True)
+class EmbedContext:
+    """What every embedding task needs, small enough to ship with it (the pipeline is built on the worker;
+    the erasure register travels inside `rows` as digests: an erased image is a status row, never embedded)."""
 
-
-def _row_context(context: dict):
-    return RowContext(
-        context["model_id"], context["run_id"], context["labeller"], context["embedded_at"], context["register"]
-    )
+    pipeline: PipelineRef
+    rows: RowContext
+    batch_images: int
+    max_file_bytes: int
+    peak_rss: Any  # an accumulator (`MaxParam`): the largest Python worker's peak RSS, MB
 
 
 def task_table(tasks: list[list[InputRef]]):
@@ -78,13 +72,15 @@ def _task_rows(batches: Iterator) -> Iterator[tuple[int, list[InputRef]]]:
             yield first, [InputRef(**ref) for ref in json.loads(payload)]
 
 
-def make_task_runner(context: dict, peak_rss, table_path: str):
+def make_task_runner(context: EmbedContext, table_path: str) -> Callable[[Iterator], Iterator]:
+    """mapInArrow over task rows (`TASK_COLUMNS`) -> one Delta add action per written faces file."""
+
     def run(batches: Iterator) -> Iterator:
-        pipeline = cached_pipeline(context["pack_dir"], context["model_id"], context["threads"], context["max_pixels"])
+        pipeline = context.pipeline.pipeline()
         for _, refs in _task_rows(batches):
-            loaded = read_refs(refs, context["max_file_bytes"])
-            rows = list(embed_loaded(loaded, pipeline, _row_context(context), context["batch_images"]))
-            peak_rss.add(_max_rss_mb())
+            loaded = read_refs(refs, context.max_file_bytes)
+            rows = list(embed_loaded(loaded, pipeline, context.rows, context.batch_images))
+            context.peak_rss.add(_max_rss_mb())
             if rows:
                 yield write_faces_file(table_path, to_faces_batch(rows))
 
@@ -118,22 +114,22 @@ def image_ids(refs: list[InputRef], max_file_bytes: int) -> dict[int, str]:
 ROWS_PER_FILE = 65536  # a table input's partition can be large: bound what one file (and memory) holds
 
 
-def make_table_runner(context: dict, peak_rss, prefix: str, table_path: str):
+def make_table_runner(context: EmbedContext, prefix: str, table_path: str) -> Callable[[Iterator], Iterator]:
     """Known content was already dropped by the job's anti-join, so every row here is embedded."""
 
     def run(batches: Iterator) -> Iterator:
-        pipeline = cached_pipeline(context["pack_dir"], context["model_id"], context["threads"], context["max_pixels"])
+        pipeline = context.pipeline.pipeline()
         rows: list[dict] = []
         for batch in batches:
             ids, contents = batch.column(0).to_pylist(), batch.column(1).to_pylist()
-            items = (table_item(prefix, str(i), c, context["max_file_bytes"]) for i, c in zip(ids, contents))
-            rows.extend(embed_loaded(items, pipeline, _row_context(context), context["batch_images"]))
+            items = (table_item(prefix, str(i), c, context.max_file_bytes) for i, c in zip(ids, contents))
+            rows.extend(embed_loaded(items, pipeline, context.rows, context.batch_images))
             if len(rows) >= ROWS_PER_FILE:
                 yield write_faces_file(table_path, to_faces_batch(rows))
                 rows = []
         if rows:
             yield write_faces_file(table_path, to_faces_batch(rows))
-        peak_rss.add(_max_rss_mb())
+        context.peak_rss.add(_max_rss_mb())
 
     return run
 

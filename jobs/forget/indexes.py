@@ -6,7 +6,6 @@ Rerunning after a crash finds nothing left to remove in shards already rewritten
 
 from __future__ import annotations
 
-import copy
 import time
 from pathlib import Path
 from typing import Any
@@ -17,17 +16,9 @@ from jobs.common.errors import UserError
 from jobs.common.storage import AnyPath, upath
 from jobs.forget.verify import shard_contents
 from jobs.shards.build import remove_from_shard
-from jobs.shards.files import (
-    checked_file,
-    deserialize,
-    named_files,
-    publish,
-    read_manifest,
-    serialize,
-    sha256_bytes,
-    write_atomically,
-    write_manifest,
-)
+from jobs.shards.files import checked_file, deserialize, serialize, sha256_bytes, write_atomically
+from jobs.shards.generations import publish, without_files
+from jobs.shards.manifest import Manifest, read_manifest, write_manifest
 
 
 def erase_from_index(
@@ -40,30 +31,30 @@ def erase_from_index(
     deletes the files of the old version and nothing could read it any more."""
 
     manifest = read_manifest(index_dir)
-    previous = copy.deepcopy(manifest)
+    previous = manifest.model_copy(deep=True)
     wanted = np.array(sorted(face_ids), dtype=np.int64)
     generation = int(time.time() * 1000)
     removed_vectors = 0
-    for entry in manifest["shards"]:
-        shard = deserialize(checked_file(index_dir, entry["file"], entry["sha256"]))
+    for entry in manifest.shards:
+        shard = deserialize(checked_file(index_dir, entry.file, entry.sha256))
         try:
             gone = remove_from_shard(shard, wanted)
         except RuntimeError as error:  # e.g. HNSW: FAISS cannot remove from it
             raise UserError(
-                f"index {index_dir} ({manifest.get('factory')}) cannot remove vectors ({error}); rebuild it with "
+                f"index {index_dir} ({manifest.factory}) cannot remove vectors ({error}); rebuild it with "
                 "`lineup index` after this erasure, then rerun `lineup forget` to verify"
             ) from None
         if gone:
             data = serialize(shard)
-            name = f"shard-{entry['shard']:04d}.e{generation}.faiss"
+            name = f"shard-{entry.shard:04d}.e{generation}.faiss"
             write_atomically(index_dir / name, data)
-            entry.update(file=name, sha256=sha256_bytes(data), vectors=int(shard.ntotal))
+            entry.file, entry.sha256, entry.vectors = name, sha256_bytes(data), int(shard.ntotal)
             removed_vectors += gone
     removed_list = _drop_from_removed_list(index_dir, manifest, wanted, generation)
     repinned = _repin(manifest, table_versions)
     if removed_vectors or removed_list or repinned:
-        manifest["vectors"] = sum(entry["vectors"] for entry in manifest["shards"])
-        manifest.setdefault("erasures", []).append({"erasure_id": erasure_id, "vectors_removed": removed_vectors})
+        manifest.vectors = sum(entry.vectors for entry in manifest.shards)
+        manifest.erasures.append({"erasure_id": erasure_id, "vectors_removed": removed_vectors})
         publish(index_dir, manifest, previous)
     purged = _purge_old_generations(index_dir, wanted)
     return {
@@ -80,7 +71,7 @@ def _purge_old_generations(index_dir: AnyPath, wanted: np.ndarray) -> int:
     the retention. A query still reading such a generation exits 3 and a rerun reads the new one."""
 
     manifest = read_manifest(index_dir)
-    keep, purged = named_files(manifest), []
+    keep, purged = manifest.named_files(), []
     for path in sorted(upath(index_dir).iterdir()):
         if path.name in keep or path.suffix not in (".faiss", ".bin"):
             continue
@@ -92,42 +83,42 @@ def _purge_old_generations(index_dir: AnyPath, wanted: np.ndarray) -> int:
             path.unlink()
             purged.append(path.name)
     if purged:
-        manifest["superseded"] = [
-            {**entry, "files": [f for f in entry["files"] if f not in purged]}
-            for entry in manifest.get("superseded", [])
-        ]
-        manifest["superseded"] = [entry for entry in manifest["superseded"] if entry["files"]]
+        manifest.superseded = without_files(manifest.superseded, set(purged))
         write_manifest(index_dir, manifest)  # the same generation: only its list of old files changed
     return len(purged)
 
 
-def _drop_from_removed_list(index_dir: AnyPath, manifest: dict[str, Any], wanted: np.ndarray, generation: int) -> int:
+def _drop_from_removed_list(index_dir: AnyPath, manifest: Manifest, wanted: np.ndarray, generation: int) -> int:
     """The removed-ids file names face_ids too: the erased ones leave it (it is rewritten, not appended)."""
-    if not manifest.get("removed_file"):
+    if not manifest.removed_file or not manifest.removed_sha256:
         return 0
-    data = checked_file(index_dir, manifest["removed_file"], manifest["removed_sha256"])
+    data = checked_file(index_dir, manifest.removed_file, manifest.removed_sha256)
     ids = np.frombuffer(data, dtype=np.int64)
     kept = ids[~np.isin(ids, wanted)]
     if len(kept) == len(ids):
         return 0
     name = f"removed.e{generation}.bin"
     write_atomically(index_dir / name, kept.tobytes())
-    manifest.update(removed_file=name, removed_sha256=sha256_bytes(kept.tobytes()), removed=int(len(kept)))
+    manifest.removed_file, manifest.removed_sha256, manifest.removed = (
+        name,
+        sha256_bytes(kept.tobytes()),
+        int(len(kept)),
+    )
     return int(len(ids) - len(kept))
 
 
-def _repin(manifest: dict[str, Any], table_versions: dict[str, tuple[int, int]]) -> bool:
+def _repin(manifest: Manifest, table_versions: dict[str, tuple[int, int]]) -> bool:
     """Move the index's pinned faces version past the erasure. An index that was behind its table (rows
     added since its version) is marked: `index.update` cannot diff against a purged version, so it must be
     rebuilt."""
-    versions = table_versions.get(manifest["faces_table"])
+    versions = table_versions.get(manifest.faces_table)
     if versions is None or versions[0] == versions[1]:
         return False
     before, after = versions
-    if manifest["faces_version"] != before:
-        manifest["rebuild_required"] = (
-            f"the faces table moved on after this index's version {manifest['faces_version']} and an erasure "
+    if manifest.faces_version != before:
+        manifest.rebuild_required = (
+            f"the faces table moved on after this index's version {manifest.faces_version} and an erasure "
             "rewrote it: rebuild with `lineup index`"
         )
-    manifest["faces_version"] = after
+    manifest.faces_version = after
     return True

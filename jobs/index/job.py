@@ -9,11 +9,8 @@ the manifest's version without retraining and records removed rows, which search
 
 from __future__ import annotations
 
-import copy
-import datetime as dt
 import logging
 import time
-import uuid
 from typing import Any
 
 import numpy as np
@@ -26,19 +23,12 @@ from jobs.common.timing import Phases
 from jobs.index.config import IndexConfig
 from jobs.index.plan import read_gallery, training_sample
 from jobs.index.recall import measure_recall
-from jobs.index.worker import SHARD_ROWS_DDL, make_shard_runner, shard_file
+from jobs.index.shards import _add_shards, _emptied, new_manifest
 from jobs.shards import build
 from jobs.shards.choose import choose_index
-from jobs.shards.files import (
-    IndexFileError,
-    deserialize,
-    load_index,
-    publish,
-    read_manifest,
-    sha256_bytes,
-    vacuum,
-    write_atomically,
-)
+from jobs.shards.files import deserialize, load_index, sha256_bytes, write_atomically
+from jobs.shards.generations import publish, vacuum
+from jobs.shards.manifest import IndexFileError, Manifest, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +79,11 @@ def _build(config: IndexConfig, spark, phases: Phases) -> dict[str, Any]:
         shards = _add_shards(spark, frame, trained, settings.shards, {}, out, generation)
     manifest = new_manifest(model_id, dim, table_path, version, choice, settings.shards, shards, vectors)
     with phases.phase("recall"):  # on the staged manifest: the published one stays in force meanwhile
-        manifest.update(measure_recall(frame, out, settings, vectors, manifest))
-    manifest["build_s"] = round(time.perf_counter() - started, 1)
-    if manifest["recall_at_k"] < settings.recall_floor and not settings.accept_low_recall:
+        manifest = manifest.model_copy(update=measure_recall(frame, out, settings, vectors, manifest))
+    manifest.build_s = round(time.perf_counter() - started, 1)
+    if (manifest.recall_at_k or 0.0) < settings.recall_floor and not settings.accept_low_recall:
         raise UserError(
-            f"recall@{settings.recall_k} {manifest['recall_at_k']:.3f} stays below index.recall_floor "
+            f"recall@{settings.recall_k} {manifest.recall_at_k or 0.0:.3f} stays below index.recall_floor "
             f"{settings.recall_floor} for every {choice.search_param}; use a larger index.factory or set "
             "index.accept_low_recall=true (the index in force, if any, is unchanged)"
         )
@@ -101,7 +91,7 @@ def _build(config: IndexConfig, spark, phases: Phases) -> dict[str, Any]:
     return _summary("build", manifest, out)
 
 
-def _published(out: UPath) -> dict[str, Any] | None:
+def _published(out: UPath) -> Manifest | None:
     """The manifest in force, if the folder holds a readable one (a new build supersedes it)."""
     try:
         return read_manifest(out)
@@ -127,136 +117,48 @@ def _vacuum(config: IndexConfig, spark, record: RunRecord) -> dict[str, Any]:
     }
 
 
-def new_manifest(
-    model_id: str, dim: int, table_path: str, version: int, choice, shard_count: int, shards: list[dict], vectors: int
-) -> dict[str, Any]:
-    """A fresh build's manifest (recall and build time are added once measured)."""
-    return {
-        "index_id": f"index-{uuid.uuid4().hex[:12]}",
-        "model_id": model_id,
-        "dim": dim,
-        "metric": "inner_product",
-        "faces_table": table_path,
-        "faces_version": version,
-        "built_version": version,
-        "factory": choice.factory,
-        "exact": choice.exact,
-        "choice_reason": choice.reason,
-        "search_param": choice.search_param,
-        "search_candidates": list(choice.candidates),
-        "search_value": None,
-        "shard_count": shard_count,
-        "shards": shards,
-        "vectors": vectors,
-        "vectors_at_build": vectors,
-        "added_since_build": 0,
-        "removed_file": None,
-        "removed_sha256": None,
-        "removed": 0,
-        "created_at": dt.datetime.now(dt.UTC).isoformat(),
-    }
-
-
-def _add_shards(
-    spark,
-    frame,
-    base: bytes,
-    shard_count: int,
-    existing: dict[int, str],
-    out: UPath,
-    generation: int,
-    previous_entries: list[dict] | None = None,
-) -> list[dict]:
-    """Add the frame's rows to shards on the executors; returns the manifest entries of every shard."""
-    from pyspark.sql import functions as F
-
-    previous_entries = previous_entries or []
-    base_path = out / f".base.g{generation}.faiss"
-    write_atomically(base_path, base)
-    keyed = frame.withColumn("shard", F.pmod(F.col("face_id"), F.lit(shard_count)))
-    runner = make_shard_runner(str(base_path), str(out), existing, shard_count, generation)
-    try:
-        written = {
-            row.shard: row.asDict()
-            for row in keyed.repartition(shard_count, "shard").mapInArrow(runner, SHARD_ROWS_DDL).collect()
-        }
-    except Exception as error:  # an executor's refusal reaches us as text inside Spark's wrapper
-        marker = f"{build.NotUnitVectors.__name__}: "
-        lines = [line for line in str(error).splitlines() if marker in line]
-        if not lines:
-            raise
-        raise UserError(f"index.faces_table: {lines[0].split(marker, 1)[1].strip()}") from None
-    entries = []
-    for shard in range(shard_count):
-        if shard not in written:  # no new rows for this shard: keep it, or start it empty
-            source = out / existing[shard] if shard in existing else base_path
-            data = source.read_bytes()
-            name = existing.get(shard) or shard_file(shard, generation)
-            if shard not in existing:
-                write_atomically(out / name, data)
-            written[shard] = {
-                "shard": shard,
-                "file": name,
-                "sha256": sha256_bytes(data),
-                "vectors": int(deserialize(data).ntotal),
-            }
-        entry = written[shard]
-        previous = next((e for e in previous_entries if e["shard"] == shard), {})
-        # id range over everything the shard holds: this pass's rows and what it held before
-        lows = [v for v in (entry.pop("added_min_id", None), previous.get("min_id")) if v is not None]
-        highs = [v for v in (entry.pop("added_max_id", None), previous.get("max_id")) if v is not None]
-        entry.update(
-            shard_key=f"face_id % {shard_count} == {shard}",
-            min_id=min(lows, default=None),
-            max_id=max(highs, default=None),
-        )
-        entries.append(entry)
-    base_path.unlink()
-    return entries
-
-
 def _update(config: IndexConfig, spark, phases: Phases) -> dict[str, Any]:
     """Add rows new since the manifest's version (no retraining) and record removed rows."""
 
     out, settings = config.index_path(), config.index
     manifest = read_manifest(out)
-    in_force = copy.deepcopy(manifest)  # the generation in force, superseded by this update
-    if manifest.get("rebuild_required"):
-        raise UserError(f"index {out}: {manifest['rebuild_required']} (index.update=false)")
+    in_force = manifest.model_copy(deep=True)  # the generation in force, superseded by this update
+    if manifest.rebuild_required:
+        raise UserError(f"index {out}: {manifest.rebuild_required} (index.update=false)")
     load_index(out)  # refuse a tampered index before touching it
-    table_path = manifest["faces_table"]
-    new_frame, version, model_id, dim = read_gallery(spark, table_path, settings.faces_version, manifest["model_id"])
-    if dim != manifest["dim"]:
-        raise UserError(f"{table_path} now has {dim}-d embeddings, the index {manifest['dim']}-d: rebuild it")
-    old_frame, *_ = read_gallery(spark, table_path, manifest["faces_version"], model_id)
+    table_path = manifest.faces_table
+    new_frame, version, model_id, dim = read_gallery(spark, table_path, settings.faces_version, manifest.model_id)
+    if dim != manifest.dim:
+        raise UserError(f"{table_path} now has {dim}-d embeddings, the index {manifest.dim}-d: rebuild it")
+    old_frame, *_ = read_gallery(spark, table_path, manifest.faces_version, model_id)
     added = new_frame.join(old_frame.select("face_id"), "face_id", "left_anti")
     removed_ids = old_frame.select("face_id").join(new_frame.select("face_id"), "face_id", "left_anti")
     added_count = added.count()
     generation = time.time_ns() // 1_000_000  # in every file name: object stores cannot rename, so names never repeat
-    existing = {entry["shard"]: entry["file"] for entry in manifest["shards"]}
+    existing = {entry.shard: entry.file for entry in manifest.shards}
     if added_count:
         first = (out / existing[0]).read_bytes()
         base = build.serialize(_emptied(deserialize(first)))
-        manifest["shards"] = _add_shards(
-            spark, added, base, manifest["shard_count"], existing, out, generation, manifest["shards"]
-        )
+        shard_count = manifest.shard_count or len(manifest.shards)
+        manifest.shards = _add_shards(spark, added, base, shard_count, existing, out, generation, manifest.shards)
     removed = np.array(sorted(r.face_id for r in removed_ids.collect()), dtype=np.int64)
-    if manifest.get("removed_file"):
-        previous = np.frombuffer((out / manifest["removed_file"]).read_bytes(), dtype=np.int64)
+    if manifest.removed_file:
+        previous = np.frombuffer((out / manifest.removed_file).read_bytes(), dtype=np.int64)
         removed = np.union1d(previous, removed)
     if len(removed):
         name = f"removed.g{generation}.bin"
         write_atomically(out / name, removed.tobytes())
-        manifest.update(removed_file=name, removed_sha256=sha256_bytes(removed.tobytes()), removed=int(len(removed)))
-    manifest["faces_version"] = version
-    manifest["added_since_build"] += added_count
-    manifest["vectors"] = sum(entry["vectors"] for entry in manifest["shards"])
-    if not manifest["exact"]:
+        manifest.removed_file, manifest.removed_sha256 = name, sha256_bytes(removed.tobytes())
+        manifest.removed = int(len(removed))
+    manifest.faces_version = version
+    manifest.added_since_build += added_count
+    manifest.vectors = sum(entry.vectors for entry in manifest.shards)
+    if not manifest.exact:
         with phases.phase("recall"):
-            manifest.update(measure_recall(new_frame, out, settings, None, manifest))
+            manifest = manifest.model_copy(update=measure_recall(new_frame, out, settings, None, manifest))
     publish(out, manifest, in_force)
     summary = _summary("update", manifest, out)
-    share = manifest["added_since_build"] / max(manifest["vectors_at_build"], 1)
+    share = manifest.added_since_build / max(manifest.vectors_at_build, 1)
     summary.update(
         added=added_count,
         removed=int(len(removed)),
@@ -266,13 +168,7 @@ def _update(config: IndexConfig, spark, phases: Phases) -> dict[str, Any]:
     return summary
 
 
-def _emptied(index):
-    """A copy of a shard with its vectors removed: the trained state new shards start from."""
-    index.reset()
-    return index
-
-
-def _summary(mode: str, manifest: dict, out: UPath) -> dict[str, Any]:
+def _summary(mode: str, manifest: Manifest, out: UPath) -> dict[str, Any]:
     keys = [
         "index_id",
         "model_id",
@@ -293,6 +189,6 @@ def _summary(mode: str, manifest: dict, out: UPath) -> dict[str, Any]:
         "job": "index",
         "mode": mode,
         "status": "ok",
-        **{k: manifest.get(k) for k in keys},
+        **{k: getattr(manifest, k) for k in keys},
         "outputs": {"index_dir": str(out)},
     }

@@ -23,6 +23,7 @@ from jobs.query.plan import choose_plan, gallery_faces, gallery_offsets, normali
 from jobs.query.probes import check_probes, probe_frame
 from jobs.query.tables import identities_frame, matches_frame
 from jobs.shards.files import verify_index
+from jobs.shards.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +46,14 @@ def _prepare(config: QueryConfig, spark, record: RunRecord):
     index_dir = config.index_path()
     manifest = verify_index(index_dir)
     # Everything below reads this generation only, whatever is published meanwhile.
-    log.info("query: index %s generation %s pinned (%s)", index_dir, manifest.get("generation"), manifest["index_id"])
-    if manifest.get("metric") != "inner_product":
+    log.info("query: index %s generation %s pinned (%s)", index_dir, manifest.generation, manifest.index_id)
+    if manifest.metric != "inner_product":
         # Every merge and threshold here reads "larger is more similar" (cosine on unit vectors).
-        raise UserError(f"index {index_dir} uses metric {manifest.get('metric')}; rebuild it with `lineup index`")
+        raise UserError(f"index {index_dir} uses metric {manifest.metric}; rebuild it with `lineup index`")
     record.add_input("index", str(index_dir), None)
-    record.params["index_id"] = manifest["index_id"]
+    record.params["index_id"] = manifest.index_id
     threshold = resolve_threshold(
-        settings.threshold, manifest["model_id"], config.spark.resolved_data_root(), "query.threshold"
+        settings.threshold, manifest.model_id, config.spark.resolved_data_root(), "query.threshold"
     )
     record.threshold, record.threshold_source = threshold.value, threshold.source
     probes, probe_counts = probe_frame(config, spark, manifest, record)
@@ -67,18 +68,18 @@ def _search_and_write(
     probes,
     probe_counts: dict,
     index_dir: Path,
-    manifest: dict,
+    manifest: Manifest,
     threshold,
 ) -> dict[str, Any]:
     from pyspark.sql import functions as F
 
     settings, started = config.query, time.perf_counter()
     gallery = gallery_faces(spark, manifest)
-    record.add_input("gallery_faces", manifest["faces_table"], manifest["faces_version"])
-    gallery_size = int(manifest["vectors"]) - int(manifest.get("removed", 0))
+    record.add_input("gallery_faces", manifest.faces_table, manifest.faces_version)
+    gallery_size = int(manifest.vectors) - int(manifest.removed)
 
     ok_probes = probes.where(F.col("status") == "ok")
-    exact_rerank = settings.rerank and not manifest["exact"]  # re-ranking an exact index changes nothing
+    exact_rerank = settings.rerank and not manifest.exact  # re-ranking an exact index changes nothing
     # Normalization reorders candidates, so it rescores k * rerank_factor of them even from an exact index.
     normalization = threshold.normalization
     fetch = settings.k * settings.rerank_factor if exact_rerank or normalization else settings.k
@@ -137,9 +138,9 @@ def _write(config, spark, record, matches, threshold, manifest, probe_counts, ga
         "job": "query",
         "run_id": record.run_id,
         "status": "ok",
-        "model_id": manifest["model_id"],
-        "index_id": manifest["index_id"],
-        "index_recall_at_k": manifest.get("recall_at_k"),
+        "model_id": manifest.model_id,
+        "index_id": manifest.index_id,
+        "index_recall_at_k": manifest.recall_at_k,
         "k": config.query.k,
         "plan": record.params["plan"],
         "threshold": threshold.value,

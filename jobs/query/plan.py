@@ -3,33 +3,35 @@ produces, the per-probe top k, and the optional exact re-rank from the gallery's
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from jobs.common.normalization import Normalization
 from jobs.common.normalized_scores import normalized_score, offset_column
-from jobs.query.worker import CANDIDATES_DDL, make_search_runner
+from jobs.query.worker import CANDIDATES_DDL, SearchContext, make_search_runner
 from jobs.shards.files import file_size
+from jobs.shards.manifest import Manifest
 
 
-def gallery_faces(spark, manifest: dict):
+def gallery_faces(spark, manifest: Manifest):
     """The gallery's rows at the version the index pins: face_id -> subject_id and embedding."""
     from pyspark.sql import functions as F
 
-    frame = spark.read.format("delta").option("versionAsOf", manifest["faces_version"]).load(manifest["faces_table"])
-    return frame.where((F.col("status") == "ok") & (F.col("model_id") == manifest["model_id"])).select(
+    frame = spark.read.format("delta").option("versionAsOf", manifest.faces_version).load(manifest.faces_table)
+    return frame.where((F.col("status") == "ok") & (F.col("model_id") == manifest.model_id)).select(
         F.col("face_id").alias("gallery_face_id"),
         F.col("subject_id").alias("gallery_subject_id"),
         F.col("embedding").alias("gallery_embedding"),
     )
 
 
-def choose_plan(index_dir: Path, manifest: dict, settings) -> str:
+def choose_plan(index_dir: Path, manifest: Manifest, settings) -> str:
     """all_shards while the whole index fits a worker's share of memory, else one shard per task."""
     if settings.plan != "auto":
         return settings.plan
-    index_bytes = sum(file_size(index_dir, entry["file"]) for entry in manifest["shards"])
+    index_bytes = sum(file_size(index_dir, entry.file) for entry in manifest.shards)
     return "all_shards" if index_bytes <= settings.worker_index_gb * 2**30 else "per_shard"
 
 
@@ -48,7 +50,7 @@ def gallery_offsets(spark, gallery, normalization: Normalization):
 
 
 def search_candidates(
-    spark, ok_probes, index_dir: Path, manifest: dict, settings, fetch: int, plan: str, rescoring=None
+    spark, ok_probes, index_dir: Path, manifest: Manifest, settings, fetch: int, plan: str, rescoring=None
 ):
     """The `fetch` best gallery faces per probe over all shards (probe_face_id, gallery_face_id, score,
     normalized_score, rank). With `rescoring` = (normalization, gallery offsets broadcast, keep), the
@@ -57,20 +59,19 @@ def search_candidates(
 
     partitions = settings.probe_partitions or spark.sparkContext.defaultParallelism
     probes = ok_probes.select(F.col("face_id").alias("probe_face_id"), "embedding").dropDuplicates(["probe_face_id"])
-    context = {
-        "index_dir": str(index_dir),
-        "manifest": {key: manifest.get(key) for key in ("shards", "removed_file", "removed_sha256")},
-        "search_param": manifest["search_param"],
-        "search_value": settings.search_value or manifest.get("search_value"),
-        "k": fetch,
-        "threads": 1,
-    }
+    context = SearchContext(
+        index_dir=str(index_dir),
+        manifest=manifest.model_copy(update={"superseded": [], "erasures": []}),  # what tasks need, no more
+        k=fetch,
+        search_value=settings.search_value or manifest.search_value,
+    )
     if rescoring is not None:
-        context["normalization"], context["gallery_offsets"], context["keep"] = rescoring
+        normalization, offsets, keep = rescoring
+        context = replace(context, normalization=normalization, gallery_offsets=offsets, keep=keep)
     runner = make_search_runner(context)
     if plan == "all_shards":
         return probes.repartition(partitions).mapInArrow(runner, CANDIDATES_DDL)
-    shard_count = len(manifest["shards"])
+    shard_count = len(manifest.shards)
     shards = spark.range(shard_count).select(F.col("id").cast("int").alias("shard"))
     tasks = (
         probes.withColumn("probe_part", F.pmod(F.xxhash64("probe_face_id"), F.lit(partitions)))

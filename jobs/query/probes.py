@@ -13,9 +13,10 @@ from jobs.faces.ingest import run_embed
 from jobs.faces.plan import source_prefix
 from jobs.models.pack import load_pack
 from jobs.query.config import QueryConfig
+from jobs.shards.manifest import Manifest
 
 
-def probe_frame(config: QueryConfig, spark, manifest: dict, record: RunRecord):
+def probe_frame(config: QueryConfig, spark, manifest: Manifest, record: RunRecord):
     """The probe faces (all statuses) and what the probe source said about them."""
     from pyspark.sql import functions as F
 
@@ -42,7 +43,7 @@ def probe_frame(config: QueryConfig, spark, manifest: dict, record: RunRecord):
     return frame, {}
 
 
-def _embed_archive(config: QueryConfig, spark, manifest: dict) -> tuple[str, int, str, dict[str, int]]:
+def _embed_archive(config: QueryConfig, spark, manifest: Manifest) -> tuple[str, int, str, dict[str, int]]:
     """Embed the probe archive with the embed job's own code into the probe faces table."""
 
     probes = config.query.probes
@@ -62,10 +63,10 @@ def _embed_archive(config: QueryConfig, spark, manifest: dict) -> tuple[str, int
         }
     )
     pack = load_pack(embed_config.resolved_pack_dir())
-    if pack.model_id != manifest["model_id"]:
+    if pack.model_id != manifest.model_id:
         raise UserError(
             f"query.probes.pack_dir gives model {pack.model_id}, the index at {config.index_path()} holds "
-            f"{manifest['model_id']}: embed probes with the gallery's pack"
+            f"{manifest.model_id}: embed probes with the gallery's pack"
         )
     try:
         summary = run_embed(embed_config, spark)
@@ -89,7 +90,7 @@ def _read_delta(spark, table: str, version: int | None, key: str):
     return frame, version
 
 
-def check_probes(probes, manifest: dict) -> None:
+def check_probes(probes, manifest: Manifest) -> None:
     """Refuse probes of another model or dimension: their scores would mean nothing."""
     from pyspark.sql import functions as F
 
@@ -98,12 +99,12 @@ def check_probes(probes, manifest: dict) -> None:
     models = sorted({row.model_id for row in seen})
     if not models:
         return  # no usable probe: the run records their statuses
-    foreign = [model for model in models if model != manifest["model_id"]]
+    foreign = [model for model in models if model != manifest.model_id]
     if foreign:
         raise UserError(
-            f"probes were embedded with {foreign}, the index holds {manifest['model_id']}: "
+            f"probes were embedded with {foreign}, the index holds {manifest.model_id}: "
             "embed the probes with the gallery's model pack (or filter them with query.probes.where)"
         )
     dims = sorted({row.d for row in seen})
-    if dims != [manifest["dim"]]:
-        raise UserError(f"probe embeddings have {dims} dimensions, the index {manifest['dim']}: re-embed the probes")
+    if dims != [manifest.dim]:
+        raise UserError(f"probe embeddings have {dims} dimensions, the index {manifest.dim}: re-embed the probes")

@@ -4,9 +4,10 @@ used) and identities (per probe, the best score per gallery subject, ranked)."""
 from __future__ import annotations
 
 from jobs.common.thresholds import Threshold
+from jobs.shards.manifest import Manifest
 
 
-def matches_frame(top, probes, threshold: Threshold, manifest: dict, run_id: str, gallery_size: int):
+def matches_frame(top, probes, threshold: Threshold, manifest: Manifest, run_id: str, gallery_size: int):
     """Candidates with their probe's details, plus one row (rank null) per probe image without a usable face."""
     from pyspark.sql import functions as F
 
@@ -51,8 +52,8 @@ def matches_frame(top, probes, threshold: Threshold, manifest: dict, run_id: str
         F.lit(threshold.normalization_label).cast("string").alias("normalization"),
         value.alias("threshold"),
         above.alias("above_threshold"),
-        F.lit(manifest["model_id"]).alias("model_id"),
-        F.lit(manifest["index_id"]).alias("index_id"),
+        F.lit(manifest.model_id).alias("model_id"),
+        F.lit(manifest.index_id).alias("index_id"),
         F.lit(gallery_size).cast("bigint").alias("gallery_size"),
         F.current_timestamp().alias("queried_at"),
     )

@@ -10,13 +10,16 @@ worker holds one shard at a time; the driver's plan merges the shards' lists per
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from jobs.common.normalization import Normalization
 from jobs.common.schema import ddl_of
 from jobs.shards.files import load_removed, load_shard
+from jobs.shards.manifest import Manifest
 from jobs.shards.search import search_shard, search_shards
 
 CANDIDATES_ARROW = pa.schema(
@@ -48,7 +51,21 @@ def _to_batch(probe_ids: np.ndarray, scores: np.ndarray, ids: np.ndarray, normal
     )
 
 
-def make_search_runner(context: dict[str, Any]) -> Callable[[Iterator], Iterator]:
+@dataclass(frozen=True)
+class SearchContext:
+    """What every search task needs, pickled once into the runner's closure."""
+
+    index_dir: str
+    manifest: Manifest  # the pinned generation
+    k: int  # candidates fetched per probe
+    search_value: int | None  # nprobe / efSearch; None: the index's own
+    threads: int = 1
+    normalization: Normalization | None = None  # rescore the `k` candidates, keep the `keep` best
+    gallery_offsets: Any = None  # a Broadcast of (sorted gallery face ids, their offsets)
+    keep: int | None = None
+
+
+def make_search_runner(context: SearchContext) -> Callable[[Iterator], Iterator]:
     """mapInArrow over (probe_face_id, embedding[, shard]) rows -> CANDIDATES_DDL rows.
 
     Without a `shard` column the task searches every shard and `rank` is global; with it, each row's
@@ -60,20 +77,21 @@ def make_search_runner(context: dict[str, Any]) -> Callable[[Iterator], Iterator
         import faiss
 
         # Spark already runs one task per core: FAISS's own threads would only oversubscribe them.
-        faiss.omp_set_num_threads(context.get("threads", 1))
-        removed = load_removed(context["index_dir"], context["manifest"])
-        entries = {entry["shard"]: entry for entry in context["manifest"]["shards"]}
+        faiss.omp_set_num_threads(context.threads)
+        removed = load_removed(context.index_dir, context.manifest)
+        entries = {entry.shard: entry for entry in context.manifest.shards}
+        param = context.manifest.search_param
 
         def shard(key: int):
-            return load_shard(context["index_dir"], entries[key], context["search_param"], context["search_value"])
+            return load_shard(context.index_dir, entries[key], param, context.search_value)
 
-        normalization = context.get("normalization")
-        gallery = context["gallery_offsets"].value if normalization is not None else None
+        normalization = context.normalization
+        gallery = context.gallery_offsets.value if normalization is not None else None
 
         def batch_of(probe_ids, vectors, scores, ids):
             if normalization is None:
                 return _to_batch(probe_ids, scores, ids)
-            return _to_batch(probe_ids, *normalization.rescore_top(vectors, scores, ids, gallery, context["keep"]))
+            return _to_batch(probe_ids, *normalization.rescore_top(vectors, scores, ids, gallery, context.keep))
 
         for batch in batches:
             if batch.num_rows == 0:
@@ -82,13 +100,13 @@ def make_search_runner(context: dict[str, Any]) -> Callable[[Iterator], Iterator
             flat = batch.column("embedding").flatten().to_numpy(zero_copy_only=False)
             vectors = flat.astype(np.float32).reshape(len(probe_ids), -1)
             if "shard" not in batch.schema.names:
-                scores, ids = search_shards([shard(key) for key in sorted(entries)], removed, vectors, context["k"])
+                scores, ids = search_shards([shard(key) for key in sorted(entries)], removed, vectors, context.k)
                 yield batch_of(probe_ids, vectors, scores, ids)
                 continue
             shard_keys = batch.column("shard").to_numpy()
             for key in np.unique(shard_keys):
                 mask = shard_keys == key
-                scores, ids = search_shard(shard(int(key)), removed, vectors[mask], context["k"])
+                scores, ids = search_shard(shard(int(key)), removed, vectors[mask], context.k)
                 yield batch_of(probe_ids[mask], vectors[mask], scores, ids)
 
     return run

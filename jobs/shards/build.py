@@ -168,7 +168,7 @@ def tune(
             return index.search(queries, k)[1]
         return without_queries(index.search(queries, k + 1)[1], query_ids, k)
 
-    param = index.manifest["search_param"]
+    param = index.manifest.search_param
     if param is None:
         return None, recall_at_k(search(), truth), []
     measured: dict[int, tuple[float, float]] = {}
@@ -184,7 +184,7 @@ def tune(
         return recall - margin >= floor
 
     below = None
-    for value in index.manifest["search_candidates"]:
+    for value in index.manifest.search_candidates:
         if measure(value):
             while below is not None and value - below > max(1, below // 8):
                 middle = (below + value) // 2

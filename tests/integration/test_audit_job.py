@@ -12,8 +12,8 @@ import pytest
 
 from jobs.audit.config import AuditConfig
 from jobs.audit.job import run_audit, run_calibrate
+from jobs.common.calibrations import load_calibration
 from jobs.common.config import load_config
-from jobs.common.thresholds import load_calibration
 from jobs.index.config import IndexConfig
 from jobs.index.job import run_index
 from jobs.query.config import QueryConfig
@@ -106,7 +106,7 @@ def test_calibration_record_drives_a_query(spark, labelled: dict) -> None:
     assert summary["measured_fmr"] == pytest.approx((impostor >= summary["threshold"]).mean())
     assert summary["measured_fmr"] <= 1e-3
     record = load_calibration(summary["calibration_id"], labelled["root"] / "data", "test")
-    assert record["data"]["version"] == 0 and record["model_id"] == "m-test"
+    assert record.data.version == 0 and record.model_id == "m-test"
     table = spark.read.format("delta").load(summary["outputs"]["calibrations_table"]).collect()
     assert [r.calibration_id for r in table] == [summary["calibration_id"]]
     assert json.loads(table[0].record)["threshold"] == summary["threshold"]
@@ -190,8 +190,9 @@ def test_fsn_calibration_narrows_the_gap_and_every_consumer_applies_it(spark, la
     root, vectors = labelled["root"], labelled["vectors"]
     calibration = run_calibrate(audit_config(labelled), 1e-2, spark, normalization="fsn", clusters=4)
     record = load_calibration(calibration["calibration_id"], root / "data", "test")
-    assert record["normalization"]["k"] == 4 and "group" not in json.dumps(record["normalization"])
-    fsn = normalization_from_record(record["normalization"])
+    assert record.normalization is not None
+    assert record.normalization["k"] == 4 and "group" not in json.dumps(record.normalization)
+    fsn = normalization_from_record(record.normalization)
     offsets = fsn.offsets_of(vectors)
 
     # Audit: raw and normalized side by side, both at the threshold giving FMR 1e-2 on their own scores.

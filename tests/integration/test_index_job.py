@@ -36,11 +36,11 @@ def test_sharded_exact_search_equals_single_exact(spark, tmp_path: Path) -> None
     summary = run_index(config(tmp_path / "faces", tmp_path / "index"), spark)
     assert summary["factory"] == "Flat" and summary["vectors"] == 3000 and summary["recall_at_k"] == 1.0
     index = load_index(tmp_path / "index")
-    assert sorted(entry["vectors"] for entry in index.manifest["shards"]) != [0, 0, 3000]
-    for entry in index.manifest["shards"]:
-        shard_ids = ids[ids % 3 == entry["shard"]]
-        assert entry["vectors"] == len(shard_ids)
-        assert (entry["min_id"], entry["max_id"]) == (shard_ids.min(), shard_ids.max())
+    assert sorted(entry.vectors for entry in index.manifest.shards) != [0, 0, 3000]
+    for entry in index.manifest.shards:
+        shard_ids = ids[ids % 3 == entry.shard]
+        assert entry.vectors == len(shard_ids)
+        assert (entry.min_id, entry.max_id) == (shard_ids.min(), shard_ids.max())
     queries = clustered(50, seed=9)
     _, found = index.search(queries, 10)
     _, expected = exact_top_k(vectors, ids, queries, 10)

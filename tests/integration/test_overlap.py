@@ -27,7 +27,8 @@ from jobs.embed.config import EmbedConfig
 from jobs.embed.job import run_embed
 from jobs.index.config import IndexConfig
 from jobs.index.job import run_index
-from jobs.shards.files import named_files, verify_index
+from jobs.shards.files import verify_index
+from tests.fixtures.manifests import named_files
 from tests.fixtures.processes import commit_exists, finish, start_lineup, stderr_of, wait_for
 from tests.fixtures.worlds import copy_world, raw_rows
 

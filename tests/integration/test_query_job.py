@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from jobs.cli import main as cli_main
+from jobs.common.calibrations import write_calibration
 from jobs.common.config import load_config
 from jobs.common.errors import UserError
 from jobs.common.schema import IDENTITIES_DDL, MATCHES_DDL
-from jobs.common.thresholds import write_calibration
 from jobs.index.config import IndexConfig
 from jobs.index.job import run_index
 from jobs.query.config import QueryConfig

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 from jobs.faces.config import InputSettings
 from jobs.faces.plan import source_prefix as _source_prefix
 from jobs.query.plan import choose_plan
+from tests.fixtures.manifests import manifest_of
 
 
 def test_an_archive_owns_only_its_own_source_paths(tmp_path: Path) -> None:
@@ -24,7 +25,7 @@ def test_an_archive_owns_only_its_own_source_paths(tmp_path: Path) -> None:
 
 def test_plan_follows_the_index_size(tmp_path: Path) -> None:
     (tmp_path / "shard-0.faiss").write_bytes(b"x" * 2048)
-    manifest = {"shards": [{"file": "shard-0.faiss"}]}
+    manifest = manifest_of(shards=[{"shard": 0, "file": "shard-0.faiss", "sha256": "x", "vectors": 1}])
     small = SimpleNamespace(plan="auto", worker_index_gb=1.0)
     tiny = SimpleNamespace(plan="auto", worker_index_gb=1e-6)  # about 1 KiB
     assert choose_plan(tmp_path, manifest, small) == "all_shards"

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from jobs.common.calibrations import load_calibration
 from jobs.common.config import ConfigError, LineupConfig, load_config
 from jobs.common.errors import UserError
-from jobs.common.thresholds import load_calibration
 from jobs.models.decode import decode_image
 from jobs.models.pack import PackError, derive_model_id, load_pack, write_pack
-from jobs.shards.files import IndexFileError, read_manifest
+from jobs.shards.manifest import IndexFileError, read_manifest
 from tests.unit.test_pack import FILES, MANIFEST
 
 
@@ -54,11 +54,12 @@ def test_manifest_naming_a_shard_outside_its_folder_is_refused(tmp_path: Path) -
         read_manifest(tmp_path)
     manifest["shards"][0]["file"] = "shard-0000.faiss"
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
-    assert read_manifest(tmp_path)["index_id"] == "i"
+    assert read_manifest(tmp_path).index_id == "i"
 
 
 def calibration(tmp_path: Path, name: str, **changes: object) -> Path:
     record = {"calibration_id": name, "threshold": 0.6, "model_id": "m", "target_fmr": 1e-3, "measured_fmr": 1e-3}
+    record["data"] = {"name": "utkface-dev", "table": "/t/faces", "version": 3}
     record.update(changes)
     path = tmp_path / f"{name}.json"
     path.write_text(json.dumps(record))
@@ -72,6 +73,7 @@ def calibration(tmp_path: Path, name: str, **changes: object) -> Path:
         ({"threshold": "0.5"}, "outside \\[-1, 1\\]"),
         ({"calibration_id": "someone-else"}, "not its file name"),
         ({"model_id": ""}, "model_id is empty"),
+        ({"data": None}, "data"),  # a threshold that does not say what it was measured on
     ],
 )
 def test_invalid_calibration_records_are_refused(tmp_path: Path, changes: dict, problem: str) -> None:
@@ -82,7 +84,8 @@ def test_invalid_calibration_records_are_refused(tmp_path: Path, changes: dict, 
 
 def test_valid_calibration_record_loads(tmp_path: Path) -> None:
     path = calibration(tmp_path, "cal-1")
-    assert load_calibration(str(path), tmp_path, "query.threshold.calibration")["threshold"] == 0.6
+    record = load_calibration(str(path), tmp_path, "query.threshold.calibration")
+    assert (record.threshold, record.data.name, record.data.version) == (0.6, "utkface-dev", 3)
 
 
 @pytest.mark.parametrize("outside", ["/etc/hostname", "../embedder.onnx", "sub/../../embedder.onnx"])

@@ -25,6 +25,7 @@ from jobs.shards.choose import EXACT_LIMIT, REFINE_K_FACTOR, choose_index
 from jobs.shards.files import ShardedIndex, deserialize, serialize
 from jobs.shards.search import merge_top_k, pad_to_k, search_shard, search_shards
 from tests.fixtures.faces import clustered
+from tests.fixtures.manifests import manifest_of
 
 
 def brute_force(vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int, removed=()) -> np.ndarray:
@@ -170,7 +171,7 @@ def test_tuning_bisects_to_the_cheapest_nprobe_with_margin() -> None:
     add_vectors(shard, ids, vectors)
     queries = clustered(300, dim=16, seed=6)
     truth = brute_force(vectors, ids, queries, 10)
-    manifest = {"search_param": "nprobe", "search_candidates": [1, 2, 4, 8, 16, 32, 64]}
+    manifest = manifest_of(exact=False, search_param="nprobe", search_candidates=[1, 2, 4, 8, 16, 32, 64])
     index = ShardedIndex(None, manifest, [shard], np.zeros(0, np.int64))
     value, recall, tried = tune(index, queries, truth, 10, 0.9)
     recalls = dict(tried)
@@ -187,7 +188,7 @@ def test_an_exact_index_left_out_of_its_own_results_has_full_recall(gallery: int
     other vector, however few there are (a 9-face gallery searched for 10 once read as 0.889)."""
     vectors = clustered(gallery, dim=16, seed=9)
     ids = np.arange(100, 100 + gallery, dtype=np.int64)
-    index = ShardedIndex(None, {"search_param": None}, flat_shards(vectors, ids, 2), np.zeros(0, np.int64))
+    index = ShardedIndex(None, manifest_of(), flat_shards(vectors, ids, 2), np.zeros(0, np.int64))
     truth = without_queries(brute_force(vectors, ids, vectors, 11), ids, 10)
     assert (truth != ids[:, None]).all() and ((truth >= 0).sum(axis=1) == min(gallery - 1, 10)).all()
     assert tune(index, vectors, truth, 10, 0.95, query_ids=ids) == (None, 1.0, [])

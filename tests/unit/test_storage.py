@@ -43,7 +43,8 @@ def test_cached_copy_fetches_once_per_sha256(s3_server, tmp_path: Path, monkeypa
 def test_a_tampered_remote_shard_is_refused(s3_server, tmp_path: Path, monkeypatch) -> None:
     import faiss
 
-    from jobs.shards.files import IndexFileError, load_index, serialize, sha256_bytes, write_manifest
+    from jobs.shards.files import load_index, serialize, sha256_bytes
+    from jobs.shards.manifest import IndexFileError, Manifest, write_manifest
 
     monkeypatch.setenv("LINEUP_CACHE_DIR", str(tmp_path / "cache"))
     index_dir = storage.upath(f"{s3_server.new_bucket()}/index")
@@ -64,7 +65,7 @@ def test_a_tampered_remote_shard_is_refused(s3_server, tmp_path: Path, monkeypat
         "search_param": None,
         "shards": [entry],
     }
-    write_manifest(index_dir, manifest)
+    write_manifest(index_dir, Manifest.model_validate(manifest))
     scores, ids = load_index(str(index_dir)).search(np.eye(4, dtype=np.float32)[:1], 1)
     assert ids.tolist() == [[0]]
     storage.write_atomically(index_dir / "shard-0000.g1.faiss", data[:-1] + bytes([data[-1] ^ 0xFF]))

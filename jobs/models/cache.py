@@ -1,0 +1,27 @@
+"""The face pipeline as an executor task needs it: named by a small picklable reference, built once per
+Python worker process (ONNX sessions are built there, never pickled). Embedding and compare share it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from jobs.models.pack import locate_pack
+from jobs.models.pipeline import FacePipeline, PipelineSettings
+
+_PIPELINES: dict[tuple[str, str, int, int], FacePipeline] = {}
+
+
+@dataclass(frozen=True)
+class PipelineRef:
+    pack_dir: str  # where the driver saw the pack; executors fall back to the shipped copy
+    model_id: str  # checked against the pack found
+    threads: int  # onnxruntime threads per Python worker
+    max_pixels: int
+
+    def pipeline(self) -> FacePipeline:
+        """This worker's pipeline for the pack, built on first use."""
+        key = (self.pack_dir, self.model_id, self.threads, self.max_pixels)
+        if key not in _PIPELINES:
+            pack = locate_pack(self.pack_dir, self.model_id)
+            _PIPELINES[key] = FacePipeline(pack, PipelineSettings(threads=self.threads, max_pixels=self.max_pixels))
+        return _PIPELINES[key]
