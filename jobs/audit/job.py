@@ -44,7 +44,7 @@ def _timed(config: AuditConfig, spark, record: RunRecord, phases: Phases) -> dic
 
 
 def _run(config: AuditConfig, spark, record: RunRecord) -> dict[str, Any]:
-    summary: dict[str, Any] = {"job": "audit", "run_id": record.run_id, "status": "ok"}
+    summary: dict[str, Any] = {}
     one_to_one = one_to_n = normalized_one = None
     model_id = None
     points = None

@@ -119,9 +119,6 @@ def _write(config: CompareConfig, spark, record: RunRecord, pairs, scores, thres
     if above is not None:
         record.counts["pairs_above_threshold"] = above
     return {
-        "job": "compare",
-        "run_id": record.run_id,
-        "status": "ok",
         "model_id": model_id,
         "threshold": threshold.value,
         "threshold_source": threshold.source,

@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any
 
 from pyspark.errors import AnalysisException
@@ -27,13 +24,16 @@ from jobs.common.results import EmbedResult
 from jobs.common.runs import RunRecord, run_job
 from jobs.common.spark import local_frame
 from jobs.common.timing import Phases
-from jobs.faces.commit import Committer, Counts, Embedded, Ledger, collect_written
+from jobs.faces.chunks import Counts, Embedded, Ledger, collect_written
+from jobs.faces.commit import Committer
 from jobs.faces.config import EmbedConfig
 from jobs.faces.files import WRITTEN_DDL
 from jobs.faces.known import HeldImages, HeldInSpark, HeldOnDriver, held_images
 from jobs.faces.labels import Labeller, load_label_table
-from jobs.faces.plan import InputRef, cut_tasks, list_inputs, source_prefix
+from jobs.faces.plan import cut_tasks, list_inputs, source_prefix
+from jobs.faces.refs import InputRef
 from jobs.faces.rows import RowContext
+from jobs.faces.schedule import Progress, embedded_in_order
 from jobs.faces.table import FACES_COLUMNS, collects_personal_stats, ensure_faces_table
 from jobs.faces.worker import (
     TASK_COLUMNS,
@@ -49,31 +49,6 @@ from jobs.models.cache import PipelineRef
 from jobs.models.pack import load_pack
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Progress:
-    files_total: int
-    started: float = field(default_factory=time.perf_counter)
-    files_done: int = 0
-    last_log: float = 0.0
-
-    def report(self, files: int, interval_s: float, force: bool = False) -> None:
-        self.files_done += files
-        now = time.perf_counter()
-        if not force and now - self.last_log < interval_s:
-            return
-        self.last_log = now
-        rate = self.files_done / max(now - self.started, 1e-9)
-        remaining = (self.files_total - self.files_done) / rate if rate > 0 else float("inf")
-        log.info(
-            "embed progress: %d/%d files (%.1f%%), %.1f files/s, ETA %.0f s",
-            self.files_done,
-            self.files_total,
-            100 * self.files_done / max(self.files_total, 1),
-            rate,
-            remaining,
-        )
 
 
 def run_embed(config: EmbedConfig, spark=None) -> EmbedResult:
@@ -92,25 +67,7 @@ def _run(config: EmbedConfig, spark, record: RunRecord, phases: Phases) -> dict[
     # a refused run leaves no new table version behind.
     context = _worker_context(config, spark, pack, record.run_id)
     with phases.phase("prepare_table"):
-        # An existing table with every column is read by delta-rs here: a fresh JVM's first Delta read
-        # and the table check cost 5-20 s, most of an all-known run. Spark creates or upgrades a table.
-        snapshot = driver_snapshot(table_path)
-        if (
-            snapshot is not None
-            and snapshot.columns >= FACES_COLUMNS
-            and not collects_personal_stats(snapshot.properties)
-        ):
-            start_version, fresh = snapshot.version, snapshot.files == 0
-        else:
-            snapshot = None
-            ensure_faces_table(spark, table_path)
-            start_version = latest_version(spark, table_path)
-            # A table whose only commit is its creation holds no rows: nothing to look up (asking the
-            # table itself, a count or DESCRIBE DETAIL, rebuilds its state: ~2 s).
-            fresh = only_created(spark, table_path, start_version)
-        # A table input's known images leave by an anti-join in Spark: that needs Spark's view of the table.
-        on_driver = snapshot if config.embed.input.kind != "table" else None
-        held = None if fresh else held_images(spark, table_path, start_version, pack.model_id, on_driver)
+        start_version, fresh, held = _prepare_table(spark, config, table_path, pack.model_id)
     searched_by = "driver" if isinstance(held, HeldOnDriver) else "spark" if held is not None else None
     log.info(
         "faces table %s v%d: %s",
@@ -138,22 +95,7 @@ def _run(config: EmbedConfig, spark, record: RunRecord, phases: Phases) -> dict[
             if config.embed.input.kind == "table":
                 committer.submit(_embed_table(spark, config, context, held, phases))
             else:
-                progress = Progress(len(refs))
-                chunks = [
-                    refs[s : s + config.embed.files_per_commit]
-                    for s in range(0, len(refs), config.embed.files_per_commit)
-                ]
-                # Into a table that holds nothing, every later file is embedded: tasks shrink only toward
-                # the run's end. Otherwise later chunks may turn out known, so each chunk ends short.
-                per_chunk = config.embed.files_per_commit
-                files_after = [max(len(refs) - (n + 1) * per_chunk, 0) if fresh else 0 for n in range(len(chunks))]
-
-                def embed_chunk(number: int) -> Embedded:
-                    return _embed_chunk(spark, chunks[number], files_after[number], config, context, held, phases)
-
-                for number, embedded in enumerate(_embedded_in_order(len(chunks), embed_chunk)):
-                    committer.submit(embedded)
-                    progress.report(len(chunks[number]), config.embed.progress_interval_s, force=number == 0)
+                _embed_files(spark, config, context, refs, fresh, held, committer, phases)
         elapsed = time.perf_counter() - work_started
     with phases.phase("summary"):
         summary = _summary(spark, pack.model_id, record.run_id, ledger, counts, elapsed)
@@ -165,56 +107,51 @@ def _run(config: EmbedConfig, spark, record: RunRecord, phases: Phases) -> dict[
     return summary
 
 
-CHUNKS_IN_FLIGHT = 2  # chunks whose Spark jobs are submitted at once: the next one's tasks queue behind
+def _prepare_table(spark, config: EmbedConfig, table_path: str, model_id: str) -> tuple[int, bool, HeldImages | None]:
+    """The table's version at the start, whether it holds no rows yet, and how to find its known images.
+
+    An existing table with every column is read by delta-rs here: a fresh JVM's first Delta read and the
+    table check cost 5-20 s, most of an all-known run. Spark creates or upgrades a table."""
+    snapshot = driver_snapshot(table_path)
+    if snapshot is not None and snapshot.columns >= FACES_COLUMNS and not collects_personal_stats(snapshot.properties):
+        start_version, fresh = snapshot.version, snapshot.files == 0
+    else:
+        snapshot = None
+        ensure_faces_table(spark, table_path)
+        start_version = latest_version(spark, table_path)
+        # A table whose only commit is its creation holds no rows: nothing to look up (asking the table
+        # itself, a count or DESCRIBE DETAIL, rebuilds its state: ~2 s).
+        fresh = only_created(spark, table_path, start_version)
+    # A table input's known images leave by an anti-join in Spark: that needs Spark's view of the table.
+    on_driver = snapshot if config.embed.input.kind != "table" else None
+    held = None if fresh else held_images(spark, table_path, start_version, model_id, on_driver)
+    return start_version, fresh, held
 
 
-def _embedded_in_order(
-    chunks: int, embed_chunk: Callable[[int], Embedded], in_flight: int = CHUNKS_IN_FLIGHT
-) -> Iterator[Embedded]:
-    """Each chunk embedded, yielded in chunk order (commits land in that order), with `in_flight` chunks'
-    Spark jobs submitted at all times, so no core idles through a chunk's last tasks and the next job's
-    start: whichever chunk finishes starts the next one at once.
+def _embed_files(
+    spark,
+    config: EmbedConfig,
+    context: EmbedContext,
+    refs: list[InputRef],
+    fresh: bool,
+    held: HeldImages | None,
+    committer: Committer,
+    phases: Phases,
+) -> None:
+    """Embed a folder's or tars' refs chunk by chunk, each chunk handed to the committer in order."""
+    progress = Progress(len(refs))
+    per_chunk = config.embed.files_per_commit
+    chunks = [refs[s : s + per_chunk] for s in range(0, len(refs), per_chunk)]
+    # Into a table that holds nothing, every later file is embedded: tasks shrink only toward the run's
+    # end. Otherwise later chunks may turn out known, so each chunk ends short.
+    files_after = [max(len(refs) - (n + 1) * per_chunk, 0) if fresh else 0 for n in range(len(chunks))]
 
-    The chunks' jobs reach Spark from separate threads, in either order, and the pool runs tasks in job
-    order, so chunk 1 often finishes before chunk 0. Starting chunk 2 only once chunk 0 was done left a
-    core idle for seconds (2.6 s of a 72 s run of 10,000 images). At most one finished chunk waits beyond
-    those in flight; after a failed chunk nothing new starts, and its error is raised in its turn, once
-    the chunks before it have been yielded (and committed)."""
-    lock = threading.RLock()  # an already finished future runs its callback at once, in the submitting thread
-    waiting: dict[int, Future] = {}  # submitted, not yielded yet
-    submitted = 0
-    stopped = False
+    def embed_chunk(number: int) -> Embedded:
+        return _embed_chunk(spark, chunks[number], files_after[number], config, context, held, phases)
 
-    def failed(future: Future) -> bool:
-        return future.done() and not future.cancelled() and future.exception() is not None
-
-    def start_more(_finished: Future | None = None) -> None:
-        nonlocal submitted
-        with lock:
-            while not stopped and submitted < chunks and len(waiting) <= in_flight:
-                running = sum(not future.done() for future in waiting.values())
-                if running >= in_flight or any(failed(future) for future in waiting.values()):
-                    return
-                number, submitted = submitted, submitted + 1
-                waiting[number] = embedder.submit(embed_chunk, number)
-                waiting[number].add_done_callback(start_more)
-
-    with ThreadPoolExecutor(in_flight, thread_name_prefix="lineup-embed") as embedder:
-        try:
-            start_more()
-            for number in range(chunks):
-                with lock:
-                    future = waiting[number]
-                embedded = future.result()
-                with lock:
-                    del waiting[number]
-                start_more()
-                yield embedded
-        finally:
-            with lock:  # a failed (or abandoned) run does not start more work
-                stopped = True
-                for future in waiting.values():
-                    future.cancel()
+    for number, embedded in enumerate(embedded_in_order(len(chunks), embed_chunk)):
+        committer.submit(embedded)
+        progress.report(len(chunks[number]), config.embed.progress_interval_s, force=number == 0)
 
 
 def _worker_context(config: EmbedConfig, spark, pack, run_id: str) -> EmbedContext:
@@ -327,9 +264,6 @@ def _summary(spark, model_id: str, run_id: str, ledger: Ledger, counts: Counts, 
     if accounted != counts.files_seen:
         raise RuntimeError(f"{counts.files_seen} files seen but {accounted} accounted for: a bug, please report it")
     return {
-        "job": "embed",
-        "run_id": run_id,
-        "status": "ok",
         "model_id": model_id,
         **{k: v for k, v in asdict(counts).items()},
         "images_per_s": round(counts.files_processed / max(elapsed, 1e-9), 2),

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from jobs.common import storage
-from jobs.faces.plan import NOT_A_FILE, READ_ERROR, TOO_LARGE, InputRef, compression_of, display_name
+from jobs.faces.refs import NOT_A_FILE, READ_ERROR, TOO_LARGE, InputRef, display_name
+from jobs.faces.tars import compression_of
 
 
 @dataclass

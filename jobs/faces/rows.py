@@ -13,8 +13,8 @@ import numpy as np
 from jobs.common.erasures import ERASED, ErasureRegister, erased_reason, id_digest
 from jobs.common.ids import STATUS_ROW_INDEX, face_id_of, image_id_of
 from jobs.faces.labels import Labeller
-from jobs.faces.plan import READ_ERROR
 from jobs.faces.read import Loaded
+from jobs.faces.refs import READ_ERROR
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,8 @@ from typing import Any
 from jobs.common.ids import image_id_of
 from jobs.common.schema import to_faces_batch
 from jobs.faces.files import write_faces_file
-from jobs.faces.plan import InputRef
 from jobs.faces.read import read_refs, table_item
+from jobs.faces.refs import InputRef
 from jobs.faces.rows import RowContext, embed_loaded
 from jobs.models.cache import PipelineRef
 

@@ -107,10 +107,7 @@ def _vacuum(config: IndexConfig, spark, record: RunRecord) -> dict[str, Any]:
     record.add_output("index", str(out), None)
     record.counts = {"files_removed": len(removed)}
     return {
-        "job": "index",
         "mode": "vacuum",
-        "run_id": record.run_id,
-        "status": "ok",
         "retention_hours": hours,
         "files_removed": removed,
         "outputs": {"index_dir": str(out)},
@@ -186,9 +183,7 @@ def _summary(mode: str, manifest: Manifest, out: UPath) -> dict[str, Any]:
         "build_s",
     ]
     return {
-        "job": "index",
         "mode": mode,
-        "status": "ok",
         **{k: getattr(manifest, k) for k in keys},
         "outputs": {"index_dir": str(out)},
     }

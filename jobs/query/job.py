@@ -135,9 +135,6 @@ def _write(config, spark, record, matches, threshold, manifest, probe_counts, ga
     record.counts = counts
     elapsed = time.perf_counter() - started
     return {
-        "job": "query",
-        "run_id": record.run_id,
-        "status": "ok",
         "model_id": manifest.model_id,
         "index_id": manifest.index_id,
         "index_recall_at_k": manifest.recall_at_k,

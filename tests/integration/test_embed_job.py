@@ -322,7 +322,7 @@ def test_task_frames_are_local_relations_one_task_per_partition(spark) -> None:
     from pyspark.sql import functions as F
 
     from jobs.faces.ingest import _task_frame
-    from jobs.faces.plan import InputRef
+    from jobs.faces.refs import InputRef
 
     tasks = [[InputRef(f"/a/{n}-{i}.jpg") for i in range(n + 1)] for n in range(5)]
     frame = _task_frame(spark, tasks)

@@ -1,4 +1,4 @@
-"""How the embed job keeps chunks in flight (`jobs.faces.ingest._embedded_in_order`): results in chunk order,
+"""How the embed job keeps chunks in flight (`jobs.faces.schedule.embedded_in_order`): results in chunk order,
 the next chunk started by whichever chunk finishes, a bound on what waits, and errors in their turn.
 
 Fake chunks coordinate through events, each wait with a generous ceiling: no test depends on timing
@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from jobs.faces.ingest import _embedded_in_order
+from jobs.faces.schedule import embedded_in_order
 
 CEILING_S = 60
 
@@ -28,7 +28,7 @@ def test_a_chunk_finishing_first_starts_the_next_while_an_earlier_one_runs() -> 
             chunk_2_started.set()
         return number
 
-    assert list(_embedded_in_order(4, embed_chunk)) == [0, 1, 2, 3]
+    assert list(embedded_in_order(4, embed_chunk)) == [0, 1, 2, 3]
     assert saw_chunk_2 == [True], "chunk 2 waited for chunk 0 although chunk 1 had finished"
 
 
@@ -52,7 +52,7 @@ def test_at_most_one_finished_chunk_waits_beyond_those_in_flight() -> None:
             chunk_2_done.set()
         return result
 
-    assert list(_embedded_in_order(5, chunk_2_finishing)) == [0, 1, 2, 3, 4]
+    assert list(embedded_in_order(5, chunk_2_finishing)) == [0, 1, 2, 3, 4]
     assert started_while_0_ran == [False], f"started while chunk 0 ran: {started}"
     assert sorted(started) == [0, 1, 2, 3, 4]
 
@@ -72,7 +72,7 @@ def test_a_failed_chunk_stops_new_work_and_raises_after_the_chunks_before_it() -
             raise RuntimeError("chunk 1 broke")
         return number
 
-    results = _embedded_in_order(6, embed_chunk)
+    results = embedded_in_order(6, embed_chunk)
     assert next(results) == 0  # the good chunk before the failure is still handed over (and committed)
     assert not chunk_3_started.wait(2), f"new chunks started after chunk 1 failed: {started}"
     with pytest.raises(RuntimeError, match="chunk 1 broke"):
@@ -83,5 +83,5 @@ def test_a_failed_chunk_stops_new_work_and_raises_after_the_chunks_before_it() -
 
 
 def test_one_chunk_and_no_chunks() -> None:
-    assert list(_embedded_in_order(1, lambda number: number)) == [0]
-    assert list(_embedded_in_order(0, lambda number: number)) == []
+    assert list(embedded_in_order(1, lambda number: number)) == [0]
+    assert list(embedded_in_order(0, lambda number: number)) == []

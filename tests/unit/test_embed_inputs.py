@@ -14,8 +14,10 @@ import pytest
 
 from jobs.common.errors import UserError
 from jobs.faces.config import InputSettings
-from jobs.faces.plan import TAR_SUFFIXES, InputRef, cut_tasks, list_inputs
+from jobs.faces.plan import cut_tasks, list_inputs
 from jobs.faces.read import read_refs
+from jobs.faces.refs import InputRef
+from jobs.faces.tars import TAR_SUFFIXES
 from tests.fixtures.hostile import LATIN1_NAME, add_huge_member, add_member, fs_name, hostile_tar
 
 IMAGE_A, IMAGE_B = b"\xff\xd8 first image bytes", b"\xff\xd8 second image, other bytes"

@@ -15,7 +15,7 @@ JOBS = Path(__file__).resolve().parents[2] / "jobs"
 HEAVY = {"pyspark", "delta", "deltalake", "pyarrow", "pandas", "faiss", "onnx", "onnxruntime", "cv2", "matplotlib"}
 HEAVY |= {"venv_pack"}  # only `lineup package` needs it
 # The command line defers every job so that `lineup --help` and `lineup package` start in a second.
-DEFERS_JOBS = {JOBS / "cli.py"}
+DEFERS_JOBS = {JOBS / "cli.py", JOBS / "commands.py"}
 
 # Pure compute: runs on executors or in a notebook without a JVM.
 PURE = [
@@ -33,6 +33,7 @@ PURE = [
     "jobs.common.erasures",
     "jobs.models.pipeline",
     "jobs.cli",
+    "jobs.commands",
 ]
 
 
