@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobs.audit.config import AuditConfig
 from jobs.audit.load import Labelled, load_labelled
@@ -21,11 +21,21 @@ from jobs.common.runs import RunRecord, delta_version, run_job
 from jobs.common.schema import CALIBRATIONS_DDL
 from jobs.common.timing import Phases
 
+if TYPE_CHECKING:
+    import numpy as np
+    from pyspark.sql import SparkSession
+
+    from jobs.audit.pairs import PairSet
+
 log = logging.getLogger(__name__)
 
 
 def run_calibrate(
-    config: AuditConfig, target_fmr: float, spark=None, normalization: str | None = None, clusters: int = 20
+    config: AuditConfig,
+    target_fmr: float,
+    spark: SparkSession | None = None,
+    normalization: str | None = None,
+    clusters: int = 20,
 ) -> CalibrationResult:
     """Store the threshold that gives `target_fmr` on the labelled data, with everything that qualifies it.
 
@@ -41,7 +51,7 @@ def run_calibrate(
     if normalization:
         params["clusters"] = clusters
 
-    def body(spark, record: RunRecord, phases: Phases) -> dict[str, Any]:
+    def body(spark: SparkSession, record: RunRecord, phases: Phases) -> dict[str, Any]:
         with phases.phase("calibrate"):
             return _calibrate(config, spark, record, target_fmr, clusters if normalization else None)
 
@@ -49,7 +59,7 @@ def run_calibrate(
 
 
 def _calibrate(
-    config: AuditConfig, spark, record: RunRecord, target_fmr: float, clusters: int | None
+    config: AuditConfig, spark: SparkSession, record: RunRecord, target_fmr: float, clusters: int | None
 ) -> dict[str, Any]:
     labelled = load_labelled(spark, config)
     record.add_input("labelled_faces", labelled.table, labelled.version)
@@ -115,7 +125,9 @@ def _data_of(labelled: Labelled, config: AuditConfig, sampled_impostors: bool) -
     )
 
 
-def _learn_normalization(labelled: Labelled, pairs, scores, clusters: int, target_fmr: float, seed: int):
+def _learn_normalization(
+    labelled: Labelled, pairs: PairSet, scores: np.ndarray, clusters: int, target_fmr: float, seed: int
+) -> tuple[dict[str, Any], float, np.ndarray]:
     """(normalization record, raw threshold at the target, the pairs' normalized scores)."""
     impostor = ~pairs.genuine
     if not 1 <= clusters <= len(labelled.vectors):

@@ -91,7 +91,7 @@ def _false_candidates(searches: Searches, threshold: float) -> pd.Series:
     return c[(c["score"] >= threshold) & c["false"]].groupby("probe_face_id").size()
 
 
-def group_of(attributes, names: list[str]) -> str:
+def group_of(attributes: dict[str, str] | None, names: list[str]) -> str:
     """'race=1,gender=0' from a probe's attributes (a dict or a list of pairs); 'unknown' where missing;
     'all' when no attribute is asked for."""
     values = dict(attributes) if attributes is not None else {}

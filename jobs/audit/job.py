@@ -9,7 +9,7 @@ HTML report, runs row). `calibrate.py` writes a calibration record instead.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobs.audit.calibrate import run_calibrate
 from jobs.audit.config import AuditConfig
@@ -26,24 +26,27 @@ from jobs.common.runs import RunRecord, delta_version, run_job
 from jobs.common.schema import AUDIT_METRICS_DDL
 from jobs.common.timing import Phases
 
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
 log = logging.getLogger(__name__)
 
 __all__ = ["run_audit", "run_calibrate"]
 
 
-def run_audit(config: AuditConfig, spark=None) -> AuditResult:
+def run_audit(config: AuditConfig, spark: SparkSession | None = None) -> AuditResult:
     params = config.audit.model_dump(mode="json")
     return run_job(
         "audit", config, spark, params, lambda spark, r, phases: _timed(config, spark, r, phases), AuditResult
     )
 
 
-def _timed(config: AuditConfig, spark, record: RunRecord, phases: Phases) -> dict[str, Any]:
+def _timed(config: AuditConfig, spark: SparkSession, record: RunRecord, phases: Phases) -> dict[str, Any]:
     with phases.phase("measure_and_write"):
         return _run(config, spark, record)
 
 
-def _run(config: AuditConfig, spark, record: RunRecord) -> dict[str, Any]:
+def _run(config: AuditConfig, spark: SparkSession, record: RunRecord) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     one_to_one = one_to_n = normalized_one = None
     model_id = None

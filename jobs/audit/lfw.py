@@ -15,7 +15,7 @@ import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,6 +25,9 @@ from jobs.common.errors import UserError
 from jobs.models.decode import decode_image
 from jobs.models.pack import load_pack
 from jobs.models.pipeline import FacePipeline, PipelineSettings
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +65,7 @@ def read_lfw_pairs(pairs_path: Path) -> list[Pair]:
     return pairs
 
 
-def central_face(faces: list, width: int, height: int):
+def central_face(faces: list, width: int, height: int) -> Any:
     """The face LFW is about: the one whose box centre is nearest the image centre."""
     centre = np.array([width / 2, height / 2])
     distances = [np.linalg.norm((face.bbox[:2] + face.bbox[2:]) / 2 - centre) for face in faces]
@@ -104,7 +107,9 @@ def protocol_summary(embeddings: dict[str, np.ndarray | None], pairs: list[Pair]
     }
 
 
-def embed_lfw_images(pipeline, images_dir: Path, names: list[str], fallback: str) -> tuple[dict, dict[str, Any]]:
+def embed_lfw_images(
+    pipeline: FacePipeline, images_dir: Path, names: list[str], fallback: str
+) -> tuple[dict, dict[str, Any]]:
     """Embed each named image with the pipeline; returns embeddings (None for a miss) and counts."""
     embeddings: dict[str, np.ndarray | None] = {}
     failures, fallbacks, faces = [], 0, 0
@@ -116,6 +121,7 @@ def embed_lfw_images(pipeline, images_dir: Path, names: list[str], fallback: str
         for name, result in zip(chunk, pipeline.process_bytes(blobs)):
             if result.status == "ok":
                 faces += len(result.faces)
+                assert result.width is not None and result.height is not None  # an ok result has its size
                 embeddings[name] = central_face(result.faces, result.width, result.height).embedding
             elif fallback == "centre":
                 embeddings[name] = _centre_fallback(pipeline, images_dir / name)
@@ -137,7 +143,7 @@ def embed_lfw_images(pipeline, images_dir: Path, names: list[str], fallback: str
     return embeddings, counts
 
 
-def _centre_fallback(pipeline, path: Path) -> np.ndarray | None:
+def _centre_fallback(pipeline: FacePipeline, path: Path) -> np.ndarray | None:
     """Documented fallback: place the template as if the face filled the central 60% of the image."""
 
     decoded = decode_image(path.read_bytes())
@@ -176,7 +182,7 @@ def run_lfw_audit(
     return summary
 
 
-def embeddings_from_faces_table(spark, table_path: str, model_id: str | None) -> tuple[dict, str, int]:
+def embeddings_from_faces_table(spark: SparkSession, table_path: str, model_id: str | None) -> tuple[dict, str, int]:
     """Central-face embeddings keyed by `Name/Name_NNNN.jpg`, read from a faces table written by `lineup embed`.
 
     Returns the embeddings, the model_id they come from and the table version read.
@@ -213,7 +219,7 @@ def embeddings_from_faces_table(spark, table_path: str, model_id: str | None) ->
 
 
 def run_lfw_audit_from_table(
-    spark, table_path: str, lfw_dir: Path, model_id: str | None, folds: list[int] | None
+    spark: SparkSession, table_path: str, lfw_dir: Path, model_id: str | None, folds: list[int] | None
 ) -> dict[str, Any]:
     """The View 2 numbers from embeddings already in a faces table (no model is run)."""
     pairs = read_lfw_pairs(lfw_dir / "pairs.txt")

@@ -5,7 +5,7 @@ gallery's enrolled subjects from the faces table at the version the run's index 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from pyspark.errors import AnalysisException
@@ -16,6 +16,10 @@ from jobs.common.delta import pinned_version, read_latest_if_any, read_pinned
 from jobs.common.errors import UserError
 from jobs.common.storage import upath
 from jobs.shards.manifest import Manifest, read_manifest
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from pyspark.sql import SparkSession
 
 
 @dataclass
@@ -29,7 +33,7 @@ class Labelled:
     name: str
 
 
-def load_labelled(spark, config: AuditConfig) -> Labelled:
+def load_labelled(spark: SparkSession, config: AuditConfig) -> Labelled:
     """The labelled faces (status ok, one model) at a pinned version, on the driver as numpy."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
@@ -75,7 +79,7 @@ def load_labelled(spark, config: AuditConfig) -> Labelled:
     )
 
 
-def load_searches(spark, config: AuditConfig) -> tuple[ident.Searches, dict[str, Any]]:
+def load_searches(spark: SparkSession, config: AuditConfig) -> tuple[ident.Searches, dict[str, Any]]:
     """A query run's matches reduced to searches; the gallery's subjects come from the index manifest's
     faces table at the version the index pinned."""
     from pyspark.sql import functions as F
@@ -90,7 +94,7 @@ def load_searches(spark, config: AuditConfig) -> tuple[ident.Searches, dict[str,
         raise UserError(f"audit.identification.matches_table {table} holds no query runs; run `lineup query`")
     run_id = settings.run_id or latest["run_id"]
     run = matches.where((F.col("run_id") == run_id) & (F.col("probe_status") == "ok"))
-    frame = run.select(
+    selected = run.select(
         "probe_face_id",
         "probe_subject_id",
         "probe_attributes",
@@ -98,10 +102,12 @@ def load_searches(spark, config: AuditConfig) -> tuple[ident.Searches, dict[str,
         "gallery_face_id",
         "gallery_subject_id",
         "score",
-    ).toPandas()
+    )
+    frame = cast("pd.DataFrame", selected.toPandas())
     if frame.empty:
         raise UserError(f"run {run_id} has no searched probes in {table}")
     index_row = run.select("index_id", "model_id", "gallery_size").first()
+    assert index_row is not None  # the run has searched probes (above)
     index_dir = settings.index_dir
     if index_dir is None:
         runs_frame = read_latest_if_any(spark, config.runs_table_path())
@@ -129,7 +135,7 @@ def load_searches(spark, config: AuditConfig) -> tuple[ident.Searches, dict[str,
     return ident.searches_from_matches(frame, enrolled), info
 
 
-def _enrolled_subjects(spark, manifest: Manifest) -> set[str]:
+def _enrolled_subjects(spark: SparkSession, manifest: Manifest) -> set[str]:
     """Subjects with at least one face in the gallery the index was built from (its pinned version)."""
     from pyspark.sql import functions as F
 

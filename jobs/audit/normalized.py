@@ -47,7 +47,12 @@ def raw_threshold(configured: Threshold) -> Threshold:
 
 
 def normalized_view(
-    config: AuditConfig, normalizing: Threshold, configured: Threshold, vectors: np.ndarray, pairs: PairSet, raw
+    config: AuditConfig,
+    normalizing: Threshold,
+    configured: Threshold,
+    vectors: np.ndarray,
+    pairs: PairSet,
+    raw: np.ndarray,
 ) -> tuple[np.ndarray, Threshold]:
     """(normalized scores of the pairs, the threshold they are compared at): the normalizing calibration's
     own threshold when it is also the configured one, else the one at `differential_fmr` on these scores."""

@@ -11,7 +11,9 @@ from jobs.common.calibrations import load_calibration
 from jobs.common.errors import UserError
 
 
-def identification(searches: ident.Searches, info: dict, config: AuditConfig, scenario: dict[str, float]):
+def identification(
+    searches: ident.Searches, info: dict, config: AuditConfig, scenario: dict[str, float]
+) -> dict[str, Any]:
     settings = config.audit
     out: dict[str, Any] = {**info, "k": searches.k, "searches": len(searches.table)}
     out["non_mated_searches"] = int((~searches.table["mated"]).sum())

@@ -4,7 +4,7 @@ bootstrap intervals, and per-group FMR/FNMR at one global threshold."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from jobs.audit.pairs import PairSet, build_pairs, pair_scores, subject_codes
 from jobs.common.errors import UserError
 from jobs.common.fmr import threshold_at_fmr
 from jobs.common.thresholds import Threshold, resolve_threshold
+
+if TYPE_CHECKING:
+    from jobs.audit.config import AuditSettings
 
 
 def make_pairs(labelled: Labelled, config: AuditConfig) -> tuple[PairSet, np.ndarray]:
@@ -78,7 +81,9 @@ def verification(
     return Verification(out, (thresholds, det_fmr, det_fnmr), genuine, impostor)
 
 
-def _group_rates(labelled, pairs: PairSet, scores, name: str, threshold: float, settings) -> dict[str, Any]:
+def _group_rates(
+    labelled: Labelled, pairs: PairSet, scores: np.ndarray, name: str, threshold: float, settings: AuditSettings
+) -> dict[str, Any]:
     """Per-group FMR/FNMR at one threshold, over pairs whose two faces are in the same group."""
     # "race+gender" groups by the pair of values: differentials often hide in intersections.
     parts = name.split("+")

@@ -15,13 +15,13 @@ from jobs.audit.one_to_one import Verification
 from jobs.common.storage import AnyPath, write_atomically
 
 
-def _png(figure) -> str:
+def _png(figure: Any) -> str:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def det_plot(curve, points: list[dict], title: str) -> str:
+def det_plot(curve: tuple[np.ndarray, np.ndarray, np.ndarray], points: list[dict], title: str) -> str:
     import matplotlib
 
     matplotlib.use("Agg")

@@ -107,8 +107,11 @@ def calibration_record_problem(record: object, file_stem: str) -> str | None:
     [-1, 1] matches everything or nothing; an id that differs from the file name means a copied record.
 
     >>> calibration_record_problem({"calibration_id": "c1", "threshold": 7.5, "model_id": "m",
-    ...     "target_fmr": 1e-3, "measured_fmr": 1e-3}, "c1")
+    ...     "target_fmr": 1e-3, "measured_fmr": 1e-3, "data": {"name": "utkface-dev"}}, "c1")
     'threshold 7.5 is outside [-1, 1], the range of its scores'
+    >>> calibration_record_problem({"calibration_id": "c1", "threshold": 0.5, "model_id": "m",
+    ...     "target_fmr": 1e-3, "measured_fmr": 1e-3}, "c1")
+    "no ['data']"
     """
     if not isinstance(record, dict):
         return "not a JSON object"

@@ -6,8 +6,12 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import PurePosixPath
+from typing import TYPE_CHECKING
 
 from jobs.common.errors import UserError
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +25,7 @@ def table_name(location: str) -> str:
     return re.sub(r"\W", "_", PurePosixPath(location.rstrip("/")).name.lower())
 
 
-def register_tables(spark, database: str, locations: list[str]) -> list[str]:
+def register_tables(spark: SparkSession, database: str, locations: list[str]) -> list[str]:
     """`CREATE TABLE IF NOT EXISTS database.name USING DELTA LOCATION ...` for each written table; a name
     already registered for another location is refused rather than silently pointing elsewhere."""
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", database):
@@ -31,7 +35,8 @@ def register_tables(spark, database: str, locations: list[str]) -> list[str]:
     for location in dict.fromkeys(locations):  # once each, in order
         name = f"`{database}`.`{table_name(location)}`"
         if spark.catalog.tableExists(f"{database}.{table_name(location)}"):
-            held = spark.sql(f"DESCRIBE DETAIL {name}").first()["location"].rstrip("/")
+            detail = spark.sql(f"DESCRIBE DETAIL {name}").first()
+            held = str(detail["location"] if detail is not None else "").rstrip("/")
             if held.replace("file:", "").rstrip("/") != location.rstrip("/"):
                 raise UserError(
                     f"catalog table {database}.{table_name(location)} already points at {held}, not {location}: "

@@ -13,9 +13,12 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from jobs.common.errors import TABLE_FILE_GONE, TransientError, mentions
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +99,9 @@ def with_commit_retries(
     raise AssertionError("unreachable")
 
 
-def append_with_retries(frame, table: str, add_columns: bool = False, properties: dict[str, str] | None = None) -> None:
+def append_with_retries(
+    frame: DataFrame, table: str, add_columns: bool = False, properties: dict[str, str] | None = None
+) -> None:
     """Append a DataFrame to a Delta table (created by the first append), retrying commit conflicts.
 
     `add_columns` lets the append add nullable columns a table written by an older Lineup lacks;

@@ -9,46 +9,50 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobs.common.errors import UserError
+from jobs.common.spark import jvm_of
 from jobs.common.storage import is_remote, s3_endpoint, upath
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
 
 
-def is_delta_table(spark, table: str) -> bool:
+def is_delta_table(spark: SparkSession, table: str) -> bool:
     from delta.tables import DeltaTable
 
     return bool(DeltaTable.isDeltaTable(spark, table))
 
 
-def has_delta_log(spark, table: str) -> bool:
+def has_delta_log(spark: SparkSession, table: str) -> bool:
     """Whether `table` holds a `_delta_log` folder, committed or not (Hadoop's file system, so any scheme)."""
-    jvm = spark.sparkContext._jvm
+    jvm = jvm_of(spark)
     log_dir = jvm.org.apache.hadoop.fs.Path(table.rstrip("/") + "/_delta_log")
     return bool(log_dir.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).exists(log_dir))
 
 
-def delta_log(spark, table: str):
+def delta_log(spark: SparkSession, table: str) -> Any:  # the JVM's DeltaLog
     """Delta's own handle on the table's log (a JVM `DeltaLog`, cached by Delta per path)."""
-    return spark.sparkContext._jvm.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, table)
+    return jvm_of(spark).org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, table)
 
 
-def latest_version(spark, table: str) -> int:
+def latest_version(spark: SparkSession, table: str) -> int:
     """The table's latest version (-1 where its log holds no commit yet): its log listed, no Spark job
     (`history(1)` runs one: ~0.4 s a call on a 2-vCPU, 24 GiB VM)."""
-    none = spark.sparkContext._jvm.scala.Option.empty()
+    none = jvm_of(spark).scala.Option.empty()
     return int(delta_log(spark, table).update(False, none, none).version())
 
 
-def only_created(spark, table: str, version: int) -> bool:
+def only_created(spark: SparkSession, table: str, version: int) -> bool:
     """Whether the table at `version` is just its creation: version 0 and no data file in it. Read from
     the commit itself (its first few actions: a data file, if any, follows the commit's metadata), with
     no Spark job: `history` runs one (~0.4 s), Delta's file count rebuilds the checksum (1-2 s)."""
     if version != 0:
         return False
-    none = spark.sparkContext._jvm.scala.Option.empty()
+    none = jvm_of(spark).scala.Option.empty()
     actions = delta_log(spark, table).getChanges(0, 0, none, False).next()._2().iterator()
     while actions.hasNext():
         if actions.next().getClass().getSimpleName() not in CREATION_ACTIONS:
@@ -61,7 +65,12 @@ CREATION_ACTIONS = {"CommitInfo", "Protocol", "Metadata", "DomainMetadata"}
 
 
 def pinned_version(
-    spark, table: str, version: int | None, key: str, hint: str = "run the job that writes it", what: str = "table"
+    spark: SparkSession,
+    table: str,
+    version: int | None,
+    key: str,
+    hint: str = "run the job that writes it",
+    what: str = "table",
 ) -> int:
     """The version a run reads (the latest when none is asked for); `UserError` naming `key` when the
     path is not a Delta table or the version does not exist. `what` names the table's kind ("faces table")."""
@@ -74,14 +83,19 @@ def pinned_version(
 
 
 def read_pinned(
-    spark, table: str, version: int | None, key: str, hint: str = "run the job that writes it", what: str = "table"
-):
+    spark: SparkSession,
+    table: str,
+    version: int | None,
+    key: str,
+    hint: str = "run the job that writes it",
+    what: str = "table",
+) -> tuple[DataFrame, int]:
     """(DataFrame at the pinned version, that version)."""
     pinned = pinned_version(spark, table, version, key, hint, what)
     return spark.read.format("delta").option("versionAsOf", pinned).load(table), pinned
 
 
-def read_latest_if_any(spark, table: str):
+def read_latest_if_any(spark: SparkSession, table: str) -> DataFrame | None:
     """The table's latest DataFrame, or None when nothing was written there yet (e.g. no runs table)."""
     return spark.read.format("delta").load(table) if is_delta_table(spark, table) else None
 

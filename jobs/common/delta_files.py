@@ -16,13 +16,17 @@ import time
 import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from jobs.common.commits import is_commit_conflict
 from jobs.common.delta import delta_log, delta_rs_uri, has_delta_log
+from jobs.common.spark import jvm_of
 from jobs.common.storage import is_remote, upath, write_atomically
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +71,7 @@ def layout_refusal(metadata: dict, columns: Collection[str]) -> str | None:
 
 
 def commit_files(
-    spark,
+    spark: SparkSession,
     table_path: str,
     adds: list[str],
     columns: Collection[str],
@@ -78,7 +82,7 @@ def commit_files(
     changed since `since_version` by any commit but `own_versions`, or its layout refuses them. Without
     `since_version` the append is blind: other writers' appends land beside it (rows that cannot clash,
     such as runs rows keyed by a fresh run id)."""
-    jvm = spark.sparkContext._jvm
+    jvm = jvm_of(spark)
     delta = jvm.org.apache.spark.sql.delta
     txn = delta_log(spark, table_path).startTransaction()
     read_version = int(txn.readVersion())
@@ -109,7 +113,7 @@ def commit_files(
     return Appended(int(version))
 
 
-def append_batch(spark, table_path: str, batch: pa.RecordBatch) -> int | None:
+def append_batch(spark: SparkSession, table_path: str, batch: pa.RecordBatch) -> int | None:
     """Append `batch` to an existing table as one file written here and a blind commit: the version, or
     None (nothing written) when the table does not exist yet or needs Spark's writer."""
 

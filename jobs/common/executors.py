@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import platform
 import sys
+from typing import TYPE_CHECKING
 
 from jobs.common.errors import UserError, mentions
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 # The names `lineup package`'s archives are unpacked under on executors (`--archives FILE#ALIAS`).
 ENV_ALIAS, PACK_ALIAS = "lineup_env", "lineup_pack"
@@ -19,7 +23,7 @@ def _executor_versions(_: object) -> tuple[str, str]:
     return platform.python_version(), pyspark.__version__
 
 
-def check_packaged_executors(spark) -> None:
+def check_packaged_executors(spark: SparkSession) -> None:
     """No-op unless executors run `./lineup_env/bin/python`; then one tiny task compares versions."""
     python = spark.sparkContext.getConf().get("spark.pyspark.python", "")
     if not python.startswith(f"./{ENV_ALIAS}/"):

@@ -34,11 +34,11 @@ class _CurrentStderr(logging.StreamHandler):
         self._submitter = _submitter_stderr()
 
     @property  # type: ignore[override]
-    def stream(self):  # logging's own attribute
+    def stream(self) -> Any:  # logging's own attribute
         return self._submitter or sys.stderr
 
     @stream.setter
-    def stream(self, value) -> None:  # StreamHandler.__init__ assigns it
+    def stream(self, value: Any) -> None:  # StreamHandler.__init__ assigns it
         pass
 
 

@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from jobs.common.catalog import register_tables
 from jobs.common.commits import append_with_retries
@@ -35,6 +35,9 @@ from jobs.common.schema import RUNS_ARROW, RUNS_DDL
 from jobs.common.spark import get_spark, use_storage
 from jobs.common.storage import check_locations, is_remote, location_settings, redact
 from jobs.common.timing import Phases
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 T = TypeVar("T")
 R = TypeVar("R", bound=JobResult)
@@ -77,11 +80,11 @@ class RunRecord:
         self.outputs.append({"name": name, "path": str(path), "version": None if version is None else int(version)})
 
 
-def delta_version(spark, path: str) -> int:
+def delta_version(spark: SparkSession, path: str) -> int:
     return latest_version(spark, str(path))
 
 
-def append_run(spark, runs_table: str, record: RunRecord, status: str, error: str | None = None) -> int:
+def append_run(spark: SparkSession, runs_table: str, record: RunRecord, status: str, error: str | None = None) -> int:
     """Append the run's row (one Delta commit); returns the runs table's new version."""
     row = {
         "run_id": record.run_id,
@@ -120,7 +123,7 @@ def append_run(spark, runs_table: str, record: RunRecord, status: str, error: st
 RUNS_TABLE_PROPERTIES = {"delta.checkpointInterval": "100"}
 
 
-def record_failure(spark, runs_table: str, record: RunRecord, error: BaseException) -> None:
+def record_failure(spark: SparkSession, runs_table: str, record: RunRecord, error: BaseException) -> None:
     """Best effort: a failed run still leaves its row; a failure to write it must not hide the first error."""
     try:
         reason = redact(f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:500]}")
@@ -169,7 +172,9 @@ def run_job(
     return run_recorded(spark, config.runs_table_path(), RunRecord(job, params=params), timed, config)
 
 
-def run_recorded(spark, runs_table: str, record: RunRecord, body: Callable[[RunRecord], T], config: Any = None) -> T:
+def run_recorded(
+    spark: SparkSession, runs_table: str, record: RunRecord, body: Callable[[RunRecord], T], config: Any = None
+) -> T:
     """Run a job's body; if it fails, its row still lands in the runs table (status failed) before
     re-raising. A storage fault or an index changed under a reader, raised on the driver or inside an
     executor's error, is re-raised as one `TransientError` sentence (exit 3)."""

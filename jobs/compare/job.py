@@ -8,7 +8,7 @@ A pair that cannot be scored is a row with a status saying which side failed and
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobs.common.commits import append_with_retries
 from jobs.common.normalized_scores import normalized_score, offset_column
@@ -19,20 +19,23 @@ from jobs.common.timing import Phases
 from jobs.compare.config import CompareConfig
 from jobs.compare.plan import face_sides, image_sides, read_pairs_table
 
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
 
-def run_compare(config: CompareConfig, spark=None) -> CompareResult:
+
+def run_compare(config: CompareConfig, spark: SparkSession | None = None) -> CompareResult:
     params = config.compare.model_dump(mode="json")
     return run_job(
         "compare", config, spark, params, lambda spark, r, phases: _timed(config, spark, r, phases), CompareResult
     )
 
 
-def _timed(config: CompareConfig, spark, record: RunRecord, phases: Phases) -> dict[str, Any]:
+def _timed(config: CompareConfig, spark: SparkSession, record: RunRecord, phases: Phases) -> dict[str, Any]:
     with phases.phase("score_and_write"):
         return _run(config, spark, record)
 
 
-def _run(config: CompareConfig, spark, record: RunRecord) -> dict[str, Any]:
+def _run(config: CompareConfig, spark: SparkSession, record: RunRecord) -> dict[str, Any]:
     from pyspark import StorageLevel
 
     settings, started = config.compare, time.perf_counter()
@@ -48,7 +51,7 @@ def _run(config: CompareConfig, spark, record: RunRecord) -> dict[str, Any]:
     return _write(config, spark, record, pairs, scores, threshold, model_id, started)
 
 
-def score_pairs(pairs, sides, threshold: Threshold, model_id: str, run_id: str):
+def score_pairs(pairs: DataFrame, sides: DataFrame, threshold: Threshold, model_id: str, run_id: str) -> DataFrame:
     """One pair_scores row per pair: the cosine of the two sides' embeddings, or the failing side's status."""
     from pyspark.sql import functions as F
 
@@ -101,7 +104,16 @@ def score_pairs(pairs, sides, threshold: Threshold, model_id: str, run_id: str):
     )
 
 
-def _write(config: CompareConfig, spark, record: RunRecord, pairs, scores, threshold, model_id, started) -> dict:
+def _write(
+    config: CompareConfig,
+    spark: SparkSession,
+    record: RunRecord,
+    pairs: DataFrame,
+    scores: DataFrame,
+    threshold: Threshold,
+    model_id: str,
+    started: float,
+) -> dict[str, Any]:
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 

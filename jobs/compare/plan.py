@@ -3,6 +3,8 @@ embedded once on the executors (`worker.py`), or a face looked up in a faces tab
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pyspark.errors import AnalysisException
 
 from jobs.common.delta import pinned_version
@@ -16,8 +18,13 @@ from jobs.compare.worker import IMAGE_DDL, ImageContext, make_image_runner
 from jobs.models.cache import PipelineRef
 from jobs.models.pack import load_pack
 
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
 
-def read_pairs_table(spark, settings):
+    from jobs.compare.config import PairsSettings
+
+
+def read_pairs_table(spark: SparkSession, settings: PairsSettings) -> DataFrame:
     """(pair_index, a, b) in file order; `UserError` naming the file and its columns when they are wrong."""
     from pyspark.sql import functions as F
 
@@ -49,7 +56,7 @@ def read_pairs_table(spark, settings):
     )
 
 
-def image_sides(config: CompareConfig, spark, pairs):
+def image_sides(config: CompareConfig, spark: SparkSession, pairs: DataFrame) -> tuple[DataFrame, str]:
     """Each distinct image path embedded once on the executors: key, face_id, faces, embedding, status."""
     from pyspark.sql import functions as F
 
@@ -78,7 +85,9 @@ def image_sides(config: CompareConfig, spark, pairs):
     return sides, pack.model_id
 
 
-def face_sides(config: CompareConfig, spark, pairs, record: RunRecord):
+def face_sides(
+    config: CompareConfig, spark: SparkSession, pairs: DataFrame, record: RunRecord
+) -> tuple[DataFrame, str]:
     """Faces looked up by face_id in a faces table (pinned version): key, face_id, faces, embedding, status."""
     from pyspark.sql import functions as F
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -14,6 +14,9 @@ from jobs.common.ids import face_id_of, image_id_of
 from jobs.common.schema import ddl_of
 from jobs.common.storage import upath
 from jobs.models.cache import PipelineRef
+
+if TYPE_CHECKING:
+    from jobs.models.pipeline import FacePipeline
 
 IMAGE_ARROW = pa.schema(
     [
@@ -36,7 +39,7 @@ def largest_face(faces: list) -> Any:
 
 
 def embed_images(
-    paths: list[str], pipeline, model_id: str, register: ErasureRegister = NOTHING_ERASED
+    paths: list[str], pipeline: FacePipeline, model_id: str, register: ErasureRegister = NOTHING_ERASED
 ) -> Iterator[dict[str, Any]]:
     """A row per path: status `ok` with the largest face's embedding, or the status that stopped it
     (`erased`: the register holds its content)."""

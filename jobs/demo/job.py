@@ -11,7 +11,7 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from jobs.audit.config import AuditConfig
 from jobs.audit.job import run_audit, run_calibrate
@@ -27,7 +27,11 @@ from jobs.index.job import run_index
 from jobs.query.config import QueryConfig
 from jobs.query.job import run_query
 
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
 log = logging.getLogger(__name__)
+C = TypeVar("C", bound=LineupConfig)
 STEPS = 7
 
 
@@ -38,7 +42,7 @@ def data_dir(config: DemoConfig) -> Path:
     return (Path(__file__).resolve().parents[2].parent / "shared" / "data").resolve()
 
 
-def run_demo(config: DemoConfig, spark=None) -> dict[str, Any]:
+def run_demo(config: DemoConfig, spark: SparkSession | None = None) -> dict[str, Any]:
     spark = spark or get_spark(config.spark, app_name="lineup-demo")
     # The demo stages LFW archives as local files: its work folder is local.
     work = Path(config.demo.work_dir).expanduser().resolve() if config.demo.work_dir else None
@@ -82,12 +86,12 @@ def run_demo(config: DemoConfig, spark=None) -> dict[str, Any]:
 class _Steps:
     """Each step is a real job run on the shared session, with its locations under the work folder."""
 
-    def __init__(self, shared: LineupConfig, work: Path, spark) -> None:
+    def __init__(self, shared: LineupConfig, work: Path, spark: SparkSession) -> None:
         self.shared, self.work, self.spark = shared.model_dump(), work, spark
         self.embedded_now: dict[str, int] = {}
         self.outputs: dict[str, str] = {"index_dir": str(work / "index")}
 
-    def _config(self, model, section: str, settings: dict):
+    def _config(self, model: type[C], section: str, settings: dict) -> C:
         return model.model_validate({**self.shared, section: settings})
 
     def table(self, name: str) -> str:

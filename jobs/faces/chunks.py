@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from jobs.common.erasures import ErasureRegister
 from jobs.common.storage import upath
 from jobs.common.timing import Phases
 from jobs.faces.files import write_faces_file
 from jobs.faces.known import HeldImages
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +73,7 @@ class Ledger:
 
 
 def collect_written(
-    written, phases: Phases, files_seen: int, skipped: int, checked_ids: set[str] | None = None
+    written: DataFrame, phases: Phases, files_seen: int, skipped: int, checked_ids: set[str] | None = None
 ) -> Embedded:
     """Run the embedding once (the workers write the files); the rows' small columns come back."""
     with phases.phase("embed"):

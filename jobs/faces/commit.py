@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 from jobs.common.commits import is_conflict_or_purged, with_commit_retries
 from jobs.common.delta_files import commit_files
@@ -28,6 +29,9 @@ from jobs.common.schema import FACES_ARROW, FACES_DDL
 from jobs.common.timing import Phases
 from jobs.faces.chunks import Counts, Embedded, Ledger, delete_files, rewrite_file
 from jobs.faces.erasing import erase_after_commit, erase_newly_registered
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +42,7 @@ class Committer:
     """Commits chunks in submission order, one at a time, on a background thread; every commit's counts
     are added to `counts`. Leaving the `with` block waits for the last commit (and raises its error)."""
 
-    def __init__(self, spark, ledger: Ledger, counts: Counts, phases: Phases) -> None:
+    def __init__(self, spark: SparkSession, ledger: Ledger, counts: Counts, phases: Phases) -> None:
         self.spark, self.ledger, self.counts, self.phases = spark, ledger, counts, phases
         self._pool = ThreadPoolExecutor(1, thread_name_prefix=COMMIT_POOL)
         self._pending: Future | None = None
@@ -58,7 +62,7 @@ class Committer:
             pending, self._pending = self._pending, None
             self.counts.add(*pending.result())
 
-    def __exit__(self, kind, error, traceback) -> None:
+    def __exit__(self, kind: object, error: BaseException | None, traceback: object) -> None:
         try:
             if error is None:
                 self.wait()
@@ -75,7 +79,9 @@ class Committer:
         return commit_chunk(self.spark, chunk, self.ledger, self.phases)
 
 
-def commit_chunk(spark, chunk: Embedded, ledger: Ledger, phases: Phases) -> tuple[dict[str, int], dict[str, int]]:
+def commit_chunk(
+    spark: SparkSession, chunk: Embedded, ledger: Ledger, phases: Phases
+) -> tuple[dict[str, int], dict[str, int]]:
     """Commit one chunk's new rows to the table; its counts and rows by status.
 
     An erasure registered while the chunk was embedded is applied here: before the commit its rows
@@ -92,7 +98,7 @@ def commit_chunk(spark, chunk: Embedded, ledger: Ledger, phases: Phases) -> tupl
         if r.face_id not in first_path or r.source_path < first_path[r.face_id]:
             first_path[r.face_id] = r.source_path
     unique = [r for r in meta if first_path[r.face_id] == r.source_path]
-    kept = None
+    kept: list | None = None
     if ledger.merge_reason is None:
         with phases.phase("commit", count=len(unique), unit="rows"):
             kept = _add_files(spark, chunk, unique, ledger)
@@ -101,6 +107,7 @@ def commit_chunk(spark, chunk: Embedded, ledger: Ledger, phases: Phases) -> tupl
         written = len(kept)
     else:
         written, kept = _merge_files(spark, chunk, unique, first_path, ledger, phases)
+    assert kept is not None
     erase_after_commit(spark, ledger, [] if merged else ledger.last_committed)
     by_status: dict[str, int] = {}
     for r in kept:
@@ -118,7 +125,7 @@ def commit_chunk(spark, chunk: Embedded, ledger: Ledger, phases: Phases) -> tupl
     return counts, by_status
 
 
-def _add_files(spark, chunk: Embedded, unique: list, ledger: Ledger) -> list | None:
+def _add_files(spark: SparkSession, chunk: Embedded, unique: list, ledger: Ledger) -> list | None:
     """Add the chunk's files to the table (those holding rows that must not land rewritten without
     them); the rows committed, or None when the chunk must be MERGEd (`ledger.merge_reason` says why)."""
 
@@ -154,7 +161,9 @@ def _checked(image_id: str, checked_ids: set[str] | None) -> bool:
     return checked_ids is None or image_id in checked_ids
 
 
-def _merge_files(spark, chunk: Embedded, unique: list, first_path: dict[int, str], ledger: Ledger, phases: Phases):
+def _merge_files(
+    spark: SparkSession, chunk: Embedded, unique: list, first_path: dict[int, str], ledger: Ledger, phases: Phases
+) -> tuple[int, list]:
     """MERGE the chunk's files into the table, then delete them; (rows inserted, rows now in the table)."""
     from pyspark.sql import functions as F
 
@@ -179,7 +188,7 @@ def _merge_files(spark, chunk: Embedded, unique: list, first_path: dict[int, str
     return written, kept
 
 
-def _merge(spark, source, table_path: str) -> int:
+def _merge(spark: SparkSession, source: DataFrame, table_path: str) -> int:
     """Insert the rows whose face_id the table lacks (retried on a concurrent commit); rows inserted."""
     from delta.tables import DeltaTable
 

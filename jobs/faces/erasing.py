@@ -6,6 +6,7 @@ delete, always sees the rows."""
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from jobs.common.commits import is_conflict_or_purged, with_commit_retries
 from jobs.common.erasures import ERASED, ErasureRegister, read_register
@@ -14,6 +15,9 @@ from jobs.common.storage import upath
 from jobs.faces.chunks import Embedded, Ledger, delete_files
 from jobs.faces.files import write_faces_file
 from jobs.faces.rows import erased_path, erased_row
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +39,12 @@ def erase_newly_registered(chunk: Embedded, ledger: Ledger) -> Embedded:
             continue
         del adds[name]
         meta = [r for r in meta if r.file != name] + rewritten[1]
-        adds[rewritten[1][0].file] = rewritten[0]
+        adds[rewritten[1][0].file] = rewritten[0]  # the rewritten file's add action
         delete_files(ledger.table_path, [name])
     return Embedded(adds, meta, chunk.files_seen, chunk.skipped, chunk.checked_ids)
 
 
-def _erased_file(table_path: str, name: str, register: ErasureRegister, ledger: Ledger):
+def _erased_file(table_path: str, name: str, register: ErasureRegister, ledger: Ledger) -> tuple[str, list] | None:
     """File `name` rewritten with the rows `register` erases as one `erased` row per image: (its add
     action, its rows' small columns), or None when it holds no erased row."""
     import pyarrow.parquet as pq
@@ -80,7 +84,7 @@ def _added(register: ErasureRegister, before: ErasureRegister) -> bool:
     return any(set(getattr(register, kind)) - set(getattr(before, kind)) for kind in ("images", "subjects", "faces"))
 
 
-def erase_after_commit(spark, ledger: Ledger, committed: list[str]) -> None:
+def erase_after_commit(spark: SparkSession, ledger: Ledger, committed: list[str]) -> None:
     """An erasure registered between the pre-commit check and the commit: this run's rows it names
     are deleted from the table at once (forget may have finished its own delete before our commit),
     and the files this commit added that held them (`committed`) are deleted from storage too."""

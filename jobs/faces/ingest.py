@@ -13,8 +13,9 @@ import datetime as dt
 import logging
 import time
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from pyspark.accumulators import AccumulatorParam
 from pyspark.errors import AnalysisException
 
 from jobs.common.delta import driver_snapshot, latest_version, only_created
@@ -38,7 +39,6 @@ from jobs.faces.table import FACES_COLUMNS, collects_personal_stats, ensure_face
 from jobs.faces.worker import (
     TASK_COLUMNS,
     EmbedContext,
-    MaxParam,
     image_ids,
     make_hash_runner,
     make_table_runner,
@@ -48,17 +48,22 @@ from jobs.faces.worker import (
 from jobs.models.cache import PipelineRef
 from jobs.models.pack import load_pack
 
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+    from jobs.models.pack import Pack
+
 log = logging.getLogger(__name__)
 
 
-def run_embed(config: EmbedConfig, spark=None) -> EmbedResult:
+def run_embed(config: EmbedConfig, spark: SparkSession | None = None) -> EmbedResult:
     """Embed the configured input into the faces table; the run's row goes to the runs table (ok or
     failed) and the summary (counts, rates, `timings_s`) is returned."""
     params = config.embed.model_dump(mode="json")
     return run_job("embed", config, spark, params, lambda spark, r, phases: _run(config, spark, r, phases), EmbedResult)
 
 
-def _run(config: EmbedConfig, spark, record: RunRecord, phases: Phases) -> dict[str, Any]:
+def _run(config: EmbedConfig, spark: SparkSession, record: RunRecord, phases: Phases) -> dict[str, Any]:
     with phases.phase("plan"):
         pack = load_pack(config.resolved_pack_dir())
         refs = list_inputs(config.embed.input, spark) if config.embed.input.kind != "table" else []
@@ -107,7 +112,9 @@ def _run(config: EmbedConfig, spark, record: RunRecord, phases: Phases) -> dict[
     return summary
 
 
-def _prepare_table(spark, config: EmbedConfig, table_path: str, model_id: str) -> tuple[int, bool, HeldImages | None]:
+def _prepare_table(
+    spark: SparkSession, config: EmbedConfig, table_path: str, model_id: str
+) -> tuple[int, bool, HeldImages | None]:
     """The table's version at the start, whether it holds no rows yet, and how to find its known images.
 
     An existing table with every column is read by delta-rs here: a fresh JVM's first Delta read and the
@@ -129,7 +136,7 @@ def _prepare_table(spark, config: EmbedConfig, table_path: str, model_id: str) -
 
 
 def _embed_files(
-    spark,
+    spark: SparkSession,
     config: EmbedConfig,
     context: EmbedContext,
     refs: list[InputRef],
@@ -154,7 +161,7 @@ def _embed_files(
         progress.report(len(chunks[number]), config.embed.progress_interval_s, force=number == 0)
 
 
-def _worker_context(config: EmbedConfig, spark, pack, run_id: str) -> EmbedContext:
+def _worker_context(config: EmbedConfig, spark: SparkSession, pack: Pack, run_id: str) -> EmbedContext:
     """What every task needs, small enough to ship with the task (the pipeline is built on the worker).
     The erasure register goes with it as digests: an erased image is a status row, never embedded."""
     labels = config.embed.labels
@@ -178,7 +185,13 @@ def _worker_context(config: EmbedConfig, spark, pack, run_id: str) -> EmbedConte
 
 
 def _embed_chunk(
-    spark, chunk: list[InputRef], files_after: int, config, context, held: HeldImages | None, phases
+    spark: SparkSession,
+    chunk: list[InputRef],
+    files_after: int,
+    config: EmbedConfig,
+    context: EmbedContext,
+    held: HeldImages | None,
+    phases: Phases,
 ) -> Embedded:
     """One chunk's new rows, embedded and cached (the table's images left out by a first, cheap pass)."""
     sc = spark.sparkContext
@@ -202,7 +215,9 @@ def _embed_chunk(
 HASH_DDL = "position INT, image_id STRING"
 
 
-def _image_ids(spark, chunk: list[InputRef], max_file_bytes: int, driver_max_files: int) -> dict[int, str]:
+def _image_ids(
+    spark: SparkSession, chunk: list[InputRef], max_file_bytes: int, driver_max_files: int
+) -> dict[int, str]:
     """Each readable file's content id, by its position in the chunk (one chunk's: bounded). A chunk of
     at most `driver_max_files` files is hashed here, with no Spark job (a fresh JVM's first Python job
     costs seconds); a larger one in a few big tasks (two per core), not one per embedding task."""
@@ -213,7 +228,7 @@ def _image_ids(spark, chunk: list[InputRef], max_file_bytes: int, driver_max_fil
     return {row.position: row.image_id for row in hashes.collect()}
 
 
-def _task_frame(spark, tasks: list[list[InputRef]]):
+def _task_frame(spark: SparkSession, tasks: list[list[InputRef]]) -> DataFrame:
     """One row (and one Spark partition) per task, built in the JVM: a frame made from a Python RDD
     would run a second Python worker beside each task's own, only to hand it its input row."""
     from pyspark.sql import functions as F
@@ -223,7 +238,9 @@ def _task_frame(spark, tasks: list[list[InputRef]]):
     return slots.join(F.broadcast(rows), "task").select(*TASK_COLUMNS)
 
 
-def _embed_table(spark, config, context, held: HeldImages | None, phases) -> Embedded:
+def _embed_table(
+    spark: SparkSession, config: EmbedConfig, context: EmbedContext, held: HeldImages | None, phases: Phases
+) -> Embedded:
     from pyspark.sql import functions as F
 
     settings = config.embed.input
@@ -254,7 +271,7 @@ def _embed_table(spark, config, context, held: HeldImages | None, phases) -> Emb
     return collect_written(frame.mapInArrow(runner, WRITTEN_DDL), phases, files_seen=files_seen, skipped=skipped)
 
 
-def _summary(spark, model_id: str, run_id: str, ledger: Ledger, counts: Counts, elapsed: float) -> dict:
+def _summary(spark: SparkSession, model_id: str, run_id: str, ledger: Ledger, counts: Counts, elapsed: float) -> dict:
     table_path = ledger.table_path
     if ledger.merge_reason is None:  # every commit was this run's own: the last one is the version to read
         version = max(ledger.own_versions, default=ledger.start_version)
@@ -272,3 +289,13 @@ def _summary(spark, model_id: str, run_id: str, ledger: Ledger, counts: Counts, 
         "images_erased_at_commit": ledger.images_erased_at_commit,
         "outputs": {"faces_table": table_path, "faces_table_version": int(version)},
     }
+
+
+class MaxParam(AccumulatorParam[float]):
+    """Accumulator that keeps the largest value seen (peak RSS across Python workers)."""
+
+    def zero(self, value: float) -> float:
+        return 0.0
+
+    def addInPlace(self, first: float, second: float) -> float:  # Spark's name
+        return max(first, second)

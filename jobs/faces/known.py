@@ -14,12 +14,15 @@ another chunk of the same run committed counts as a duplicate, exactly as in a s
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import pyarrow as pa
 
 from jobs.common.delta import DriverSnapshot
 from jobs.common.spark import local_frame
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
 
 
 class HeldImages(Protocol):
@@ -61,10 +64,10 @@ class HeldOnDriver:
 class HeldInSpark:
     """A table searched by Spark: the chunk's ids are broadcast to a scan of the id column, no shuffle."""
 
-    def __init__(self, spark, table_path: str, version: int, model_id: str) -> None:
+    def __init__(self, spark: SparkSession, table_path: str, version: int, model_id: str) -> None:
         self.spark, self.table_path, self.version, self.model_id = spark, table_path, version, model_id
 
-    def image_ids(self):
+    def image_ids(self) -> DataFrame:
         """The table's image ids for the model, as a one-column frame (never collected)."""
         from pyspark.sql import functions as F
 
@@ -77,10 +80,10 @@ class HeldInSpark:
     def face_ids_among(self, face_ids: list[int]) -> set[int]:
         return {row.face_id for row in self._semi_join(self._table(), "face_id", pa.int64(), set(face_ids))}
 
-    def _table(self):
+    def _table(self) -> DataFrame:
         return self.spark.read.format("delta").option("versionAsOf", self.version).load(self.table_path)
 
-    def _semi_join(self, frame, column: str, arrow_type: pa.DataType, wanted: set) -> list:
+    def _semi_join(self, frame: DataFrame, column: str, arrow_type: pa.DataType, wanted: set) -> list:
         from pyspark.sql import functions as F
 
         if not wanted:
@@ -90,7 +93,9 @@ class HeldInSpark:
         return frame.join(F.broadcast(ids), column, "left_semi").select(column).collect()
 
 
-def held_images(spark, table_path: str, version: int, model_id: str, snapshot: DriverSnapshot | None) -> HeldImages:
+def held_images(
+    spark: SparkSession, table_path: str, version: int, model_id: str, snapshot: DriverSnapshot | None
+) -> HeldImages:
     """The driver's search where delta-rs read the table at `version` and it is small (at most
     `DRIVER_SEARCH_MAX_ROWS` rows in `DRIVER_SEARCH_MAX_FILES` files), Spark's otherwise."""
     if snapshot is not None and snapshot.version == version:

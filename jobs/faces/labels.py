@@ -6,8 +6,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from typing import TYPE_CHECKING
 
 from jobs.common.errors import UserError
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from jobs.faces.config import LabelTableSettings
 
 
 @dataclass(frozen=True)
@@ -42,7 +48,7 @@ class Labeller:
         return sorted(found.items()) if found else None
 
 
-def load_label_table(spark, settings) -> dict[str, tuple[str | None, dict[str, str]]]:
+def load_label_table(spark: SparkSession, settings: LabelTableSettings) -> dict[str, tuple[str | None, dict[str, str]]]:
     """The labels table as {name: (subject_id, attributes)}; `UserError` naming missing columns."""
     from pyspark.errors import AnalysisException  # deferred: executors import Labeller without pyspark
 

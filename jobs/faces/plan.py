@@ -24,17 +24,22 @@ from jobs.common.storage import upath
 from jobs.faces.refs import NOT_A_FILE, TOO_LARGE, InputRef, display_name
 from jobs.faces.tars import TAR_SUFFIXES, list_tar_members, list_tars_on_executors
 
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
 if TYPE_CHECKING:  # executors import this module for InputRef: pydantic's import is 0.1 s of a worker's start
     from jobs.faces.config import InputSettings
 
 log = logging.getLogger(__name__)
 
 
-def list_inputs(settings: InputSettings, spark=None) -> list[InputRef]:
+def list_inputs(settings: InputSettings, spark: SparkSession | None = None) -> list[InputRef]:
     """Every entry the input names, sorted; `UserError` naming the input when it is missing or empty.
     A remote input (object store, HDFS) is listed page by page, and its tars are listed on the
     executors, one task per tar (`spark`), so the driver never reads an archive."""
     if storage.is_remote(settings.path):
+        if spark is None:
+            raise RuntimeError("listing a remote input needs a SparkSession: a bug, please report it")
         return _list_remote(resolve(settings.path), settings, spark)
     root = Path(settings.path).expanduser()
     if not root.exists():
@@ -86,7 +91,7 @@ def _folder_ref(root: Path, path: str, follow_symlinks: bool) -> InputRef:
     return InputRef(path, None, name)
 
 
-def _list_tars(root: Path, settings: InputSettings, spark=None) -> list[InputRef]:
+def _list_tars(root: Path, settings: InputSettings, spark: SparkSession | None = None) -> list[InputRef]:
     """Members of a tar or a folder of tars: listed by the executors, one task per tar, when a session
     is given (the driver then never decompresses an archive), else here."""
     if not root.is_dir():
@@ -107,7 +112,7 @@ def _list_tars(root: Path, settings: InputSettings, spark=None) -> list[InputRef
     return [ref for tar in tars for ref in list_tar_members(Path(tar), settings.glob, settings.max_file_bytes)]
 
 
-def _list_remote(location: str, settings: InputSettings, spark) -> list[InputRef]:
+def _list_remote(location: str, settings: InputSettings, spark: SparkSession) -> list[InputRef]:
     storage.check_reachable(location, "embed.input.path")
     root = storage.upath(location)
     fs, root_key = root.fs, root.path.rstrip("/")
@@ -188,7 +193,7 @@ def _task_size(remaining: int, files_per_task: int, slots: int | None, queued_af
     return remaining if remaining - size < MIN_FILES_PER_TASK // 4 and remaining <= files_per_task else size
 
 
-def source_prefix(archive) -> str:
+def source_prefix(archive: InputSettings) -> str:
     """How the faces table's source_path starts for this archive's images (and for no other archive's):
     `dir/...` for folders (and folders of tars), `file.tar!member` for one tar, `table#id` for tables."""
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -15,6 +15,9 @@ from jobs.common.ids import STATUS_ROW_INDEX, face_id_of, image_id_of
 from jobs.faces.labels import Labeller
 from jobs.faces.read import Loaded
 from jobs.faces.refs import READ_ERROR
+
+if TYPE_CHECKING:
+    from jobs.models.pipeline import FacePipeline
 
 
 @dataclass(frozen=True)
@@ -26,7 +29,9 @@ class RowContext:
     register: ErasureRegister = ErasureRegister()
 
 
-def embed_loaded(items: Iterable[Loaded], pipeline, context: RowContext, batch_images: int) -> Iterator[dict[str, Any]]:
+def embed_loaded(
+    items: Iterable[Loaded], pipeline: FacePipeline, context: RowContext, batch_images: int
+) -> Iterator[dict[str, Any]]:
     """Rows for every loaded input (images the table already holds were left out by the driver)."""
     batch: list[tuple[Loaded, str]] = []
     for item in items:
@@ -52,8 +57,10 @@ def embed_loaded(items: Iterable[Loaded], pipeline, context: RowContext, batch_i
         yield from _process_batch(batch, pipeline, context)
 
 
-def _process_batch(batch: list[tuple[Loaded, str]], pipeline, context: RowContext) -> Iterator[dict[str, Any]]:
-    results = pipeline.process_bytes([item.data for item, _ in batch])
+def _process_batch(
+    batch: list[tuple[Loaded, str]], pipeline: FacePipeline, context: RowContext
+) -> Iterator[dict[str, Any]]:
+    results = pipeline.process_bytes([item.data or b"" for item, _ in batch])  # unread items never reach a batch
     for (item, image_id), result in zip(batch, results):
         if result.status != "ok":
             yield _status_row(item, image_id, context, result.status, result.error, result.width, result.height)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from jobs.common.commits import is_commit_conflict, with_commit_retries
 from jobs.common.delta import has_delta_log
 from jobs.common.errors import UserError, mentions
 from jobs.common.schema import FACES_ARROW, FACES_DDL
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +33,7 @@ def collects_personal_stats(properties: dict[str, str]) -> bool:
     return properties.get(STATS_PROPERTY) != STATS_COLUMNS
 
 
-def ensure_faces_table(spark, table_path: str) -> None:
+def ensure_faces_table(spark: SparkSession, table_path: str) -> None:
     """Create the faces table, or add the columns a table written by an older Lineup lacks."""
     from delta.tables import DeltaTable
 

@@ -16,6 +16,9 @@ from jobs.common import storage
 from jobs.common.errors import UserError
 from jobs.faces.refs import NOT_A_FILE, READ_ERROR, TOO_LARGE, UNSAFE_MEMBER, InputRef, display_name
 
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
 if TYPE_CHECKING:  # executors import this module: pydantic's import is 0.1 s of a worker's start
     from jobs.faces.config import InputSettings
 
@@ -27,7 +30,9 @@ TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tbz", ".tar.xz
 COMPRESSION_BY_MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bz2", b"\xfd7zXZ\x00": "xz"}
 
 
-def list_tars_on_executors(spark, tars: list[str], settings: InputSettings, single: bool) -> list[InputRef]:
+def list_tars_on_executors(
+    spark: SparkSession, tars: list[str], settings: InputSettings, single: bool
+) -> list[InputRef]:
     """Each tar's members, listed by one task per tar (the archive streams through the executor once)."""
 
     if spark is None:

@@ -43,7 +43,7 @@ class EmbedContext:
     peak_rss: Any  # an accumulator (`MaxParam`): the largest Python worker's peak RSS, MB
 
 
-def task_table(tasks: list[list[InputRef]]):
+def task_table(tasks: list[list[InputRef]]) -> Any:  # a pyarrow.Table
     """The tasks' input rows, one per task: `task` (its number), then what a runner reads (`TASK_COLUMNS`):
     `first` (the position of its first ref in the chunk) and `refs` (the refs as JSON)."""
 
@@ -87,7 +87,7 @@ def make_task_runner(context: EmbedContext, table_path: str) -> Callable[[Iterat
     return run
 
 
-def make_hash_runner(max_file_bytes: int):
+def make_hash_runner(max_file_bytes: int) -> Callable[[Iterator], Iterator]:
     """The first pass over a chunk: output `position INT, image_id STRING` (content sha256) for every
     ref whose bytes can be read. Nothing is decoded and nothing is cached."""
 
@@ -136,13 +136,3 @@ def make_table_runner(context: EmbedContext, prefix: str, table_path: str) -> Ca
 
 def _max_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
-class MaxParam:
-    """Accumulator that keeps the largest value seen (peak RSS across Python workers)."""
-
-    def zero(self, value: float) -> float:
-        return 0.0
-
-    def addInPlace(self, first: float, second: float) -> float:  # Spark's name
-        return max(first, second)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobs.common.commits import with_commit_retries
 from jobs.common.delta import is_delta_table, latest_version
@@ -13,6 +13,9 @@ from jobs.common.erasures import ERASED, id_digest
 from jobs.common.errors import TransientError
 from jobs.forget.config import ForgetConfig
 from jobs.forget.plan import ErasedSet, find_rows, selector_condition
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, SparkSession
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +30,9 @@ def table_roles(config: ForgetConfig) -> list[tuple[str, str]]:
     return roles + [("pair_scores", t) for t in config.resolved(settings.pair_scores_tables)]
 
 
-def _condition(role: str, erased: ErasedSet, by_subject: bool, cutoff: dt.datetime | None, selected: Any = None):
+def _condition(
+    role: str, erased: ErasedSet, by_subject: bool, cutoff: dt.datetime | None, selected: Any = None
+) -> Column:
     """Which rows of a table of this role hold the person's data (or are past retention). `selected`
     (faces-table layout) is the selector itself, so rows committed after planning are matched too."""
     from pyspark.sql import functions as F
@@ -66,7 +71,9 @@ def _condition(role: str, erased: ErasedSet, by_subject: bool, cutoff: dt.dateti
 MAX_ROUNDS = 5  # deletes of rows committed beside the erasure before it gives up (exit 3: rerun it)
 
 
-def delete_converged(spark, config: ForgetConfig, erased: ErasedSet, values: list[str]) -> list[dict[str, Any]]:
+def delete_converged(
+    spark: SparkSession, config: ForgetConfig, erased: ErasedSet, values: list[str]
+) -> list[dict[str, Any]]:
     """Delete the person's rows everywhere, then look again by the selector: rows a concurrent embed
     committed meanwhile are found and deleted in the next round, until a round finds none."""
     selector = config.forget.selector
@@ -100,7 +107,9 @@ def merged_rounds(first: list[dict[str, Any]], later: list[dict[str, Any]]) -> l
     return merged + list(later_of.values())
 
 
-def delete_everywhere(spark, config: ForgetConfig, erased: ErasedSet, selected=None) -> list[dict[str, Any]]:
+def delete_everywhere(
+    spark: SparkSession, config: ForgetConfig, erased: ErasedSet, selected: Column | None = None
+) -> list[dict[str, Any]]:
     from delta.tables import DeltaTable
 
     hours = config.older_than_hours()
@@ -115,7 +124,7 @@ def delete_everywhere(spark, config: ForgetConfig, erased: ErasedSet, selected=N
         matching = spark.read.format("delta").load(table).where(condition).count()
         if matching:  # a DELETE that matches nothing would still add a version
 
-            def delete(table: str = table, condition=condition) -> None:
+            def delete(table: str = table, condition: Column = condition) -> None:
                 DeltaTable.forPath(spark, table).delete(condition)
 
             with_commit_retries(delete, table)
@@ -127,7 +136,7 @@ def delete_everywhere(spark, config: ForgetConfig, erased: ErasedSet, selected=N
     return done
 
 
-def anything_names(spark, config: ForgetConfig, erased: ErasedSet) -> bool:
+def anything_names(spark: SparkSession, config: ForgetConfig, erased: ErasedSet) -> bool:
     """Whether any derived table still names the selected subjects (a rerun after the faces were deleted)."""
     by_subject = config.forget.selector is not None and config.forget.selector.kind == "subject_ids"
     for role, table in table_roles(config):

@@ -15,7 +15,7 @@ import logging
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
 from jobs.common.commits import append_with_retries
@@ -33,6 +33,9 @@ from jobs.forget.plan import ErasedSet, find_rows, selector_condition, selector_
 from jobs.forget.register import erasure_row, erasures_frame, lift_erasures, register_erasure
 from jobs.forget.verify import Findings, scan_index, scan_table
 
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
 log = logging.getLogger(__name__)
 
 
@@ -40,7 +43,7 @@ class ErasureIncomplete(UserError):
     """Files still hold erased data after the run; the message names them and what to do."""
 
 
-def run_forget(config: ForgetConfig, spark=None) -> ForgetResult:
+def run_forget(config: ForgetConfig, spark: SparkSession | None = None) -> ForgetResult:
     selector = config.forget.selector
     if selector is not None and not selector.from_table:
         selector_values(selector)  # a malformed selector is refused before a SparkSession is started
@@ -52,7 +55,7 @@ def run_forget(config: ForgetConfig, spark=None) -> ForgetResult:
     )
 
 
-def _run(config: ForgetConfig, spark, record: RunRecord, phases: Phases) -> dict[str, Any]:
+def _run(config: ForgetConfig, spark: SparkSession, record: RunRecord, phases: Phases) -> dict[str, Any]:
     settings = config.forget
     if settings.lift:
         return lift_erasures(config, spark, record)
@@ -105,7 +108,7 @@ def _run(config: ForgetConfig, spark, record: RunRecord, phases: Phases) -> dict
 
 
 def _erase(
-    spark, config: ForgetConfig, erased: ErasedSet, values: list[str], erasure_id: str, phases: Phases
+    spark: SparkSession, config: ForgetConfig, erased: ErasedSet, values: list[str], erasure_id: str, phases: Phases
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Findings]:
     """Delete the rows, rewrite the indexes, purge history if asked, verify: per-table and per-index
     accounts, and what the verification found."""
@@ -138,7 +141,14 @@ def _pending_path(config: ForgetConfig, values: list[str]) -> AnyPath:
 IN_FLIGHT_S = 600.0  # an untracked data file younger than this may be a concurrent writer's, not yet committed
 
 
-def _settle(spark, config: ForgetConfig, erased: ErasedSet, values: list[str], tables, findings: Findings):
+def _settle(
+    spark: SparkSession,
+    config: ForgetConfig,
+    erased: ErasedSet,
+    values: list[str],
+    tables: list[dict[str, Any]],
+    findings: Findings,
+) -> tuple[Findings, list[dict[str, Any]]]:
     """Converge with writers running beside the erasure. Rows of the person committed since the delete
     are deleted again; with the purge, data files no commit names that hold erased data are deleted
     when older than `IN_FLIGHT_S` (a killed run's), and awaited while younger (an embed in flight
@@ -177,7 +187,7 @@ def _settle(spark, config: ForgetConfig, erased: ErasedSet, values: list[str], t
             time.sleep(1.0)  # a poll for another process's commit, bounded by the deadline above
 
 
-def _purge(spark, tables: list[str], retention_hours: float) -> None:
+def _purge(spark: SparkSession, tables: list[str], retention_hours: float) -> None:
     """VACUUM each table: data files no version newer than `retention_hours` reads are deleted."""
     from delta.tables import DeltaTable
 
@@ -187,7 +197,7 @@ def _purge(spark, tables: list[str], retention_hours: float) -> None:
     # (10,000 by default): minutes of empty tasks on a small cluster; the shuffle width is plenty.
     listing = "spark.sql.sources.parallelPartitionDiscovery.parallelism"
     previous = spark.conf.get(listing, None)
-    spark.conf.set(listing, spark.conf.get("spark.sql.shuffle.partitions"))
+    spark.conf.set(listing, str(spark.conf.get("spark.sql.shuffle.partitions")))
     try:
         for table in tables:
             # LITE: only files the log removed (the erased rows' old files), never files no commit names
@@ -208,7 +218,9 @@ def _purge(spark, tables: list[str], retention_hours: float) -> None:
             spark.conf.set(listing, previous)
 
 
-def _verify(spark, config: ForgetConfig, erased: ErasedSet, tables: list[dict[str, Any]], values) -> Findings:
+def _verify(
+    spark: SparkSession, config: ForgetConfig, erased: ErasedSet, tables: list[dict[str, Any]], values: list[str]
+) -> Findings:
     """Raw files and shards scanned for every erased id and vector, and the tables asked for the
     selector itself: any row of that subject (or content, path, id) still there is a finding."""
     from delta.tables import DeltaTable

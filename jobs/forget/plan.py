@@ -9,7 +9,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -18,6 +18,9 @@ from jobs.common.erasures import ERASED, id_digest
 from jobs.common.errors import UserError
 from jobs.common.locations import resolve
 from jobs.forget.config import SelectorSettings
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, SparkSession
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _COLUMN = {"subject_ids": "subject_id", "face_ids": "face_id", "image_ids": "image_id", "source_paths": "source_path"}
@@ -32,7 +35,7 @@ def embedding_digest(vector: Any) -> str:
     return hashlib.sha256(np.asarray(vector, dtype=np.float32).tobytes()).hexdigest()
 
 
-def selector_condition(selector: SelectorSettings, values: list[str]):
+def selector_condition(selector: SelectorSettings, values: list[str]) -> Column:
     """The selector as a Spark condition on a faces-table layout: applied when the erasure deletes (and
     verifies), so rows committed after planning are matched too, not only the ids found then."""
     from pyspark.sql import functions as F
@@ -48,10 +51,12 @@ def selector_condition(selector: SelectorSettings, values: list[str]):
     return condition
 
 
-def selector_values(selector: SelectorSettings, spark=None) -> list[str]:
+def selector_values(selector: SelectorSettings, spark: SparkSession | None = None) -> list[str]:
     """The selector's values, checked for their kind; `UserError` naming the key when they are malformed."""
     values = [str(v).strip() for v in selector.values]
     if selector.from_table:
+        if spark is None:
+            raise RuntimeError("forget.selector.from_table is read with a SparkSession: a bug, please report it")
         values += _table_values(spark, selector.from_table, selector.from_column)
     if selector.from_file:
         path = Path(selector.from_file).expanduser()
@@ -74,7 +79,7 @@ def selector_values(selector: SelectorSettings, spark=None) -> list[str]:
     return sorted(set(values))
 
 
-def _table_values(spark, table: str, column: str) -> list[str]:
+def _table_values(spark: SparkSession, table: str, column: str) -> list[str]:
     from pyspark.errors import AnalysisException
 
     path = resolve(table)
@@ -116,7 +121,7 @@ class ErasedSet:
         return cls({int(i) for i in data["face_ids"]}, *(set(data[k]) for k in list(cls.__dataclass_fields__)[1:]))
 
 
-def find_rows(spark, tables: list[str], selector: SelectorSettings, values: list[str]) -> ErasedSet:
+def find_rows(spark: SparkSession, tables: list[str], selector: SelectorSettings, values: list[str]) -> ErasedSet:
     """The rows of `tables` (faces-table layout) the selector names; tables not written yet are skipped."""
     from pyspark.sql import functions as F
 

@@ -7,7 +7,7 @@ import datetime as dt
 import json
 import logging
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobs.common.commits import append_with_retries, with_commit_retries
 from jobs.common.delta import is_delta_table, latest_version
@@ -20,10 +20,13 @@ from jobs.forget.config import ForgetConfig
 from jobs.forget.plan import ErasedSet
 from jobs.forget.verify import Findings
 
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
 log = logging.getLogger(__name__)
 
 
-def drop_erased_markers(spark, config: ForgetConfig, erasure_ids: list[str]) -> int:
+def drop_erased_markers(spark: SparkSession, config: ForgetConfig, erasure_ids: list[str]) -> int:
     """Delete the `erased` rows the lifted erasures wrote, so the next embed embeds those images again
     (an `erased` row counts as a known image, which a rerun skips)."""
     from delta.tables import DeltaTable
@@ -45,14 +48,14 @@ def drop_erased_markers(spark, config: ForgetConfig, erasure_ids: list[str]) -> 
     return removed
 
 
-def erasures_frame(spark, rows: list[dict[str, Any]]):
+def erasures_frame(spark: SparkSession, rows: list[dict[str, Any]]) -> DataFrame:
     import pyarrow as pa
 
     return local_frame(spark, pa.Table.from_pylist(rows, schema=ERASURES_ARROW))
 
 
 def register_erasure(
-    spark, config: ForgetConfig, record: RunRecord, erasure_id: str, values, erased: ErasedSet
+    spark: SparkSession, config: ForgetConfig, record: RunRecord, erasure_id: str, values: list[str], erased: ErasedSet
 ) -> None:
     """The erasure's first row (`phase` registered): digests of the subjects and image contents it
     erases, in force for every job that embeds from this commit on."""
@@ -61,7 +64,7 @@ def register_erasure(
     log.info("forget: erasure %s registered in %s", erasure_id, config.erasures_table_path())
 
 
-def lift_erasures(config: ForgetConfig, spark, record: RunRecord) -> dict[str, Any]:
+def lift_erasures(config: ForgetConfig, spark: SparkSession, record: RunRecord) -> dict[str, Any]:
     """Lift erasures (new consent): a recorded act, one `lifted` row per erasure id, never a side effect."""
     settings = config.forget
     table = config.erasures_table_path()
@@ -91,7 +94,16 @@ def lift_erasures(config: ForgetConfig, spark, record: RunRecord) -> dict[str, A
 
 
 def erasure_row(
-    config, record, erasure_id, values, erased, tables, indexes, findings, verified, phase: str
+    config: ForgetConfig,
+    record: RunRecord,
+    erasure_id: str,
+    values: list[str],
+    erased: ErasedSet,
+    tables: list[dict[str, Any]],
+    indexes: list[dict[str, Any]],
+    findings: Findings,
+    verified: bool | None,
+    phase: str,
 ) -> dict[str, Any]:
     settings = config.forget
     kind = settings.selector.kind if settings.selector else None

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from jobs.common.erasures import id_digest
 from jobs.forget.plan import embedding_digest
 from jobs.shards.files import deserialize
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 ID_COLUMNS = ("face_id", "probe_face_id", "gallery_face_id", "best_gallery_face_id", "a_face_id", "b_face_id")
 
@@ -39,7 +42,7 @@ class Findings:
 
 def scan_table(
     table_dir: Path, current_files: set[str], id_digests: set[str], vector_digests: set[str], found: Findings
-):
+) -> None:
     """Every data file under the table folder (not `_delta_log`), current or not."""
     import pyarrow.parquet as pq
 
@@ -55,7 +58,7 @@ def scan_table(
             (found.current if str(path.resolve()) in current_files else found.history).append(str(path))
 
 
-def _holds(table, id_digests: set[str], vector_digests: set[str]) -> bool:
+def _holds(table: pa.Table, id_digests: set[str], vector_digests: set[str]) -> bool:
     for column in ID_COLUMNS:
         if column in table.column_names:
             values = table.column(column).to_pylist()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from upath import UPath
@@ -30,13 +30,16 @@ from jobs.shards.files import deserialize, load_index, sha256_bytes, write_atomi
 from jobs.shards.generations import publish, vacuum
 from jobs.shards.manifest import IndexFileError, Manifest, read_manifest
 
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
 log = logging.getLogger(__name__)
 
 
-def run_index(config: IndexConfig, spark=None) -> IndexResult:
+def run_index(config: IndexConfig, spark: SparkSession | None = None) -> IndexResult:
     """Build (or update) the index; the run's row goes to the runs table (ok or failed)."""
 
-    def body(spark, record: RunRecord, phases: Phases) -> dict[str, Any]:
+    def body(spark: SparkSession, record: RunRecord, phases: Phases) -> dict[str, Any]:
         if config.index.vacuum:
             return _vacuum(config, spark, record)
         summary = _update(config, spark, phases) if config.index.update else _build(config, spark, phases)
@@ -50,7 +53,7 @@ def run_index(config: IndexConfig, spark=None) -> IndexResult:
     return run_job("index", config, spark, config.index.model_dump(mode="json"), body, IndexResult)
 
 
-def _build(config: IndexConfig, spark, phases: Phases) -> dict[str, Any]:
+def _build(config: IndexConfig, spark: SparkSession, phases: Phases) -> dict[str, Any]:
     settings, started = config.index, time.perf_counter()
     table_path = config.faces_table_path()
     with phases.phase("read"):
@@ -99,7 +102,7 @@ def _published(out: UPath) -> Manifest | None:
         return None
 
 
-def _vacuum(config: IndexConfig, spark, record: RunRecord) -> dict[str, Any]:
+def _vacuum(config: IndexConfig, spark: SparkSession, record: RunRecord) -> dict[str, Any]:
     """Remove superseded generations older than the retention (and a killed build's leftover files)."""
     out, hours = config.index_path(), config.index.retention_hours
     removed = vacuum(out, hours)
@@ -114,7 +117,7 @@ def _vacuum(config: IndexConfig, spark, record: RunRecord) -> dict[str, Any]:
     }
 
 
-def _update(config: IndexConfig, spark, phases: Phases) -> dict[str, Any]:
+def _update(config: IndexConfig, spark: SparkSession, phases: Phases) -> dict[str, Any]:
     """Add rows new since the manifest's version (no retraining) and record removed rows."""
 
     out, settings = config.index_path(), config.index

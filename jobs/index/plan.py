@@ -3,13 +3,20 @@ the training sample, brought to the driver through Arrow."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from jobs.common.delta import read_pinned
 from jobs.common.errors import UserError
 
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
 
-def read_gallery(spark, table_path: str, version: int | None, model_id: str | None):
+
+def read_gallery(
+    spark: SparkSession, table_path: str, version: int | None, model_id: str | None
+) -> tuple[DataFrame, int, str, int]:
     """`ok` rows (face_id, embedding) of one model at one version; validates model and dimension."""
     from pyspark.sql import functions as F
 
@@ -30,7 +37,7 @@ def read_gallery(spark, table_path: str, version: int | None, model_id: str | No
     return frame, version, model_id, int(dims[0])
 
 
-def to_numpy(frame) -> tuple[np.ndarray, np.ndarray]:
+def to_numpy(frame: DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """(face_ids, vectors) through Arrow, without a Python object per value (a bounded sample only)."""
     table = frame.toArrow()
     ids = table.column("face_id").to_numpy()
@@ -38,7 +45,7 @@ def to_numpy(frame) -> tuple[np.ndarray, np.ndarray]:
     return ids.astype(np.int64), flat.astype(np.float32).reshape(len(ids), -1)
 
 
-def training_sample(frame, vectors: int, sample_size: int, seed: int) -> np.ndarray:
+def training_sample(frame: DataFrame, vectors: int, sample_size: int, seed: int) -> np.ndarray:
     """Up to `sample_size` gallery vectors, seeded: what the index is trained on."""
     fraction = min(1.0, sample_size / vectors)
     # Sampled before sorting: only the sample is sorted (ordering 10M rows of vectors first costs minutes).

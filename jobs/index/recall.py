@@ -8,7 +8,7 @@ what makes recall measurable for an IVF-PQ index, chosen precisely because the v
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -18,10 +18,19 @@ from jobs.shards import build
 from jobs.shards.files import load_index
 from jobs.shards.search import merge_top_k
 
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from pyspark.sql import DataFrame
+    from upath import UPath
+
+    from jobs.index.config import IndexSettings
+    from jobs.shards.manifest import Manifest
+
 _PARTIAL_ARROW = pa.schema([("scores", pa.binary()), ("ids", pa.binary()), ("width", pa.int32())])
 
 
-def pick_queries(frame, count: int, seed: int, total: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def pick_queries(frame: DataFrame, count: int, seed: int, total: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """`count` gallery vectors (ids, vectors) at positions drawn by `default_rng(seed)` among the ids in
     ascending order: reproducible from the faces table alone. Only the ids travel to the driver."""
     from pyspark.sql import functions as F
@@ -44,29 +53,29 @@ def pick_queries(frame, count: int, seed: int, total: int | None = None) -> tupl
     return ids, np.array([vector_of[i] for i in ids.tolist()], dtype=np.float32)
 
 
-def exact_truth(frame, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def exact_truth(frame: DataFrame, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k (scores, ids) of `queries` over every (face_id, embedding) row of `frame`."""
     spark = frame.sparkSession
     shared = spark.sparkContext.broadcast(np.ascontiguousarray(queries, dtype=np.float32))
     partial = frame.select("face_id", "embedding").mapInArrow(_partition_top_k(shared, k), ddl_of(_PARTIAL_ARROW))
     count = len(queries)
 
-    def decode(row) -> tuple[np.ndarray, np.ndarray]:
+    def decode(row: Any) -> tuple[np.ndarray, np.ndarray]:
         scores = np.frombuffer(row.scores, dtype=np.float32).reshape(count, row.width)
         return scores, np.frombuffer(row.ids, dtype=np.int64).reshape(count, row.width)
 
-    def merge(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]):
+    def merge(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         return merge_top_k([a[0], b[0]], [a[1], b[1]], k)
 
     return partial.rdd.map(decode).treeReduce(merge)
 
 
-def _partition_top_k(shared, k: int):
+def _partition_top_k(shared: Any, k: int) -> Callable[[Iterator], Iterator]:
     """Executor side: one partition's exact top-k for the broadcast queries, merged batch by batch so a
     task holds one Arrow batch of the gallery at a time. Input: face_id BIGINT, embedding ARRAY<FLOAT>;
     output: one row (scores, ids as raw little-endian arrays, width) per non-empty partition."""
 
-    def run(batches):
+    def run(batches: Iterator) -> Iterator:
         queries = shared.value
         best: tuple[np.ndarray, np.ndarray] | None = None
         for batch in batches:
@@ -85,7 +94,13 @@ def _partition_top_k(shared, k: int):
     return run
 
 
-def measure_recall(frame, index_dir, settings, rows: int | None = None, manifest=None) -> dict[str, Any]:
+def measure_recall(
+    frame: DataFrame,
+    index_dir: UPath,
+    settings: IndexSettings,
+    rows: int | None = None,
+    manifest: Manifest | None = None,
+) -> dict[str, Any]:
     """recall@k of the index at `index_dir` for held-out gallery vectors, each left out of its own
     results, and the cheapest search parameter that reaches the floor (tuned with the same search code
     queries run)."""

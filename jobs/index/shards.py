@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from typing import TYPE_CHECKING, Any
 
 from upath import UPath
 
@@ -18,6 +19,9 @@ from jobs.shards.files import (
     write_atomically,
 )
 from jobs.shards.manifest import Manifest, ShardEntry
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
 
 
 def new_manifest(
@@ -60,8 +64,8 @@ def new_manifest(
 
 
 def _add_shards(
-    spark,
-    frame,
+    spark: SparkSession,
+    frame: DataFrame,
     base: bytes,
     shard_count: int,
     existing: dict[int, str],
@@ -118,7 +122,7 @@ def _add_shards(
     return entries
 
 
-def _emptied(index):
+def _emptied(index: Any) -> Any:
     """A copy of a shard with its vectors removed: the trained state new shards start from."""
     index.reset()
     return index

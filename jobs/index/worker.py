@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -11,6 +11,9 @@ from jobs.common.schema import ddl_of
 from jobs.common.storage import upath
 from jobs.shards import build
 from jobs.shards.files import deserialize, sha256_bytes, write_atomically
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
 
 SHARD_ROWS_ARROW = pa.schema(
     [
@@ -29,14 +32,16 @@ def shard_file(shard: int, generation: int) -> str:
     return f"shard-{shard:04d}.g{generation}.faiss"
 
 
-def make_shard_runner(base_path: str, out: str, existing: dict[int, str], shard_count: int, generation: int):
+def make_shard_runner(
+    base_path: str, out: str, existing: dict[int, str], shard_count: int, generation: int
+) -> Callable[[Iterator], Iterator]:
     """mapInArrow over (face_id BIGINT, embedding ARRAY<FLOAT>, shard INT) rows, partitioned by shard ->
     one SHARD_ROWS row per shard written. Each shard starts from its existing file (update) or the trained
     empty base and gets each Arrow batch's rows with `add_with_ids(face_id)` as it arrives, so a task holds
     its index and one batch, never the shard's vectors beside them (2.5M x 128 floats is 1.3 GB). The
     file is written to a temp name then renamed. Nothing is cached between tasks."""
 
-    def run(batches):
+    def run(batches: Iterator) -> Iterator:
         filling: dict[int, Any] = {}
         added_ids: dict[int, tuple[int, int]] = {}
         for batch in batches:

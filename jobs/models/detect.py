@@ -81,7 +81,14 @@ def _grid(rows: int, cols: int, anchors: int = 1) -> tuple[np.ndarray, np.ndarra
     return xs.astype(np.float32), ys.astype(np.float32)
 
 
-def finish(boxes, scores, landmarks, score_threshold, iou_threshold, scale) -> Detections:
+def finish(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    landmarks: np.ndarray,
+    score_threshold: float,
+    iou_threshold: float,
+    scale: float,
+) -> Detections:
     """Threshold, suppress overlaps and map back to original-image pixels."""
     keep = scores >= score_threshold
     boxes, scores, landmarks = boxes[keep], scores[keep], landmarks[keep]

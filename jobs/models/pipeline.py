@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -17,6 +18,9 @@ from jobs.models.align import template_chip_to_image, warp_chip
 from jobs.models.decode import OK, decode_image
 from jobs.models.detect import Detections, decode_scrfd, decode_yunet, finish, letterbox
 from jobs.models.pack import Pack
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +59,7 @@ class PipelineSettings:
     min_face_px: int | None = None  # None: the pack's value
 
 
-def _session(model_path, settings: PipelineSettings):
+def _session(model_path: Path | str, settings: PipelineSettings) -> Any:  # an onnxruntime.InferenceSession
     import onnxruntime as ort
 
     options = ort.SessionOptions()

@@ -47,7 +47,9 @@ def int8_pack_dir() -> Path:
     return models_dir() / INT8_PACK_NAME
 
 
-def _quantize(embedder: Path, out: Path, ranges_cache: Path | None, chips: Iterable[np.ndarray] | None, name: str):
+def _quantize(
+    embedder: Path, out: Path, ranges_cache: Path | None, chips: Iterable[np.ndarray] | None, name: str
+) -> None:
     """onnxruntime's shape inference and static quantization of `embedder` into `out`, with activation
     ranges read from (or, given `chips`, measured into) the onnxruntime calibration cache `ranges_cache`."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static

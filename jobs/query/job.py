@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobs.common.commits import append_with_retries
 from jobs.common.errors import UserError
@@ -25,22 +24,30 @@ from jobs.query.tables import identities_frame, matches_frame
 from jobs.shards.files import verify_index
 from jobs.shards.manifest import Manifest
 
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+    from upath import UPath
+
+    from jobs.common.thresholds import Threshold
+
 log = logging.getLogger(__name__)
 
 
-def run_query(config: QueryConfig, spark=None) -> QueryResult:
+def run_query(config: QueryConfig, spark: SparkSession | None = None) -> QueryResult:
     params = config.query.model_dump(mode="json")
     return run_job("query", config, spark, params, lambda spark, r, phases: _run(config, spark, r, phases), QueryResult)
 
 
-def _run(config: QueryConfig, spark, record: RunRecord, phases: Phases) -> dict[str, Any]:
+def _run(config: QueryConfig, spark: SparkSession, record: RunRecord, phases: Phases) -> dict[str, Any]:
     with phases.phase("prepare"):
         probes, probe_counts, plan_inputs = _prepare(config, spark, record)
     with phases.phase("search_and_write"):
         return _search_and_write(config, spark, record, probes, probe_counts, *plan_inputs)
 
 
-def _prepare(config: QueryConfig, spark, record: RunRecord):
+def _prepare(
+    config: QueryConfig, spark: SparkSession, record: RunRecord
+) -> tuple[DataFrame, dict[str, int], tuple[UPath, Manifest, Threshold]]:
     """Driver side: verify the index, resolve the threshold, read (or embed) the probes."""
     settings = config.query
     index_dir = config.index_path()
@@ -63,13 +70,13 @@ def _prepare(config: QueryConfig, spark, record: RunRecord):
 
 def _search_and_write(
     config: QueryConfig,
-    spark,
+    spark: SparkSession,
     record: RunRecord,
-    probes,
+    probes: DataFrame,
     probe_counts: dict,
-    index_dir: Path,
+    index_dir: UPath,
     manifest: Manifest,
-    threshold,
+    threshold: Threshold,
 ) -> dict[str, Any]:
     from pyspark.sql import functions as F
 
@@ -98,7 +105,17 @@ def _search_and_write(
     return _write(config, spark, record, matches, threshold, manifest, probe_counts, gallery_size, started)
 
 
-def _write(config, spark, record, matches, threshold, manifest, probe_counts, gallery_size, started) -> dict:
+def _write(
+    config: QueryConfig,
+    spark: SparkSession,
+    record: RunRecord,
+    matches: DataFrame,
+    threshold: Threshold,
+    manifest: Manifest,
+    probe_counts: dict[str, int],
+    gallery_size: int,
+    started: float,
+) -> dict[str, Any]:
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 

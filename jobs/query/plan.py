@@ -4,7 +4,7 @@ produces, the per-probe top k, and the optional exact re-rank from the gallery's
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -14,8 +14,15 @@ from jobs.query.worker import CANDIDATES_DDL, SearchContext, make_search_runner
 from jobs.shards.files import file_size
 from jobs.shards.manifest import Manifest
 
+if TYPE_CHECKING:
+    from pyspark.broadcast import Broadcast
+    from pyspark.sql import DataFrame, SparkSession
 
-def gallery_faces(spark, manifest: Manifest):
+    from jobs.common.storage import AnyPath
+    from jobs.query.config import QuerySettings
+
+
+def gallery_faces(spark: SparkSession, manifest: Manifest) -> DataFrame:
     """The gallery's rows at the version the index pins: face_id -> subject_id and embedding."""
     from pyspark.sql import functions as F
 
@@ -27,7 +34,7 @@ def gallery_faces(spark, manifest: Manifest):
     )
 
 
-def choose_plan(index_dir: Path, manifest: Manifest, settings) -> str:
+def choose_plan(index_dir: AnyPath, manifest: Manifest, settings: QuerySettings) -> str:
     """all_shards while the whole index fits a worker's share of memory, else one shard per task."""
     if settings.plan != "auto":
         return settings.plan
@@ -35,7 +42,7 @@ def choose_plan(index_dir: Path, manifest: Manifest, settings) -> str:
     return "all_shards" if index_bytes <= settings.worker_index_gb * 2**30 else "per_shard"
 
 
-def gallery_offsets(spark, gallery, normalization: Normalization):
+def gallery_offsets(spark: SparkSession, gallery: DataFrame, normalization: Normalization) -> Broadcast:
     """Every gallery face's normalization offset, broadcast to the executors as (sorted face ids, offsets):
     12 bytes a face, so the search tasks rescore their candidates without a join."""
     from pyspark.sql import functions as F
@@ -50,8 +57,15 @@ def gallery_offsets(spark, gallery, normalization: Normalization):
 
 
 def search_candidates(
-    spark, ok_probes, index_dir: Path, manifest: Manifest, settings, fetch: int, plan: str, rescoring=None
-):
+    spark: SparkSession,
+    ok_probes: DataFrame,
+    index_dir: AnyPath,
+    manifest: Manifest,
+    settings: QuerySettings,
+    fetch: int,
+    plan: str,
+    rescoring: tuple[Normalization, Broadcast, int] | None = None,
+) -> DataFrame:
     """The `fetch` best gallery faces per probe over all shards (probe_face_id, gallery_face_id, score,
     normalized_score, rank). With `rescoring` = (normalization, gallery offsets broadcast, keep), the
     executors rescore those candidates and the `keep` best by normalized score remain."""
@@ -85,7 +99,7 @@ def search_candidates(
     return keep_top(per_shard, fetch)
 
 
-def keep_top(candidates, k: int, by: str = "score"):
+def keep_top(candidates: DataFrame, k: int, by: str = "score") -> DataFrame:
     """The k best per probe over all shards: larger `by` first (inner product), ties to the smaller face_id."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
@@ -95,7 +109,7 @@ def keep_top(candidates, k: int, by: str = "score"):
     return ranked.where(F.col("rank") <= k)
 
 
-def rerank(top, ok_probes, gallery, k: int | None):
+def rerank(top: DataFrame, ok_probes: DataFrame, gallery: DataFrame, k: int | None) -> DataFrame:
     """Rescore candidates exactly (dot product of the stored, L2-normalised embeddings), keep the k best
     (all of them when `k` is None)."""
     from pyspark.sql import functions as F
@@ -115,7 +129,9 @@ def rerank(top, ok_probes, gallery, k: int | None):
     return scored if k is None else keep_top(scored, k)
 
 
-def normalize(top, ok_probes, gallery, normalization: Normalization, k: int):
+def normalize(
+    top: DataFrame, ok_probes: DataFrame, gallery: DataFrame, normalization: Normalization, k: int
+) -> DataFrame:
     """Each candidate's normalized score beside its raw one; the k best by normalized score per probe
     (after an exact re-rank, whose scores exist only here; otherwise the search tasks rescore)."""
     from pyspark.sql import functions as F

@@ -3,6 +3,8 @@ an archive by the embed job's own code, and checked against the index (model, di
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pyspark.errors import AnalysisException
 
 from jobs.common.delta import read_pinned
@@ -15,8 +17,13 @@ from jobs.models.pack import load_pack
 from jobs.query.config import QueryConfig
 from jobs.shards.manifest import Manifest
 
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
 
-def probe_frame(config: QueryConfig, spark, manifest: Manifest, record: RunRecord):
+
+def probe_frame(
+    config: QueryConfig, spark: SparkSession, manifest: Manifest, record: RunRecord
+) -> tuple[DataFrame, dict[str, int]]:
     """The probe faces (all statuses) and what the probe source said about them."""
     from pyspark.sql import functions as F
 
@@ -43,7 +50,9 @@ def probe_frame(config: QueryConfig, spark, manifest: Manifest, record: RunRecor
     return frame, {}
 
 
-def _embed_archive(config: QueryConfig, spark, manifest: Manifest) -> tuple[str, int, str, dict[str, int]]:
+def _embed_archive(
+    config: QueryConfig, spark: SparkSession, manifest: Manifest
+) -> tuple[str, int, str, dict[str, int]]:
     """Embed the probe archive with the embed job's own code into the probe faces table."""
 
     probes = config.query.probes
@@ -82,7 +91,7 @@ def _embed_archive(config: QueryConfig, spark, manifest: Manifest) -> tuple[str,
     )
 
 
-def _read_delta(spark, table: str, version: int | None, key: str):
+def _read_delta(spark: SparkSession, table: str, version: int | None, key: str) -> tuple[DataFrame, int]:
     frame, version = read_pinned(spark, table, version, key)
     missing = {"face_id", "image_id", "embedding", "model_id", "status"} - set(frame.columns)
     if missing:
@@ -90,7 +99,7 @@ def _read_delta(spark, table: str, version: int | None, key: str):
     return frame, version
 
 
-def check_probes(probes, manifest: Manifest) -> None:
+def check_probes(probes: DataFrame, manifest: Manifest) -> None:
     """Refuse probes of another model or dimension: their scores would mean nothing."""
     from pyspark.sql import functions as F
 

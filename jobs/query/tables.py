@@ -3,11 +3,18 @@ used) and identities (per probe, the best score per gallery subject, ranked)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from jobs.common.thresholds import Threshold
 from jobs.shards.manifest import Manifest
 
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
 
-def matches_frame(top, probes, threshold: Threshold, manifest: Manifest, run_id: str, gallery_size: int):
+
+def matches_frame(
+    top: DataFrame, probes: DataFrame, threshold: Threshold, manifest: Manifest, run_id: str, gallery_size: int
+) -> DataFrame:
     """Candidates with their probe's details, plus one row (rank null) per probe image without a usable face."""
     from pyspark.sql import functions as F
 
@@ -59,7 +66,7 @@ def matches_frame(top, probes, threshold: Threshold, manifest: Manifest, run_id:
     )
 
 
-def identities_frame(matches):
+def identities_frame(matches: DataFrame) -> DataFrame:
     """Per probe, the best score per gallery subject among its candidates, ranked."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F

@@ -34,7 +34,9 @@ CANDIDATES_ARROW = pa.schema(
 CANDIDATES_DDL = ddl_of(CANDIDATES_ARROW)
 
 
-def _to_batch(probe_ids: np.ndarray, scores: np.ndarray, ids: np.ndarray, normalized=None) -> pa.RecordBatch:
+def _to_batch(
+    probe_ids: np.ndarray, scores: np.ndarray, ids: np.ndarray, normalized: np.ndarray | None = None
+) -> pa.RecordBatch:
     keep = ids >= 0
     per_probe = keep.sum(axis=1)
     ranks = np.broadcast_to(np.arange(1, ids.shape[1] + 1, dtype=np.int32), ids.shape)
@@ -82,14 +84,14 @@ def make_search_runner(context: SearchContext) -> Callable[[Iterator], Iterator]
         entries = {entry.shard: entry for entry in context.manifest.shards}
         param = context.manifest.search_param
 
-        def shard(key: int):
+        def shard(key: int) -> Any:
             return load_shard(context.index_dir, entries[key], param, context.search_value)
 
         normalization = context.normalization
         gallery = context.gallery_offsets.value if normalization is not None else None
 
-        def batch_of(probe_ids, vectors, scores, ids):
-            if normalization is None:
+        def batch_of(probe_ids: np.ndarray, vectors: np.ndarray, scores: np.ndarray, ids: np.ndarray) -> pa.RecordBatch:
+            if normalization is None or gallery is None or context.keep is None:
                 return _to_batch(probe_ids, scores, ids)
             return _to_batch(probe_ids, *normalization.rescore_top(vectors, scores, ids, gallery, context.keep))
 

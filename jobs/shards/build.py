@@ -4,6 +4,7 @@ recall, and the search parameter that reaches a recall floor."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 
@@ -13,7 +14,7 @@ from jobs.shards.files import ShardedIndex, serialize
 log = logging.getLogger(__name__)
 
 
-def new_index(factory: str, dim: int):
+def new_index(factory: str, dim: int) -> Any:  # a faiss.Index
     """An empty index that accepts `add_with_ids` (flat, HNSW and refined indexes are wrapped in an id
     map; a refined one rescores `k * REFINE_K_FACTOR` candidates, a setting its file keeps)."""
     import faiss
@@ -28,7 +29,7 @@ def new_index(factory: str, dim: int):
     return index
 
 
-def remove_from_shard(shard, face_ids: np.ndarray) -> int:
+def remove_from_shard(shard: Any, face_ids: np.ndarray) -> int:
     """Remove `face_ids` from a shard in place; how many it held. A refined index cannot remove (FAISS
     `IndexRefine`): it is emptied and refilled from its own full vectors without them, training kept."""
     import faiss
@@ -62,7 +63,7 @@ class NotUnitVectors(ValueError):
     """An embedding an L2 (fast-scan) index cannot rank by cosine; the job turns it into exit 2."""
 
 
-def add_vectors(index, ids: np.ndarray, vectors: np.ndarray) -> None:
+def add_vectors(index: Any, ids: np.ndarray, vectors: np.ndarray) -> None:
     """Add vectors under their face_ids. An L2 (fast-scan) index ranks by cosine only for unit vectors:
     any other vector is refused, naming its face_id, rather than ranked silently by another measure."""
     import faiss
@@ -82,14 +83,16 @@ def add_vectors(index, ids: np.ndarray, vectors: np.ndarray) -> None:
     index.add_with_ids(vectors, np.ascontiguousarray(ids, dtype=np.int64))
 
 
-def serialized_view(index) -> memoryview:
+def serialized_view(index: Any) -> memoryview:
     """The index's file bytes without the copy `serialize` makes (a shard can be gigabytes)."""
     import faiss
 
     return faiss.serialize_index(index).data
 
 
-def exact_top_k(gallery: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int, block: int = 16384):
+def exact_top_k(
+    gallery: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int, block: int = 16384
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k by inner product with blocked GEMM (numpy beats IndexFlatIP on this CPU).
 
     Memory stays bounded (1,024 queries x `block` scores at a time); each block keeps its k best by

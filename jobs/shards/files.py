@@ -34,13 +34,13 @@ def sha256_bytes(data: bytes | memoryview) -> str:
 write_atomically = storage.write_atomically
 
 
-def serialize(index) -> bytes:
+def serialize(index: Any) -> bytes:
     import faiss
 
     return faiss.serialize_index(index).tobytes()
 
 
-def deserialize(data: bytes):
+def deserialize(data: bytes) -> Any:  # a faiss.Index
     import faiss
 
     return faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
@@ -175,7 +175,7 @@ def _directory(directory: AnyPath | str) -> AnyPath:
 _LOADED_SHARDS: dict[tuple[str, str, int | None], Any] = {}
 
 
-def load_shard(directory: str, entry: ShardEntry, search_param: str | None, search_value: int | None):
+def load_shard(directory: str, entry: ShardEntry, search_param: str | None, search_value: int | None) -> Any:
     """One shard, loaded once per Python worker process (keyed by path and sha256) and checked on load."""
     import faiss
 

@@ -5,6 +5,7 @@ executors and every benchmark call these, so a recall figure describes the code 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -27,7 +28,7 @@ def merge_top_k(scores: list[np.ndarray], ids: list[np.ndarray], k: int) -> tupl
     return np.take_along_axis(masked, order, axis=1), np.take_along_axis(all_ids, order, axis=1)
 
 
-def search_shard(shard, removed: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def search_shard(shard: Any, removed: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-k (scores, ids) of one shard, scores as cosines; removed ids become -1. The shard is asked for
     extra candidates (up to 4k) so that removed ids rarely leave a list short."""
     if shard.ntotal == 0 or len(queries) == 0:
