@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from jobs.common.config import LineupConfig, StrictModel
+from jobs.common.config import LineupConfig, StrictModel, location_field
 from jobs.common.storage import AnyPath
 from jobs.common.thresholds import ThresholdSettings
 
@@ -14,7 +14,7 @@ from jobs.common.thresholds import ThresholdSettings
 class LabelledSettings(StrictModel):
     """The labelled faces for 1:1 error rates."""
 
-    faces_table: str | None = Field(None, description="a faces table with subject_id and/or attributes")
+    faces_table: str | None = location_field(None, description="a faces table with subject_id and/or attributes")
     faces_version: int | None = Field(None, ge=0)
     model_id: str | None = Field(None, description="which model's faces, when the table holds several")
     where: str | None = Field(None, description="a SQL filter on the faces table")
@@ -33,9 +33,9 @@ class LabelledSettings(StrictModel):
 class IdentificationSettings(StrictModel):
     """A query run's matches for 1:N error rates."""
 
-    matches_table: str | None = None
+    matches_table: str | None = location_field(None)
     run_id: str | None = Field(None, description="default: the latest run in the matches table")
-    index_dir: str | None = Field(None, description="the run's index; default: found in the runs table")
+    index_dir: str | None = location_field(None, description="the run's index; default: found in the runs table")
 
 
 class AuditSettings(StrictModel):
@@ -58,9 +58,9 @@ class AuditSettings(StrictModel):
     scenario_thresholds: list[float] = Field(default_factory=lambda: [0.8, 0.9, 0.95])
     scenario_calibrations: list[str] = Field(default_factory=list, description="calibration ids/paths to replay")
     bootstrap_rounds: int = Field(1000, ge=0)
-    report_dir: str | None = Field(None, description="default <data_root>/reports")
-    metrics_table: str | None = None
-    calibrations_table: str | None = None
+    report_dir: str | None = location_field(None, description="default <data_root>/reports")
+    metrics_table: str | None = location_field(None)
+    calibrations_table: str | None = location_field(None)
 
     @model_validator(mode="after")
     def _something_to_audit(self) -> AuditSettings:

@@ -15,6 +15,7 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticUndefined
 from upath import UPath
 
 from jobs.common.errors import UserError
@@ -32,13 +33,45 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+LOCATION = "location"
+
+
+def location_field(default: Any = PydanticUndefined, **kwargs: Any) -> Any:
+    """A setting that names a place Lineup reads or writes (a table, folder, file or URI). Every config
+    declares its locations this way, and only these are checked before a job starts: an S3 endpoint in
+    `spark.extra_conf` or a selector's source paths look like URIs but are no such place."""
+    return Field(default, json_schema_extra={LOCATION: True}, **kwargs)
+
+
+def location_settings(settings: BaseModel, prefix: str = "") -> list[tuple[str, str]]:
+    """(dotted key, value) of every location a config holds, at any depth, lists included.
+
+    >>> location_settings(LineupConfig.model_validate({"runs_table": "s3a://lake/runs"}))
+    [('runs_table', 's3a://lake/runs')]
+    """
+    found: list[tuple[str, str]] = []
+    for name, field in type(settings).model_fields.items():
+        value = getattr(settings, name)
+        extra = field.json_schema_extra
+        if isinstance(extra, dict) and extra.get(LOCATION):
+            values = value if isinstance(value, list) else [value]
+            found += [(f"{prefix}{name}", v) for v in values if isinstance(v, str)]
+        elif isinstance(value, BaseModel):
+            found += location_settings(value, f"{prefix}{name}.")
+        elif isinstance(value, list):
+            found += [
+                item for v in value if isinstance(v, BaseModel) for item in location_settings(v, f"{prefix}{name}.")
+            ]
+    return found
+
+
 class SparkSettings(StrictModel):
     """How jobs get their SparkSession. Ignored where `spark-submit` already decided (master, confs)."""
 
     master: str = "local[*]"
     app_name: str = "lineup"
-    data_root: str | None = Field(None, description="warehouse and default tables; default $LINEUP_HOME/data")
-    jars_dir: str | None = Field(None, description="staged Delta jars; default $LINEUP_HOME/jars")
+    data_root: str | None = location_field(None, description="warehouse and default tables; default $LINEUP_HOME/data")
+    jars_dir: str | None = location_field(None, description="staged Delta jars; default $LINEUP_HOME/jars")
     shuffle_partitions: int = Field(8, ge=1)
     ui_enabled: bool = False
     driver_memory: str = "4g"
@@ -49,7 +82,7 @@ class SparkSettings(StrictModel):
         "reserves only 48 MB for compiled code: a long session filled that, the JIT switched itself off "
         "and a 4,096-row MERGE took 9.4 s instead of ~2 s, hence the larger cache",
     )
-    metastore_dir: str | None = Field(
+    metastore_dir: str | None = location_field(
         None, description="local runs: a Derby Hive metastore here, so catalog tables outlive the session"
     )
     extra_conf: dict[str, str] = Field(default_factory=dict, description="any other spark.* settings")
@@ -76,10 +109,10 @@ class LineupConfig(StrictModel):
     spark: SparkSettings = Field(default_factory=SparkSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    runs_table: str | None = Field(
+    runs_table: str | None = location_field(
         None, description="the runs table every job appends to; default <data_root>/tables/runs"
     )
-    erasures_table: str | None = Field(
+    erasures_table: str | None = location_field(
         None,
         description="the erasure register every embedding job consults and forget appends to; "
         "default <data_root>/tables/erasures",

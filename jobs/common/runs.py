@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from jobs.common.catalog import register_tables
 from jobs.common.commits import append_with_retries
+from jobs.common.config import location_settings
 from jobs.common.delta import latest_version
 from jobs.common.delta_files import append_batch, append_on_driver
 from jobs.common.errors import (
@@ -33,7 +34,7 @@ from jobs.common.executors import check_packaged_executors
 from jobs.common.results import JobResult
 from jobs.common.schema import RUNS_ARROW, RUNS_DDL
 from jobs.common.spark import get_spark, use_storage
-from jobs.common.storage import check_locations, is_remote, location_settings, redact
+from jobs.common.storage import check_locations, is_remote, redact
 from jobs.common.timing import Phases
 
 if TYPE_CHECKING:
@@ -149,7 +150,7 @@ def run_job(
     phases = Phases(job)
     started = time.perf_counter()
     use_storage(config.storage, config.spark.extra_conf)
-    check_locations(config)
+    check_locations(location_settings(config))
     if spark is None:
         spark = get_spark(config.spark, app_name=f"lineup-{job}", storage=config.storage)
         check_packaged_executors(spark)
@@ -218,7 +219,7 @@ def full_location(config: Any) -> str | None:
     if config is None:
         return None
     candidates: list[tuple[int, str]] = []
-    for _, location in location_settings(config.model_dump()):
+    for _, location in location_settings(config):
         if not isinstance(location, str) or is_remote(location):
             continue
         path = os.path.expanduser(location.removeprefix("file://"))

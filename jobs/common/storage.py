@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import uuid
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -201,43 +202,15 @@ def s3_cat(uris: list[str]) -> dict[str, bytes | BaseException]:
         return dict(zip(uris, pool.map(one, uris)))
 
 
-# The settings that hold locations, by field name, in every job's config: only these are checked. Any
-# other string that looks like a URI (an S3 endpoint in `spark.extra_conf`, a selector's source paths)
-# is not a place Lineup reads or writes.
-LOCATION_FIELDS = frozenset(
-    {
-        "path", "table_path", "faces_table", "faces_tables", "probe_table", "probe_tables", "matches_table",
-        "matches_tables", "identities_table", "identities_tables", "pair_scores_tables", "scores_table",
-        "metrics_table", "calibrations_table", "runs_table", "erasures_table", "index_dir", "index_dirs",
-        "pack_dir", "report_dir", "data_root", "jars_dir", "metastore_dir", "work_dir", "images_root",
-        "from_file", "from_table",
-    }
-)  # fmt: skip
-
-
-def check_locations(config: Any) -> None:
-    """`check_reachable` for every remote location a job's config names (each bucket once), before any
-    work: a wrong bucket or credentials is exit 2 naming the setting, not a failure deep in a job."""
+def check_locations(settings: Iterable[tuple[str, str]]) -> None:
+    """`check_reachable` for every remote location of a job's config (`location_settings`: each bucket
+    once), before any work: a wrong bucket or credentials is exit 2 naming the setting, not a failure
+    deep in a job."""
     checked: set[str] = set()
-    for key, value in location_settings(config.model_dump()):
-        if isinstance(value, str) and is_remote(value) and bucket_of(value) not in checked:
+    for key, value in settings:
+        if is_remote(value) and bucket_of(value) not in checked:
             check_reachable(value, key)
             checked.add(bucket_of(value))
-
-
-def location_settings(data: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    """(setting, value) of every location setting (`LOCATION_FIELDS`) in a config dump, at any depth."""
-    found: list[tuple[str, Any]] = []
-    if isinstance(data, dict):
-        for key, value in data.items():
-            if key in LOCATION_FIELDS and not isinstance(value, dict):
-                values = value if isinstance(value, list) else [value]
-                found += [(f"{prefix}{key}", v) for v in values]
-            elif isinstance(value, dict | list) and key != "extra_conf":
-                found += location_settings(value, f"{prefix}{key}.")
-    elif isinstance(data, list):
-        found += [item for value in data for item in location_settings(value, prefix)]
-    return found
 
 
 def _reason(error: BaseException) -> str:

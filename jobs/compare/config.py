@@ -6,27 +6,27 @@ from typing import Literal
 
 from pydantic import Field
 
-from jobs.common.config import LineupConfig, StrictModel
+from jobs.common.config import LineupConfig, StrictModel, location_field
 from jobs.common.thresholds import ThresholdSettings
 
 
 class PairsSettings(StrictModel):
-    path: str = Field(..., description="a CSV/TSV file with a header row, or a Delta/Parquet table")
+    path: str = location_field(..., description="a CSV/TSV file with a header row, or a Delta/Parquet table")
     format: Literal["csv", "tsv", "delta", "parquet"] = "csv"
     kind: Literal["images", "faces"] = Field("images", description="two image paths, or two face_ids, per row")
     columns: list[str] = Field(default_factory=lambda: ["a", "b"], min_length=2, max_length=2)
-    images_root: str | None = Field(
+    images_root: str | None = location_field(
         None, description="relative image paths start here; default the pairs file's folder"
     )
 
 
 class CompareSettings(StrictModel):
     pairs: PairsSettings
-    faces_table: str | None = Field(None, description="kind=faces: default <data_root>/tables/faces")
+    faces_table: str | None = location_field(None, description="kind=faces: default <data_root>/tables/faces")
     faces_version: int | None = Field(None, ge=0)
-    pack_dir: str | None = Field(None, description="kind=images: model pack; default the default pack")
+    pack_dir: str | None = location_field(None, description="kind=images: model pack; default the default pack")
     threshold: ThresholdSettings = Field(default_factory=ThresholdSettings)
-    scores_table: str | None = Field(None, description="default <data_root>/tables/pair_scores")
+    scores_table: str | None = location_field(None, description="default <data_root>/tables/pair_scores")
     images_per_task: int = Field(64, ge=1)
     threads_per_worker: int = Field(1, ge=1)
     max_pixels: int = Field(50_000_000, ge=1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from jobs.common.config import LineupConfig, StrictModel
+from jobs.common.config import LineupConfig, StrictModel, location_field
 
 
 class DemoSettings(StrictModel):
@@ -13,7 +13,9 @@ class DemoSettings(StrictModel):
     target_fmr: float = Field(1e-5, gt=0, lt=1, description="the calibrated threshold's false match rate")
     fixed_threshold: float = Field(0.8, ge=-1, le=1, description="the uncalibrated threshold replayed beside it")
     k: int = Field(10, ge=1, le=100)
-    work_dir: str | None = Field(None, description="tables, index and staged archives; default <data_root>/demo")
+    work_dir: str | None = location_field(
+        None, description="tables, index and staged archives; default <data_root>/demo"
+    )
 
 
 class DemoConfig(LineupConfig):

@@ -7,13 +7,13 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from jobs.common.config import LineupConfig, StrictModel
+from jobs.common.config import LineupConfig, StrictModel, location_field
 from jobs.common.storage import AnyPath, is_remote
 
 
 class InputSettings(StrictModel):
     kind: Literal["dir", "tar", "table"] = "dir"
-    path: str = Field(..., description="a folder, a tar file (or folder of tars), or a Delta/Parquet table")
+    path: str = location_field(..., description="a folder, a tar file (or folder of tars), or a Delta/Parquet table")
     glob: str = Field("*", description="file-name pattern for folder files and tar members")
     table_format: Literal["delta", "parquet"] = "delta"
     bytes_column: str = "content"
@@ -27,7 +27,7 @@ class InputSettings(StrictModel):
 class LabelTableSettings(StrictModel):
     """A table of labels joined to images by name (path relative to the input folder, tar member or id)."""
 
-    path: str
+    path: str = location_field()
     format: Literal["delta", "parquet", "csv"] = "delta"
     key_column: str = "path"
     subject_column: str | None = "subject_id"
@@ -52,8 +52,8 @@ class LabelSettings(StrictModel):
 
 class EmbedSettings(StrictModel):
     input: InputSettings
-    table_path: str | None = Field(None, description="faces table; default <data_root>/tables/faces")
-    pack_dir: str | None = Field(None, description="model pack; default the default pack")
+    table_path: str | None = location_field(None, description="faces table; default <data_root>/tables/faces")
+    pack_dir: str | None = location_field(None, description="model pack; default the default pack")
     labels: LabelSettings = Field(default_factory=LabelSettings)
     files_per_task: int = Field(
         512, ge=1, description="largest task; tasks shrink toward a chunk's end (each costs ~50-85 ms of PySpark)"

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from jobs.common.config import LineupConfig, StrictModel
+from jobs.common.config import LineupConfig, StrictModel, location_field
 from jobs.common.locations import resolve
 
 SELECTOR_KINDS = ("subject_ids", "face_ids", "image_ids", "source_paths")
@@ -18,8 +18,8 @@ class SelectorSettings(StrictModel):
 
     kind: Literal["subject_ids", "face_ids", "image_ids", "source_paths"] = "subject_ids"
     values: list[str] = Field(default_factory=list, description="the subject ids, face ids, image sha256s or paths")
-    from_file: str | None = Field(None, description="a text file with one value per line")
-    from_table: str | None = Field(None, description="a Delta or Parquet table holding the values")
+    from_file: str | None = location_field(None, description="a text file with one value per line")
+    from_table: str | None = location_field(None, description="a Delta or Parquet table holding the values")
     from_column: str = Field("value", description="with from_table: the column holding the values")
     model_id: str | None = Field(None, description="erase only this model's faces; default every model")
 
@@ -36,12 +36,14 @@ class ForgetSettings(StrictModel):
     older_than: str | None = Field(
         None, description="retention: also erase probe faces, matches and identities older than this (e.g. 365d)"
     )
-    faces_tables: list[str] = Field(default_factory=list, description="gallery faces tables; [] = the default one")
-    probe_tables: list[str] = Field(default_factory=list, description="probe faces tables (query archives)")
-    matches_tables: list[str] = Field(default_factory=list)
-    identities_tables: list[str] = Field(default_factory=list)
-    pair_scores_tables: list[str] = Field(default_factory=list)
-    index_dirs: list[str] = Field(default_factory=list, description="indexes built on the faces tables")
+    faces_tables: list[str] = location_field(
+        default_factory=list, description="gallery faces tables; [] = the default one"
+    )
+    probe_tables: list[str] = location_field(default_factory=list, description="probe faces tables (query archives)")
+    matches_tables: list[str] = location_field(default_factory=list)
+    identities_tables: list[str] = location_field(default_factory=list)
+    pair_scores_tables: list[str] = location_field(default_factory=list)
+    index_dirs: list[str] = location_field(default_factory=list, description="indexes built on the faces tables")
     purge_history: bool = Field(False, description="vacuum the tables so old versions no longer hold the data")
     retention_hours: float | None = Field(
         None, ge=0, description="with purge_history: data files older than this are deleted; 0 = all old files"

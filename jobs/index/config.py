@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 from upath import UPath
 
-from jobs.common.config import LineupConfig, StrictModel
+from jobs.common.config import LineupConfig, StrictModel, location_field
 
 # How long files of a superseded generation stay for readers that pinned it; only
 # `lineup index --set index.vacuum=true` removes them, as Delta's VACUUM does.
@@ -13,9 +13,9 @@ DEFAULT_RETENTION_HOURS = 24.0
 
 
 class IndexSettings(StrictModel):
-    faces_table: str | None = Field(None, description="default <data_root>/tables/faces")
+    faces_table: str | None = location_field(None, description="default <data_root>/tables/faces")
     faces_version: int | None = Field(None, ge=0, description="Delta version to index; default the latest")
-    index_dir: str | None = Field(None, description="default <data_root>/indexes/faces")
+    index_dir: str | None = location_field(None, description="default <data_root>/indexes/faces")
     model_id: str | None = Field(None, description="which model's faces, when the table holds several")
     shards: int = Field(4, ge=1)
     memory_budget_gb: float = Field(

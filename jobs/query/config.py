@@ -7,21 +7,21 @@ from typing import Literal
 from pydantic import Field, model_validator
 from upath import UPath
 
-from jobs.common.config import LineupConfig, StrictModel
+from jobs.common.config import LineupConfig, StrictModel, location_field
 from jobs.common.thresholds import ThresholdSettings
 from jobs.faces.config import InputSettings, LabelSettings
 
 
 class ProbeSettings(StrictModel):
     kind: Literal["faces_table", "archive"] = "faces_table"
-    faces_table: str | None = Field(None, description="kind=faces_table: a faces table to take probes from")
+    faces_table: str | None = location_field(None, description="kind=faces_table: a faces table to take probes from")
     faces_version: int | None = Field(None, ge=0, description="kind=faces_table: its Delta version; default latest")
     where: str | None = Field(None, description="kind=faces_table: a SQL filter, e.g. \"subject_id = 'x'\"")
     archive: InputSettings | None = Field(None, description="kind=archive: the images, as embed.input")
-    probe_table: str | None = Field(
+    probe_table: str | None = location_field(
         None, description="kind=archive: faces table for probes; default <data_root>/tables/probe_faces"
     )
-    pack_dir: str | None = Field(None, description="kind=archive: model pack; default the default pack")
+    pack_dir: str | None = location_field(None, description="kind=archive: model pack; default the default pack")
     labels: LabelSettings = Field(default_factory=LabelSettings)
 
     @model_validator(mode="after")
@@ -35,7 +35,7 @@ class ProbeSettings(StrictModel):
 
 class QuerySettings(StrictModel):
     probes: ProbeSettings
-    index_dir: str | None = Field(None, description="default <data_root>/indexes/faces")
+    index_dir: str | None = location_field(None, description="default <data_root>/indexes/faces")
     k: int = Field(10, ge=1, le=1000, description="candidates kept per probe")
     rerank: bool = Field(False, description="rescore candidates exactly from the gallery's stored embeddings")
     rerank_factor: int = Field(4, ge=1, description="with rerank: fetch k * rerank_factor candidates first")
@@ -46,8 +46,8 @@ class QuerySettings(StrictModel):
     )
     worker_index_gb: float = Field(2.0, gt=0, description="auto picks all_shards while the index fits this")
     threshold: ThresholdSettings = Field(default_factory=ThresholdSettings)
-    matches_table: str | None = Field(None, description="default <data_root>/tables/matches")
-    identities_table: str | None = Field(None, description="default <data_root>/tables/identities")
+    matches_table: str | None = location_field(None, description="default <data_root>/tables/matches")
+    identities_table: str | None = location_field(None, description="default <data_root>/tables/identities")
 
 
 class QueryConfig(LineupConfig):

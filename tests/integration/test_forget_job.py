@@ -252,6 +252,9 @@ def test_a_selector_matching_nothing_changes_nothing(spark, world: Path, tmp_pat
     # The erasure stands for what is embedded later, though nothing matched now.
     [row] = [r for r in table_rows(spark, root / "t" / "erasures") if r.erasure_id == summary["erasure_id"]]
     assert row.phase == "registered" and row.subject_sha256 == [id_digest("Nobody_At_All")]
+    # The run that matched nothing still leaves its runs row (run_job writes it, as for every job).
+    runs = [r for r in table_rows(spark, Path(summary.runs_table)) if r.run_id == summary.run_id]
+    assert [(r.job, r.status) for r in runs] == [("forget", "ok")] and summary.runs_version >= 0
 
     malformed = ["forget", *(f"--set={f}" for f in forget_flags(root)), "--set=forget.selector.kind=face_ids"]
     assert cli_main(malformed) == 2

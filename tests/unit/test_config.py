@@ -88,3 +88,62 @@ def test_defaults_resolve_under_lineup_home(monkeypatch: pytest.MonkeyPatch, tmp
 
 def test_override_value_that_is_not_yaml_stays_text() -> None:
     assert parse_override("embed.input.glob=*.jpg") == (["embed", "input", "glob"], "*.jpg")
+
+
+def _settings_models(model: type, seen: set | None = None) -> list[type]:
+    """The model and every settings model nested in it."""
+    from typing import get_args
+
+    from pydantic import BaseModel
+
+    seen = set() if seen is None else seen
+    if model in seen:
+        return []
+    seen.add(model)
+    found = [model]
+    for field in model.model_fields.values():
+        candidates = [field.annotation, *get_args(field.annotation)]
+        candidates += [inner for c in list(candidates) for inner in get_args(c)]
+        for candidate in candidates:
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                found += _settings_models(candidate, seen)
+    return found
+
+
+def test_every_setting_that_names_a_place_is_a_declared_location() -> None:
+    """A new table, folder or file setting must be declared with `location_field`, or the preflight would
+    not check it (and a wrong bucket would fail deep inside the job instead of in one line)."""
+    from jobs.audit.config import AuditConfig
+    from jobs.common.config import LOCATION
+    from jobs.compare.config import CompareConfig
+    from jobs.demo.config import DemoConfig
+    from jobs.embed.config import EmbedConfig
+    from jobs.forget.config import ForgetConfig
+    from jobs.index.config import IndexConfig
+    from jobs.query.config import QueryConfig
+
+    place = ("_table", "_tables", "_dir", "_dirs", "path", "_root", "from_file", "from_table")
+    NOT_PLACES = {"LabelSettings.subject_from_path"}  # a regular expression over paths, not a place
+    undeclared, declared = [], 0
+    for config in (AuditConfig, CompareConfig, DemoConfig, EmbedConfig, ForgetConfig, IndexConfig, QueryConfig):
+        for model in _settings_models(config):
+            for name, field in model.model_fields.items():
+                is_location = isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get(LOCATION)
+                declared += bool(is_location)
+                if name.endswith(place) and not is_location and f"{model.__name__}.{name}" not in NOT_PLACES:
+                    undeclared.append(f"{model.__name__}.{name}")
+    assert not undeclared, f"declare these with location_field: {sorted(set(undeclared))}"
+    assert declared >= 30
+
+
+def test_location_settings_walk_lists_and_nested_sections() -> None:
+    from jobs.common.config import location_settings
+    from jobs.forget.config import ForgetConfig
+
+    config = load_config(
+        ForgetConfig, None, ["forget.faces_tables=[s3a://lake/a, /tmp/b]", "forget.selector.from_file=s3a://in/ids.txt"]
+    )
+    keys = dict(location_settings(config))
+    found = [(k, v) for k, v in location_settings(config) if k.startswith("forget.")]
+    assert ("forget.faces_tables", "s3a://lake/a") in found and ("forget.faces_tables", "/tmp/b") in found
+    assert keys["forget.selector.from_file"] == "s3a://in/ids.txt" and "runs_table" not in keys  # default: None

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from jobs.common import storage
-from jobs.common.config import LineupConfig, load_config
+from jobs.common.config import LineupConfig, load_config, location_settings
 from jobs.common.errors import UserError
 from jobs.common.locations import Locations, resolve
 
@@ -77,8 +77,10 @@ def test_a_tampered_remote_shard_is_refused(s3_server, tmp_path: Path, monkeypat
 def test_preflight_names_the_setting_of_a_missing_bucket(s3_server) -> None:
     config = load_config(LineupConfig, None, ["runs_table=s3a://lineup-no-such-bucket/runs"])
     with pytest.raises(UserError, match=r"^runs_table s3a://lineup-no-such-bucket/runs: the bucket"):
-        storage.check_locations(config)
-    storage.check_locations(load_config(LineupConfig, None, [f"runs_table={s3_server.new_bucket()}/runs"]))
+        storage.check_locations(location_settings(config))
+    storage.check_locations(
+        location_settings(load_config(LineupConfig, None, [f"runs_table={s3_server.new_bucket()}/runs"]))
+    )
 
 
 def test_preflight_checks_only_declared_location_settings(s3_server) -> None:
@@ -97,11 +99,12 @@ def test_preflight_checks_only_declared_location_settings(s3_server) -> None:
             f"runs_table={s3_server.new_bucket()}/runs",
         ],
     )
-    storage.check_locations(config)  # the endpoint (a closed port) and the selector's paths are not probed
-    assert [key for key, _ in storage.location_settings(config.model_dump())] == [
-        key for key, _ in storage.location_settings(config.model_dump()) if "extra_conf" not in key
-    ]
+    storage.check_locations(
+        location_settings(config)
+    )  # the endpoint (a closed port) and the selector's paths are not probed
+    keys = [key for key, _ in location_settings(config)]
+    assert "runs_table" in keys and not [key for key in keys if "extra_conf" in key or "selector.values" in key]
     broken = load_config(ForgetConfig, None, [f"spark.extra_conf={endpoint}", "forget.older_than=1d",
                                               "runs_table=s3a://lineup-no-such-bucket/runs"])  # fmt: skip
     with pytest.raises(UserError, match=r"^runs_table s3a://lineup-no-such-bucket/runs"):
-        storage.check_locations(broken)
+        storage.check_locations(location_settings(broken))
