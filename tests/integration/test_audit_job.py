@@ -290,7 +290,7 @@ def test_fsn_calibration_narrows_the_gap_and_every_consumer_applies_it(spark, la
         p, g = position[row.probe_face_id - 10_000], position[row.gallery_face_id]
         assert row.score == pytest.approx(float(vectors[p] @ vectors[g]), abs=1e-5)  # raw, unchanged
         assert row.normalized_score == pytest.approx(row.score - (offsets[p] + offsets[g]) / 2, abs=1e-5)
-        assert row.above_threshold == (row.normalized_score >= record["threshold"])
+        assert row.above_threshold == (row.normalized_score >= record.threshold)
     for probe in {r.probe_face_id for r in rows}:  # ranked by normalized score, the best k of all gallery faces
         p = position[probe - 10_000]
         every = sorted((float(vectors[p] @ vectors[g]) - (offsets[p] + offsets[g]) / 2 for g in gallery), reverse=True)
@@ -320,4 +320,4 @@ def test_fsn_calibration_narrows_the_gap_and_every_consumer_applies_it(spark, la
         i, j = position[row.a_face_id], position[row.b_face_id]
         assert row.score == pytest.approx(float(vectors[i] @ vectors[j]), abs=1e-5)
         assert row.normalized_score == pytest.approx(row.score - (offsets[i] + offsets[j]) / 2, abs=1e-5)
-        assert row.above_threshold == (row.normalized_score >= record["threshold"])
+        assert row.above_threshold == (row.normalized_score >= record.threshold)

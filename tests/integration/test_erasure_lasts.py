@@ -22,6 +22,7 @@ from jobs.forget.config import ForgetConfig
 from jobs.forget.job import run_forget
 from jobs.query.config import QueryConfig
 from jobs.query.probes import probe_frame  # a query's probe archive, embedded by the query's own code
+from tests.fixtures.manifests import manifest_of
 from tests.fixtures.worlds import raw_rows
 
 pytestmark = [pytest.mark.slow, pytest.mark.data]
@@ -115,7 +116,8 @@ def test_an_erasure_lasts_through_reruns_probes_and_pairs_until_lifted(spark, fo
         f"query.probes.archive.path={root / 'spare'}", "query.probes.labels.subject_from_path=([^/]+)/[^/]+$",
         f"query.probes.probe_table={root / 't' / 'probe_faces'}", f"query.index_dir={root / 'index'}",
     ])  # fmt: skip
-    probes, _ = probe_frame(query, spark, {"model_id": first["model_id"], "dim": 128}, RunRecord("query", {}))
+    manifest = manifest_of(model_id=first["model_id"], dim=128)
+    probes, _ = probe_frame(query, spark, manifest, RunRecord("query", {}))
     by_subject = {Path(r.source_path).parent.name if r.status != "erased" else "erased": r for r in probes.collect()}
     assert "erased" in by_subject and OTHER in by_subject and TARGET not in by_subject
     # compare has no subject labels: content the erasure found (a gallery photo) is what it can know.

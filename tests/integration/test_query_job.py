@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from jobs.cli import main as cli_main
-from jobs.common.calibrations import write_calibration
+from jobs.common.calibrations import CalibrationRecord, write_calibration
 from jobs.common.config import load_config
 from jobs.common.errors import UserError
 from jobs.common.schema import IDENTITIES_DDL, MATCHES_DDL
@@ -146,7 +146,7 @@ def test_calibrated_threshold_is_recorded_and_other_models_refused(spark, world:
         "impostor_pairs": 10000,
         "data": {"name": "synthetic"},
     }
-    write_calibration(data_root, record)
+    write_calibration(data_root, CalibrationRecord.model_validate(record))
     summary = run_query(query_config(world, "query.threshold.calibration=cal-test-1", name="cal"), spark)
     assert summary["threshold"] == 0.85 and summary["threshold_source"] == "calibration:cal-test-1"
     runs = rows_of(spark, world["root"] / "runs", summary["run_id"])
@@ -154,7 +154,8 @@ def test_calibrated_threshold_is_recorded_and_other_models_refused(spark, world:
     names = {entry.name: entry.version for entry in runs[0].inputs}
     assert names["probe_faces"] == 0 and names["gallery_faces"] == 0
     assert json.loads(runs[0].params)["index_id"] == summary["index_id"]
-    write_calibration(data_root, {**record, "calibration_id": "cal-other", "model_id": "another-model"})
+    other = {**record, "calibration_id": "cal-other", "model_id": "another-model"}
+    write_calibration(data_root, CalibrationRecord.model_validate(other))
     with pytest.raises(UserError, match="measured for model another-model"):
         run_query(query_config(world, "query.threshold.calibration=cal-other", name="cal2"), spark)
     failed = spark.read.format("delta").load(str(world["root"] / "runs")).where("status = 'failed'").collect()

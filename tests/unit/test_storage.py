@@ -44,7 +44,8 @@ def test_a_tampered_remote_shard_is_refused(s3_server, tmp_path: Path, monkeypat
     import faiss
 
     from jobs.shards.files import load_index, serialize, sha256_bytes
-    from jobs.shards.manifest import IndexFileError, Manifest, write_manifest
+    from jobs.shards.manifest import IndexFileError, write_manifest
+    from tests.fixtures.manifests import manifest_of
 
     monkeypatch.setenv("LINEUP_CACHE_DIR", str(tmp_path / "cache"))
     index_dir = storage.upath(f"{s3_server.new_bucket()}/index")
@@ -53,19 +54,7 @@ def test_a_tampered_remote_shard_is_refused(s3_server, tmp_path: Path, monkeypat
     data = serialize(shard)
     storage.write_atomically(index_dir / "shard-0000.g1.faiss", data)
     entry = {"shard": 0, "file": "shard-0000.g1.faiss", "sha256": sha256_bytes(data), "vectors": 4}
-    manifest = {
-        "index_id": "i",
-        "model_id": "m",
-        "dim": 4,
-        "metric": "inner_product",
-        "faces_table": "t",
-        "faces_version": 0,
-        "vectors": 4,
-        "exact": True,
-        "search_param": None,
-        "shards": [entry],
-    }
-    write_manifest(index_dir, Manifest.model_validate(manifest))
+    write_manifest(index_dir, manifest_of(vectors=4, shards=[entry]))
     scores, ids = load_index(str(index_dir)).search(np.eye(4, dtype=np.float32)[:1], 1)
     assert ids.tolist() == [[0]]
     storage.write_atomically(index_dir / "shard-0000.g1.faiss", data[:-1] + bytes([data[-1] ^ 0xFF]))
