@@ -3,8 +3,8 @@ reference pipeline, measured on the same images in the same run. Prints one JSON
 
 - LFW View 2, all ten folds: the default pack; dlib's reference pipeline (HOG detector upsampling once,
   5-point shape predictor, get_face_chip 150/0.25, the same ResNet: run through the converted ONNX file,
-  which the parity test holds to dlib's own output within 1e-4; HOG misses get the mean HOG box, as in
-  dlib's published LFW figure is measured); and, when present, the InsightFace-style pack.
+  which the parity test holds to dlib's own output within 1e-4; HOG misses get the mean HOG box, as for
+  dlib's published LFW figure); and, when present, the InsightFace-style pack.
 - Detection rate of the default pack on every LFW image and on utkface-dev.
 - deepface-pairs: all 299 pairs scored (largest face of each photo), AUC; and how close our chips come to
   dlib's: median cosine between the embedding of our chip and of dlib's own chip of the same face.
