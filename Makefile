@@ -9,7 +9,7 @@ GO ?= $(shell command -v go || echo /usr/local/go/bin/go)
 # checked sha256, and later the default model pack. Reruns are cheap: verified artefacts are kept.
 install:
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet -e '.[test,s3]'
+	$(VENV)/bin/pip install --quiet -e '.[test,s3,heif]'
 	$(VENV)/bin/lineup setup
 	@# A fast local S3 server for bench/bench_storage.py (Go, gofakes3); the tests use moto from PyPI.
 	$(GO) version >/dev/null 2>&1 && (cd tools/s3server && $(GO) build -o ../../.tools/s3server .) || \

@@ -9,10 +9,13 @@ Only the k candidates the query kept exist here, so every rate is "within the to
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
+from jobs.common.errors import UserError
 from jobs.common.fmr import fmr_resolvable, threshold_at_fmr
 
 
@@ -89,6 +92,26 @@ def fnir_at_fpir(searches: Searches, target_fpir: float) -> dict[str, float | in
 def _false_candidates(searches: Searches, threshold: float) -> pd.Series:
     c = searches.candidates
     return c[(c["score"] >= threshold) & c["false"]].groupby("probe_face_id").size()
+
+
+def check_group_by(group_by: list[str], attributes: Iterable[Any], data: str) -> None:
+    """Refuse a group_by attribute no face of `data` has (a "differential" of everyone as `unknown`
+    would say nothing), naming the attributes that exist.
+
+    >>> check_group_by(["race"], [{"race": "1"}, None], "utkface-dev")
+    >>> check_group_by(["ethnicity"], [{"race": "1", "gender": "0"}], "utkface-dev")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    jobs.common.errors.UserError: audit.group_by names 'ethnicity', which no face ... ['gender', 'race']
+    """
+    present: set[str] = set()
+    for item in attributes:
+        present |= set(dict(item)) if item is not None else set()
+    for spec in group_by:
+        missing = [name for name in spec.split("+") if name not in present]
+        if missing:
+            raise UserError(
+                f"audit.group_by names {missing[0]!r}, which no face of {data} has; its attributes: {sorted(present)}"
+            )
 
 
 def group_of(attributes: dict[str, str] | None, names: list[str]) -> str:

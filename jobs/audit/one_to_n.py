@@ -20,6 +20,7 @@ def identification(
     out.update(ident.rank_hit_rates(searches))
     out["fnir_at_fpir"] = [ident.fnir_at_fpir(searches, target) for target in settings.fpir_targets]
     groups = settings.group_by
+    ident.check_group_by(groups, searches.table["probe_attributes"], f"query run {info['run_id']}'s probes")
     out["scenario"] = ident.scenario_replay(searches, scenario, groups).to_dict(orient="records") if scenario else []
     return out
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from jobs.audit.config import AuditConfig
+from jobs.audit.identification import check_group_by
 from jobs.audit.load import Labelled
 from jobs.audit.metrics import (
     bootstrap_rates,
@@ -74,6 +75,7 @@ def verification(
     out["global_threshold"] = {"value": threshold, "source": global_t.source}
     fmr, fnmr = fmr_fnmr(genuine, impostor, np.array([threshold]))
     out["global_threshold"].update(fmr=float(fmr[0]), fnmr=float(fnmr[0]) if len(genuine) else None)
+    check_group_by(settings.group_by, labelled.attributes, labelled.name)
     out["groups"] = {
         name: _group_rates(labelled, pairs, scores, name, threshold, settings) for name in settings.group_by
     }

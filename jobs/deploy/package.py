@@ -37,8 +37,9 @@ log = logging.getLogger(__name__)
 ENV_ARCHIVE, PACK_ARCHIVE = "lineup_env.tar.gz", "lineup_pack.tar.gz"
 # The cluster provides Spark; the driver alone draws plots and serves no-JVM readers.
 LEFT_OUT = {"pyspark", "delta-spark", "py4j", "matplotlib", "deltalake", "duckdb", "venv-pack", "wheel"}
-# Object-store file systems go along where they are installed here (`pip install 'lineup[s3]'`).
-STORAGE_EXTRAS = ("s3", "gcs", "azure")
+# Optional extras go along where they are installed here: object-store file systems (`lineup[s3]`, ...)
+# and HEIC decoding (`lineup[heif]`: executors decode the images).
+SHIPPED_EXTRAS = ("s3", "gcs", "azure", "heif")
 
 
 def _key(name: str) -> str:
@@ -52,7 +53,7 @@ def executor_distributions(root: str = "lineup") -> list[metadata.Distribution]:
     while pending:
         requirement = pending.pop()
         extras = [
-            e for e in ("", *STORAGE_EXTRAS) if requirement.marker is None or requirement.marker.evaluate({"extra": e})
+            e for e in ("", *SHIPPED_EXTRAS) if requirement.marker is None or requirement.marker.evaluate({"extra": e})
         ]
         if not extras:
             continue
@@ -64,7 +65,7 @@ def executor_distributions(root: str = "lineup") -> list[metadata.Distribution]:
         except metadata.PackageNotFoundError:
             if "" in extras:
                 raise
-            continue  # an optional file system this installation does not have
+            continue  # an optional extra this installation does not have
         pending += [Requirement(r) for r in seen[name].requires or []]
     return sorted(seen.values(), key=lambda d: _key(d.metadata["Name"]))
 

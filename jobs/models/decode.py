@@ -2,13 +2,19 @@
 
 The header is read first (Pillow parses it without decoding pixels), so a file claiming 30000x30000 is
 refused before any memory is spent on it. Pixels are decoded by OpenCV, which applies EXIF orientation,
-turns grey, 16-bit, CMYK and alpha images into 8-bit colour; Pillow decodes what OpenCV cannot (GIF).
+turns grey, 16-bit, CMYK and alpha images into 8-bit colour; Pillow decodes what OpenCV cannot (GIF,
+AVIF with Pillow's own libavif, HEIC/HEIF with the optional pillow-heif), EXIF orientation applied.
+
+A JPEG's end is found by walking its segments to the end-of-image marker, so data appended after it (an
+Android motion photo's video, maker data) is left out and the photo decodes exactly as the JPEG alone;
+a JPEG whose stream stops before that marker is refused whatever follows it.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -22,7 +28,14 @@ DECODE_ERROR = "decode_error"
 UNSUPPORTED_FORMAT = "unsupported_format"
 TOO_LARGE = "too_large"
 
-SUPPORTED_FORMATS = {"JPEG", "PNG", "BMP", "WEBP", "GIF", "TIFF", "MPO"}
+SUPPORTED_FORMATS = {"JPEG", "PNG", "BMP", "WEBP", "GIF", "TIFF", "MPO", "AVIF", "HEIF"}
+JPEG_FORMATS = {"JPEG", "MPO"}  # MPO: a JPEG followed by more pictures (some cameras' stereo or depth shots)
+# How a HEIC/HEIF file starts (the `ftyp` box's brands), to name it when pillow-heif is not installed.
+HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1")
+HEIF_MISSING = (
+    "HEIC/HEIF images need the optional pillow-heif package: pip install 'lineup[heif]' (its binary wheels "
+    "are GPLv2, as they bundle the x265 encoder)"
+)
 
 
 @dataclass
@@ -56,8 +69,14 @@ def decode_image(data: bytes, max_pixels: int = 50_000_000) -> DecodedImage:
             width,
             height,
         )
-    if image_format == "JPEG" and b"\xff\xd9" not in data[-65536:]:
-        return DecodedImage(DECODE_ERROR, "truncated JPEG (no end-of-image marker)", None, image_format, width, height)
+    if image_format in JPEG_FORMATS:
+        end = jpeg_end(data)
+        if end is None:
+            return DecodedImage(
+                DECODE_ERROR, "truncated JPEG (its stream stops before the end-of-image marker)", None,
+                image_format, width, height,
+            )  # fmt: skip
+        data = data[:end]  # what follows the image (a motion photo's video) is not part of it
     rgb = _decode_pixels(data)
     if rgb is None:
         return DecodedImage(
@@ -70,6 +89,8 @@ def _read_header(data: bytes) -> tuple[str, int, int] | DecodedImage:
     # Pillow's own decompression-bomb guard would override `max_pixels` either way; the limit that
     # applies is ours, checked right after this header read and before any pixel is decoded.
     Image.MAX_IMAGE_PIXELS = None
+    if data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS and not _heif_registered():
+        return DecodedImage(UNSUPPORTED_FORMAT, HEIF_MISSING, None, "HEIF")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -79,6 +100,68 @@ def _read_header(data: bytes) -> tuple[str, int, int] | DecodedImage:
         return DecodedImage(UNSUPPORTED_FORMAT, "not a recognised image format")
     except Exception as error:  # noqa: BLE001 - a broken header must become a status row, whatever Pillow raised
         return DecodedImage(DECODE_ERROR, f"unreadable header: {type(error).__name__}: {error}")
+
+
+_HEIF: list[bool] = []  # whether pillow-heif's opener is registered with Pillow (decided once per process)
+
+
+def _heif_registered() -> bool:
+    if not _HEIF:
+        try:
+            from pillow_heif import register_heif_opener  # optional: `lineup[heif]`
+        except ImportError:
+            _HEIF.append(False)
+        else:
+            register_heif_opener(thumbnails=False)  # the primary image, never an embedded thumbnail
+            _HEIF.append(True)
+    return _HEIF[0]
+
+
+# In a JPEG's entropy-coded data, 0xFF is followed by 0x00 (a stuffed byte), a restart marker (0xD0-0xD7)
+# or fill (0xFF): anything else is the next marker.
+_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+# The markers a JPEG stream holds between its start and end: frames (SOF0-15 but JPG, DHT, DAC), tables
+# (DQT, DRI, DNL), scans (SOS), application and comment segments. Anything else is not a JPEG any more:
+# the stream stopped (cut short) and what follows is other data.
+_SEGMENT_MARKERS = frozenset(range(0xC0, 0xC8)) | frozenset(range(0xC9, 0xD0)) | {0xDA, 0xDB, 0xDC, 0xDD, 0xDE, 0xDF}
+_SEGMENT_MARKERS |= frozenset(range(0xE0, 0xF0)) | {0xFE}
+
+
+def jpeg_end(data: bytes) -> int | None:
+    r"""The offset just past a JPEG stream's end-of-image marker (segments walked by their lengths, scans
+    to the next marker), or None when the stream stops before it (what follows is then not a JPEG's).
+
+    >>> body = b"\xff\xd8" + b"\xff\xe0\x00\x04ab" + b"\xff\xda\x00\x02" + b"\x12\xff\x00\x34"
+    >>> jpeg_end(body + b"\xff\xd9" + b"trailer: a motion photo's video"), jpeg_end(body)
+    (18, None)
+    >>> jpeg_end(body + b"\xff\x12 a stream cut short, then other data \xff\xd9")
+    """
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    at = 2
+    while True:
+        if at >= len(data) or data[at] != 0xFF:
+            return None
+        while at < len(data) and data[at] == 0xFF:  # fill bytes before a marker
+            at += 1
+        if at >= len(data):
+            return None
+        marker, at = data[at], at + 1
+        if marker == 0xD9:
+            return at
+        if 0xD0 <= marker <= 0xD7:  # a restart marker: no length
+            continue
+        if marker not in _SEGMENT_MARKERS or at + 2 > len(data):
+            return None
+        length = int.from_bytes(data[at : at + 2], "big")
+        if length < 2 or at + length > len(data):
+            return None
+        at += length
+        if marker == 0xDA:  # a scan: its entropy-coded data runs to the next marker
+            found = _NEXT_MARKER.search(data, at)
+            if found is None:
+                return None
+            at = found.start()
 
 
 def _decode_pixels(data: bytes) -> np.ndarray | None:

@@ -14,6 +14,7 @@ from jobs.audit.config import AuditConfig
 from jobs.audit.job import run_audit, run_calibrate
 from jobs.common.calibrations import load_calibration
 from jobs.common.config import load_config
+from jobs.common.errors import UserError
 from jobs.index.config import IndexConfig
 from jobs.index.job import run_index
 from jobs.query.config import QueryConfig
@@ -97,6 +98,13 @@ def test_one_to_one_numbers_equal_a_brute_force_count(spark, labelled: dict) -> 
     assert metrics.where("scope = '1:1 group' and metric = 'fmr'").count() == 2
     runs = spark.read.format("delta").load(summary["outputs"]["runs_table"]).where("job = 'audit'").collect()
     assert runs[-1].status == "ok" and runs[-1].inputs[0].version == 0
+
+    # An attribute no face has would make a one-group "differential" of everyone as unknown: refused.
+    with pytest.raises(
+        UserError,
+        match=r"audit.group_by names 'race', which no face of synthetic 400 faces has; its attributes: \['g'\]",
+    ):
+        run_audit(audit_config(labelled, "audit.group_by=[g, race]"), spark)
 
 
 def test_calibration_record_drives_a_query(spark, labelled: dict) -> None:
