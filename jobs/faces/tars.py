@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import lzma
 import os
 import tarfile
+import zlib
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar, Self
 
 from jobs.common import storage
 from jobs.common.errors import UserError
@@ -90,19 +92,81 @@ def list_tar_members(tar_path: Path | str, pattern: str, max_file_bytes: int, in
     return _tag_duplicates(refs)
 
 
+class _DamageLog(tarfile.TarInfo):
+    """Header blocks that fail their checksum, by offset: tarfile (with `ignore_zeros`) steps over them
+    to the next valid header, and the plan reports where the archive was damaged. One subclass per
+    archive (`_damage_log`), so each listing keeps its own offsets."""
+
+    damaged: ClassVar[list[int]] = []
+
+    @classmethod
+    def fromtarfile(cls, archive: tarfile.TarFile) -> Self:
+        try:
+            return super().fromtarfile(archive)
+        except tarfile.HeaderError as error:
+            # tarfile's InvalidHeaderError (bad checksum, bad number): not its empty or end-of-file blocks
+            if type(error).__name__ == "InvalidHeaderError":
+                cls.damaged.append(archive.offset)
+            raise
+
+
+def _damage_log() -> type[_DamageLog]:
+    class Log(_DamageLog):
+        damaged: ClassVar[list[int]] = []
+
+    return Log
+
+
 def _member_refs(path: str, pattern: str, max_file_bytes: int, compressed: bool) -> list[tuple[int, InputRef]]:
-    """(header offset, ref) of every member the plan keeps."""
+    """(header offset, ref) of every member the plan keeps, salvaged from a damaged archive: a stretch
+    whose headers fail their checksum is stepped over to the next valid header, a stream that ends early
+    (cut short, or a compressed stretch that no longer decodes) keeps what came before it, and the damage
+    is one more `read_error` ref naming the archive and the offsets where reading was lost."""
     refs: list[tuple[int, InputRef]] = []
     regular: dict[str, tarfile.TarInfo] = {}  # the latest regular member of each name: hard links point there
-    with storage.upath(path).open("rb") as raw, tarfile.open(fileobj=raw, mode="r:*") as archive:
-        while (member := archive.next()) is not None:
-            archive.members.clear()  # type: ignore[attr-defined]  # TarFile keeps each header; the plan keeps refs
-            if member.isreg():
-                regular[member.name] = member
-            if member.isdir() or not fnmatch.fnmatch(PurePosixPath(member.name).name, pattern):
-                continue
-            refs.append((member.offset, _member_ref(path, member, regular, max_file_bytes, compressed)))
+    damage = _damage_log()
+    stopped: str | None = None
+    with (
+        storage.upath(path).open("rb") as raw,
+        tarfile.open(fileobj=raw, mode="r:*", ignore_zeros=True, tarinfo=damage) as archive,
+    ):
+        try:
+            while (member := archive.next()) is not None:
+                archive.members.clear()  # type: ignore[attr-defined]  # TarFile keeps each header; the plan keeps refs
+                if member.isreg():
+                    regular[member.name] = member
+                if member.isdir() or not fnmatch.fnmatch(PurePosixPath(member.name).name, pattern):
+                    continue
+                refs.append((member.offset, _member_ref(path, member, regular, max_file_bytes, compressed)))
+        except (tarfile.ReadError, EOFError, OSError, zlib.error, lzma.LZMAError) as error:
+            if not refs and not damage.damaged:
+                raise
+            stopped = f"reading stopped at byte {archive.offset}{' of the decompressed stream' if compressed else ''}"
+            stopped += f" ({type(error).__name__}: {error})"
+        if stopped is None and not compressed:
+            size = storage.upath(path).stat().st_size
+            ends = [ref.offset + ref.size for _, ref in refs if ref.offset is not None and ref.size is not None]
+            if ends and max(ends) > size:
+                stopped = f"the archive ends at byte {size}, inside a member: it was cut short"
+    if damage.damaged or stopped:
+        refs.append((len(refs), _damage_ref(path, damage.damaged, stopped, len(refs), compressed)))
     return refs
+
+
+def _damage_ref(path: str, damaged: list[int], stopped: str | None, kept: int, compressed: bool) -> InputRef:
+    stretches, start = [], None
+    for block, offset in enumerate(damaged):
+        if start is None:
+            start = offset
+        if block + 1 == len(damaged) or damaged[block + 1] != offset + tarfile.BLOCKSIZE:
+            stretches.append(f"{start}-{offset + tarfile.BLOCKSIZE}")
+            start = None
+    parts = [f"unreadable headers at bytes {', '.join(stretches)} were stepped over"] if stretches else []
+    parts += [stopped] if stopped else []
+    error = f"damaged archive: {'; '.join(parts)}; {kept} member(s) were listed"
+    return InputRef(
+        path, None, display_name(os.path.basename(path)), compressed=compressed, status=READ_ERROR, error=error
+    )
 
 
 def _member_ref(
