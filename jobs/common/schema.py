@@ -29,6 +29,9 @@ FACES_ARROW = pa.schema(
         ("embedded_at", pa.timestamp("us", tz="UTC")),
         # the exact bytes of source_path where it is not UTF-8 (source_path then escapes them as \xNN)
         ("source_path_raw", pa.binary()),
+        # degrees clockwise the image was turned before its faces were found (embed.retry_rotations);
+        # 0 upright, null on status rows
+        ("rotation", pa.int32()),
     ]
 )
 

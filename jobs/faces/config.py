@@ -67,6 +67,9 @@ class EmbedSettings(StrictModel):
     )
     batch_images: int = Field(16, ge=1)
     max_pixels: int = Field(50_000_000, ge=1)
+    retry_rotations: bool = Field(
+        False, description="an image with no face upright is tried at 90, 180 and 270 degrees (sideways scans)"
+    )
     threads_per_worker: int = Field(1, ge=1)
     progress_interval_s: float = Field(30.0, gt=0)
 

@@ -166,7 +166,13 @@ def _worker_context(config: EmbedConfig, spark: SparkSession, pack: Pack, run_id
     The erasure register goes with it as digests: an erased image is a status row, never embedded."""
     labels = config.embed.labels
     return EmbedContext(
-        pipeline=PipelineRef(pack.location, pack.model_id, config.embed.threads_per_worker, config.embed.max_pixels),
+        pipeline=PipelineRef(
+            pack.location,
+            pack.model_id,
+            config.embed.threads_per_worker,
+            config.embed.max_pixels,
+            config.embed.retry_rotations,
+        ),
         rows=RowContext(
             model_id=pack.model_id,
             run_id=run_id,

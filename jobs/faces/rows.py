@@ -82,6 +82,7 @@ def _process_batch(
                 det_score=float(face.det_score),
                 quality=float(face.quality),
                 embedding=face.embedding.astype(np.float32).tolist(),
+                rotation=result.rotation,
             )
             yield row
         if erasure_id is not None:
@@ -118,6 +119,7 @@ def _base_row(
         "image_height": height,
         "run_id": context.run_id,
         "embedded_at": context.embedded_at,
+        "rotation": None,
     }
 
 
@@ -178,4 +180,5 @@ def erased_row(
         "image_height": None,
         "run_id": run_id,
         "embedded_at": embedded_at,
+        "rotation": None,
     }

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from jobs.models.pack import locate_pack
 from jobs.models.pipeline import FacePipeline, PipelineSettings
 
-_PIPELINES: dict[tuple[str, str, int, int], FacePipeline] = {}
+_PIPELINES: dict[tuple[str, str, int, int, bool], FacePipeline] = {}
 
 
 @dataclass(frozen=True)
@@ -17,11 +17,15 @@ class PipelineRef:
     model_id: str  # checked against the pack found
     threads: int  # onnxruntime threads per Python worker
     max_pixels: int
+    retry_rotations: bool = False
 
     def pipeline(self) -> FacePipeline:
         """This worker's pipeline for the pack, built on first use."""
-        key = (self.pack_dir, self.model_id, self.threads, self.max_pixels)
+        key = (self.pack_dir, self.model_id, self.threads, self.max_pixels, self.retry_rotations)
         if key not in _PIPELINES:
             pack = locate_pack(self.pack_dir, self.model_id)
-            _PIPELINES[key] = FacePipeline(pack, PipelineSettings(threads=self.threads, max_pixels=self.max_pixels))
+            settings = PipelineSettings(
+                threads=self.threads, max_pixels=self.max_pixels, retry_rotations=self.retry_rotations
+            )
+            _PIPELINES[key] = FacePipeline(pack, settings)
         return _PIPELINES[key]

@@ -47,6 +47,7 @@ class ImageResult:
     width: int | None = None
     height: int | None = None
     faces: list[Face] = field(default_factory=list)
+    rotation: int = 0  # degrees clockwise the decoded image was turned before its faces were found
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class PipelineSettings:
     max_faces: int = 20
     max_pixels: int = 50_000_000
     min_face_px: int | None = None  # None: the pack's value
+    retry_rotations: bool = False  # an image with no face upright is tried at 90, 180 and 270 degrees
 
 
 def _session(model_path: Path | str, settings: PipelineSettings) -> Any:  # an onnxruntime.InferenceSession
@@ -134,6 +136,8 @@ class FacePipeline:
                 results.append(ImageResult("skipped"))
                 continue
             result, detections = self._detect_one(image)
+            if detections is None and result.status == NO_FACE and self.settings.retry_rotations:
+                image, result, detections = self._detect_turned(image, result)
             results.append(result)
             if detections is not None:
                 pending.append((len(results) - 1, detections))
@@ -215,6 +219,21 @@ class FacePipeline:
             return ImageResult(TOO_SMALL, reason, width, height), None
         kept = Detections(found.boxes[keep], found.scores[keep], found.landmarks[keep])
         return ImageResult(OK, None, width, height), kept
+
+    def _detect_turned(
+        self, image: np.ndarray, upright: ImageResult
+    ) -> tuple[np.ndarray, ImageResult, Detections | None]:
+        """A sideways scan (no EXIF tag to say so): the image turned 90, 180 and 270 degrees clockwise, the
+        turn whose best face the detector is surest of kept (a face upside down is often still detected,
+        less surely; boxes and landmarks are in the turned image's frame)."""
+        best: tuple[float, np.ndarray, ImageResult, Detections] | None = None
+        for degrees in (90, 180, 270):
+            turned = np.ascontiguousarray(np.rot90(image, k=-(degrees // 90)))
+            result, detections = self._detect_one(turned)
+            if detections is not None and (best is None or float(detections.scores.max()) > best[0]):
+                result.rotation = degrees
+                best = (float(detections.scores.max()), turned, result, detections)
+        return (image, upright, None) if best is None else best[1:]
 
     def _detect_framed(self, image: np.ndarray, border: int) -> Detections:
         cfg = self.detector_cfg

@@ -131,3 +131,57 @@ def test_an_archive_of_phone_photos_embeds_every_one(spark, tmp_path: Path, shar
         by_file.setdefault(row.source_path.rsplit("/", 1)[-1], set()).add(row.status)
     assert by_file == {"a.heic": {"ok"}, "b.avif": {"ok"}, "c.jpg": {"ok"}, "d.jpg": {"decode_error"}}
     assert summary["files_seen"] == 4 == len({row.source_path for row in rows})
+
+
+def jpeg_of(rgb: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, "JPEG", quality=95)  # no EXIF: nothing says it is sideways
+    return buffer.getvalue()
+
+
+def test_sideways_scans_are_found_with_retry_rotations(default_pack, shared_data: Path) -> None:
+    from jobs.models.pipeline import FacePipeline, PipelineSettings
+
+    plain, retrying = FacePipeline(default_pack), FacePipeline(default_pack, PipelineSettings(retry_rotations=True))
+    photos = [decode_image(p.read_bytes()).rgb for p in lfw_jpegs(shared_data)]
+    upright = [embedding_of(plain, jpeg_of(rgb)) for rgb in photos]
+    recovered, missed_upright = 0, 0
+    for turns, undo in ((1, 90), (2, 180), (3, 270)):  # turned counter-clockwise; the pipeline turns back
+        sideways = [jpeg_of(np.ascontiguousarray(np.rot90(rgb, k=turns))) for rgb in photos]
+        for original, lost, result in zip(upright, plain.process_bytes(sideways), retrying.process_bytes(sideways)):
+            if lost.status != "no_face":
+                continue  # a face was found upright (well or badly): not retried, by design
+            missed_upright += 1
+            if result.status == OK and result.rotation == undo:
+                best = max(result.faces, key=lambda face: face.det_score)
+                recovered += float(best.embedding @ original) >= 0.95
+    assert missed_upright >= 5  # without the retry, sideways faces are mostly lost
+    assert recovered == missed_upright  # with it, each is found at the turn that undoes it
+    # Photos with a face upright are never turned: same faces, rotation 0.
+    for rgb, expected in zip(photos, upright):
+        [result] = retrying.process_bytes([jpeg_of(rgb)])
+        assert result.rotation == 0 and np.array_equal(embedding_of(retrying, jpeg_of(rgb)), expected)
+
+
+def test_the_rotation_used_is_recorded_in_the_faces_table(
+    spark, face_pipeline, tmp_path: Path, shared_data: Path
+) -> None:
+    from jobs.common.config import load_config
+    from jobs.embed.config import EmbedConfig
+    from jobs.embed.job import run_embed
+
+    photos = tmp_path / "scans"
+    photos.mkdir()
+    candidates = [decode_image(path.read_bytes()).rgb for path in lfw_jpegs(shared_data)]
+    rgb = next(
+        rgb
+        for rgb in candidates
+        if face_pipeline.process_bytes([jpeg_of(np.ascontiguousarray(np.rot90(rgb, k=1)))])[0].status == "no_face"
+    )  # a photo whose face is lost sideways
+    (photos / "upright.jpg").write_bytes(jpeg_of(rgb))
+    (photos / "sideways.jpg").write_bytes(jpeg_of(np.ascontiguousarray(np.rot90(rgb, k=1))))
+    settings = [f"embed.input.path={photos}", f"embed.table_path={tmp_path / 'faces'}", "embed.retry_rotations=true"]
+    run_embed(load_config(EmbedConfig, None, settings), spark)
+    rows = spark.read.format("delta").load(str(tmp_path / "faces")).collect()
+    by_file = {r.source_path.rsplit("/", 1)[-1]: (r.status, r.rotation) for r in rows if r.face_index == 0}
+    assert by_file == {"upright.jpg": ("ok", 0), "sideways.jpg": ("ok", 90)}

@@ -14,6 +14,7 @@ JOBS = Path(__file__).resolve().parents[2] / "jobs"
 # where the function never runs (pyspark on a no-JVM reader, onnx at run time, matplotlib on executors).
 HEAVY = {"pyspark", "delta", "deltalake", "pyarrow", "pandas", "faiss", "onnx", "onnxruntime", "cv2", "matplotlib"}
 HEAVY |= {"venv_pack"}  # only `lineup package` needs it
+HEAVY |= {"pillow_heif"}  # optional (`lineup[heif]`): absent where it is not installed
 # The command line defers every job so that `lineup --help` and `lineup package` start in a second.
 DEFERS_JOBS = {JOBS / "cli.py", JOBS / "commands.py"}
 
