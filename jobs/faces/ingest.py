@@ -15,7 +15,6 @@ import time
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from pyspark.accumulators import AccumulatorParam
 from pyspark.errors import AnalysisException
 
 from jobs.common.delta import driver_snapshot, latest_version, only_created
@@ -25,6 +24,7 @@ from jobs.common.results import EmbedResult
 from jobs.common.runs import RunRecord, run_job
 from jobs.common.spark import local_frame
 from jobs.common.timing import Phases
+from jobs.faces.accumulators import MaxParam
 from jobs.faces.chunks import Counts, Embedded, Ledger, collect_written
 from jobs.faces.commit import Committer
 from jobs.faces.config import EmbedConfig
@@ -295,13 +295,3 @@ def _summary(spark: SparkSession, model_id: str, run_id: str, ledger: Ledger, co
         "images_erased_at_commit": ledger.images_erased_at_commit,
         "outputs": {"faces_table": table_path, "faces_table_version": int(version)},
     }
-
-
-class MaxParam(AccumulatorParam[float]):
-    """Accumulator that keeps the largest value seen (peak RSS across Python workers)."""
-
-    def zero(self, value: float) -> float:
-        return 0.0
-
-    def addInPlace(self, first: float, second: float) -> float:  # Spark's name
-        return max(first, second)

@@ -22,7 +22,7 @@ from jobs.common.errors import UserError
 from jobs.common.locations import resolve
 from jobs.common.storage import upath
 from jobs.faces.refs import NOT_A_FILE, TOO_LARGE, InputRef, display_name
-from jobs.faces.tars import TAR_SUFFIXES, list_tar_members, list_tars_on_executors
+from jobs.faces.tars import ARCHIVE_SUFFIXES, list_archive_members, list_tars_on_executors
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -97,19 +97,19 @@ def _list_tars(root: Path, settings: InputSettings, spark: SparkSession | None =
     if not root.is_dir():
         if spark is not None:
             return list_tars_on_executors(spark, [str(root)], settings, single=True)
-        return list_tar_members(root, settings.glob, settings.max_file_bytes, in_folder=False)
+        return list_archive_members(root, settings.glob, settings.max_file_bytes, in_folder=False)
     everything = _walk_files(root)
-    tars = [path for path in everything if path.lower().endswith(TAR_SUFFIXES)]
+    tars = [path for path in everything if path.lower().endswith(ARCHIVE_SUFFIXES)]
     if len(tars) < len(everything):
         log.warning(
             "%d files under %s are not tar archives (%s) and are ignored",
             len(everything) - len(tars),
             root,
-            ", ".join(TAR_SUFFIXES),
+            ", ".join(ARCHIVE_SUFFIXES),
         )
     if spark is not None and tars:
         return list_tars_on_executors(spark, tars, settings, single=False)
-    return [ref for tar in tars for ref in list_tar_members(Path(tar), settings.glob, settings.max_file_bytes)]
+    return [ref for tar in tars for ref in list_archive_members(Path(tar), settings.glob, settings.max_file_bytes)]
 
 
 def _list_remote(location: str, settings: InputSettings, spark: SparkSession) -> list[InputRef]:
@@ -126,7 +126,7 @@ def _list_remote(location: str, settings: InputSettings, spark: SparkSession) ->
     scheme = storage.scheme_of(location)
     uri_of = {key: f"{scheme}://{key}" for key in objects}
     if settings.kind == "tar":
-        tars = sorted(uri_of[k] for k in objects if k.lower().endswith(TAR_SUFFIXES) or k == root_key)
+        tars = sorted(uri_of[k] for k in objects if k.lower().endswith(ARCHIVE_SUFFIXES) or k == root_key)
         refs = list_tars_on_executors(spark, tars, settings, single=single)
     else:
         refs = []

@@ -19,6 +19,7 @@ from typing import Any, BinaryIO
 from jobs.common import storage
 from jobs.faces.refs import NOT_A_FILE, READ_ERROR, TOO_LARGE, InputRef, display_name
 from jobs.faces.tars import compression_of
+from jobs.faces.zips import read_zip_member
 
 
 @dataclass
@@ -54,6 +55,9 @@ def read_refs(refs: list[InputRef], max_file_bytes: int) -> Iterator[Loaded]:
                 handle = archive[1]
                 if isinstance(handle, OSError):
                     yield _loaded(ref, None, READ_ERROR, f"the archive cannot be opened: {_describe(handle)}")
+                elif ref.archive == "zip":
+                    data, error = read_zip_member(handle, ref)
+                    yield _loaded(ref, data) if error is None else _loaded(ref, None, READ_ERROR, error)
                 else:
                     yield _read_member(handle, ref)
     finally:

@@ -62,6 +62,7 @@ class InputRef:
     status: str | None = None
     error: str | None = None
     tag: str = ""
+    archive: str = "tar"  # for a member: the kind of archive it is in (tar, zip)
 
     @property
     def source_path(self) -> str:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, ClassVar, Self
 from jobs.common import storage
 from jobs.common.errors import UserError
 from jobs.faces.refs import NOT_A_FILE, READ_ERROR, TOO_LARGE, UNSAFE_MEMBER, InputRef, display_name
+from jobs.faces.zips import ZIP_SUFFIXES, is_zip, list_zip_members
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -26,6 +27,7 @@ if TYPE_CHECKING:  # executors import this module: pydantic's import is 0.1 s of
 
 # Every suffix tarfile opens ("r:*" detects the compression from the bytes, not the name).
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tbz", ".tar.xz", ".txz")
+ARCHIVE_SUFFIXES = TAR_SUFFIXES + ZIP_SUFFIXES  # what a folder of archives is read for
 
 
 # How a compressed tar starts, and the compression's name (what `read.py` opens it with).
@@ -42,7 +44,7 @@ def list_tars_on_executors(
     pattern, limit = settings.glob, settings.max_file_bytes
 
     def members(tar: str) -> list[str]:
-        return [json.dumps(ref.__dict__) for ref in list_tar_members(tar, pattern, limit, in_folder=True)]
+        return [json.dumps(ref.__dict__) for ref in list_archive_members(tar, pattern, limit, in_folder=True)]
 
     listed = spark.sparkContext.parallelize(tars, max(1, len(tars))).flatMap(members).collect()
     refs = [InputRef(**json.loads(item)) for item in listed]
@@ -72,6 +74,13 @@ def compression_of(tar_path: Path | str) -> str | None:
 
 def is_compressed(tar_path: Path | str) -> bool:
     return compression_of(tar_path) is not None
+
+
+def list_archive_members(path: Path | str, pattern: str, max_file_bytes: int, in_folder: bool = True) -> list[InputRef]:
+    """A tar's or a zip's members (a zip by its first bytes, whatever its name)."""
+    if is_zip(path):
+        return list_zip_members(path, pattern, max_file_bytes, in_folder)
+    return list_tar_members(path, pattern, max_file_bytes, in_folder)
 
 
 def list_tar_members(tar_path: Path | str, pattern: str, max_file_bytes: int, in_folder: bool = True) -> list[InputRef]:
