@@ -24,7 +24,8 @@ def add_config_flags(parser: argparse.ArgumentParser, default_conf: str | None =
 
 def _shared_config(args: argparse.Namespace) -> LineupConfig:
     """The shared settings (`conf/lineup.yaml` sections) of a command that is not a job; logging set."""
-    config = _shared_config(args)
+    config = load_config(LineupConfig, args.conf, args.overrides)
+    configure_logging(config.log_level)
     return config
 
 

@@ -57,3 +57,24 @@ def test_a_null_section_of_the_shipped_conf_can_be_filled_with_set() -> None:
         ["query.probes.kind=archive", "query.probes.archive.kind=dir", "query.probes.archive.path=/photos"],
     )
     assert config.query.probes.archive is not None and config.query.probes.archive.path == "/photos"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["audit", "lfw", "--lfw-dir", "{tmp}/no-lfw", "--pack", "{tmp}/no-pack"],
+        ["package", "--out", "{tmp}/out", "--pack", "{tmp}/no-pack"],
+        ["models", "build-insightface", "--detector", "{tmp}/d.onnx", "--embedder", "{tmp}/e.onnx", "--out", "{tmp}/p"],
+    ],
+)
+def test_commands_that_are_not_jobs_read_the_shared_config_and_refuse_bad_input(
+    capsys, tmp_path, argv: list[str]
+) -> None:
+    """Each reads the shared settings (`--set` works: a bad key is refused first) and then refuses a
+    missing input with exit 2 and one JSON line, never a traceback."""
+    args = [part.format(tmp=tmp_path) for part in argv]
+    assert cli.main([*args, "--set", "no_such_key=1"]) == 2
+    assert "no_such_key" in capsys.readouterr().err
+    assert cli.main(args) == 2
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and json.loads(out[0])["status"] == "failed"
