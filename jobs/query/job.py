@@ -120,8 +120,7 @@ def _write(
     from pyspark.sql import functions as F
 
     matches_table, identities_table = config.matches_table_path(), config.identities_table_path()
-    # One computation feeds the matches, the identities and the counts.
-    matches = matches.persist(StorageLevel.DISK_ONLY)
+    matches = matches.persist(StorageLevel.DISK_ONLY)  # one computation feeds both tables and the counts
     try:
         per_status = (
             matches.groupBy("probe_status")
@@ -137,10 +136,10 @@ def _write(
         append_with_retries(identities_frame(matches), identities_table, add_columns=True)
     finally:
         matches.unpersist()
-    record.add_output("matches", matches_table, delta_version(spark, matches_table))
-    record.add_output("identities", identities_table, delta_version(spark, identities_table))
+    for name, table in (("matches", matches_table), ("identities", identities_table)):
+        record.add_output(name, table, delta_version(spark, table))
     above = sum(int(row.above) for row in per_status)
-    counts = {
+    record.counts = counts = {
         "probe_rows": sum(by_status.values()),
         "probes_searched": by_status.get("ok", 0),
         "candidates": sum(int(row.candidates) for row in per_status),
@@ -149,7 +148,6 @@ def _write(
         **{f"probes_{status}": n for status, n in by_status.items()},
         **probe_counts,
     }
-    record.counts = counts
     elapsed = time.perf_counter() - started
     return {
         "model_id": manifest.model_id,
