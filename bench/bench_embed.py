@@ -103,7 +103,7 @@ def embed(spark, folder: Path, table: Path, cores: int) -> dict:
         ],
     )
     started = time.perf_counter()
-    summary = run_embed(config, spark)
+    summary = dict(run_embed(config, spark))  # the result is read-only: this adds the bench's own fields
     summary["wall_s"] = round(time.perf_counter() - started, 2)
     summary["load_average"] = [round(x, 2) for x in os.getloadavg()]
     return summary

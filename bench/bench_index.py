@@ -327,7 +327,7 @@ def index_in_subprocess(table: Path, out: Path, cores: int, extra: list[str]) ->
 def index_gallery(spark, table: Path, out: Path, label: str, extra: list[str]) -> dict:
     config = load_config(IndexConfig, None, [f"index.faces_table={table}", f"index.index_dir={out}", *extra])
     started = time.perf_counter()
-    summary = run_index(config, spark)
+    summary = dict(run_index(config, spark))  # the result is read-only: this adds the bench's own fields
     summary["wall_s"] = round(time.perf_counter() - started, 1)
     summary["peak_rss"] = process_tree_peak_rss_mb()
     log.info("%s: %s", label, summary)

@@ -84,7 +84,7 @@ def time_lineup(spark, scratch: Path, probe_ids, truth_ids, *extra: str) -> dict
         ],
     )
     started = time.perf_counter()
-    summary = run_query(config, spark)
+    summary = dict(run_query(config, spark))
     wall = time.perf_counter() - started
     rows = (
         spark.read.format("delta")
