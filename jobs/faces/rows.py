@@ -12,6 +12,7 @@ import numpy as np
 
 from jobs.common.erasures import ERASED, ErasureRegister, erased_reason, id_digest
 from jobs.common.ids import STATUS_ROW_INDEX, face_id_of, image_id_of
+from jobs.common.schema import FACES_ARROW
 from jobs.faces.labels import Labeller
 from jobs.faces.read import Loaded
 from jobs.faces.refs import READ_ERROR
@@ -90,6 +91,11 @@ def _process_batch(
             yield erased_row(image_id, path, erasure_id, context.model_id, context.run_id, context.embedded_at)
 
 
+# Every faces column null: a row sets what it has, and a column added to the layout is null in rows
+# that do not know it.
+_NO_FACE: dict[str, Any] = dict.fromkeys(FACES_ARROW.names)
+
+
 def _base_row(
     item: Loaded,
     image_id: str | None,
@@ -99,17 +105,11 @@ def _base_row(
     width: int | None = None,
     height: int | None = None,
 ) -> dict[str, Any]:
-    return {
-        "face_id": None,
+    return _NO_FACE | {
         "image_id": image_id,
         "source_path": item.ref_name,
         "source_path_raw": item.raw_path,
         "face_index": STATUS_ROW_INDEX,
-        "bbox": None,
-        "landmarks": None,
-        "det_score": None,
-        "quality": None,
-        "embedding": None,
         "model_id": context.model_id,
         "status": status,
         "error": error,
@@ -119,7 +119,6 @@ def _base_row(
         "image_height": height,
         "run_id": context.run_id,
         "embedded_at": context.embedded_at,
-        "rotation": None,
     }
 
 
@@ -160,25 +159,14 @@ def erased_row(
     >>> row["status"], row["embedding"], row["subject_id"], row["error"].startswith("erased by e-1")
     ('erased', None, None, True)
     """
-    return {
+    return _NO_FACE | {
         "face_id": face_id_of(image_id, model_id, STATUS_ROW_INDEX),
         "image_id": image_id,
         "source_path": source_path,
-        "source_path_raw": None,
         "face_index": STATUS_ROW_INDEX,
-        "bbox": None,
-        "landmarks": None,
-        "det_score": None,
-        "quality": None,
-        "embedding": None,
         "model_id": model_id,
         "status": ERASED,
         "error": erased_reason(erasure_id),
-        "subject_id": None,
-        "attributes": None,
-        "image_width": None,
-        "image_height": None,
         "run_id": run_id,
         "embedded_at": embedded_at,
-        "rotation": None,
     }
