@@ -118,6 +118,9 @@ def main() -> None:
     parser.add_argument("--throughput-images", type=int, default=2000)
     parser.add_argument("--skip-full", action="store_true")
     parser.add_argument("--only-full", action="store_true", help="only the end-to-end LFW part")
+    parser.add_argument(
+        "--only-throughput", action="store_true", help="only the throughput at --throughput-images (no 10k, no LFW)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
     lfw = data_root() / "lfw"
@@ -145,9 +148,11 @@ def main() -> None:
         report["first_all_known_rerun_100_images_s"] = embed(spark, warmup_folder, scratch / "faces_warmup", cores)[
             "wall_s"
         ]
-        if not args.only_full:
+        if args.only_throughput:
+            report["throughput"] = throughput(spark, sample[: args.throughput_images], scratch, cores, loops)
+        elif not args.only_full:
             report.update(throughput_and_memory(spark, sample, args.throughput_images, scratch, cores, loops))
-        if not args.skip_full:
+        if not args.skip_full and not args.only_throughput:
             report.update(end_to_end(spark, lfw, all_files, scratch, cores))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -167,41 +172,47 @@ def plain_loops(subset: list[Path], cores: int) -> dict[int, float]:
     return {threads: plain_loop(subset, threads) for threads in (1, cores)}
 
 
+def throughput(spark, subset: list[Path], scratch: Path, cores: int, loops: dict[int, float]) -> dict:
+    """The job against the process pool on `subset` (the pool timed before and after the job, the mean
+    taken: this VM's own speed drifts by more than the margins the ratios are judged by)."""
+    folder = link_images(subset, scratch / "subset")
+    pool_before = process_pool(subset, cores)
+    job = embed(spark, folder, scratch / "faces_subset", cores)
+    pool = (pool_before + process_pool(subset, cores)) / 2
+    loop_1, loop_n = loops[1], loops[cores]
+    return {
+        "images": len(subset),
+        "plain_loop_1_thread_images_per_s": round(loop_1, 1),
+        f"plain_loop_{cores}_threads_images_per_s": round(loop_n, 1),
+        f"process_pool_{cores}x1_thread_images_per_s": round(pool, 1),
+        "process_pool_before_after_job_images_per_s": [round(pool_before, 1), round(2 * pool - pool_before, 1)],
+        f"spark_local_{cores}_images_per_s": round(job_rate(job), 1),
+        "ratio_vs_best_plain_loop": round(job_rate(job) / max(loop_1, loop_n), 3),
+        "ratio_vs_process_pool": round(job_rate(job) / pool, 3),
+        "job_timings_s": job["timings_s"],
+        "job_wall_s": job["wall_s"],
+        "load_average": job["load_average"],
+    }
+
+
 def throughput_and_memory(
     spark, sample: list[Path], images: int, scratch: Path, cores: int, loops: dict[int, float]
 ) -> dict:
     subset = sample[:images]
     large_files = sample[:10000]
     warm_page_cache(large_files)
-    folder = link_images(subset, scratch / "subset")
     small_folder, large_folder = link_images(sample[:1000], scratch / "m1k"), link_images(large_files, scratch / "m10k")
-    # The pool is timed before and after the job and the mean taken: this VM's own speed drifts by more
-    # than the margins the ratios are judged by.
-    pool_before = process_pool(subset, cores)
-    job = embed(spark, folder, scratch / "faces_subset", cores)
-    pool = (pool_before + process_pool(subset, cores)) / 2
+    first = throughput(spark, subset, scratch, cores, loops)
+    folder = scratch / "subset"
     rerun = embed(spark, folder, scratch / "faces_subset", cores)  # every image already embedded
     pool_large_before = process_pool(large_files, cores)  # ~60 s: the 1k run after it starts the workers
     small = embed(spark, small_folder, scratch / "faces_1k", cores)
     large = embed(spark, large_folder, scratch / "faces_10k", cores)
     pool_large = (pool_large_before + process_pool(large_files, cores)) / 2
-    loop_1, loop_n = loops[1], loops[cores]
     return {
         "python_workers": "started by the run before each measured run (seconds earlier); a fresh "
         "spark-submit starts them in its first run: first_run_100_images_s, bench_fresh_run",
-        "throughput": {
-            "images": len(subset),
-            "plain_loop_1_thread_images_per_s": round(loop_1, 1),
-            f"plain_loop_{cores}_threads_images_per_s": round(loop_n, 1),
-            f"process_pool_{cores}x1_thread_images_per_s": round(pool, 1),
-            "process_pool_before_after_job_images_per_s": [round(pool_before, 1), round(2 * pool - pool_before, 1)],
-            f"spark_local_{cores}_images_per_s": round(job_rate(job), 1),
-            "ratio_vs_best_plain_loop": round(job_rate(job) / max(loop_1, loop_n), 3),
-            "ratio_vs_process_pool": round(job_rate(job) / pool, 3),
-            "job_timings_s": job["timings_s"],
-            "job_wall_s": job["wall_s"],
-            "load_average": job["load_average"],
-        },
+        "throughput": first,
         "throughput_10k": {
             "images": len(large_files),
             f"process_pool_{cores}x1_thread_images_per_s": round(pool_large, 1),
