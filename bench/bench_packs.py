@@ -9,7 +9,9 @@ reference pipeline, measured on the same images in the same run. Prints one JSON
 - deepface-pairs: all 299 pairs scored (largest face of each photo), AUC; and how close our chips come to
   dlib's: median cosine between the embedding of our chip and of dlib's own chip of the same face.
 - Speed: faces per CPU-second (process CPU time, one onnxruntime thread, dlib single-threaded) of the
-  default pack and of the dlib reference pipeline with dlib's own network, same LFW images.
+  default pack and of the dlib reference pipeline with dlib's own network, same LFW images; and the
+  default pack with its quality components measured (the default) against without, twice each,
+  alternating (`quality_cost`: 1 - best on / best off).
 
 Usage: .venv/bin/python -m bench.bench_packs [--speed-images 500] [--skip-insightface]
 """
@@ -117,19 +119,34 @@ def speed(pack, reference: DlibReference, files: list[Path]) -> dict:
     blobs = [path.read_bytes() for path in files]
     report: dict = {"images": len(files)}
     for mode, max_faces in (("every_face", 20), ("one_face_per_image", 1)):
-        pipeline = FacePipeline(pack, PipelineSettings(threads=1, max_faces=max_faces))
-        started = time.process_time()
-        faces = sum(len(r.faces) for i in range(0, len(blobs), 16) for r in pipeline.process_bytes(blobs[i : i + 16]))
-        ours = faces / (time.process_time() - started)
+        faces = sum(
+            len(r.faces) for r in FacePipeline(pack, PipelineSettings(max_faces=max_faces)).process_bytes(blobs)
+        )
+        ours = faces_per_cpu_s(pack, blobs, max_faces, True)
         theirs_faces, theirs = dlib_speed(reference, blobs, every_face=max_faces > 1)
         report[mode] = {
             "default_pack_faces": faces,
+            "default_pack_quality_off_faces_per_cpu_s": round(faces_per_cpu_s(pack, blobs, max_faces, False), 2),
             "dlib_reference_faces": theirs_faces,
             "default_pack_faces_per_cpu_s": round(ours, 2),
             "dlib_reference_faces_per_cpu_s": round(theirs, 2),
             "ratio": round(ours / theirs, 2),
         }
+        # quality on (the default) against off, alternating so the VM's drift falls on both alike
+        on = [ours, faces_per_cpu_s(pack, blobs, max_faces, True)]
+        off = [report[mode]["default_pack_quality_off_faces_per_cpu_s"], faces_per_cpu_s(pack, blobs, max_faces, False)]
+        report[mode]["quality_on_faces_per_cpu_s"] = [round(v, 2) for v in on]
+        report[mode]["quality_off_faces_per_cpu_s"] = [round(v, 2) for v in off]
+        report[mode]["quality_cost"] = round(1 - max(on) / max(off), 4)
     return report
+
+
+def faces_per_cpu_s(pack, blobs: list[bytes], max_faces: int, quality: bool) -> float:
+    """The default pack's faces per CPU-second on `blobs`, single-threaded, quality measured or not."""
+    pipeline = FacePipeline(pack, PipelineSettings(threads=1, max_faces=max_faces, quality=quality))
+    started = time.process_time()
+    faces = sum(len(r.faces) for i in range(0, len(blobs), 16) for r in pipeline.process_bytes(blobs[i : i + 16]))
+    return faces / (time.process_time() - started)
 
 
 def dlib_speed(reference: DlibReference, blobs: list[bytes], every_face: bool = True) -> tuple[int, float]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from jobs.common.config import LineupConfig, StrictModel, location_field
 from jobs.common.storage import AnyPath
@@ -42,7 +42,8 @@ class AuditSettings(StrictModel):
     labelled: LabelledSettings = Field(default_factory=LabelledSettings)
     identification: IdentificationSettings = Field(default_factory=IdentificationSettings)
     group_by: list[str] = Field(
-        default_factory=list, description="attributes for demographic differentials; a+b for their intersection"
+        default_factory=list,
+        description="attributes for demographic differentials; an intersection as a+b or as a list: [[race, gender]]",
     )
     fmr_targets: list[float] = Field(default_factory=lambda: [1e-2, 1e-3, 1e-4, 1e-5])
     fpir_targets: list[float] = Field(default_factory=lambda: [1e-1, 1e-2, 1e-3])
@@ -61,6 +62,14 @@ class AuditSettings(StrictModel):
     report_dir: str | None = location_field(None, description="default <data_root>/reports")
     metrics_table: str | None = location_field(None)
     calibrations_table: str | None = location_field(None)
+
+    @field_validator("group_by", mode="before")
+    @classmethod
+    def _intersections(cls, value: object) -> object:
+        """[[race, gender]] (NIST's sex x race cells) is the intersection race+gender."""
+        if isinstance(value, list):
+            return ["+".join(map(str, item)) if isinstance(item, list | tuple) else item for item in value]
+        return value
 
     @model_validator(mode="after")
     def _something_to_audit(self) -> AuditSettings:

@@ -34,7 +34,9 @@ def searches_from_matches(matches: pd.DataFrame, enrolled: set[str]) -> Searches
     matches = matches[matches["probe_subject_id"].notna()]
     found = matches[matches["rank"].notna()].copy()
     found["false"] = found["gallery_subject_id"] != found["probe_subject_id"]
-    probes = matches.drop_duplicates("probe_face_id")[["probe_face_id", "probe_subject_id", "probe_attributes"]]
+    kept = ["probe_face_id", "probe_subject_id", "probe_attributes"]
+    kept += ["probe_quality"] if "probe_quality" in matches.columns else []
+    probes = matches.drop_duplicates("probe_face_id")[kept]
     probes = probes[probes["probe_face_id"].isin(found["probe_face_id"])].copy()
     probes["mated"] = probes["probe_subject_id"].isin(enrolled)
     top = found.groupby("probe_face_id")["score"].max()
@@ -118,7 +120,8 @@ def group_of(attributes: dict[str, str] | None, names: list[str]) -> str:
     """'race=1,gender=0' from a probe's attributes (a dict or a list of pairs); 'unknown' where missing;
     'all' when no attribute is asked for."""
     values = dict(attributes) if attributes is not None else {}
-    return ",".join(f"{name}={values.get(name, 'unknown')}" for name in names) or "all"
+    parts = [part for name in names for part in name.split("+")]  # "race+gender" is both
+    return ",".join(f"{name}={values.get(name, 'unknown')}" for name in parts) or "all"
 
 
 def per_group_fpir(searches: Searches, threshold: float, names: list[str]) -> pd.DataFrame:

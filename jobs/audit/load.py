@@ -31,6 +31,7 @@ class Labelled:
     table: str
     version: int
     name: str
+    qualities: np.ndarray | None = None  # unified quality per face; None where any face was not measured
 
 
 def load_labelled(spark: SparkSession, config: AuditConfig) -> Labelled:
@@ -65,9 +66,13 @@ def load_labelled(spark: SparkSession, config: AuditConfig) -> Labelled:
         key = F.col("det_score").desc_nulls_last() if settings.face_per_image == "most_confident" else centre_distance
         best = Window.partitionBy("image_id").orderBy(key, F.col("face_index"))
         frame = frame.withColumn("_n", F.row_number().over(best)).where("_n = 1").drop("_n")
-    rows = frame.select("face_id", "subject_id", "attributes", "embedding").orderBy("face_id").toArrow()
+    measured = "quality_reasons" in frame.columns
+    quality = F.when(F.col("quality_reasons").isNotNull(), F.col("quality")) if measured else F.lit(None)
+    columns = ("face_id", "subject_id", "attributes", "embedding")
+    rows = frame.select(*columns, quality.cast("double").alias("measured_quality")).orderBy("face_id").toArrow()
     flat = rows.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False)
     attributes = [dict(a) if a else {} for a in rows.column("attributes").to_pylist()]
+    qualities = rows.column("measured_quality")
     return Labelled(
         vectors=flat.astype(np.float32).reshape(rows.num_rows, -1),
         subjects=rows.column("subject_id").to_pylist(),
@@ -76,6 +81,7 @@ def load_labelled(spark: SparkSession, config: AuditConfig) -> Labelled:
         table=table,
         version=version,
         name=settings.name or table,
+        qualities=None if qualities.null_count else qualities.to_numpy(zero_copy_only=False).astype(np.float64),
     )
 
 
@@ -102,6 +108,9 @@ def load_searches(spark: SparkSession, config: AuditConfig) -> tuple[ident.Searc
         "gallery_face_id",
         "gallery_subject_id",
         "score",
+        (F.col("probe_quality") if "probe_quality" in run.columns else F.lit(None))
+        .cast("double")
+        .alias("probe_quality"),
     )
     frame = cast("pd.DataFrame", selected.toPandas())
     if frame.empty:

@@ -91,6 +91,10 @@ def one_to_n_rows(many: dict) -> list[MetricRow]:
             at = {"threshold": p["threshold"], "target": p["target_fpir"], "data": data}
             rows.append(MetricRow("1:N", "fnir", p["fnir"], n=p["mated_searches"], **at))
             rows.append(MetricRow("1:N", "fpir", p["fpir"], n=p["non_mated_searches"], **at))
+    for band in many.get("quality_bands", []):
+        at = {"threshold": band["threshold"], "target": band["target_fpir"], "group_name": band["band"], "data": data}
+        rows.append(MetricRow("1:N quality", "fnir", band["fnir"], n=band["mated_searches"], **at))
+        rows.append(MetricRow("1:N quality", "fpir", band["fpir"], n=band["non_mated_searches"], **at))
     for s in many["scenario"]:
         group = f"{s['threshold_label']}: {s['group']}"
         for metric in ("fpir", "false_candidates"):

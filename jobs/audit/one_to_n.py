@@ -7,6 +7,7 @@ from typing import Any
 
 from jobs.audit import identification as ident
 from jobs.audit.config import AuditConfig
+from jobs.audit.quality_bands import search_bands
 from jobs.common.calibrations import load_calibration
 from jobs.common.errors import UserError
 
@@ -19,6 +20,7 @@ def identification(
     out["non_mated_searches"] = int((~searches.table["mated"]).sum())
     out.update(ident.rank_hit_rates(searches))
     out["fnir_at_fpir"] = [ident.fnir_at_fpir(searches, target) for target in settings.fpir_targets]
+    out["quality_bands"] = search_bands(searches, out["fnir_at_fpir"])
     groups = settings.group_by
     ident.check_group_by(groups, searches.table["probe_attributes"], f"query run {info['run_id']}'s probes")
     out["scenario"] = ident.scenario_replay(searches, scenario, groups).to_dict(orient="records") if scenario else []

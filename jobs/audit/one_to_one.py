@@ -20,6 +20,7 @@ from jobs.audit.metrics import (
     ratio_max_min,
 )
 from jobs.audit.pairs import PairSet, build_pairs, pair_scores, subject_codes
+from jobs.audit.quality_bands import QUALITY_BAND, pair_bands
 from jobs.common.errors import UserError
 from jobs.common.fmr import threshold_at_fmr
 from jobs.common.thresholds import Threshold, resolve_threshold
@@ -77,23 +78,34 @@ def verification(
     out["global_threshold"].update(fmr=float(fmr[0]), fnmr=float(fnmr[0]) if len(genuine) else None)
     check_group_by(settings.group_by, labelled.attributes, labelled.name)
     out["groups"] = {
-        name: _group_rates(labelled, pairs, scores, name, threshold, settings) for name in settings.group_by
+        name: _group_rates(_pair_groups(labelled, pairs, name), pairs, scores, threshold, settings)
+        for name in settings.group_by
     }
+    if labelled.qualities is not None:  # every face's quality measured: rates per quality band too
+        bands = pair_bands(labelled.qualities, pairs.a, pairs.b)
+        out["groups"][QUALITY_BAND] = _group_rates(bands, pairs, scores, threshold, settings)
     thresholds, det_fmr, det_fnmr = det_curve(genuine, impostor) if len(genuine) else (np.zeros(0),) * 3
     return Verification(out, (thresholds, det_fmr, det_fnmr), genuine, impostor)
 
 
-def _group_rates(
-    labelled: Labelled, pairs: PairSet, scores: np.ndarray, name: str, threshold: float, settings: AuditSettings
-) -> dict[str, Any]:
-    """Per-group FMR/FNMR at one threshold, over pairs whose two faces are in the same group."""
+def _pair_groups(labelled: Labelled, pairs: PairSet, name: str) -> np.ndarray:
+    """Each pair's group by `name` when its two faces share it, else None (left out)."""
     # "race+gender" groups by the pair of values: differentials often hide in intersections.
     parts = name.split("+")
     values = np.array(["/".join(a.get(p, "unknown") for p in parts) for a in labelled.attributes], dtype=object)
-    same = values[pairs.a] == values[pairs.b]
+    groups = values[pairs.a].copy()
+    groups[values[pairs.a] != values[pairs.b]] = None
+    return groups
+
+
+def _group_rates(
+    groups: np.ndarray, pairs: PairSet, scores: np.ndarray, threshold: float, settings: AuditSettings
+) -> dict[str, Any]:
+    """Per-group FMR/FNMR at one threshold; `groups` holds each pair's group (None: left out)."""
+    same = groups != None  # noqa: E711 - elementwise over an object array
     rows = {}
-    for group in sorted(set(values.tolist())):
-        mask = same & (values[pairs.a] == group)
+    for group in sorted(set(groups[same].tolist())):
+        mask = same & (groups == group)
         genuine, impostor = scores[mask & pairs.genuine], scores[mask & ~pairs.genuine]
         fmr, fnmr = fmr_fnmr(genuine, impostor, np.array([threshold]))
         ci = bootstrap_rates(genuine, impostor, threshold, settings.bootstrap_rounds, 2)

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from jobs.audit.one_to_one import Verification
+from jobs.audit.quality_bands import QUALITY_BAND
 from jobs.common.storage import AnyPath, write_atomically
 
 
@@ -230,11 +231,16 @@ def differential_section(one: dict, attribute: str, result: dict, scores: str = 
         for group, r in result["groups"].items()
     ]
     headers = ["group", "impostor pairs", "false matches", "FMR", "FMR 95% CI", "FMR upper (3/n)", "genuine pairs"]
+    if attribute == QUALITY_BAND:
+        title, grouping = "Error rates by quality band", "each pair is in the band of its lower-quality face"
+    else:
+        title = f"Demographic differentials by {html.escape(attribute)}"
+        grouping = f"pairs whose faces fall in different groups are left out ({excluded:,})"
     return (
-        f"<h3>Demographic differentials by {html.escape(attribute)} ({html.escape(scores)})</h3>"
-        f"<p>One global threshold {result['threshold']:.4f} ({source}); pairs whose faces fall in different "
-        f"groups are left out ({excluded:,}). FMR max/min ratio: {_fmt(result['fmr_max_min_ratio'])} "
-        f"({fmr_note}); FNMR max/min ratio: {_fmt(result['fnmr_max_min_ratio'])} ({fnmr_note}).</p>"
+        f"<h3>{title} ({html.escape(scores)})</h3>"
+        f"<p>One global threshold {result['threshold']:.4f} ({source}); {grouping}. "
+        f"FMR max/min ratio: {_fmt(result['fmr_max_min_ratio'])} ({fmr_note}); "
+        f"FNMR max/min ratio: {_fmt(result['fnmr_max_min_ratio'])} ({fnmr_note}).</p>"
         + _table([*headers, "FNMR"], rows)
     )
 
@@ -261,11 +267,25 @@ def identification_section(many: dict) -> str:
         for p in many["fnir_at_fpir"]
     ]
     headers = ["target FPIR", "threshold", "FPIR", "FNIR", "false candidates / search", "resolvable"]
+    bands = [
+        [
+            b["band"],
+            b["target_fpir"],
+            b["threshold"],
+            b["mated_searches"],
+            b["fnir"],
+            b["non_mated_searches"],
+            b["fpir"],
+        ]
+        for b in many.get("quality_bands", [])
+    ]
+    band_headers = ["probe quality band", "target FPIR", "threshold", "mated", "FNIR", "non-mated", "FPIR"]
     return (
         "<h2>1:N identification</h2>"
         + intro
         + _table(["investigation mode", "hit rate (mated searches)"], hits)
         + _table(headers, rows)
+        + (("<h3>By probe quality band</h3>" + _table(band_headers, bands)) if bands else "")
     )
 
 

@@ -7,6 +7,19 @@ from typing import Any
 
 import pyarrow as pa
 
+QUALITY_COMPONENTS_ARROW = pa.struct(
+    [
+        ("inter_eye_px", pa.float32()),
+        ("yaw_deg", pa.float32()),
+        ("pitch_deg", pa.float32()),
+        ("roll_deg", pa.float32()),
+        ("sharpness", pa.float32()),
+        ("brightness", pa.float32()),
+        ("contrast", pa.float32()),
+        ("embedding_norm", pa.float32()),
+    ]
+)
+
 FACES_ARROW = pa.schema(
     [
         ("face_id", pa.int64()),
@@ -32,6 +45,11 @@ FACES_ARROW = pa.schema(
         # degrees clockwise the image was turned before its faces were found (embed.retry_rotations);
         # 0 upright, null on status rows
         ("rotation", pa.int32()),
+        # what the unified `quality` is made of (jobs.models.quality); null on status rows and on faces
+        # embedded before Lineup measured them
+        ("quality_components", QUALITY_COMPONENTS_ARROW),
+        # Rekognition's words for each component beyond its limit (EXTREME_POSE, LOW_SHARPNESS, ...)
+        ("quality_reasons", pa.list_(pa.string())),
     ]
 )
 
@@ -66,6 +84,8 @@ MATCHES_ARROW = pa.schema(
         ("probe_attributes", pa.map_(pa.string(), pa.string())),
         ("probe_status", pa.string()),
         ("probe_error", pa.string()),
+        ("probe_quality", pa.float32()),
+        ("probe_quality_reasons", pa.list_(pa.string())),
         ("rank", pa.int32()),
         ("gallery_face_id", pa.int64()),
         ("gallery_subject_id", pa.string()),
@@ -114,6 +134,8 @@ PAIR_SCORES_ARROW = pa.schema(
         ("b_face_id", pa.int64()),
         ("a_faces", pa.int32()),
         ("b_faces", pa.int32()),
+        ("a_quality", pa.float32()),  # the unified quality of each side's face
+        ("b_quality", pa.float32()),
         ("score", pa.float32()),
         ("normalized_score", pa.float32()),
         ("normalization", pa.string()),

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from jobs.common.config import LineupConfig, StrictModel, location_field
 from jobs.common.thresholds import ThresholdSettings
+from jobs.models.quality_model import QualityLevel
 
 
 class PairsSettings(StrictModel):
@@ -26,6 +27,11 @@ class CompareSettings(StrictModel):
     faces_version: int | None = Field(None, ge=0)
     pack_dir: str | None = location_field(None, description="kind=images: model pack; default the default pack")
     threshold: ThresholdSettings = Field(default_factory=ThresholdSettings)
+    quality_filter: QualityLevel = Field(
+        "NONE",
+        description="a side whose face is below this level's quality floor is not compared: the pair's status "
+        "says which (a_low_quality, b_low_quality). NONE, LOW, MEDIUM, HIGH, or AUTO",
+    )
     scores_table: str | None = location_field(None, description="default <data_root>/tables/pair_scores")
     images_per_task: int = Field(64, ge=1)
     threads_per_worker: int = Field(1, ge=1)

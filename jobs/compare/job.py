@@ -7,6 +7,7 @@ A pair that cannot be scored is a row with a status saying which side failed and
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -18,9 +19,12 @@ from jobs.common.thresholds import Threshold, resolve_threshold
 from jobs.common.timing import Phases
 from jobs.compare.config import CompareConfig
 from jobs.compare.plan import face_sides, image_sides, read_pairs_table
+from jobs.faces.quality_filter import mark_low_quality, quality_floor
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
+
+log = logging.getLogger(__name__)
 
 
 def run_compare(config: CompareConfig, spark: SparkSession | None = None) -> CompareResult:
@@ -47,7 +51,11 @@ def _run(config: CompareConfig, spark: SparkSession, record: RunRecord) -> dict[
         sides, model_id = face_sides(config, spark, pairs, record)
     threshold = resolve_threshold(settings.threshold, model_id, config.spark.resolved_data_root(), "compare.threshold")
     record.threshold, record.threshold_source = threshold.value, threshold.source
-    scores = score_pairs(pairs, sides, threshold, model_id, record.run_id)
+    floor = quality_floor(settings.quality_filter)
+    if floor is not None:
+        log.info("compare: %s", floor.describe())
+        record.params.update(floor.as_dict())
+    scores = score_pairs(pairs, mark_low_quality(sides, floor), threshold, model_id, record.run_id)
     return _write(config, spark, record, pairs, scores, threshold, model_id, started)
 
 
@@ -92,6 +100,8 @@ def score_pairs(pairs: DataFrame, sides: DataFrame, threshold: Threshold, model_
         F.col("b_face_id").alias("b_face_id"),
         F.col("a_faces").cast("int").alias("a_faces"),
         F.col("b_faces").cast("int").alias("b_faces"),
+        F.col("a_quality").cast("float").alias("a_quality"),
+        F.col("b_quality").cast("float").alias("b_quality"),
         score.alias("score"),
         normalized.alias("normalized_score"),
         F.lit(threshold.normalization_label).cast("string").alias("normalization"),
@@ -136,6 +146,7 @@ def _write(
         "threshold_source": threshold.source,
         "threshold_note": threshold.describe(),
         "normalization": threshold.normalization_label,
+        **{key: value for key, value in record.params.items() if key.startswith("quality_")},
         **record.counts,
         "elapsed_s": round(time.perf_counter() - started, 1),
         "outputs": {

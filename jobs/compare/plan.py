@@ -15,6 +15,7 @@ from jobs.common.runs import RunRecord
 from jobs.common.storage import upath
 from jobs.compare.config import CompareConfig
 from jobs.compare.worker import IMAGE_DDL, ImageContext, make_image_runner
+from jobs.faces.quality_filter import require_quality
 from jobs.models.cache import PipelineRef
 from jobs.models.pack import load_pack
 
@@ -56,6 +57,10 @@ def read_pairs_table(spark: SparkSession, settings: PairsSettings) -> DataFrame:
     )
 
 
+# What each side of a pair carries into scoring.
+SIDE_COLUMNS = ("key", "face_id", "faces", "embedding", "status", "error", "quality", "quality_reasons")
+
+
 def image_sides(config: CompareConfig, spark: SparkSession, pairs: DataFrame) -> tuple[DataFrame, str]:
     """Each distinct image path embedded once on the executors: key, face_id, faces, embedding, status."""
     from pyspark.sql import functions as F
@@ -79,9 +84,7 @@ def image_sides(config: CompareConfig, spark: SparkSession, pairs: DataFrame) ->
         register=read_register(config.erasures_table_path(), pack.model_id),
     )
     embedded = paths.select("path").mapInArrow(make_image_runner(context), IMAGE_DDL)
-    sides = paths.join(embedded, "path", "left").select(
-        "key", "face_id", "faces", "embedding", "status", "error", "image_id"
-    )
+    sides = paths.join(embedded, "path", "left").select(*SIDE_COLUMNS, "image_id")
     return sides, pack.model_id
 
 
@@ -98,8 +101,16 @@ def face_sides(
     faces = spark.read.format("delta").option("versionAsOf", version).load(table)
     keys = pairs.select(F.col("a").alias("key")).union(pairs.select(F.col("b").alias("key"))).distinct()
     keyed = keys.withColumn("wanted", F.expr("try_cast(key AS BIGINT)"))
+    if config.compare.quality_filter != "NONE":
+        require_quality(faces, table, "compare.quality_filter")
+    quality = [
+        F.col(name) if name in faces.columns else F.lit(None).cast(kind).alias(name)
+        for name, kind in (("quality", "float"), ("quality_reasons", "array<string>"))
+    ]
     found = keyed.join(
-        faces.select(F.col("face_id").alias("wanted"), "embedding", "status", "error", "model_id"), "wanted", "left"
+        faces.select(F.col("face_id").alias("wanted"), "embedding", "status", "error", "model_id", *quality),
+        "wanted",
+        "left",
     )
     models = sorted(
         r.model_id for r in found.where(F.col("model_id").isNotNull()).select("model_id").distinct().collect()
@@ -121,5 +132,7 @@ def face_sides(
         .when(F.col("status").isNull(), F.lit(f"face_id not in {table} version {version}"))
         .otherwise(F.col("error"))
         .alias("error"),
+        F.col("quality").cast("float").alias("quality"),
+        "quality_reasons",
     )
     return sides, models[0]

@@ -27,6 +27,8 @@ IMAGE_ARROW = pa.schema(
         ("face_id", pa.int64()),
         ("faces", pa.int32()),
         ("embedding", pa.list_(pa.float32())),
+        ("quality", pa.float32()),
+        ("quality_reasons", pa.list_(pa.string())),
     ]
 )
 IMAGE_DDL = ddl_of(IMAGE_ARROW)
@@ -68,6 +70,8 @@ def embed_images(
             face_id=face_id_of(image_id, model_id, face.face_index),
             faces=len(result.faces),
             embedding=face.embedding.astype(np.float32).tolist(),
+            quality=face.quality,
+            quality_reasons=None if face.quality_reasons is None else list(face.quality_reasons),
         )
     for path in paths:
         yield rows[path]
@@ -82,6 +86,8 @@ def _row(path: str, image_id: str | None, status: str, error: str | None) -> dic
         "face_id": None,
         "faces": 0,
         "embedding": None,
+        "quality": None,
+        "quality_reasons": None,
     }
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from jobs.audit.config import AuditConfig
 from jobs.audit.job import run_audit, run_calibrate
@@ -20,19 +21,22 @@ from jobs.common.results import AuditResult, CalibrationResult, IndexResult, Que
 from jobs.common.spark import get_spark
 from jobs.demo.config import DemoConfig
 from jobs.demo.plan import plan_demo, stage
+from jobs.demo.probe_filter import HEADER, FilterEffect, filter_effect
 from jobs.embed.config import EmbedConfig
 from jobs.embed.job import run_embed
+from jobs.faces.quality_filter import quality_floor
 from jobs.index.config import IndexConfig
 from jobs.index.job import run_index
 from jobs.query.config import QueryConfig
 from jobs.query.job import run_query
 
 if TYPE_CHECKING:
+    import pandas as pd
     from pyspark.sql import SparkSession
 
 log = logging.getLogger(__name__)
 C = TypeVar("C", bound=LineupConfig)
-STEPS = 7
+STEPS = 8
 
 
 def data_dir(config: DemoConfig) -> Path:
@@ -62,10 +66,17 @@ def run_demo(config: DemoConfig, spark: SparkSession | None = None) -> dict[str,
     calibration = steps.calibrate(config.demo.target_fmr)
     log.info("demo step 6/%d: search %d probes", STEPS, plan.counts["mated_probes"] + plan.counts["non_mated_probes"])
     query = steps.query(calibration["calibration_id"], config.demo.k)
-    log.info("demo step 7/%d: audit the searches", STEPS)
+    log.info("demo step 7/%d: the same searches with the probe quality filter AUTO", STEPS)
+    filtered = steps.query(calibration["calibration_id"], config.demo.k, quality_filter="AUTO")
+    gallery_people = {photo.parent.name for photo in plan.gallery}
+    effects = [
+        filter_effect(steps.matches_of(run["run_id"]), gallery_people, level)
+        for level, run in (("NONE", query), (str(filtered["quality_filter"]), filtered))
+    ]
+    log.info("demo step 8/%d: audit the searches", STEPS)
     audit = steps.audit(query, calibration["calibration_id"], config.demo.fixed_threshold)
     replay = replay_rows(audit["one_to_n"], config.demo.fixed_threshold, calibration)
-    _print_table(replay, plan.counts, audit["one_to_n"], calibration)
+    _print_table(replay, plan.counts, audit["one_to_n"], calibration, effects)
     log.info("tables under %s; HTML report %s", work / "tables", audit["outputs"]["report"])
     return {
         "job": "demo",
@@ -78,6 +89,7 @@ def run_demo(config: DemoConfig, spark: SparkSession | None = None) -> dict[str,
         },
         "index": {k: index[k] for k in ("index_id", "factory", "vectors")},
         "rank_1_hit_rate": audit["one_to_n"].get("rank_1_hit_rate"),
+        "probe_filter": [asdict(effect) for effect in effects],
         "embedded_now": steps.embedded_now,
         "outputs": {**steps.outputs, "report": audit["outputs"]["report"]},
     }
@@ -118,8 +130,9 @@ class _Steps:
         }
         return run_calibrate(self._config(AuditConfig, "audit", settings), target_fmr, self.spark)
 
-    def query(self, calibration_id: str, k: int) -> QueryResult:
+    def query(self, calibration_id: str, k: int, quality_filter: str = "NONE") -> QueryResult:
         settings = {
+            "quality_filter": quality_filter,
             # A probe photograph is about its most confident face (LFW: the named person); the others
             # are bystanders whose names nobody gave.
             "probes": {"faces_table": self.outputs["probes_faces_table"], "where": "face_index = 0"},
@@ -130,6 +143,14 @@ class _Steps:
             "identities_table": self.table("identities"),
         }
         return run_query(self._config(QueryConfig, "query", settings), self.spark)
+
+    def matches_of(self, run_id: str) -> pd.DataFrame:
+        """One query run's matches rows, as `filter_effect` reads them."""
+        from pyspark.sql import functions as F
+
+        columns = ["probe_face_id", "probe_subject_id", "probe_status", "rank", "gallery_subject_id", "above_threshold"]
+        frame = self.spark.read.format("delta").load(self.outputs["matches_table"])
+        return cast("pd.DataFrame", frame.where(F.col("run_id") == run_id).select(*columns).toPandas())
 
     def audit(self, query: QueryResult, calibration_id: str, fixed: float) -> AuditResult:
         settings = {
@@ -164,7 +185,11 @@ def replay_rows(many: Mapping[str, Any], fixed: float, calibration: Mapping[str,
 
 
 def _print_table(
-    replay: list[dict], counts: Mapping[str, Any], many: Mapping[str, Any], calibration: Mapping[str, Any]
+    replay: list[dict],
+    counts: Mapping[str, Any],
+    many: Mapping[str, Any],
+    calibration: Mapping[str, Any],
+    effects: list[FilterEffect],
 ) -> None:
     measured = (
         f"calibration {calibration['calibration_id']}: measured FMR {calibration['measured_fmr']:.2g} on "
@@ -188,4 +213,11 @@ def _print_table(
             f"Mated searches ({many['mated_searches']}): rank-1 hit rate {many['rank_1_hit_rate']:.3f} "
             "(before any threshold)."
         )
+    floor = quality_floor("AUTO")
+    assert floor is not None  # AUTO always names a level
+    lines.append(
+        f"Probe quality filter AUTO = {floor.level} (a probe with quality below {floor.floor:g} is not searched), "
+        "at the calibrated threshold:"
+    )
+    lines += [HEADER, *(effect.line() for effect in effects)]
     log.info("\n%s", "\n".join(lines))

@@ -70,6 +70,11 @@ class EmbedSettings(StrictModel):
     retry_rotations: bool = Field(
         False, description="an image with no face upright is tried at 90, 180 and 270 degrees (sideways scans)"
     )
+    quality: bool = Field(
+        True,
+        description="measure each face's quality components, unified `quality` and `quality_reasons` "
+        "(cheap: docs/jobs/embed.md gives the measured cost); off leaves them null",
+    )
     threads_per_worker: int = Field(1, ge=1)
     progress_interval_s: float = Field(30.0, gt=0)
 

@@ -172,6 +172,7 @@ def _worker_context(config: EmbedConfig, spark: SparkSession, pack: Pack, run_id
             config.embed.threads_per_worker,
             config.embed.max_pixels,
             config.embed.retry_rotations,
+            config.embed.quality,
         ),
         rows=RowContext(
             model_id=pack.model_id,

@@ -12,13 +12,14 @@ import numpy as np
 
 from jobs.common.erasures import ERASED, ErasureRegister, erased_reason, id_digest
 from jobs.common.ids import STATUS_ROW_INDEX, face_id_of, image_id_of
-from jobs.common.schema import FACES_ARROW
+from jobs.common.schema import FACES_ARROW, QUALITY_COMPONENTS_ARROW
 from jobs.faces.labels import Labeller
 from jobs.faces.read import Loaded
 from jobs.faces.refs import READ_ERROR
 
 if TYPE_CHECKING:
     from jobs.models.pipeline import FacePipeline
+    from jobs.models.quality import QualityComponents
 
 
 @dataclass(frozen=True)
@@ -81,14 +82,23 @@ def _process_batch(
                 bbox={"x1": x1, "y1": y1, "x2": x2, "y2": y2},
                 landmarks=[float(v) for v in face.landmarks.reshape(-1)],
                 det_score=float(face.det_score),
-                quality=float(face.quality),
                 embedding=face.embedding.astype(np.float32).tolist(),
                 rotation=result.rotation,
+                quality=face.quality,
+                quality_components=_components_of(face.components),
+                quality_reasons=None if face.quality_reasons is None else list(face.quality_reasons),
             )
             yield row
         if erasure_id is not None:
             path = erased_path(item.ref_name, item.label_name)
             yield erased_row(image_id, path, erasure_id, context.model_id, context.run_id, context.embedded_at)
+
+
+def _components_of(components: QualityComponents | None) -> dict[str, float | None] | None:
+    if components is None:
+        return None
+    values = components.as_dict()
+    return {field.name: values[field.name] for field in QUALITY_COMPONENTS_ARROW}
 
 
 # Every faces column null: a row sets what it has, and a column added to the layout is null in rows

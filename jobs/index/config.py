@@ -6,6 +6,7 @@ from pydantic import Field
 from upath import UPath
 
 from jobs.common.config import LineupConfig, StrictModel, location_field
+from jobs.models.quality_model import QualityLevel
 
 # How long files of a superseded generation stay for readers that pinned it; only
 # `lineup index --set index.vacuum=true` removes them, as Delta's VACUUM does.
@@ -31,6 +32,11 @@ class IndexSettings(StrictModel):
     holdout_queries: int = Field(1000, ge=1)
     train_sample: int = Field(65536, ge=100)
     seed: int = 0
+    quality_filter: QualityLevel = Field(
+        "NONE",
+        description="leave gallery faces below this level's quality floor out of the index (they stay in the "
+        "faces table; the manifest counts them): NONE, LOW, MEDIUM, HIGH, or AUTO (the level the EDC chose)",
+    )
     update: bool = Field(False, description="add rows new since the manifest's version instead of rebuilding")
     rebuild_fraction: float = Field(0.2, gt=0, description="advise a rebuild once this share was added later")
     vacuum: bool = Field(

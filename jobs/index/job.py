@@ -20,6 +20,7 @@ from jobs.common.errors import UserError
 from jobs.common.results import IndexResult
 from jobs.common.runs import RunRecord, run_job
 from jobs.common.timing import Phases
+from jobs.faces.quality_filter import QualityFloor, disparity_of, quality_floor
 from jobs.index.config import IndexConfig
 from jobs.index.plan import read_gallery, training_sample
 from jobs.index.recall import measure_recall
@@ -56,8 +57,10 @@ def run_index(config: IndexConfig, spark: SparkSession | None = None) -> IndexRe
 def _build(config: IndexConfig, spark: SparkSession, phases: Phases) -> dict[str, Any]:
     settings, started = config.index, time.perf_counter()
     table_path = config.faces_table_path()
+    floor = quality_floor(settings.quality_filter)
     with phases.phase("read"):
-        frame, version, model_id, dim = read_gallery(spark, table_path, settings.faces_version, settings.model_id)
+        gallery = read_gallery(spark, table_path, settings.faces_version, settings.model_id, floor)
+        frame, version, model_id, dim = gallery.frame, gallery.version, gallery.model_id, gallery.dim
         vectors = frame.count()
     choice = choose_index(vectors, dim, int(settings.memory_budget_gb * 2**30), settings.factory)
     log.info(
@@ -81,6 +84,7 @@ def _build(config: IndexConfig, spark: SparkSession, phases: Phases) -> dict[str
     with phases.phase("add", count=vectors, unit="vectors"):
         shards = _add_shards(spark, frame, trained, settings.shards, {}, out, generation)
     manifest = new_manifest(model_id, dim, table_path, version, choice, settings.shards, shards, vectors)
+    _state_floor(manifest, floor, gallery.below_floor)
     with phases.phase("recall"):  # on the staged manifest: the published one stays in force meanwhile
         manifest = manifest.model_copy(update=measure_recall(frame, out, settings, vectors, manifest))
     manifest.build_s = round(time.perf_counter() - started, 1)
@@ -127,10 +131,17 @@ def _update(config: IndexConfig, spark: SparkSession, phases: Phases) -> dict[st
         raise UserError(f"index {out}: {manifest.rebuild_required} (index.update=false)")
     load_index(out)  # refuse a tampered index before touching it
     table_path = manifest.faces_table
-    new_frame, version, model_id, dim = read_gallery(spark, table_path, settings.faces_version, manifest.model_id)
+    floor = quality_floor(settings.quality_filter)
+    if (floor.level if floor else None) != manifest.quality_filter:
+        raise UserError(
+            f"index {out} was built with quality filter {manifest.quality_filter or 'NONE'}, index.quality_filter "
+            f"is {settings.quality_filter}: rebuild it (index.update=false) to change the filter"
+        )
+    gallery = read_gallery(spark, table_path, settings.faces_version, manifest.model_id, floor)
+    new_frame, version, model_id, dim = gallery.frame, gallery.version, gallery.model_id, gallery.dim
     if dim != manifest.dim:
         raise UserError(f"{table_path} now has {dim}-d embeddings, the index {manifest.dim}-d: rebuild it")
-    old_frame, *_ = read_gallery(spark, table_path, manifest.faces_version, model_id)
+    old_frame = read_gallery(spark, table_path, manifest.faces_version, model_id, floor).frame
     added = new_frame.join(old_frame.select("face_id"), "face_id", "left_anti")
     removed_ids = old_frame.select("face_id").join(new_frame.select("face_id"), "face_id", "left_anti")
     added_count = added.count()
@@ -151,6 +162,7 @@ def _update(config: IndexConfig, spark: SparkSession, phases: Phases) -> dict[st
         manifest.removed_file, manifest.removed_sha256 = name, sha256_bytes(removed.tobytes())
         manifest.removed = int(len(removed))
     manifest.faces_version = version
+    _state_floor(manifest, floor, gallery.below_floor)
     manifest.added_since_build += added_count
     manifest.vectors = sum(entry.vectors for entry in manifest.shards)
     if not manifest.exact:
@@ -166,6 +178,15 @@ def _update(config: IndexConfig, spark: SparkSession, phases: Phases) -> dict[st
         rebuild_advised=share > settings.rebuild_fraction,
     )
     return summary
+
+
+def _state_floor(manifest: Manifest, floor: QualityFloor | None, below_floor: int) -> None:
+    """The manifest says which floor kept how many of the table's faces out (and whom it discards)."""
+    manifest.quality_filter = floor.level if floor else None
+    manifest.quality_floor = floor.floor if floor else None
+    manifest.faces_below_quality_floor = below_floor
+    if floor is not None:
+        log.info("index: %d face(s) below the floor left out; %s", below_floor, floor.describe())
 
 
 def _summary(mode: str, manifest: Manifest, out: UPath) -> dict[str, Any]:
@@ -184,9 +205,14 @@ def _summary(mode: str, manifest: Manifest, out: UPath) -> dict[str, Any]:
         "recall_k",
         "recall_queries",
         "build_s",
+        "quality_filter",
+        "quality_floor",
+        "faces_below_quality_floor",
     ]
+    disparity = disparity_of(manifest.quality_filter)
     return {
         "mode": mode,
         **{k: getattr(manifest, k) for k in keys},
+        **({"quality_floor_disparity": disparity} if disparity else {}),
         "outputs": {"index_dir": str(out)},
     }

@@ -3,21 +3,36 @@ the training sample, brought to the driver through Arrow."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from jobs.common.delta import read_pinned
 from jobs.common.errors import UserError
+from jobs.faces.quality_filter import QualityFloor, below, require_quality
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 
+@dataclass(frozen=True)
+class Gallery:
+    """The faces an index holds: (face_id, embedding) of one model at one version, and how many of that
+    model's faces a quality floor kept out."""
+
+    frame: DataFrame
+    version: int
+    model_id: str
+    dim: int
+    below_floor: int = 0
+
+
 def read_gallery(
-    spark: SparkSession, table_path: str, version: int | None, model_id: str | None
-) -> tuple[DataFrame, int, str, int]:
-    """`ok` rows (face_id, embedding) of one model at one version; validates model and dimension."""
+    spark: SparkSession, table_path: str, version: int | None, model_id: str | None, floor: QualityFloor | None = None
+) -> Gallery:
+    """`ok` rows (face_id, embedding) of one model at one version, those below `floor` left out (and
+    counted); validates model and dimension."""
     from pyspark.sql import functions as F
 
     frame, version = read_pinned(spark, table_path, version, "index.faces_table", "run `lineup embed`", "faces table")
@@ -30,11 +45,22 @@ def read_gallery(
     model_id = model_id or models[0]
     if model_id not in models:
         raise UserError(f"index.model_id {model_id} has no faces in {table_path} (it has {sorted(models)})")
-    frame = frame.where(F.col("model_id") == model_id).select("face_id", "embedding")
+    frame = frame.where(F.col("model_id") == model_id)
+    below_floor = 0
+    if floor is not None:
+        require_quality(frame, table_path, "index.quality_filter")
+        below_floor = frame.where(below(floor)).count()
+        frame = frame.where(~below(floor))
+        if below_floor and frame.limit(1).count() == 0:
+            raise UserError(
+                f"index.quality_filter {floor.level}: every face of {table_path} v{version} is below the floor "
+                f"{floor.floor:g}: nothing to index; choose a lower level"
+            )
+    frame = frame.select("face_id", "embedding")
     dims = [row.d for row in frame.select(F.size("embedding").alias("d")).distinct().collect()]
     if len(dims) != 1:
         raise UserError(f"index.faces_table {table_path} has embeddings of several sizes {sorted(dims)}: re-embed")
-    return frame, version, model_id, int(dims[0])
+    return Gallery(frame, version, model_id, int(dims[0]), below_floor)
 
 
 def to_numpy(frame: DataFrame) -> tuple[np.ndarray, np.ndarray]:

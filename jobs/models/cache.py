@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from jobs.models.pack import locate_pack
 from jobs.models.pipeline import FacePipeline, PipelineSettings
 
-_PIPELINES: dict[tuple[str, str, int, int, bool], FacePipeline] = {}
+_PIPELINES: dict[tuple[str, str, int, int, bool, bool], FacePipeline] = {}
 
 
 @dataclass(frozen=True)
@@ -18,14 +18,18 @@ class PipelineRef:
     threads: int  # onnxruntime threads per Python worker
     max_pixels: int
     retry_rotations: bool = False
+    quality: bool = True
 
     def pipeline(self) -> FacePipeline:
         """This worker's pipeline for the pack, built on first use."""
-        key = (self.pack_dir, self.model_id, self.threads, self.max_pixels, self.retry_rotations)
+        key = (self.pack_dir, self.model_id, self.threads, self.max_pixels, self.retry_rotations, self.quality)
         if key not in _PIPELINES:
             pack = locate_pack(self.pack_dir, self.model_id)
             settings = PipelineSettings(
-                threads=self.threads, max_pixels=self.max_pixels, retry_rotations=self.retry_rotations
+                threads=self.threads,
+                max_pixels=self.max_pixels,
+                retry_rotations=self.retry_rotations,
+                quality=self.quality,
             )
             _PIPELINES[key] = FacePipeline(pack, settings)
         return _PIPELINES[key]

@@ -18,6 +18,8 @@ from jobs.models.align import template_chip_to_image, warp_chip
 from jobs.models.decode import OK, decode_image
 from jobs.models.detect import Detections, decode_scrfd, decode_yunet, finish, letterbox
 from jobs.models.pack import Pack
+from jobs.models.quality import QualityComponents, components
+from jobs.models.quality_model import assess
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -34,8 +36,10 @@ class Face:
     bbox: np.ndarray  # x1, y1, x2, y2
     landmarks: np.ndarray  # (5, 2)
     det_score: float
-    quality: float
+    quality: float | None  # the unified score (`jobs.models.quality_model`); None with quality off
     embedding: np.ndarray  # (dim,) float32, L2-normalised
+    components: QualityComponents | None = None
+    quality_reasons: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -59,6 +63,7 @@ class PipelineSettings:
     max_pixels: int = 50_000_000
     min_face_px: int | None = None  # None: the pack's value
     retry_rotations: bool = False  # an image with no face upright is tried at 90, 180 and 270 degrees
+    quality: bool = True  # measure each face's quality components and unified score
 
 
 def _session(model_path: Path | str, settings: PipelineSettings) -> Any:  # an onnxruntime.InferenceSession
@@ -72,20 +77,6 @@ def _session(model_path: Path | str, settings: PipelineSettings) -> Any:  # an o
     # Tiny activations late in the ResNet become denormals, which cost x86 CPUs dozens of cycles each.
     options.add_session_config_entry("session.set_denormal_as_zero", "1")
     return ort.InferenceSession(str(model_path), options, providers=list(settings.providers))
-
-
-def face_quality(box: np.ndarray, landmarks: np.ndarray, det_score: float) -> float:
-    """Detection score x size factor x frontal factor, in [0, 1].
-
-    Size: eye distance relative to 40 px (about what a 150 px chip needs). Frontal: how far the nose tip
-    sits from the eyes' midpoint, relative to the eye distance (yaw makes it drift sideways).
-    """
-    eye_distance = float(np.linalg.norm(landmarks[1] - landmarks[0]))
-    size_factor = min(1.0, eye_distance / 40.0)
-    midpoint = (landmarks[0] + landmarks[1]) / 2
-    offset = abs(float(landmarks[2, 0] - midpoint[0])) / max(eye_distance, 1e-6)
-    frontal_factor = float(np.clip(1.0 - offset, 0.0, 1.0))
-    return float(np.clip(det_score, 0, 1) * size_factor * frontal_factor)
 
 
 class FacePipeline:
@@ -131,6 +122,7 @@ class FacePipeline:
         results: list[ImageResult] = []
         pending: list[tuple[int, Detections]] = []
         chips: list[np.ndarray] = []
+        chip_marks: list[np.ndarray] = []  # the landmarks each chip was cut by
         for image in images:
             if image is None:
                 results.append(ImageResult("skipped"))
@@ -141,28 +133,36 @@ class FacePipeline:
             results.append(result)
             if detections is not None:
                 pending.append((len(results) - 1, detections))
-                chips.extend(self.cut_chip(image, marks) for marks in detections.landmarks)
-        embeddings = self.embed_chips(np.stack(chips)) if chips else np.zeros((0, self.pack.dim), np.float32)
+                for marks in detections.landmarks:
+                    chip, used = self.cut_chip_and_landmarks(image, marks)
+                    chips.append(chip)
+                    chip_marks.append(used)
+        raw = self.embed_chips_raw(np.stack(chips)) if chips else np.zeros((0, self.pack.dim), np.float32)
+        norms = np.linalg.norm(raw, axis=1)
+        embeddings = _unit(raw)
         row = 0
         for index, detections in pending:
             for face_index in range(len(detections)):
-                box, marks, score = (
-                    detections.boxes[face_index],
-                    detections.landmarks[face_index],
-                    detections.scores[face_index],
-                )
-                results[index].faces.append(
-                    Face(face_index, box, marks, float(score), face_quality(box, marks, float(score)), embeddings[row])
-                )
+                marks, score = detections.landmarks[face_index], float(detections.scores[face_index])
+                face = Face(face_index, detections.boxes[face_index], marks, score, None, embeddings[row])
+                if self.settings.quality:
+                    template = self.template if self.refine_template is None else self.refine_template
+                    face.components = components(chip_marks[row], template, chips[row], score, float(norms[row]))
+                    face.quality, face.quality_reasons = assess(face.components, self.pack.model_id)
+                results[index].faces.append(face)
                 row += 1
         return results
 
     def embed_chips(self, chips: np.ndarray) -> np.ndarray:
         """Aligned RGB uint8 chips (N, S, S, 3) -> L2-normalised float32 embeddings (N, dim)."""
+        return _unit(self.embed_chips_raw(chips))
+
+    def embed_chips_raw(self, chips: np.ndarray) -> np.ndarray:
+        """The embedder's outputs before they are made unit length (their norm is a quality component)."""
         outputs = []
         for start in range(0, len(chips), self.settings.embed_batch):
             outputs.append(self._embed_batch(chips[start : start + self.settings.embed_batch]))
-        return _unit(np.concatenate(outputs).astype(np.float32))
+        return np.concatenate(outputs).astype(np.float32)
 
     def embedder_input(self, chips: np.ndarray) -> np.ndarray:
         """Aligned RGB uint8 chips (N, S, S, 3) -> the embedder's normalised float32 NCHW input."""
@@ -185,22 +185,28 @@ class FacePipeline:
         return found
 
     def cut_chip(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-        """Cut the chip; with a refine template, detect again on that chip and cut once more.
+        """Cut the chip; with a refine template, detect again on that chip and cut once more."""
+        return self.cut_chip_and_landmarks(image, landmarks)[0]
+
+    def cut_chip_and_landmarks(self, image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The chip, and the landmarks (image pixels) it was cut by: with a refine template, those of a
+        second detection on the first chip.
 
         The second look sees the face upright and at chip scale, where the detector's landmarks are
-        steadier; they are mapped back to the image and fitted to the template measured at that scale.
+        steadier (a detector trained on upright faces underestimates a turn in the picture's plane);
+        they are mapped back to the image and fitted to the template measured at that scale.
         """
         chip_to_image = template_chip_to_image(self.template, landmarks)
         chip = warp_chip(image, chip_to_image, self.chip_size)
         if self.refine_template is None:
-            return chip
+            return chip, landmarks
         found = self._detect_framed(chip, 0)
         if not len(found):
-            return chip
+            return chip, landmarks
         centre = self.chip_size / 2
         nearest = int(np.argmin(np.linalg.norm(found.landmarks[:, 2] - centre, axis=1)))
         refined = found.landmarks[nearest].astype(np.float64) @ chip_to_image[:, :2].T + chip_to_image[:, 2]
-        return warp_chip(image, template_chip_to_image(self.refine_template, refined), self.chip_size)
+        return warp_chip(image, template_chip_to_image(self.refine_template, refined), self.chip_size), refined
 
     # -- internals ---------------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from upath import UPath
 from jobs.common.config import LineupConfig, StrictModel, location_field
 from jobs.common.thresholds import ThresholdSettings
 from jobs.faces.config import InputSettings, LabelSettings
+from jobs.models.quality_model import QualityLevel
 
 
 class ProbeSettings(StrictModel):
@@ -46,6 +47,11 @@ class QuerySettings(StrictModel):
     )
     worker_index_gb: float = Field(2.0, gt=0, description="auto picks all_shards while the index fits this")
     threshold: ThresholdSettings = Field(default_factory=ThresholdSettings)
+    quality_filter: QualityLevel = Field(
+        "NONE",
+        description="probes below this level's quality floor are not searched: their matches row says "
+        "probe_status=low_quality with the reasons. NONE, LOW, MEDIUM, HIGH, or AUTO (the level the EDC chose)",
+    )
     matches_table: str | None = location_field(None, description="default <data_root>/tables/matches")
     identities_table: str | None = location_field(None, description="default <data_root>/tables/identities")
 

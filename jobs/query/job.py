@@ -17,6 +17,7 @@ from jobs.common.results import QueryResult
 from jobs.common.runs import RunRecord, delta_version, run_job
 from jobs.common.thresholds import resolve_threshold
 from jobs.common.timing import Phases
+from jobs.faces.quality_filter import mark_low_quality, quality_floor, require_quality
 from jobs.query.config import QueryConfig
 from jobs.query.plan import choose_plan, gallery_faces, gallery_offsets, normalize, rerank, search_candidates
 from jobs.query.probes import check_probes, probe_frame
@@ -65,7 +66,12 @@ def _prepare(
     record.threshold, record.threshold_source = threshold.value, threshold.source
     probes, probe_counts = probe_frame(config, spark, manifest, record)
     check_probes(probes, manifest)
-    return probes, probe_counts, (index_dir, manifest, threshold)
+    floor = quality_floor(settings.quality_filter)
+    if floor is not None:
+        require_quality(probes, "the probes", "query.quality_filter")
+        log.info("query: %s", floor.describe())
+        record.params.update(floor.as_dict())
+    return mark_low_quality(probes, floor), probe_counts, (index_dir, manifest, threshold)
 
 
 def _search_and_write(
@@ -159,6 +165,7 @@ def _write(
         "threshold_source": threshold.source,
         "threshold_note": threshold.describe(),
         "normalization": threshold.normalization_label,
+        **{key: value for key, value in record.params.items() if key.startswith("quality_")},
         **counts,
         "elapsed_s": round(elapsed, 1),
         "probes_per_s": round(counts["probes_searched"] / max(elapsed, 1e-9), 1),

@@ -9,7 +9,7 @@ from jobs.common.thresholds import Threshold
 from jobs.shards.manifest import Manifest
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
+    from pyspark.sql import Column, DataFrame
 
 
 def matches_frame(
@@ -26,6 +26,8 @@ def matches_frame(
         F.col("attributes").alias("probe_attributes"),
         F.col("status").alias("probe_status"),
         F.col("error").alias("probe_error"),
+        _or_null(probes, "quality", "float").alias("probe_quality"),
+        _or_null(probes, "quality_reasons", "array<string>").alias("probe_quality_reasons"),
     ).dropDuplicates(["probe_face_id"])
     found = top.join(probe_info, "probe_face_id")
     failed = probe_info.where(F.col("probe_status") != "ok").select(
@@ -51,6 +53,8 @@ def matches_frame(
         "probe_attributes",
         "probe_status",
         "probe_error",
+        "probe_quality",
+        "probe_quality_reasons",
         F.col("rank").cast("int").alias("rank"),
         "gallery_face_id",
         "gallery_subject_id",
@@ -64,6 +68,13 @@ def matches_frame(
         F.lit(gallery_size).cast("bigint").alias("gallery_size"),
         F.current_timestamp().alias("queried_at"),
     )
+
+
+def _or_null(frame: DataFrame, column: str, type_name: str) -> Column:
+    """A probe column that faces tables written by an older Lineup lack (null there)."""
+    from pyspark.sql import functions as F
+
+    return F.col(column).cast(type_name) if column in frame.columns else F.lit(None).cast(type_name)
 
 
 def identities_frame(matches: DataFrame) -> DataFrame:

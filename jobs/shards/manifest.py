@@ -83,6 +83,9 @@ class Manifest(BaseModel):
     recall_floor: float | None = None
     recall_queries: int | None = None
     recall_tried: list[Any] | None = None
+    quality_filter: str | None = None  # the level whose floor kept faces out (None: every face indexed)
+    quality_floor: float | None = None
+    faces_below_quality_floor: int = 0  # faces of the table at faces_version left out by the floor
 
     def named_files(self) -> set[str]:
         """The shard and removed-ids files this generation names."""

@@ -10,7 +10,9 @@ AGREED_FACES_DDL = (
     "bbox STRUCT<x1: FLOAT, y1: FLOAT, x2: FLOAT, y2: FLOAT>, landmarks ARRAY<FLOAT>, "
     "det_score FLOAT, quality FLOAT, embedding ARRAY<FLOAT>, model_id STRING, status STRING, error STRING, "
     "subject_id STRING, attributes MAP<STRING, STRING>, image_width INT, image_height INT, "
-    "run_id STRING, embedded_at TIMESTAMP, source_path_raw BINARY, rotation INT"
+    "run_id STRING, embedded_at TIMESTAMP, source_path_raw BINARY, rotation INT, "
+    "quality_components STRUCT<inter_eye_px: FLOAT, yaw_deg: FLOAT, pitch_deg: FLOAT, roll_deg: FLOAT, "
+    "sharpness: FLOAT, brightness: FLOAT, contrast: FLOAT, embedding_norm: FLOAT>, quality_reasons ARRAY<STRING>"
 )
 
 
@@ -18,12 +20,14 @@ def test_faces_ddl_is_derived_from_the_arrow_schema() -> None:
     assert FACES_DDL == AGREED_FACES_DDL
 
 
-# The layouts each table had as a hand-written DDL string in its job before they moved here: a change
-# to a table's layout must be deliberate (and old tables must still append).
+# The layouts each table had as a hand-written DDL string in its job before they moved here, with the
+# columns added since (quality: probe_quality, probe_quality_reasons, a_quality, b_quality): a change to a
+# table's layout must be deliberate (and old tables must still append).
 EARLIER_DDL = {
     "MATCHES": (
         "run_id STRING, probe_face_id BIGINT, probe_image_id STRING, probe_source_path STRING, probe_subject_id "
-        "STRING, probe_attributes MAP<STRING, STRING>, probe_status STRING, probe_error STRING, rank INT, "
+        "STRING, probe_attributes MAP<STRING, STRING>, probe_status STRING, probe_error STRING, probe_quality FLOAT, "
+        "probe_quality_reasons ARRAY<STRING>, rank INT, "
         "gallery_face_id BIGINT, gallery_subject_id STRING, score FLOAT, normalized_score FLOAT, normalization "
         "STRING, threshold DOUBLE, above_threshold BOOLEAN, model_id STRING, index_id STRING, gallery_size BIGINT, "
         "queried_at TIMESTAMP"
@@ -36,7 +40,8 @@ EARLIER_DDL = {
     ),
     "PAIR_SCORES": (
         "run_id STRING, pair_index BIGINT, a STRING, b STRING, a_face_id BIGINT, b_face_id BIGINT, a_faces INT, "
-        "b_faces INT, score FLOAT, normalized_score FLOAT, normalization STRING, status STRING, error STRING, "
+        "b_faces INT, a_quality FLOAT, b_quality FLOAT, score FLOAT, normalized_score FLOAT, normalization STRING, "
+        "status STRING, error STRING, "
         "threshold DOUBLE, above_threshold BOOLEAN, model_id STRING, compared_at TIMESTAMP"
     ),
     "AUDIT_METRICS": (
