@@ -142,8 +142,15 @@ def _audit_calibrate(args: argparse.Namespace) -> int:
         raise UserError(f"--target-fmr {args.target_fmr}: give a rate between 0 and 1, e.g. 1e-4")
     config = load_config(AuditConfig, args.conf, args.overrides)
     configure_logging(config.log_level)
+    matched = [name.strip() for name in args.matched_impostors.split(",") if name.strip()] or None
     emit_summary(
-        calibrate(config, target_fmr=args.target_fmr, normalization=args.normalization, clusters=args.clusters)
+        calibrate(
+            config,
+            target_fmr=args.target_fmr,
+            normalization=args.normalization,
+            clusters=args.clusters,
+            matched_impostors=matched,
+        )
     )
     return 0
 
@@ -165,6 +172,11 @@ def add_audit_commands(commands: argparse._SubParsersAction) -> None:
         help="also learn fair score normalization (label-free; the threshold then applies to normalized scores)",
     )
     calibrate.add_argument("--clusters", type=int, default=20, help="with --normalization fsn: k-means clusters")
+    calibrate.add_argument(
+        "--matched-impostors",
+        default="",
+        help="attributes, e.g. race,gender: the target FMR holds for the worst group of impostor pairs sharing them",
+    )
     add_config_flags(calibrate)
     calibrate.set_defaults(handler=_audit_calibrate)
     lfw = actions.add_parser("lfw", help="LFW View 2 protocol for a model pack")

@@ -94,10 +94,12 @@ def calibrate(
     target_fmr: float,
     normalization: str | None = None,
     clusters: int = 20,
+    matched_impostors: list[str] | None = None,
     spark: SparkSession | None = None,
     **overrides: Any,
 ) -> CalibrationResult:
-    """Store the threshold that gives `target_fmr` on labelled faces (`lineup audit calibrate`).
+    """Store the threshold that gives `target_fmr` on labelled faces (`lineup audit calibrate`); with
+    `matched_impostors=["race", "gender"]`, for the worst group among impostor pairs sharing those.
 
     >>> calibration = calibrate(target_fmr=1e-2, spark=spark, **{"audit.labelled.faces_table": world.gallery_faces,
     ...     "audit.calibrations_table": world.new_table()})
@@ -105,7 +107,9 @@ def calibrate(
     (True, True)
     """
     resolved = config_from(AuditConfig, config, overrides)
-    return run_calibrate(resolved, target_fmr, spark, normalization=normalization, clusters=clusters)
+    return run_calibrate(
+        resolved, target_fmr, spark, normalization=normalization, clusters=clusters, matched_impostors=matched_impostors
+    )
 
 
 def audit(config: AuditConfig | Settings = None, *, spark: SparkSession | None = None, **overrides: Any) -> AuditResult:

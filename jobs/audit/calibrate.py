@@ -8,13 +8,17 @@ import logging
 import uuid
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from jobs.audit.config import AuditConfig
+from jobs.audit.identification import check_group_by, group_of
 from jobs.audit.load import Labelled, load_labelled
-from jobs.audit.metrics import bootstrap_rates, operating_point
+from jobs.audit.metrics import bootstrap_rates, operating_point, point_at
 from jobs.audit.one_to_one import make_pairs
 from jobs.common.calibrations import CalibrationData, CalibrationRecord, write_calibration
 from jobs.common.commits import append_with_retries
 from jobs.common.errors import UserError
+from jobs.common.fmr import worst_group_threshold
 from jobs.common.normalization import METHOD, learn_fsn
 from jobs.common.results import CalibrationResult
 from jobs.common.runs import RunRecord, delta_version, run_job
@@ -22,7 +26,6 @@ from jobs.common.schema import CALIBRATIONS_DDL
 from jobs.common.timing import Phases
 
 if TYPE_CHECKING:
-    import numpy as np
     from pyspark.sql import SparkSession
 
     from jobs.audit.pairs import PairSet
@@ -36,18 +39,25 @@ def run_calibrate(
     spark: SparkSession | None = None,
     normalization: str | None = None,
     clusters: int = 20,
+    matched_impostors: list[str] | None = None,
 ) -> CalibrationResult:
     """Store the threshold that gives `target_fmr` on the labelled data, with everything that qualifies it.
 
     With `normalization="fsn"` the record also holds a fair score normalization learnt from the data's
     impostor pairs (no demographic label is read) and its threshold applies to normalized scores.
+    With `matched_impostors=["race", "gender"]` impostor pairs are drawn within those groups and the
+    threshold holds the target for the worst group (each group's FMR is recorded).
     """
+    if matched_impostors:
+        labelled = config.audit.labelled.model_copy(update={"impostors_within": list(matched_impostors)})
+        config = config.model_copy(update={"audit": config.audit.model_copy(update={"labelled": labelled})})
 
     if not config.audit.labelled.faces_table:
         raise UserError("calibrate needs audit.labelled.faces_table (labelled faces to draw impostor pairs from)")
     if normalization not in (None, METHOD):
         raise UserError(f"--normalization {normalization}: the one method Lineup has is {METHOD!r}")
     params = {**config.audit.model_dump(mode="json"), "target_fmr": target_fmr, "normalization": normalization}
+    params["matched_impostors"] = matched_impostors
     if normalization:
         params["clusters"] = clusters
 
@@ -72,7 +82,12 @@ def _calibrate(
             labelled, pairs, scores, clusters, target_fmr, config.audit.labelled.seed
         )
     genuine, impostor = scores[pairs.genuine], scores[~pairs.genuine]
-    point = operating_point(genuine, impostor, target_fmr)
+    matched = config.audit.labelled.impostors_within
+    worst = _worst_group(labelled, pairs, impostor, matched, target_fmr) if matched else {}
+    if worst:
+        point = point_at(genuine, impostor, worst.pop("threshold"), target_fmr)
+    else:
+        point = operating_point(genuine, impostor, target_fmr)
     if not point.resolvable:
         log.warning(
             "%d impostor pairs cannot measure FMR %g: the stored threshold sits above every impostor score",
@@ -92,8 +107,13 @@ def _calibrate(
         **bootstrap_rates(genuine, impostor, point.threshold, config.audit.bootstrap_rounds, 3),
         model_id=labelled.model_id,
         data=_data_of(labelled, config, pairs.sampled_impostors),
-        method="lowest threshold with FMR <= target (score >= threshold matches)"
+        method=(
+            f"lowest threshold with FMR <= target in every group of impostor pairs matched on {'+'.join(matched)}"
+            if worst
+            else "lowest threshold with FMR <= target (score >= threshold matches)"
+        )
         + (" on fsn-normalized scores" if normalization else ""),
+        **worst,
         normalization=normalization,
         raw_threshold=raw_threshold,
         run_id=record.run_id,
@@ -108,6 +128,32 @@ def _calibrate(
     return {
         **{k: v for k, v in calibration.as_json_dict().items() if k != "run_id"},
         "outputs": {"calibration_file": str(path), "calibrations_table": table},
+    }
+
+
+def _worst_group(
+    labelled: Labelled, pairs: PairSet, impostor: np.ndarray, matched: list[str], target_fmr: float
+) -> dict[str, Any]:
+    """The threshold that holds the target for the worst matched group, and what qualifies it."""
+    check_group_by(["+".join(matched)], labelled.attributes, labelled.name)
+    labels = np.array([group_of(a, matched) for a in labelled.attributes], dtype=object)
+    groups = labels[pairs.a[~pairs.genuine]]  # both faces of a matched impostor pair share the group
+    threshold, worst, rates, unresolved = worst_group_threshold(impostor, groups, target_fmr)
+    if worst is None:
+        raise UserError(
+            f"{labelled.name}: no group of impostor pairs matched on {'+'.join(matched)} is large enough to show "
+            f"FMR {target_fmr:g} (each needs {int(np.ceil(1 / target_fmr)):,} pairs): raise the target or add faces"
+        )
+    log.info(
+        "matched impostors: group %s sets the threshold %.6f; %d group(s) too small", worst, threshold, len(unresolved)
+    )
+    return {
+        "threshold": threshold,
+        "matched_impostors": list(matched),
+        "worst_group": worst,
+        "group_fmr": rates,
+        "group_impostor_pairs": {g: int((groups == g).sum()) for g in sorted(set(groups.tolist()))},
+        "groups_unresolved": unresolved,
     }
 
 

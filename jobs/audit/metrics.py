@@ -56,7 +56,11 @@ class OperatingPoint:
 
 
 def operating_point(genuine: np.ndarray, impostor: np.ndarray, target_fmr: float) -> OperatingPoint:
-    threshold = threshold_at_fmr(impostor, target_fmr)
+    return point_at(genuine, impostor, threshold_at_fmr(impostor, target_fmr), target_fmr)
+
+
+def point_at(genuine: np.ndarray, impostor: np.ndarray, threshold: float, target_fmr: float) -> OperatingPoint:
+    """The rates at a given threshold (one chosen for `target_fmr` by some rule)."""
     fmr, fnmr = fmr_fnmr(genuine, impostor, np.array([threshold]))
     return OperatingPoint(
         target_fmr=target_fmr,

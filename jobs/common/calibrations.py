@@ -54,13 +54,22 @@ class CalibrationRecord(BaseModel):
     method: str | None = None
     normalization: dict[str, Any] | None = None  # a fair score normalization (`jobs.common.normalization`)
     raw_threshold: float | None = None  # with a normalization: the threshold on raw cosines at the same FMR
+    # With matched impostors (`--matched-impostors race,gender`): the threshold holds the target for the
+    # worst group among impostor pairs that share those attributes; each group's FMR at it, keyed like
+    # "race=1,gender=0"; groups with too few pairs to show the target are named, not used.
+    matched_impostors: list[str] | None = None
+    worst_group: str | None = None
+    group_fmr: dict[str, float] | None = None
+    group_impostor_pairs: dict[str, int] | None = None
+    groups_unresolved: list[str] | None = None
     run_id: str | None = None
     created_at: str | None = None
 
     def as_json_dict(self) -> dict[str, Any]:
         """The record as stored; a record that does not normalize has no `normalization` key at all."""
         record = self.model_dump(mode="json")
-        for key in ("normalization", "raw_threshold"):
+        optional = ("normalization", "raw_threshold", "matched_impostors", "worst_group", "group_fmr")
+        for key in (*optional, "group_impostor_pairs", "groups_unresolved"):
             if record[key] is None:
                 del record[key]
         return record

@@ -97,6 +97,14 @@ MATCHES_ARROW = pa.schema(
         ("model_id", pa.string()),
         ("index_id", pa.string()),
         ("gallery_size", pa.int64()),
+        # the error budget (jobs.common.thresholds.ErrorBudget): subjects searched, where the threshold
+        # came from, the FMR it was measured at and on what, and gallery_size x that FMR
+        ("gallery_subjects", pa.int64()),
+        ("threshold_source", pa.string()),
+        ("threshold_fmr_group", pa.string()),  # the probe's group whose own rate threshold_fmr is, if any
+        ("threshold_fmr", pa.float64()),
+        ("threshold_fmr_data", pa.string()),
+        ("expected_false_candidates", pa.float64()),
         ("queried_at", pa.timestamp("us", tz="UTC")),
     ]
 )
@@ -119,6 +127,15 @@ IDENTITIES_ARROW = pa.schema(
         ("above_threshold", pa.bool_()),
         ("model_id", pa.string()),
         ("index_id", pa.string()),
+        ("gallery_size", pa.int64()),
+        # the error budget (jobs.common.thresholds.ErrorBudget): subjects searched, where the threshold
+        # came from, the FMR it was measured at and on what, and gallery_size x that FMR
+        ("gallery_subjects", pa.int64()),
+        ("threshold_source", pa.string()),
+        ("threshold_fmr_group", pa.string()),  # the probe's group whose own rate threshold_fmr is, if any
+        ("threshold_fmr", pa.float64()),
+        ("threshold_fmr_data", pa.string()),
+        ("expected_false_candidates", pa.float64()),
         ("queried_at", pa.timestamp("us", tz="UTC")),
     ]
 )

@@ -58,6 +58,54 @@ class Threshold:
         )
 
 
+@dataclass(frozen=True)
+class ErrorBudget:
+    """The odds that a search's candidate is a stranger, stated beside every candidate: the gallery size
+    searched, the threshold and where it came from, the false-match rate that threshold was measured at
+    (and on which data), and the false candidates a search should expect at it (gallery faces x FMR)."""
+
+    gallery_size: int
+    gallery_subjects: int
+    threshold: float | None
+    threshold_source: str
+    threshold_fmr: float | None
+    threshold_fmr_data: str | None
+    expected_false_candidates: float | None
+
+    @classmethod
+    def of(cls, threshold: Threshold, gallery_size: int, gallery_subjects: int) -> ErrorBudget:
+        """>>> budget = ErrorBudget.of(Threshold(0.9, "explicit"), 4611, 3728)
+        >>> budget.threshold_fmr is None, budget.expected_false_candidates is None
+        (True, True)
+        """
+        calibration = threshold.calibration
+        fmr = calibration.measured_fmr if calibration is not None and threshold.value is not None else None
+        return cls(
+            gallery_size=gallery_size,
+            gallery_subjects=gallery_subjects,
+            threshold=threshold.value,
+            threshold_source=threshold.source,
+            threshold_fmr=fmr,
+            threshold_fmr_data=calibration.data.name if calibration is not None else None,
+            expected_false_candidates=None if fmr is None else gallery_size * fmr,
+        )
+
+    def describe(self) -> str:
+        """One sentence for logs and summaries."""
+        if self.threshold is None:
+            return f"{self.gallery_size:,} gallery faces searched, no threshold: every candidate may be a stranger"
+        if self.threshold_fmr is None:
+            return (
+                f"{self.gallery_size:,} gallery faces searched at an explicit threshold {self.threshold:g} whose "
+                "false-match rate nobody measured: calibrate it (`lineup audit calibrate`) to know the odds"
+            )
+        return (
+            f"{self.gallery_size:,} gallery faces ({self.gallery_subjects:,} subjects) searched at threshold "
+            f"{self.threshold:.6f}, measured FMR {self.threshold_fmr:.3g} on {self.threshold_fmr_data}: a search "
+            f"should expect {self.expected_false_candidates:.3g} false candidates (gallery faces x FMR)"
+        )
+
+
 def resolve_threshold(settings: ThresholdSettings, model_id: str, data_root: AnyPath, key: str) -> Threshold:
     """The threshold a run uses; refuses a calibration measured for another model."""
     if settings.value is not None:

@@ -9,17 +9,26 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from jobs.common.commits import append_with_retries
 from jobs.common.errors import UserError
 from jobs.common.results import QueryResult
 from jobs.common.runs import RunRecord, delta_version, run_job
-from jobs.common.thresholds import resolve_threshold
+from jobs.common.thresholds import ErrorBudget, resolve_threshold
 from jobs.common.timing import Phases
 from jobs.faces.quality_filter import mark_low_quality, quality_floor, require_quality
 from jobs.query.config import QueryConfig
-from jobs.query.plan import choose_plan, gallery_faces, gallery_offsets, normalize, rerank, search_candidates
+from jobs.query.plan import (
+    choose_plan,
+    gallery_faces,
+    gallery_offsets,
+    gallery_subjects,
+    normalize,
+    rerank,
+    search_candidates,
+)
 from jobs.query.probes import check_probes, probe_frame
 from jobs.query.tables import identities_frame, matches_frame
 from jobs.shards.files import verify_index
@@ -89,7 +98,9 @@ def _search_and_write(
     settings, started = config.query, time.perf_counter()
     gallery = gallery_faces(spark, manifest)
     record.add_input("gallery_faces", manifest.faces_table, manifest.faces_version)
-    gallery_size = int(manifest.vectors) - int(manifest.removed)
+    budget = ErrorBudget.of(threshold, int(manifest.vectors) - int(manifest.removed), gallery_subjects(gallery))
+    log.info("query: %s", budget.describe())
+    record.params["error_budget"] = asdict(budget)
 
     ok_probes = probes.where(F.col("status") == "ok")
     exact_rerank = settings.rerank and not manifest.exact  # re-ranking an exact index changes nothing
@@ -107,8 +118,8 @@ def _search_and_write(
         top = rerank(top, ok_probes, gallery, None if normalization else settings.k)
         if normalization:
             top = normalize(top, ok_probes, gallery, normalization, settings.k)
-    matches = matches_frame(top, probes, threshold, manifest, record.run_id, gallery_size)
-    return _write(config, spark, record, matches, threshold, manifest, probe_counts, gallery_size, started)
+    matches = matches_frame(top, probes, threshold, manifest, record.run_id, budget)
+    return _write(config, spark, record, matches, threshold, manifest, probe_counts, budget, started)
 
 
 def _write(
@@ -119,7 +130,7 @@ def _write(
     threshold: Threshold,
     manifest: Manifest,
     probe_counts: dict[str, int],
-    gallery_size: int,
+    budget: ErrorBudget,
     started: float,
 ) -> dict[str, Any]:
     from pyspark import StorageLevel
@@ -149,7 +160,8 @@ def _write(
         "probe_rows": sum(by_status.values()),
         "probes_searched": by_status.get("ok", 0),
         "candidates": sum(int(row.candidates) for row in per_status),
-        "gallery_size": gallery_size,
+        "gallery_size": budget.gallery_size,
+        "gallery_subjects": budget.gallery_subjects,
         **({"probes_with_candidate_above_threshold": above} if threshold.value is not None else {}),
         **{f"probes_{status}": n for status, n in by_status.items()},
         **probe_counts,
@@ -165,6 +177,7 @@ def _write(
         "threshold_source": threshold.source,
         "threshold_note": threshold.describe(),
         "normalization": threshold.normalization_label,
+        "error_budget": {**asdict(budget), "note": budget.describe()},
         **{key: value for key, value in record.params.items() if key.startswith("quality_")},
         **counts,
         "elapsed_s": round(elapsed, 1),

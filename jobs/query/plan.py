@@ -23,15 +23,27 @@ if TYPE_CHECKING:
 
 
 def gallery_faces(spark: SparkSession, manifest: Manifest) -> DataFrame:
-    """The gallery's rows at the version the index pins: face_id -> subject_id and embedding."""
+    """The gallery's rows at the version the index pins (above its quality floor, if it has one):
+    face_id -> subject_id and embedding."""
     from pyspark.sql import functions as F
 
     frame = spark.read.format("delta").option("versionAsOf", manifest.faces_version).load(manifest.faces_table)
-    return frame.where((F.col("status") == "ok") & (F.col("model_id") == manifest.model_id)).select(
+    frame = frame.where((F.col("status") == "ok") & (F.col("model_id") == manifest.model_id))
+    if manifest.quality_floor is not None:
+        frame = frame.where(F.col("quality") >= F.lit(manifest.quality_floor))
+    return frame.select(
         F.col("face_id").alias("gallery_face_id"),
         F.col("subject_id").alias("gallery_subject_id"),
         F.col("embedding").alias("gallery_embedding"),
     )
+
+
+def gallery_subjects(gallery: DataFrame) -> int:
+    """How many subjects the gallery's faces belong to (faces without a subject_id not counted)."""
+    from pyspark.sql import functions as F
+
+    row = gallery.select(F.countDistinct("gallery_subject_id").alias("n")).first()
+    return int(row["n"]) if row is not None else 0
 
 
 def choose_plan(index_dir: AnyPath, manifest: Manifest, settings: QuerySettings) -> str:

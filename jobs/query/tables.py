@@ -5,15 +5,27 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from jobs.common.thresholds import Threshold
+from jobs.common.thresholds import ErrorBudget, Threshold
 from jobs.shards.manifest import Manifest
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
 
 
+# The error budget's columns, in every matches and identities row.
+BUDGET_COLUMNS = (
+    "gallery_size",
+    "gallery_subjects",
+    "threshold_source",
+    "threshold_fmr_group",
+    "threshold_fmr",
+    "threshold_fmr_data",
+    "expected_false_candidates",
+)
+
+
 def matches_frame(
-    top: DataFrame, probes: DataFrame, threshold: Threshold, manifest: Manifest, run_id: str, gallery_size: int
+    top: DataFrame, probes: DataFrame, threshold: Threshold, manifest: Manifest, run_id: str, budget: ErrorBudget
 ) -> DataFrame:
     """Candidates with their probe's details, plus one row (rank null) per probe image without a usable face."""
     from pyspark.sql import functions as F
@@ -40,6 +52,7 @@ def matches_frame(
     if "normalized_score" not in top.columns:
         found = found.withColumn("normalized_score", F.lit(None).cast("float"))
     both = found.unionByName(failed, allowMissingColumns=True)
+    group, fmr = _probe_group_fmr(threshold, budget)
     value = F.lit(threshold.value).cast("double")
     # With a normalizing calibration the threshold judges the normalized score; the raw score stays beside it.
     judged = F.col("normalized_score") if threshold.normalization is not None else F.col("score")
@@ -65,9 +78,35 @@ def matches_frame(
         above.alias("above_threshold"),
         F.lit(manifest.model_id).alias("model_id"),
         F.lit(manifest.index_id).alias("index_id"),
-        F.lit(gallery_size).cast("bigint").alias("gallery_size"),
+        F.lit(budget.gallery_size).cast("bigint").alias("gallery_size"),
+        F.lit(budget.gallery_subjects).cast("bigint").alias("gallery_subjects"),
+        F.lit(budget.threshold_source).cast("string").alias("threshold_source"),
+        group.alias("threshold_fmr_group"),
+        fmr.alias("threshold_fmr"),
+        F.lit(budget.threshold_fmr_data).cast("string").alias("threshold_fmr_data"),
+        (F.lit(budget.gallery_size).cast("double") * fmr).alias("expected_false_candidates"),
         F.current_timestamp().alias("queried_at"),
     )
+
+
+def _probe_group_fmr(threshold: Threshold, budget: ErrorBudget) -> tuple[Column, Column]:
+    """(the probe's group, the FMR for it): where the calibration measured each demographic group's
+    rate (matched impostors) and the probe's group is known, that group's; else the overall rate."""
+    from pyspark.sql import functions as F
+
+    overall = F.lit(budget.threshold_fmr).cast("double")
+    calibration = threshold.calibration
+    if calibration is None or not calibration.group_fmr or not calibration.matched_impostors:
+        return F.lit(None).cast("string"), overall
+    names = calibration.matched_impostors
+    # the calibration's labels: "race=1,gender=0" (jobs.audit.identification.group_of), null if any is unknown
+    label = F.concat_ws(",", *[F.concat(F.lit(f"{n}="), F.col("probe_attributes")[n]) for n in names])
+    known = F.lit(True)
+    for name in names:
+        known = known & F.col("probe_attributes")[name].isNotNull()
+    rates = F.create_map(*[F.lit(x) for pair in calibration.group_fmr.items() for x in pair])
+    group = F.when(known & rates[label].isNotNull(), label)
+    return group, F.coalesce(F.when(group.isNotNull(), rates[label].cast("double")), overall)
 
 
 def _or_null(frame: DataFrame, column: str, type_name: str) -> Column:
@@ -85,7 +124,7 @@ def identities_frame(matches: DataFrame) -> DataFrame:
     keys = ["run_id", "probe_face_id", "probe_image_id", "probe_subject_id", "gallery_subject_id"]
     best = (
         matches.where(F.col("rank").isNotNull() & F.col("gallery_subject_id").isNotNull())
-        .groupBy(*keys, "normalization", "threshold", "model_id", "index_id", "queried_at")
+        .groupBy(*keys, "normalization", "threshold", "model_id", "index_id", *BUDGET_COLUMNS, "queried_at")
         .agg(
             F.max("score").alias("best_score"),
             F.max("normalized_score").alias("best_normalized_score"),
@@ -113,5 +152,6 @@ def identities_frame(matches: DataFrame) -> DataFrame:
         above.alias("above_threshold"),
         "model_id",
         "index_id",
+        *BUDGET_COLUMNS,
         "queried_at",
     )

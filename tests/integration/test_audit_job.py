@@ -120,6 +120,76 @@ def test_calibration_record_drives_a_query(spark, labelled: dict) -> None:
     assert json.loads(table[0].record)["threshold"] == summary["threshold"]
 
 
+def test_matched_impostor_calibration_holds_the_target_in_the_worst_group(
+    spark, labelled: dict, tmp_path: Path
+) -> None:
+    """`--matched-impostors g`: impostor pairs within each group, and the threshold that holds FMR 1e-2
+    for the worse group (b, narrower); each group's rate is recorded and a query's rows carry the rate of
+    the probe's own group, with the expected false candidates computed from it."""
+    target = 1e-2
+    ordinary = run_calibrate(audit_config(labelled), target, spark)
+    matched = run_calibrate(audit_config(labelled), target, spark, matched_impostors=["g"])
+    thresholds = {}
+    for group in ("a", "b"):
+        _, impostor = brute_force(labelled, group)
+        ranked = np.sort(impostor)[::-1]
+        thresholds[group] = float(np.nextafter(ranked[int(np.floor(target * len(ranked)))], np.inf))
+    assert matched["threshold"] == pytest.approx(max(thresholds.values())) == pytest.approx(thresholds["b"])
+    assert matched["worst_group"] == "g=b" and matched["matched_impostors"] == ["g"]
+    for group in ("a", "b"):
+        _, impostor = brute_force(labelled, group)
+        assert matched["group_fmr"][f"g={group}"] == pytest.approx((impostor >= matched["threshold"]).mean())
+        assert matched["group_fmr"][f"g={group}"] <= target
+    assert matched["threshold"] > ordinary["threshold"]  # cross-group impostors had set it too low for b
+    assert matched["group_impostor_pairs"] == {
+        "g=a": len(brute_force(labelled, "a")[1]),
+        "g=b": len(brute_force(labelled, "b")[1]),
+    }
+
+    # A query with that calibration: each probe's rows carry its group's FMR, gallery faces x that rate.
+    root = labelled["root"]
+    vectors, subjects, attributes, ids = (
+        labelled["vectors"],
+        labelled["subjects"],
+        labelled["attributes"],
+        labelled["ids"],
+    )
+    write_faces(spark, tmp_path / "gallery", ids[::4], vectors[::4], subjects=subjects[::4], attributes=attributes[::4])
+    run_index(
+        load_config(
+            IndexConfig, None, [f"index.faces_table={tmp_path / 'gallery'}", f"index.index_dir={tmp_path / 'index'}"]
+        ),
+        spark,
+    )
+    probe_ids = ids[1::4] + 10_000_000
+    write_faces(
+        spark, tmp_path / "probes", probe_ids, vectors[1::4], subjects=subjects[1::4], attributes=attributes[1::4]
+    )
+    config = load_config(
+        QueryConfig,
+        None,
+        [
+            f"spark.data_root={root / 'data'}",
+            f"query.probes.faces_table={tmp_path / 'probes'}",
+            f"query.index_dir={tmp_path / 'index'}",
+            f"query.matches_table={tmp_path / 'matches'}",
+            f"query.identities_table={tmp_path / 'identities'}",
+            f"query.threshold.calibration={matched['calibration_id']}",
+            "query.k=3",
+        ],
+    )
+    run_query(config, spark)
+    gallery = len(ids[::4])
+    group_of = {int(i): a["g"] for i, a in zip(probe_ids, attributes[1::4])}
+    rows = spark.read.format("delta").load(str(tmp_path / "matches")).collect()
+    assert rows
+    for row in rows:
+        group = group_of[row.probe_face_id]
+        assert row.threshold_fmr_group == f"g={group}"
+        assert row.threshold_fmr == pytest.approx(matched["group_fmr"][f"g={group}"])
+        assert row.expected_false_candidates == pytest.approx(gallery * matched["group_fmr"][f"g={group}"])
+
+
 def test_one_to_n_and_the_report_renders_in_chromium(spark, labelled: dict) -> None:
     root = labelled["root"]
     # gallery: the first face of every even-numbered subject; probes: every other face (mated and non-mated)

@@ -133,6 +133,8 @@ def test_no_threshold_is_said_and_above_threshold_is_null(spark, world: dict) ->
     rows = rows_of(spark, world["root"] / "none" / "matches", summary["run_id"])
     assert len([r for r in rows if r.rank is not None]) == 120 * K  # every candidate is still written
     assert all(r.above_threshold is None and r.threshold is None for r in rows)
+    assert all(r.threshold_fmr is None and r.expected_false_candidates is None for r in rows)
+    assert "every candidate may be a stranger" in summary["error_budget"]["note"]
 
 
 def test_calibrated_threshold_is_recorded_and_other_models_refused(spark, world: dict) -> None:
@@ -154,6 +156,25 @@ def test_calibrated_threshold_is_recorded_and_other_models_refused(spark, world:
     names = {entry.name: entry.version for entry in runs[0].inputs}
     assert names["probe_faces"] == 0 and names["gallery_faces"] == 0
     assert json.loads(runs[0].params)["index_id"] == summary["index_id"]
+    # The error budget, by hand: 2,000 gallery faces of 500 subjects x measured FMR 9e-4 = 1.8 false
+    # candidates a search should expect, on every row, in the JSON line and in the runs row's params.
+    expected = {
+        "gallery_size": GALLERY,
+        "gallery_subjects": 500,
+        "threshold_source": "calibration:cal-test-1",
+        "threshold_fmr": 9e-4,
+        "threshold_fmr_data": "synthetic",
+    }
+    matches = rows_of(spark, world["root"] / "cal" / "matches", summary["run_id"])
+    identities = rows_of(spark, world["root"] / "cal" / "identities", summary["run_id"])
+    for row in matches + identities:
+        assert {key: getattr(row, key) for key in expected} == expected
+        assert row.expected_false_candidates == pytest.approx(2000 * 9e-4)
+    assert len(identities) > 0
+    budget = summary["error_budget"]
+    assert {key: budget[key] for key in expected} == expected
+    assert budget["expected_false_candidates"] == pytest.approx(1.8) and "1.8 false candidates" in budget["note"]
+    assert json.loads(runs[0].params)["error_budget"]["expected_false_candidates"] == pytest.approx(1.8)
     other = {**record, "calibration_id": "cal-other", "model_id": "another-model"}
     write_calibration(data_root, CalibrationRecord.model_validate(other))
     with pytest.raises(UserError, match="measured for model another-model"):

@@ -33,6 +33,10 @@ PURE = [
     "jobs.common.normalization",
     "jobs.common.erasures",
     "jobs.models.pipeline",
+    "jobs.models.quality",
+    "jobs.models.quality_model",
+    "jobs.audit.quality_bands",
+    "jobs.demo.probe_filter",
     "jobs.cli",
     "jobs.commands",
 ]

@@ -21,8 +21,10 @@ def test_faces_ddl_is_derived_from_the_arrow_schema() -> None:
 
 
 # The layouts each table had as a hand-written DDL string in its job before they moved here, with the
-# columns added since (quality: probe_quality, probe_quality_reasons, a_quality, b_quality): a change to a
-# table's layout must be deliberate (and old tables must still append).
+# columns added since (quality: probe_quality, probe_quality_reasons, a_quality, b_quality; the error
+# budget: gallery_subjects, threshold_source, threshold_fmr_group, threshold_fmr, threshold_fmr_data,
+# expected_false_candidates, and gallery_size in identities): a change to a table's layout must be
+# deliberate (and old tables must still append).
 EARLIER_DDL = {
     "MATCHES": (
         "run_id STRING, probe_face_id BIGINT, probe_image_id STRING, probe_source_path STRING, probe_subject_id "
@@ -30,13 +32,17 @@ EARLIER_DDL = {
         "probe_quality_reasons ARRAY<STRING>, rank INT, "
         "gallery_face_id BIGINT, gallery_subject_id STRING, score FLOAT, normalized_score FLOAT, normalization "
         "STRING, threshold DOUBLE, above_threshold BOOLEAN, model_id STRING, index_id STRING, gallery_size BIGINT, "
-        "queried_at TIMESTAMP"
+        "gallery_subjects BIGINT, threshold_source STRING, threshold_fmr_group STRING, threshold_fmr DOUBLE, "
+        "threshold_fmr_data STRING, "
+        "expected_false_candidates DOUBLE, queried_at TIMESTAMP"
     ),
     "IDENTITIES": (
         "run_id STRING, probe_face_id BIGINT, probe_image_id STRING, probe_subject_id STRING, rank INT, "
         "gallery_subject_id STRING, best_score FLOAT, best_normalized_score FLOAT, best_gallery_face_id BIGINT, "
         "candidate_faces INT, normalization STRING, threshold DOUBLE, above_threshold BOOLEAN, model_id STRING, "
-        "index_id STRING, queried_at TIMESTAMP"
+        "index_id STRING, gallery_size BIGINT, gallery_subjects BIGINT, threshold_source STRING, "
+        "threshold_fmr_group STRING, threshold_fmr DOUBLE, "
+        "threshold_fmr_data STRING, expected_false_candidates DOUBLE, queried_at TIMESTAMP"
     ),
     "PAIR_SCORES": (
         "run_id STRING, pair_index BIGINT, a STRING, b STRING, a_face_id BIGINT, b_face_id BIGINT, a_faces INT, "
