@@ -136,6 +136,7 @@ IDENTITIES_ARROW = pa.schema(
         ("threshold_fmr", pa.float64()),
         ("threshold_fmr_data", pa.string()),
         ("expected_false_candidates", pa.float64()),
+        ("search", pa.string()),  # faces: best face per subject; subjects: the subject's template
         ("queried_at", pa.timestamp("us", tz="UTC")),
     ]
 )

@@ -7,6 +7,7 @@ Rerunning after a crash finds nothing left to remove in shards already rewritten
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +23,19 @@ from jobs.shards.manifest import Manifest, read_manifest, write_manifest
 
 
 def erase_from_index(
-    index_dir: AnyPath, face_ids: set[int], erasure_id: str, table_versions: dict[str, tuple[int, int]]
+    index_dir: AnyPath,
+    face_ids: set[int],
+    erasure_id: str,
+    table_versions: dict[str, tuple[int, int]],
+    rebuild_templates: Callable[[Manifest, int], None] | None = None,
 ) -> dict[str, Any]:
     """Remove `face_ids` from every shard of the index at `index_dir`; counts of what was removed.
 
     `table_versions` maps each faces table to its (before, after) versions of this erasure: an index that
     pinned the version before now pins the one after (the same rows less the person's), because a purge
-    deletes the files of the old version and nothing could read it any more."""
+    deletes the files of the old version and nothing could read it any more. An index with identity
+    templates gets them computed again from that version (`rebuild_templates`): a template is the
+    person's faces averaged, and must not outlive them."""
 
     manifest = read_manifest(index_dir)
     previous = manifest.model_copy(deep=True)
@@ -52,11 +59,14 @@ def erase_from_index(
             removed_vectors += gone
     removed_list = _drop_from_removed_list(index_dir, manifest, wanted, generation)
     repinned = _repin(manifest, table_versions)
-    if removed_vectors or removed_list or repinned:
+    changed = bool(removed_vectors or removed_list or repinned)
+    if changed and manifest.templates_file and rebuild_templates is not None:
+        rebuild_templates(manifest, generation)
+    if changed:
         manifest.vectors = sum(entry.vectors for entry in manifest.shards)
         manifest.erasures.append({"erasure_id": erasure_id, "vectors_removed": removed_vectors})
         publish(index_dir, manifest, previous)
-    purged = _purge_old_generations(index_dir, wanted)
+    purged = _purge_old_generations(index_dir, wanted, templates_too=changed)
     return {
         "index_dir": str(index_dir),
         "vectors_removed": removed_vectors,
@@ -65,7 +75,7 @@ def erase_from_index(
     }
 
 
-def _purge_old_generations(index_dir: AnyPath, wanted: np.ndarray) -> int:
+def _purge_old_generations(index_dir: AnyPath, wanted: np.ndarray, templates_too: bool = False) -> int:
     """Delete at once every file the current manifest does not name that holds an erased face_id
     (superseded generations kept for readers, a killed build's leftovers): the erasure cannot wait for
     the retention. A query still reading such a generation exits 3 and a rerun reads the new one."""
@@ -73,7 +83,14 @@ def _purge_old_generations(index_dir: AnyPath, wanted: np.ndarray) -> int:
     manifest = read_manifest(index_dir)
     keep, purged = manifest.named_files(), []
     for path in sorted(upath(index_dir).iterdir()):
-        if path.name in keep or path.suffix not in (".faiss", ".bin"):
+        if path.name in keep:
+            continue
+        if path.suffix == ".arrow" and templates_too:
+            # an older templates file averages the erased faces in: it goes whatever it holds
+            path.unlink()
+            purged.append(path.name)
+            continue
+        if path.suffix not in (".faiss", ".bin"):
             continue
         if path.suffix == ".faiss":
             ids = shard_contents(Path(str(path)))[0]

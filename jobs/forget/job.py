@@ -14,6 +14,7 @@ import json
 import logging
 import time
 import uuid
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
@@ -32,15 +33,23 @@ from jobs.forget.indexes import erase_from_index
 from jobs.forget.plan import ErasedSet, find_rows, selector_condition, selector_values
 from jobs.forget.register import erasure_row, erasures_frame, lift_erasures, register_erasure
 from jobs.forget.verify import Findings, scan_index, scan_table
+from jobs.shards.templates import add_templates
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
+
+    from jobs.shards.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
 
 class ErasureIncomplete(UserError):
     """Files still hold erased data after the run; the message names them and what to do."""
+
+
+def _rebuild_templates(spark: SparkSession, index_dir: AnyPath, manifest: Manifest, generation: int) -> None:
+    """An index's identity templates computed again from the faces left after the erasure."""
+    add_templates(spark, manifest, index_dir, generation)
 
 
 def run_forget(config: ForgetConfig, spark: SparkSession | None = None) -> ForgetResult:
@@ -118,7 +127,13 @@ def _erase(
     with phases.phase("rewrite_indexes"):
         versions = {t["path"]: (t["version_before"], t["version_after"]) for t in tables if t["role"] == "faces"}
         indexes = [
-            erase_from_index(upath(d), erased.face_ids, erasure_id, versions)
+            erase_from_index(
+                upath(d),
+                erased.face_ids,
+                erasure_id,
+                versions,
+                partial(_rebuild_templates, spark, upath(d)),
+            )
             for d in config.resolved(settings.index_dirs)
         ]
     if settings.purge_history:

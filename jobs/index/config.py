@@ -37,6 +37,11 @@ class IndexSettings(StrictModel):
         description="leave gallery faces below this level's quality floor out of the index (they stay in the "
         "faces table; the manifest counts them): NONE, LOW, MEDIUM, HIGH, or AUTO (the level the EDC chose)",
     )
+    templates: bool = Field(
+        False,
+        description="also build one identity template per subject (the quality-weighted mean of its faces), "
+        "for query.search=subjects; rebuilt by every update",
+    )
     update: bool = Field(False, description="add rows new since the manifest's version instead of rebuilding")
     rebuild_fraction: float = Field(0.2, gt=0, description="advise a rebuild once this share was added later")
     vacuum: bool = Field(

@@ -30,6 +30,7 @@ from jobs.shards.choose import choose_index
 from jobs.shards.files import deserialize, load_index, sha256_bytes, write_atomically
 from jobs.shards.generations import publish, vacuum
 from jobs.shards.manifest import IndexFileError, Manifest, read_manifest
+from jobs.shards.templates import add_templates
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -85,6 +86,9 @@ def _build(config: IndexConfig, spark: SparkSession, phases: Phases) -> dict[str
         shards = _add_shards(spark, frame, trained, settings.shards, {}, out, generation)
     manifest = new_manifest(model_id, dim, table_path, version, choice, settings.shards, shards, vectors)
     _state_floor(manifest, floor, gallery.below_floor)
+    if settings.templates:
+        with phases.phase("templates"):
+            _add_templates(spark, manifest, out, generation)
     with phases.phase("recall"):  # on the staged manifest: the published one stays in force meanwhile
         manifest = manifest.model_copy(update=measure_recall(frame, out, settings, vectors, manifest))
     manifest.build_s = round(time.perf_counter() - started, 1)
@@ -163,6 +167,9 @@ def _update(config: IndexConfig, spark: SparkSession, phases: Phases) -> dict[st
         manifest.removed = int(len(removed))
     manifest.faces_version = version
     _state_floor(manifest, floor, gallery.below_floor)
+    if settings.templates or manifest.templates_file:  # update == rebuild, for templates
+        with phases.phase("templates"):
+            _add_templates(spark, manifest, out, generation)
     manifest.added_since_build += added_count
     manifest.vectors = sum(entry.vectors for entry in manifest.shards)
     if not manifest.exact:
@@ -178,6 +185,12 @@ def _update(config: IndexConfig, spark: SparkSession, phases: Phases) -> dict[st
         rebuild_advised=share > settings.rebuild_fraction,
     )
     return summary
+
+
+def _add_templates(spark: SparkSession, manifest: Manifest, out: UPath, generation: int) -> None:
+    """One template per subject from the faces this generation indexes (the same version and floor)."""
+    add_templates(spark, manifest, out, generation)
+    log.info("index: %d subject templates from %d faces", manifest.templates, manifest.template_faces)
 
 
 def _state_floor(manifest: Manifest, floor: QualityFloor | None, below_floor: int) -> None:
@@ -208,6 +221,8 @@ def _summary(mode: str, manifest: Manifest, out: UPath) -> dict[str, Any]:
         "quality_filter",
         "quality_floor",
         "faces_below_quality_floor",
+        "templates",
+        "template_faces",
     ]
     disparity = disparity_of(manifest.quality_filter)
     return {

@@ -29,7 +29,11 @@ class Gallery:
 
 
 def read_gallery(
-    spark: SparkSession, table_path: str, version: int | None, model_id: str | None, floor: QualityFloor | None = None
+    spark: SparkSession,
+    table_path: str,
+    version: int | None,
+    model_id: str | None,
+    floor: QualityFloor | None = None,
 ) -> Gallery:
     """`ok` rows (face_id, embedding) of one model at one version, those below `floor` left out (and
     counted); validates model and dimension."""

@@ -38,6 +38,11 @@ class QuerySettings(StrictModel):
     probes: ProbeSettings
     index_dir: str | None = location_field(None, description="default <data_root>/indexes/faces")
     k: int = Field(10, ge=1, le=1000, description="candidates kept per probe")
+    search: Literal["faces", "subjects", "both"] = Field(
+        "faces",
+        description="faces: every gallery face; subjects: the index's identity templates (index.templates=true), "
+        "written to the identities table with search=subjects; both",
+    )
     rerank: bool = Field(False, description="rescore candidates exactly from the gallery's stored embeddings")
     rerank_factor: int = Field(4, ge=1, description="with rerank: fetch k * rerank_factor candidates first")
     search_value: int | None = Field(None, ge=1, description="override the index's nprobe/efSearch")

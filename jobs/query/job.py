@@ -30,6 +30,7 @@ from jobs.query.plan import (
     search_candidates,
 )
 from jobs.query.probes import check_probes, probe_frame
+from jobs.query.subjects import check_templates, subject_identities
 from jobs.query.tables import identities_frame, matches_frame
 from jobs.shards.files import verify_index
 from jobs.shards.manifest import Manifest
@@ -103,6 +104,42 @@ def _search_and_write(
     record.params["error_budget"] = asdict(budget)
 
     ok_probes = probes.where(F.col("status") == "ok")
+    if settings.search != "faces":
+        check_templates(manifest, str(index_dir), threshold)
+    if settings.search == "subjects":
+        record.params["plan"] = "subjects"
+        top = spark.createDataFrame([], NO_CANDIDATES_DDL)
+    else:
+        top = _face_candidates(config, spark, record, ok_probes, gallery, index_dir, manifest, threshold)
+    matches = matches_frame(top, probes, threshold, manifest, record.run_id, budget)
+    subjects = None
+    if settings.search != "faces":
+        partitions = settings.probe_partitions or spark.sparkContext.defaultParallelism
+        subjects = subject_identities(
+            ok_probes, str(index_dir), manifest, settings.k, partitions, threshold, record.run_id, budget
+        )
+    return _write(config, spark, record, matches, subjects, threshold, manifest, probe_counts, budget, started)
+
+
+# A subjects-only search has no face candidates: the matches table then holds the probes' status rows.
+NO_CANDIDATES_DDL = (
+    "probe_face_id BIGINT, gallery_face_id BIGINT, score FLOAT, normalized_score FLOAT, rank INT, "
+    "gallery_subject_id STRING"
+)
+
+
+def _face_candidates(
+    config: QueryConfig,
+    spark: SparkSession,
+    record: RunRecord,
+    ok_probes: DataFrame,
+    gallery: DataFrame,
+    index_dir: UPath,
+    manifest: Manifest,
+    threshold: Threshold,
+) -> DataFrame:
+    """The k best gallery faces of every searched probe, re-ranked and normalized as configured."""
+    settings = config.query
     exact_rerank = settings.rerank and not manifest.exact  # re-ranking an exact index changes nothing
     # Normalization reorders candidates, so it rescores k * rerank_factor of them even from an exact index.
     normalization = threshold.normalization
@@ -118,8 +155,7 @@ def _search_and_write(
         top = rerank(top, ok_probes, gallery, None if normalization else settings.k)
         if normalization:
             top = normalize(top, ok_probes, gallery, normalization, settings.k)
-    matches = matches_frame(top, probes, threshold, manifest, record.run_id, budget)
-    return _write(config, spark, record, matches, threshold, manifest, probe_counts, budget, started)
+    return top
 
 
 def _write(
@@ -127,6 +163,7 @@ def _write(
     spark: SparkSession,
     record: RunRecord,
     matches: DataFrame,
+    subjects: DataFrame | None,
     threshold: Threshold,
     manifest: Manifest,
     probe_counts: dict[str, int],
@@ -150,7 +187,10 @@ def _write(
         )
         by_status = {row.probe_status: int(row.probes) for row in per_status}
         append_with_retries(matches, matches_table, add_columns=True)
-        append_with_retries(identities_frame(matches), identities_table, add_columns=True)
+        identities = identities_frame(matches)
+        if subjects is not None:
+            identities = identities.unionByName(subjects)
+        append_with_retries(identities, identities_table, add_columns=True)
     finally:
         matches.unpersist()
     for name, table in (("matches", matches_table), ("identities", identities_table)):
@@ -173,6 +213,7 @@ def _write(
         "index_recall_at_k": manifest.recall_at_k,
         "k": config.query.k,
         "plan": record.params["plan"],
+        "search": config.query.search,
         "threshold": threshold.value,
         "threshold_source": threshold.source,
         "threshold_note": threshold.describe(),

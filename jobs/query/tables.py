@@ -153,5 +153,6 @@ def identities_frame(matches: DataFrame) -> DataFrame:
         "model_id",
         "index_id",
         *BUDGET_COLUMNS,
+        F.lit("faces").alias("search"),
         "queried_at",
     )

@@ -86,12 +86,18 @@ class Manifest(BaseModel):
     quality_filter: str | None = None  # the level whose floor kept faces out (None: every face indexed)
     quality_floor: float | None = None
     faces_below_quality_floor: int = 0  # faces of the table at faces_version left out by the floor
+    # identity templates (jobs.shards.templates): one per subject, rebuilt with every generation
+    templates_file: str | None = None
+    templates_sha256: str | None = None
+    templates: int = 0
+    template_faces: int = 0
 
     def named_files(self) -> set[str]:
         """The shard and removed-ids files this generation names."""
         files = {entry.file for entry in self.shards}
-        if self.removed_file is not None:
-            files.add(self.removed_file)
+        for name in (self.removed_file, self.templates_file):
+            if name is not None:
+                files.add(name)
         return files
 
     def checked_files(self) -> list[tuple[str, str]]:
@@ -99,6 +105,8 @@ class Manifest(BaseModel):
         named = [(entry.file, entry.sha256) for entry in self.shards]
         if self.removed_file and self.removed_sha256:
             named.append((self.removed_file, self.removed_sha256))
+        if self.templates_file and self.templates_sha256:
+            named.append((self.templates_file, self.templates_sha256))
         return named
 
     def to_json(self) -> bytes:

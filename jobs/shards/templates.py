@@ -19,13 +19,11 @@ from jobs.common.storage import AnyPath
 from jobs.shards.files import checked_file, sha256_bytes, write_atomically
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
+    from pyspark.sql import DataFrame, SparkSession
 
     from jobs.shards.manifest import Manifest
 
-TEMPLATES_ARROW = pa.schema(
-    [("subject_id", pa.string()), ("faces", pa.int32()), ("template", pa.list_(pa.float32()))]
-)
+TEMPLATES_ARROW = pa.schema([("subject_id", pa.string()), ("faces", pa.int32()), ("template", pa.list_(pa.float32()))])
 TEMPLATES_DDL = "subject_id STRING, faces INT, template ARRAY<FLOAT>"
 
 
@@ -68,6 +66,24 @@ def subject_templates(frame: DataFrame) -> pa.Table:
     return grouped.orderBy("subject_id").toArrow().cast(TEMPLATES_ARROW)
 
 
+def generation_templates(spark: SparkSession, manifest: Manifest) -> pa.Table:
+    """The templates of the faces a generation indexes: its faces table at its pinned version, status ok,
+    its model, above its quality floor."""
+    from pyspark.sql import functions as F
+
+    frame = spark.read.format("delta").option("versionAsOf", manifest.faces_version).load(manifest.faces_table)
+    frame = frame.where((F.col("status") == "ok") & (F.col("model_id") == manifest.model_id))
+    if manifest.quality_floor is not None:
+        frame = frame.where(F.col("quality") >= F.lit(manifest.quality_floor))
+    return subject_templates(frame)
+
+
+def add_templates(spark: SparkSession, manifest: Manifest, directory: AnyPath, generation: int) -> None:
+    """Compute the generation's templates, write their file and name it in the (unpublished) manifest."""
+    for key, value in write_templates(directory, generation, generation_templates(spark, manifest)).items():
+        setattr(manifest, key, value)
+
+
 def write_templates(directory: AnyPath, generation: int, table: pa.Table) -> dict[str, Any]:
     """The templates file of a generation; the manifest fields that name it."""
     sink = pa.BufferOutputStream()
@@ -77,7 +93,12 @@ def write_templates(directory: AnyPath, generation: int, table: pa.Table) -> dic
     name = f"templates.g{generation}.arrow"
     write_atomically(directory / name, data)
     faces = int(pa.compute.sum(table.column("faces")).as_py() or 0) if table.num_rows else 0
-    return {"templates_file": name, "templates_sha256": sha256_bytes(data), "templates": table.num_rows, "template_faces": faces}
+    return {
+        "templates_file": name,
+        "templates_sha256": sha256_bytes(data),
+        "templates": table.num_rows,
+        "template_faces": faces,
+    }
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ def test_faces_ddl_is_derived_from_the_arrow_schema() -> None:
 # The layouts each table had as a hand-written DDL string in its job before they moved here, with the
 # columns added since (quality: probe_quality, probe_quality_reasons, a_quality, b_quality; the error
 # budget: gallery_subjects, threshold_source, threshold_fmr_group, threshold_fmr, threshold_fmr_data,
-# expected_false_candidates, and gallery_size in identities): a change to a table's layout must be
+# expected_false_candidates, and gallery_size and search in identities): a change to a table's layout must be
 # deliberate (and old tables must still append).
 EARLIER_DDL = {
     "MATCHES": (
@@ -42,7 +42,7 @@ EARLIER_DDL = {
         "candidate_faces INT, normalization STRING, threshold DOUBLE, above_threshold BOOLEAN, model_id STRING, "
         "index_id STRING, gallery_size BIGINT, gallery_subjects BIGINT, threshold_source STRING, "
         "threshold_fmr_group STRING, threshold_fmr DOUBLE, "
-        "threshold_fmr_data STRING, expected_false_candidates DOUBLE, queried_at TIMESTAMP"
+        "threshold_fmr_data STRING, expected_false_candidates DOUBLE, search STRING, queried_at TIMESTAMP"
     ),
     "PAIR_SCORES": (
         "run_id STRING, pair_index BIGINT, a STRING, b STRING, a_face_id BIGINT, b_face_id BIGINT, a_faces INT, "
