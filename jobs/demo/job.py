@@ -22,6 +22,7 @@ from jobs.common.spark import get_spark
 from jobs.demo.config import DemoConfig
 from jobs.demo.plan import plan_demo, stage
 from jobs.demo.probe_filter import HEADER, FilterEffect, filter_effect
+from jobs.demo.races import ATTRIBUTES_FROM_NAME, false_candidates_by_race, race_table, split_utkface
 from jobs.embed.config import EmbedConfig
 from jobs.embed.job import run_embed
 from jobs.faces.quality_filter import quality_floor
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 C = TypeVar("C", bound=LineupConfig)
-STEPS = 8
+STEPS = 9
 
 
 def data_dir(config: DemoConfig) -> Path:
@@ -77,6 +78,7 @@ def run_demo(config: DemoConfig, spark: SparkSession | None = None) -> dict[str,
     audit = steps.audit(query, calibration["calibration_id"], config.demo.fixed_threshold)
     replay = replay_rows(audit["one_to_n"], config.demo.fixed_threshold, calibration)
     _print_table(replay, plan.counts, audit["one_to_n"], calibration, effects)
+    races = _races_half(config, steps, data_dir(config) / "utkface-dev", work)
     log.info("tables under %s; HTML report %s", work / "tables", audit["outputs"]["report"])
     return {
         "job": "demo",
@@ -90,9 +92,46 @@ def run_demo(config: DemoConfig, spark: SparkSession | None = None) -> dict[str,
         "index": {k: index[k] for k in ("index_id", "factory", "vectors")},
         "rank_1_hit_rate": audit["one_to_n"].get("rank_1_hit_rate"),
         "probe_filter": [asdict(effect) for effect in effects],
+        "false_candidates_by_race": races,
+        "query_run_id": query["run_id"],
         "embedded_now": steps.embedded_now,
         "outputs": {**steps.outputs, "report": audit["outputs"]["report"]},
     }
+
+
+def _races_half(config: DemoConfig, steps: _Steps, folder: Path, work: Path) -> dict[str, Any] | None:
+    """Who the false matches fall on: utkface-dev's non-mated searches per race, at the calibrated
+    threshold raw and after FSN learnt without labels (both calibrated on the gallery half)."""
+    if not folder.is_dir():
+        log.info("demo: no utkface-dev at %s: the per-race half of the replay is skipped", folder)
+        return None
+    gallery, probes = split_utkface(folder, config.demo.race_images)
+    log.info(
+        "demo step 9/%d: who the false matches fall on (utkface-dev, %d + %d faces)", STEPS, len(gallery), len(probes)
+    )
+    labels = {"attributes_from_name": ATTRIBUTES_FROM_NAME}
+    for role, photos in (("utk_gallery", gallery), ("utk_probes", probes)):
+        steps.embed(role, stage(photos, work / "archives" / role), labels)
+    index = steps.index("utk_gallery", "utk_index")
+    target, name = config.demo.race_target_fmr, "utkface-dev gallery half (every face a different person)"
+    calibrations = {
+        "raw": steps.calibrate(target, "utk_gallery", name),
+        "fsn": steps.calibrate(target, "utk_gallery", name, normalization="fsn"),
+    }
+    runs = {
+        kind: steps.query(c["calibration_id"], config.demo.k, probes="utk_probes", index="utk_index")
+        for kind, c in calibrations.items()
+    }
+    rows = false_candidates_by_race(steps.matches_of(runs["raw"]["run_id"]), steps.matches_of(runs["fsn"]["run_id"]))
+    fmr = {kind: float(c["measured_fmr"]) for kind, c in calibrations.items()}
+    lines = [
+        f"The 2018 test's other finding on utkface-dev: {sum(r.searches for r in rows)} non-mated searches against "
+        f"a gallery of {index['vectors']:,} other UTKFace faces (k = {config.demo.k}), thresholds at FMR {target:g} "
+        f"({calibrations['raw']['threshold']:.4f} raw, measured {fmr['raw']:.2g}; FSN measured {fmr['fsn']:.2g}):",
+        *race_table(rows, int(index["vectors"]), fmr["raw"], fmr["fsn"]),
+    ]
+    log.info("\n%s", "\n".join(lines))
+    return {"gallery_faces": int(index["vectors"]), "measured_fmr": fmr, "rows": [asdict(r) for r in rows]}
 
 
 class _Steps:
@@ -110,33 +149,38 @@ class _Steps:
         self.outputs[f"{name}_table"] = str(self.work / "tables" / name)
         return self.outputs[f"{name}_table"]
 
-    def embed(self, role: str, folder: Path) -> None:
+    def embed(self, role: str, folder: Path, labels: dict[str, str] | None = None) -> None:
         settings = {
             "input": {"kind": "dir", "path": str(folder), "follow_symlinks": True},
             "table_path": self.table(f"{role}_faces"),
-            "labels": {"subject_from_path": "([^/]+)/[^/]+$"},
+            "labels": labels or {"subject_from_path": "([^/]+)/[^/]+$"},
         }
         summary = run_embed(self._config(EmbedConfig, "embed", settings), self.spark)
         self.embedded_now[role] = int(summary["files_processed"])
 
-    def index(self) -> IndexResult:
-        settings = {"faces_table": self.outputs["gallery_faces_table"], "index_dir": self.outputs["index_dir"]}
+    def index(self, faces: str = "gallery", name: str = "index") -> IndexResult:
+        self.outputs[f"{name}_dir"] = str(self.work / name)
+        settings = {"faces_table": self.outputs[f"{faces}_faces_table"], "index_dir": self.outputs[f"{name}_dir"]}
         return run_index(self._config(IndexConfig, "index", settings), self.spark)
 
-    def calibrate(self, target_fmr: float) -> CalibrationResult:
+    def calibrate(
+        self, target_fmr: float, faces: str = "calibration", name: str = "LFW calibration people", **options: Any
+    ) -> CalibrationResult:
         settings = {
-            "labelled": {"faces_table": self.outputs["calibration_faces_table"], "name": "LFW calibration people"},
+            "labelled": {"faces_table": self.outputs[f"{faces}_faces_table"], "name": name},
             "calibrations_table": self.table("calibrations"),
         }
-        return run_calibrate(self._config(AuditConfig, "audit", settings), target_fmr, self.spark)
+        return run_calibrate(self._config(AuditConfig, "audit", settings), target_fmr, self.spark, **options)
 
-    def query(self, calibration_id: str, k: int, quality_filter: str = "NONE") -> QueryResult:
+    def query(
+        self, calibration_id: str, k: int, quality_filter: str = "NONE", probes: str = "probes", index: str = "index"
+    ) -> QueryResult:
         settings = {
             "quality_filter": quality_filter,
             # A probe photograph is about its most confident face (LFW: the named person); the others
             # are bystanders whose names nobody gave.
-            "probes": {"faces_table": self.outputs["probes_faces_table"], "where": "face_index = 0"},
-            "index_dir": self.outputs["index_dir"],
+            "probes": {"faces_table": self.outputs[f"{probes}_faces_table"], "where": "face_index = 0"},
+            "index_dir": self.outputs[f"{index}_dir"],
             "k": k,
             "threshold": {"calibration": calibration_id},
             "matches_table": self.table("matches"),
@@ -145,10 +189,11 @@ class _Steps:
         return run_query(self._config(QueryConfig, "query", settings), self.spark)
 
     def matches_of(self, run_id: str) -> pd.DataFrame:
-        """One query run's matches rows, as `filter_effect` reads them."""
+        """One query run's matches rows, as `filter_effect` and `false_candidates_by_race` read them."""
         from pyspark.sql import functions as F
 
-        columns = ["probe_face_id", "probe_subject_id", "probe_status", "rank", "gallery_subject_id", "above_threshold"]
+        columns = ["probe_face_id", "probe_subject_id", "probe_attributes", "probe_status", "rank"]
+        columns += ["gallery_subject_id", "above_threshold"]
         frame = self.spark.read.format("delta").load(self.outputs["matches_table"])
         return cast("pd.DataFrame", frame.where(F.col("run_id") == run_id).select(*columns).toPandas())
 
