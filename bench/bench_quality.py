@@ -84,8 +84,11 @@ COMPONENT_DIRECTIONS = {  # which way is better, for each component's own EDC
 _POOL: list[FacePipeline] = []
 
 
-def _start() -> None:
-    _POOL.append(FacePipeline(build_default_pack(), PipelineSettings(threads=1)))
+def _start(pack_dir: str | None = None) -> None:
+    from jobs.models.pack import load_pack
+
+    pack = build_default_pack() if pack_dir is None else load_pack(Path(pack_dir))
+    _POOL.append(FacePipeline(pack, PipelineSettings(threads=1)))
 
 
 def _faces_of(paths: list[str]) -> list[dict[str, Any]]:
@@ -105,9 +108,12 @@ def _faces_of(paths: list[str]) -> list[dict[str, Any]]:
     return out
 
 
-def faces_of_images(files: list[Path], label: str) -> list[dict[str, Any]]:
-    """Every face of every file (cached by the pack, the pipeline's code and the file list)."""
-    pack = build_default_pack()
+def faces_of_images(files: list[Path], label: str, pack_dir: Path | None = None) -> list[dict[str, Any]]:
+    """Every face of every file (cached by the pack, the pipeline's code and the file list); the default
+    pack unless `pack_dir` names another."""
+    from jobs.models.pack import load_pack
+
+    pack = build_default_pack() if pack_dir is None else load_pack(pack_dir)
     sources = [REPO_ROOT / "jobs/models" / name for name in ("quality.py", "pipeline.py", "detect.py", "align.py")]
     key = hashlib.sha256(
         pack.model_id.encode() + b"".join(p.read_bytes() for p in sources) + "\n".join(map(str, files)).encode()
@@ -119,7 +125,8 @@ def faces_of_images(files: list[Path], label: str) -> list[dict[str, Any]]:
         return pickle.loads(cache.read_bytes())
     chunks = [[str(p) for p in files[i : i + 32]] for i in range(0, len(files), 32)]
     started = time.perf_counter()
-    with multiprocessing.get_context("spawn").Pool(len(os.sched_getaffinity(0)), initializer=_start) as pool:
+    initargs = (None if pack_dir is None else str(pack_dir),)
+    with multiprocessing.get_context("spawn").Pool(len(os.sched_getaffinity(0)), _start, initargs) as pool:
         results = [item for chunk in pool.imap(_faces_of, chunks) for item in chunk]
     log.info("%s: %d images in %.0f s", label, len(files), time.perf_counter() - started)
     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -273,9 +280,9 @@ def oriented(values: np.ndarray, direction: Any) -> np.ndarray:
 class Lfw:
     """The central face of every LFW image, its person and View 2 fold (-1: in no fold)."""
 
-    def __init__(self, lfw: Path) -> None:
+    def __init__(self, lfw: Path, pack_dir: Path | None = None) -> None:
         files = sorted((lfw / "images").glob("*/*.jpg"))
-        found = faces_of_images(files, "lfw")
+        found = faces_of_images(files, "lfw", pack_dir)
         self.pairs = read_lfw_pairs(lfw / "pairs.txt")
         self.all_faces = found  # every face of every image (the 1:N gallery takes them all)
         self.names, self.people, self.components, self.vectors, self.heuristic = [], [], [], [], []

@@ -35,6 +35,12 @@ def default_pack_dir() -> Path:
     return models_dir() / DEFAULT_PACK_NAME
 
 
+def accurate_pack_dir() -> Path:
+    """The accuracy-first pack `lineup setup` builds beside the default: the same files, each chip's
+    embedding averaged with its mirror image's."""
+    return models_dir() / "default-flip"
+
+
 DATA_ROOT_ENV = "LINEUP_DATA_ROOT"
 
 

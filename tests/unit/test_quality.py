@@ -178,3 +178,14 @@ def test_a_pack_without_a_fitted_model_gets_the_one_that_ignores_the_embedder() 
     assert "embedding_norm" not in generic.features
     changed_norm = assess(_components(embedding_norm=9.0), "a-pack-nobody-fitted")[0]
     assert changed_norm == assess(_components(), "a-pack-nobody-fitted")[0]
+
+
+def test_the_accuracy_first_pack_embeds_each_chip_with_its_mirror(chip: np.ndarray, tmp_path: Path) -> None:
+    """`lineup setup`'s accurate pack: the same files as the default pack, and each embedding the unit mean
+    of the chip's and its mirror image's (so its model_id differs and its faces never mix with the default's)."""
+    plain = FacePipeline(build_default_pack())
+    accurate_pack = build_default_pack(tmp_path / "default-flip", flip_average=True)  # as `lineup setup` does
+    assert accurate_pack.model_id != plain.pack.model_id
+    both = plain.embed_chips(np.stack([chip, np.ascontiguousarray(chip[:, ::-1])]))
+    expected = both.sum(axis=0) / np.linalg.norm(both.sum(axis=0))
+    assert np.allclose(FacePipeline(accurate_pack).embed_chips(chip[None])[0], expected, atol=1e-5)
