@@ -235,3 +235,76 @@ def test_a_table_whose_quality_was_never_measured_is_refused_by_a_filter(spark, 
     )
     with pytest.raises(UserError, match="no measured quality"):
         run_index(config, spark)
+
+
+def test_the_audit_reports_error_rates_per_quality_band(spark, world: dict) -> None:
+    """1:1 per band of each pair's lower quality, and 1:N per probe quality band; bands account for every
+    pair and every search."""
+    from jobs.audit.config import AuditConfig
+    from jobs.audit.job import run_audit
+    from jobs.audit.quality_bands import QUALITY_BAND, band_names
+
+    root = world["root"]
+    config = load_config(
+        AuditConfig,
+        None,
+        [
+            f"audit.labelled.faces_table={world['gallery']}",
+            "audit.labelled.face_per_image=all",
+            f"audit.metrics_table={root / 'metrics'}",
+            f"audit.report_dir={root / 'reports'}",
+            "audit.bootstrap_rounds=50",
+            f"runs_table={root / 'runs'}",
+        ],
+    )
+    one = run_audit(config, spark)["one_to_one"]
+    bands = one["groups"][QUALITY_BAND]
+    rows = ok_faces(spark, world["gallery"])
+    quality = {r.face_id: r.quality for r in rows}
+    assert bands["cross_group_pairs_excluded"] == 0
+    pairs = one["pairs"]
+    assert sum(g["genuine_pairs"] for g in bands["groups"].values()) == pairs["genuine_pairs"]
+    assert sum(g["impostor_pairs"] for g in bands["groups"].values()) == pairs["impostor_pairs"]
+    lowest = band_names(np.array([min(quality.values())]))[0]
+    assert lowest in bands["groups"]  # the poorest face's pairs sit in its band
+    report = Path(run_audit(config, spark)["outputs"]["report"]).read_text()
+    assert "Error rates by quality band" in report
+
+    # 1:N: the probes (half of them mated) against half the people's gallery faces, per probe quality band.
+    index_dir, half = root / "index-bands", root / "half_gallery"
+    people = sorted({r.subject_id for r in rows})[: PEOPLE // 2]
+    gallery = spark.read.format("delta").load(world["gallery"])
+    gallery.where(gallery.subject_id.isin(people)).write.format("delta").save(str(half))
+    run_index(load_config(IndexConfig, None, [f"index.faces_table={half}", f"index.index_dir={index_dir}"]), spark)
+    searched = run_query(
+        load_config(
+            QueryConfig,
+            None,
+            [
+                f"query.probes.faces_table={world['probes']}",
+                f"query.index_dir={index_dir}",
+                f"query.matches_table={root / 'bands' / 'matches'}",
+                f"query.identities_table={root / 'bands' / 'identities'}",
+                f"runs_table={root / 'runs'}",
+            ],
+        ),
+        spark,
+    )
+    identification = config.audit.identification.model_copy(
+        update={
+            "matches_table": str(root / "bands" / "matches"),
+            "run_id": searched["run_id"],
+            "index_dir": str(index_dir),
+        }
+    )
+    labelled_off = config.audit.labelled.model_copy(update={"faces_table": None})
+    many_config = config.model_copy(
+        update={"audit": config.audit.model_copy(update={"identification": identification, "labelled": labelled_off})}
+    )
+    many = run_audit(many_config, spark)["one_to_n"]
+    bands_1n = many["quality_bands"]
+    assert bands_1n
+    for target in config.audit.fpir_targets:
+        at = [b for b in bands_1n if b["target_fpir"] == target]
+        if at:
+            assert sum(b["mated_searches"] + b["non_mated_searches"] for b in at) == many["searches"]

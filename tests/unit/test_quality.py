@@ -189,3 +189,23 @@ def test_the_accuracy_first_pack_embeds_each_chip_with_its_mirror(chip: np.ndarr
     both = plain.embed_chips(np.stack([chip, np.ascontiguousarray(chip[:, ::-1])]))
     expected = both.sum(axis=0) / np.linalg.norm(both.sum(axis=0))
     assert np.allclose(FacePipeline(accurate_pack).embed_chips(chip[None])[0], expected, atol=1e-5)
+
+
+def test_a_floor_that_discards_one_group_more_says_so_wherever_it_is_applied(monkeypatch: pytest.MonkeyPatch) -> None:
+    from jobs.faces import quality_filter
+
+    floor = quality_filter.quality_floor("HIGH")
+    assert floor is not None
+    note = "on utkface-dev it discards 9 of 400 race Asian faces (2.2%) against 1 of 400 race Others (0.2%)"
+    monkeypatch.setitem(quality_filter.DISPARITY, "HIGH", note)
+    assert floor.disparity == note and note in floor.describe()
+    assert floor.as_dict()["quality_floor_disparity"] == note
+
+
+def test_group_by_takes_intersections_as_lists() -> None:
+    from jobs.audit.config import AuditSettings
+
+    settings = AuditSettings.model_validate(
+        {"labelled": {"faces_table": "/t"}, "group_by": [["race", "gender"], "race"]}
+    )
+    assert settings.group_by == ["race+gender", "race"]
