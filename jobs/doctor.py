@@ -38,10 +38,35 @@ def package_versions() -> dict[str, str]:
     return {name: metadata.version(name) for name in names}
 
 
+def cpu_features(cpuinfo: str | None = None) -> dict[str, Any]:
+    """What the INT8 pack's kernel will be on this host: onnxruntime runs its uint8 x int8 products on VNNI
+    instructions where the CPU has them (AVX512-VNNI or AVX-VNNI), else on AVX2, where they gain less
+    (docs/performance.md gives the figure measured on each kind).
+
+    >>> cpu_features("flags : fpu avx2 avx512_vnni")["int8_kernel"]
+    'VNNI (avx512_vnni)'
+    >>> cpu_features("flags : fpu avx2")["vnni"]
+    False
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return {"vnni": None, "int8_kernel": f"unknown on {platform.system()} (no /proc/cpuinfo)"}
+    flags = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags |= set(line.split(":", 1)[-1].split())
+    vnni = sorted(flags & {"avx512_vnni", "avx_vnni"})
+    kernel = f"VNNI ({', '.join(vnni)})" if vnni else ("AVX2, no VNNI" if "avx2" in flags else "no AVX2 or VNNI")
+    return {"vnni": bool(vnni), "avx2": "avx2" in flags, "int8_kernel": kernel}
+
+
 def run_doctor(config: LineupConfig) -> dict[str, Any]:
     """Collect the report; raises `UserError` with a one-line reason when something is missing."""
     report: dict[str, Any] = {"job": "doctor", "python": platform.python_version(), "java": java_version()}
     report.update(package_versions())
+    report["cpu"] = cpu_features()
     lock = load_lock()
     jars = verify_staged(config.spark.resolved_jars_dir(), lock)
     report["delta_jars_version"] = lock.delta_version
