@@ -27,6 +27,8 @@ def test_doctor_reports_versions_and_session_start() -> None:
     assert report["status"] == "ok"
     assert report["spark_session_start_s"] > 0
     assert report["delta_jars"] and all(Path(p).is_file() for p in report["delta_jars"])
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    assert report["cpu"]["vnni"] == ("avx512_vnni" in flags or "avx_vnni" in flags)
 
 
 def test_doctor_without_jars_exits_2_naming_the_fix(tmp_path: Path) -> None:
