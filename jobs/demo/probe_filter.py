@@ -44,7 +44,7 @@ def filter_effect(matches: pd.DataFrame, gallery_subjects: set[str], level: str)
     probes = matches.drop_duplicates("probe_face_id").set_index("probe_face_id")
     mated = probes["probe_subject_id"].isin(gallery_subjects)
     not_searched = probes["probe_status"] != "ok"
-    above = matches[matches["above_threshold"].fillna(False).astype(bool)]
+    above = matches[matches["above_threshold"].eq(True)]  # null (no threshold) is not above
     false_hit = set(above.loc[above["gallery_subject_id"] != above["probe_subject_id"], "probe_face_id"])
     true_hit = set(above.loc[above["gallery_subject_id"] == above["probe_subject_id"], "probe_face_id"])
     ids = probes.index.to_series()

@@ -49,7 +49,7 @@ def false_candidates_by_race(raw: pd.DataFrame, fsn: pd.DataFrame) -> list[RaceR
     def per_probe(matches: pd.DataFrame) -> pd.DataFrame:
         searched = matches[matches["probe_status"] == "ok"].copy()
         searched["race"] = [dict(a or {}).get("race", "?") for a in searched["probe_attributes"]]
-        searched["hit"] = searched["above_threshold"].fillna(False).astype(bool)
+        searched["hit"] = searched["above_threshold"].eq(True)
         return searched.groupby("probe_face_id").agg(race=("race", "first"), hit=("hit", "any"))
 
     raw_probes, fsn_probes = per_probe(raw), per_probe(fsn)

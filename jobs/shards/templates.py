@@ -31,7 +31,7 @@ def mean_template(vectors: np.ndarray, weights: np.ndarray | None = None) -> np.
     """The unit-length weighted mean of a subject's unit face embeddings (weights: each face's quality;
     None or a face without one: 1).
 
-    >>> mean_template(np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([3.0, 1.0])).round(4).tolist()
+    >>> [round(float(v), 4) for v in mean_template(np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([3.0, 1.0]))]
     [0.9487, 0.3162]
     """
     vectors = np.asarray(vectors, np.float64)
