@@ -73,6 +73,19 @@ RUNS_ARROW = pa.schema(
     ]
 )
 
+# The error budget beside every candidate (jobs.common.thresholds.ErrorBudget), in matches and identities:
+# the gallery searched, where the threshold came from, the FMR it was measured at and on what, and
+# gallery_size x that FMR.
+BUDGET_FIELDS = [
+    ("gallery_size", pa.int64()),
+    ("gallery_subjects", pa.int64()),
+    ("threshold_source", pa.string()),
+    ("threshold_fmr_group", pa.string()),  # the probe's group whose own rate threshold_fmr is, if any
+    ("threshold_fmr", pa.float64()),
+    ("threshold_fmr_data", pa.string()),
+    ("expected_false_candidates", pa.float64()),
+]
+
 # matches: every candidate of every probe (and a row, rank null, per probe image without a usable face)
 MATCHES_ARROW = pa.schema(
     [
@@ -96,15 +109,7 @@ MATCHES_ARROW = pa.schema(
         ("above_threshold", pa.bool_()),
         ("model_id", pa.string()),
         ("index_id", pa.string()),
-        ("gallery_size", pa.int64()),
-        # the error budget (jobs.common.thresholds.ErrorBudget): subjects searched, where the threshold
-        # came from, the FMR it was measured at and on what, and gallery_size x that FMR
-        ("gallery_subjects", pa.int64()),
-        ("threshold_source", pa.string()),
-        ("threshold_fmr_group", pa.string()),  # the probe's group whose own rate threshold_fmr is, if any
-        ("threshold_fmr", pa.float64()),
-        ("threshold_fmr_data", pa.string()),
-        ("expected_false_candidates", pa.float64()),
+        *BUDGET_FIELDS,
         ("queried_at", pa.timestamp("us", tz="UTC")),
     ]
 )
@@ -127,15 +132,7 @@ IDENTITIES_ARROW = pa.schema(
         ("above_threshold", pa.bool_()),
         ("model_id", pa.string()),
         ("index_id", pa.string()),
-        ("gallery_size", pa.int64()),
-        # the error budget (jobs.common.thresholds.ErrorBudget): subjects searched, where the threshold
-        # came from, the FMR it was measured at and on what, and gallery_size x that FMR
-        ("gallery_subjects", pa.int64()),
-        ("threshold_source", pa.string()),
-        ("threshold_fmr_group", pa.string()),  # the probe's group whose own rate threshold_fmr is, if any
-        ("threshold_fmr", pa.float64()),
-        ("threshold_fmr_data", pa.string()),
-        ("expected_false_candidates", pa.float64()),
+        *BUDGET_FIELDS,
         ("search", pa.string()),  # faces: best face per subject; subjects: the subject's template
         ("queried_at", pa.timestamp("us", tz="UTC")),
     ]

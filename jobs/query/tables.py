@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from jobs.common.schema import BUDGET_FIELDS
 from jobs.common.thresholds import ErrorBudget, Threshold
 from jobs.shards.manifest import Manifest
 
@@ -13,15 +14,7 @@ if TYPE_CHECKING:
 
 
 # The error budget's columns, in every matches and identities row.
-BUDGET_COLUMNS = (
-    "gallery_size",
-    "gallery_subjects",
-    "threshold_source",
-    "threshold_fmr_group",
-    "threshold_fmr",
-    "threshold_fmr_data",
-    "expected_false_candidates",
-)
+BUDGET_COLUMNS = tuple(name for name, _ in BUDGET_FIELDS)
 
 
 def matches_frame(
