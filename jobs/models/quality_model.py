@@ -21,7 +21,6 @@ from jobs.models.quality import (
     EXTREME_POSE,
     LOW_BRIGHTNESS,
     LOW_CONFIDENCE,
-    LOW_FACE_QUALITY,
     LOW_SHARPNESS,
     SMALL_BOUNDING_BOX,
     QualityComponents,
@@ -106,11 +105,6 @@ def floor_of(level: QualityLevel) -> float | None:
 def resolved_level(level: QualityLevel) -> str:
     """AUTO named as the level it stands for."""
     return str(FLOORS["AUTO"]) if level == "AUTO" else level
-
-
-def below_floor_reasons(reasons_of_face: list[str] | tuple[str, ...] | None) -> list[str]:
-    """A filtered face's reasons: its components' reasons, then LOW_FACE_QUALITY."""
-    return [*(reasons_of_face or []), LOW_FACE_QUALITY]
 
 
 def heuristic_quality(landmarks: list[list[float]], det_score: float) -> float:
