@@ -15,6 +15,7 @@ from jobs.audit.config import AuditConfig
 from jobs.common.delta import pinned_version, read_latest_if_any, read_pinned
 from jobs.common.errors import UserError
 from jobs.common.storage import upath
+from jobs.shards.gallery import indexed_rows
 from jobs.shards.manifest import Manifest, read_manifest
 
 if TYPE_CHECKING:
@@ -145,9 +146,10 @@ def load_searches(spark: SparkSession, config: AuditConfig) -> tuple[ident.Searc
 
 
 def _enrolled_subjects(spark: SparkSession, manifest: Manifest) -> set[str]:
-    """Subjects with at least one face in the gallery the index was built from (its pinned version)."""
+    """Subjects with at least one face in the index (its pinned version, model and quality floor): a
+    subject whose faces a quality floor kept out cannot be found, so its probes are not mated."""
     from pyspark.sql import functions as F
 
     gallery, _ = read_pinned(spark, manifest.faces_table, manifest.faces_version, "the index's faces_table")
-    labelled = gallery.where((F.col("status") == "ok") & F.col("subject_id").isNotNull())
+    labelled = indexed_rows(gallery, manifest).where(F.col("subject_id").isNotNull())
     return {row.subject_id for row in labelled.select("subject_id").distinct().collect()}

@@ -97,6 +97,8 @@ class FacePipeline:
         self.template = np.asarray(self.alignment_cfg["template"], dtype=np.float64)
         refine = self.alignment_cfg.get("refine_template")
         self.refine_template = None if refine is None else np.asarray(refine, dtype=np.float64)
+        # the frontal reference for head pose: the template the chip's landmarks were last fitted to
+        self.pose_template = self.template if self.refine_template is None else self.refine_template
         self.chip_size = int(self.alignment_cfg["chip_size"])
         self.min_face_px = self.settings.min_face_px or int(self.detector_cfg["min_face_px"])
         mean = np.asarray(self.embedder_cfg["mean"], np.float32)
@@ -146,8 +148,9 @@ class FacePipeline:
                 marks, score = detections.landmarks[face_index], float(detections.scores[face_index])
                 face = Face(face_index, detections.boxes[face_index], marks, score, None, embeddings[row])
                 if self.settings.quality:
-                    template = self.template if self.refine_template is None else self.refine_template
-                    face.components = components(chip_marks[row], template, chips[row], score, float(norms[row]))
+                    face.components = components(
+                        chip_marks[row], self.pose_template, chips[row], score, float(norms[row])
+                    )
                     face.quality, face.quality_reasons = assess(face.components, self.pack.model_id)
                 results[index].faces.append(face)
                 row += 1

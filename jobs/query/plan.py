@@ -12,6 +12,7 @@ from jobs.common.normalization import Normalization
 from jobs.common.normalized_scores import normalized_score, offset_column
 from jobs.query.worker import CANDIDATES_DDL, SearchContext, make_search_runner
 from jobs.shards.files import file_size
+from jobs.shards.gallery import indexed_faces
 from jobs.shards.manifest import Manifest
 
 if TYPE_CHECKING:
@@ -27,11 +28,7 @@ def gallery_faces(spark: SparkSession, manifest: Manifest) -> DataFrame:
     face_id -> subject_id and embedding."""
     from pyspark.sql import functions as F
 
-    frame = spark.read.format("delta").option("versionAsOf", manifest.faces_version).load(manifest.faces_table)
-    frame = frame.where((F.col("status") == "ok") & (F.col("model_id") == manifest.model_id))
-    if manifest.quality_floor is not None:
-        frame = frame.where(F.col("quality") >= F.lit(manifest.quality_floor))
-    return frame.select(
+    return indexed_faces(spark, manifest).select(
         F.col("face_id").alias("gallery_face_id"),
         F.col("subject_id").alias("gallery_subject_id"),
         F.col("embedding").alias("gallery_embedding"),

@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from jobs.common.storage import AnyPath
 from jobs.shards.files import checked_file, sha256_bytes, write_atomically
+from jobs.shards.gallery import indexed_faces
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -69,13 +70,7 @@ def subject_templates(frame: DataFrame) -> pa.Table:
 def generation_templates(spark: SparkSession, manifest: Manifest) -> pa.Table:
     """The templates of the faces a generation indexes: its faces table at its pinned version, status ok,
     its model, above its quality floor."""
-    from pyspark.sql import functions as F
-
-    frame = spark.read.format("delta").option("versionAsOf", manifest.faces_version).load(manifest.faces_table)
-    frame = frame.where((F.col("status") == "ok") & (F.col("model_id") == manifest.model_id))
-    if manifest.quality_floor is not None:
-        frame = frame.where(F.col("quality") >= F.lit(manifest.quality_floor))
-    return subject_templates(frame)
+    return subject_templates(indexed_faces(spark, manifest))
 
 
 def add_templates(spark: SparkSession, manifest: Manifest, directory: AnyPath, generation: int) -> None:
