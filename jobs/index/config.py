@@ -7,6 +7,7 @@ from upath import UPath
 
 from jobs.common.config import LineupConfig, StrictModel, location_field
 from jobs.models.quality_model import QualityLevel
+from jobs.shards.choose import DEFAULT_RECALL_FLOOR
 
 # How long files of a superseded generation stay for readers that pinned it; only
 # `lineup index --set index.vacuum=true` removes them, as Delta's VACUUM does.
@@ -27,7 +28,13 @@ class IndexSettings(StrictModel):
     )
     factory: str | None = Field(None, description="a FAISS factory string forcing the index type")
     recall_k: int = Field(10, ge=1)
-    recall_floor: float = Field(0.95, gt=0, le=1)
+    recall_floor: float = Field(
+        DEFAULT_RECALL_FLOOR,
+        gt=0,
+        le=1,
+        description="least recall@k against exact search the index must keep (measured on held-out faces; the "
+        "build fails below it). 1.0 = exact search at any size; below 1 allows an approximate index",
+    )
     accept_low_recall: bool = False
     holdout_queries: int = Field(1000, ge=1)
     train_sample: int = Field(65536, ge=100)

@@ -26,7 +26,7 @@ from jobs.index.plan import read_gallery, training_sample
 from jobs.index.recall import measure_recall
 from jobs.index.shards import _add_shards, _emptied, new_manifest
 from jobs.shards import build
-from jobs.shards.choose import choose_index
+from jobs.shards.choose import NoIndexFits, choose_index
 from jobs.shards.files import deserialize, load_index, sha256_bytes, write_atomically
 from jobs.shards.generations import publish, vacuum
 from jobs.shards.manifest import IndexFileError, Manifest, read_manifest
@@ -63,7 +63,12 @@ def _build(config: IndexConfig, spark: SparkSession, phases: Phases) -> dict[str
         gallery = read_gallery(spark, table_path, settings.faces_version, settings.model_id, floor)
         frame, version, model_id, dim = gallery.frame, gallery.version, gallery.model_id, gallery.dim
         vectors = frame.count()
-    choice = choose_index(vectors, dim, int(settings.memory_budget_gb * 2**30), settings.factory)
+    try:
+        choice = choose_index(
+            vectors, dim, int(settings.memory_budget_gb * 2**30), settings.factory, settings.recall_floor
+        )
+    except NoIndexFits as error:
+        raise UserError(str(error)) from None
     log.info(
         "indexing %d vectors (dim %d) of %s v%d as %s: %s",
         vectors,

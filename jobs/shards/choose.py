@@ -1,12 +1,15 @@
 """Which FAISS index for a gallery: a public decision kept apart from the build mechanics.
 
-Scores are inner products of L2-normalised embeddings (cosine). Small galleries get exact search;
-large ones an IVF index. While the full vectors fit the memory budget, its inverted lists hold 4-bit PQ
-codes scanned with FAISS's fast-scan kernels, and the codes' best `k * REFINE_K_FACTOR` candidates are
-rescored exactly from the full vectors (`RFlat`): the scan reads 1/16 of the bytes in SIMD registers,
-the rescoring gives back the exact scores and order. Then 8-bit scalar codes alone (scores within ~0.01
-of exact on unit vectors), 8-bit PQ codes when nothing else fits. A FAISS factory string in the config
-overrides the choice.
+Scores are inner products of L2-normalised embeddings (cosine). The recall floor decides first: at 1.0
+(the default) search is exact at every size, so no candidate above a threshold is ever missed and a
+search is reproducible from the faces table alone, whatever index build served it; an auditor can check
+it. Below 1.0 an approximate index is allowed: small galleries still get exact search (as fast here),
+larger ones an IVF index tuned to the floor. While the full vectors fit the memory budget, its inverted
+lists hold 4-bit PQ codes scanned with FAISS's fast-scan kernels, and the codes' best
+`k * REFINE_K_FACTOR` candidates are rescored exactly from the full vectors (`RFlat`): the scan reads
+1/16 of the bytes in SIMD registers, the rescoring gives back the exact scores and order. Then 8-bit
+scalar codes alone (scores within ~0.01 of exact on unit vectors), 8-bit PQ codes when nothing else
+fits. A FAISS factory string in the config overrides the choice.
 
 Fast-scan indexes are built with the L2 metric: on unit vectors |q - x|^2 = 2 - 2 q.x, so the order is
 the cosine order and `jobs.shards.search` turns the distances back into cosines. FAISS's fast-scan IVF
@@ -20,10 +23,12 @@ import math
 import re
 from dataclasses import dataclass
 
-# Up to a million vectors exact search is the better index on a small box: measured here (2 vCPUs, 1M
-# face-shaped 128-d vectors, 10k probes), FAISS flat search ran 523 queries/s with perfect recall, while
-# IVF4096,Flat needed nprobe 512 for recall@10 0.98 and then ran 250 queries/s (bench/bench_index.py).
-EXACT_LIMIT = 1_000_000
+DEFAULT_RECALL_FLOOR = 1.0  # exact: docs/performance.md states what it costs at 1M and 10M
+# With a floor below 1, galleries up to this size are still searched exactly: a flat scan costs n x dim
+# per probe, and at 1M (10k face-shaped probes, 2 vCPUs) it ran ~600 queries/s while the IVF index below
+# ran ~2,200 at recall@10 0.95 (bench/bench_peers.py); at a quarter of that size the flat scan is about as
+# fast, needs no training, and never misses.
+EXACT_LIMIT = 250_000
 # Assigning a vector to its list costs nlist x dim with a flat coarse quantizer: past 4,096 lists that
 # dominates both the build (10M vectors x 16,384 lists: ~7 min of 2 cores here) and short searches.
 MAX_NLIST = 4096
@@ -60,16 +65,36 @@ def _nlist(vectors: int) -> int:
     return nlist
 
 
-def choose_index(vectors: int, dim: int, memory_budget_bytes: int, factory: str | None = None) -> IndexChoice:
+class NoIndexFits(ValueError):
+    """Exact search was asked for (recall floor 1.0) but the full vectors exceed the memory budget."""
+
+
+def choose_index(
+    vectors: int,
+    dim: int,
+    memory_budget_bytes: int,
+    factory: str | None = None,
+    recall_floor: float = DEFAULT_RECALL_FLOOR,
+) -> IndexChoice:
+    """The index for `vectors` embeddings of `dim` floats within the budget, allowed to miss at most
+    1 - `recall_floor` of the true top-k (measured after the build; the build fails below it)."""
     if factory:
         exact = factory.strip().lower() in ("flat", "idmap,flat")
         param = None if exact else ("efSearch" if "HNSW" in factory else "nprobe")
         return IndexChoice(factory, exact, "forced by index.factory", param, _candidates(param, factory))
-    if vectors <= EXACT_LIMIT:
-        return IndexChoice("Flat", True, f"{vectors} vectors <= {EXACT_LIMIT}: exact search", None, ())
     nlist = _nlist(vectors)
     flat_bytes, sq8_bytes, pq4_bytes = vectors * dim * 4, vectors * dim, vectors * dim // 4
     budget = f"the {memory_budget_bytes / 2**30:.2f} GiB budget"
+    if recall_floor >= 1.0:
+        if flat_bytes > memory_budget_bytes:
+            raise NoIndexFits(
+                f"exact search over {vectors} vectors needs {flat_bytes / 2**30:.2f} GiB, more than "
+                f"index.memory_budget_gb ({memory_budget_bytes / 2**30:.2f} GiB): raise the budget, or set "
+                "index.recall_floor below 1 (e.g. 0.99) to allow an approximate index"
+            )
+        return IndexChoice("Flat", True, "index.recall_floor 1.0: exact search, no candidate missed", None, ())
+    if vectors <= EXACT_LIMIT:
+        return IndexChoice("Flat", True, f"{vectors} vectors <= {EXACT_LIMIT}: exact search is as fast", None, ())
     if flat_bytes + pq4_bytes <= memory_budget_bytes and dim % 2 == 0:
         factory = f"IVF{nlist},PQ{dim // 2}x4fs,RFlat"
         reason = (

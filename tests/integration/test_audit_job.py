@@ -353,6 +353,7 @@ def test_fsn_calibration_narrows_the_gap_and_every_consumer_applies_it(spark, la
                 f"index.faces_table={tmp_path / 'gallery'}",
                 f"index.index_dir={tmp_path / 'ivf'}",
                 "index.factory=IVF2,Flat",
+                "index.recall_floor=0.95",
                 "index.shards=1",
             ],
         ),

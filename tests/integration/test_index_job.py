@@ -51,7 +51,8 @@ def test_approximate_recall_in_manifest_is_recomputable(spark, tmp_path: Path) -
     ids = np.arange(5000, dtype=np.int64) + 10
     vectors = clustered(5000, dim=32, seed=3)
     write_faces(spark, tmp_path / "faces", ids, vectors)
-    summary = run_index(config(tmp_path / "faces", tmp_path / "index", "index.factory=IVF32,Flat"), spark)
+    settings = config(tmp_path / "faces", tmp_path / "index", "index.factory=IVF32,Flat", "index.recall_floor=0.95")
+    summary = run_index(settings, spark)
     assert summary["search_param"] == "nprobe" and summary["recall_at_k"] >= 0.95
     index = load_index(tmp_path / "index")  # applies the stored nprobe
     rng = np.random.default_rng(0)

@@ -194,6 +194,7 @@ def test_approximate_index_with_rerank_gives_exact_scores(spark, world: dict, tm
                 f"index.index_dir={tmp_path / 'ivf'}",
                 "index.shards=2",
                 "index.factory=IVF16,Flat",
+                "index.recall_floor=0.95",
                 "index.holdout_queries=200",
             ],
         ),

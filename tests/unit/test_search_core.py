@@ -21,7 +21,7 @@ from jobs.shards.build import (
     tune,
     without_queries,
 )
-from jobs.shards.choose import EXACT_LIMIT, REFINE_K_FACTOR, choose_index
+from jobs.shards.choose import EXACT_LIMIT, REFINE_K_FACTOR, NoIndexFits, choose_index
 from jobs.shards.files import ShardedIndex, deserialize, serialize
 from jobs.shards.search import merge_top_k, pad_to_k, search_shard, search_shards
 from tests.fixtures.faces import clustered
@@ -96,6 +96,7 @@ def test_empty_shards_give_padded_results() -> None:
     ("vectors", "budget_gb", "factory", "exact"),
     [
         (EXACT_LIMIT, 1, "Flat", True),
+        (EXACT_LIMIT + 1, 1, "IVF2048,PQ64x4fs,RFlat", False),  # 4 * sqrt(250k) = 2000 -> 2048
         (4_000_000, 4, "IVF4096,PQ64x4fs,RFlat", False),  # 1.9 + 0.1 GiB fit; 4 * sqrt(4M) = 8000 -> capped 4096
         (1_500_000, 4, "IVF4096,PQ64x4fs,RFlat", False),  # 4 * sqrt(1.5M) = 4899 -> 4096
         (10_000_000, 8, "IVF4096,PQ64x4fs,RFlat", False),  # 4.8 GiB of floats and 0.3 GiB of 4-bit codes fit 8 GiB
@@ -103,11 +104,24 @@ def test_empty_shards_give_padded_results() -> None:
         (10_000_000, 1, "IVF4096,PQ32x8", False),  # not even 8-bit codes fit 1 GiB: PQ with dim / 4 bytes
     ],
 )
-def test_index_choice_by_hand(vectors: int, budget_gb: int, factory: str, exact: bool) -> None:
-    choice = choose_index(vectors, 128, budget_gb * 2**30)
+@pytest.mark.parametrize("recall_floor", [0.95, 0.99])
+def test_index_choice_by_hand(vectors: int, budget_gb: int, factory: str, exact: bool, recall_floor: float) -> None:
+    choice = choose_index(vectors, 128, budget_gb * 2**30, recall_floor=recall_floor)
     assert (choice.factory, choice.exact) == (factory, exact)
-    assert choice.train_points == (0 if exact else 4096 * 39)
+    nlist = int(factory.split(",")[0][3:]) if not exact else 0
+    assert choice.train_points == nlist * 39
     assert choice.search_param == (None if exact else "nprobe")
+
+
+@pytest.mark.parametrize("vectors", [1_000, EXACT_LIMIT + 1, 10_000_000])
+def test_a_recall_floor_of_one_is_exact_at_any_size(vectors: int) -> None:
+    choice = choose_index(vectors, 128, 8 * 2**30)  # the default floor
+    assert (choice.factory, choice.exact, choice.search_param) == ("Flat", True, None)
+
+
+def test_exact_search_beyond_the_budget_is_refused_naming_both_settings() -> None:
+    with pytest.raises(NoIndexFits, match=r"4.77 GiB.*index.memory_budget_gb.*index.recall_floor below 1"):
+        choose_index(10_000_000, 128, 4 * 2**30, recall_floor=1.0)
 
 
 @pytest.mark.parametrize("factory", ["IVF16,SQ8,RFlat", "IVF16,PQ8x4fs,RFlat"])
