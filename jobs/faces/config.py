@@ -76,6 +76,11 @@ class EmbedSettings(StrictModel):
         "(cheap: docs/jobs/embed.md gives the measured cost); off leaves them null",
     )
     threads_per_worker: int = Field(1, ge=1)
+    warmup: bool = Field(
+        True,
+        description="start the Python workers and build their face pipelines while the driver plans "
+        "(a fresh process's first tasks would pay for it; docs/performance.md gives the measured gain)",
+    )
     progress_interval_s: float = Field(30.0, gt=0)
 
 

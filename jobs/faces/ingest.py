@@ -36,6 +36,7 @@ from jobs.faces.refs import InputRef
 from jobs.faces.rows import RowContext
 from jobs.faces.schedule import Progress, embedded_in_order
 from jobs.faces.table import FACES_COLUMNS, collects_personal_stats, ensure_faces_table
+from jobs.faces.warmup import Warmup
 from jobs.faces.worker import (
     TASK_COLUMNS,
     EmbedContext,
@@ -64,13 +65,33 @@ def run_embed(config: EmbedConfig, spark: SparkSession | None = None) -> EmbedRe
 
 
 def _run(config: EmbedConfig, spark: SparkSession, record: RunRecord, phases: Phases) -> dict[str, Any]:
-    with phases.phase("plan"):
-        pack = load_pack(config.resolved_pack_dir())
-        refs = list_inputs(config.embed.input, spark) if config.embed.input.kind != "table" else []
+    warmup = None
+    try:
+        with phases.phase("plan"):
+            pack = load_pack(config.resolved_pack_dir())
+            pipeline = _pipeline_ref(config, pack)
+            refs = list_inputs(config.embed.input, spark) if config.embed.input.kind != "table" else []
+            if config.embed.warmup and (refs or config.embed.input.kind == "table"):
+                warmup = Warmup(spark, pipeline)
+        return _embed(config, spark, record, phases, pack, pipeline, refs)
+    finally:
+        if warmup is not None:
+            warmup.cancel()
+
+
+def _embed(
+    config: EmbedConfig,
+    spark: SparkSession,
+    record: RunRecord,
+    phases: Phases,
+    pack: Pack,
+    pipeline: PipelineRef,
+    refs: list[InputRef],
+) -> dict[str, Any]:
     table_path = config.faces_table_path()
     # Everything that can refuse the input (labels table included) runs before the table is touched:
     # a refused run leaves no new table version behind.
-    context = _worker_context(config, spark, pack, record.run_id)
+    context = _worker_context(config, spark, pack, pipeline, record.run_id)
     with phases.phase("prepare_table"):
         start_version, fresh, held = _prepare_table(spark, config, table_path, pack.model_id)
     searched_by = "driver" if isinstance(held, HeldOnDriver) else "spark" if held is not None else None
@@ -105,6 +126,8 @@ def _run(config: EmbedConfig, spark: SparkSession, record: RunRecord, phases: Ph
     with phases.phase("summary"):
         summary = _summary(spark, pack.model_id, record.run_id, ledger, counts, elapsed)
     summary["python_worker_peak_rss_mb"] = round(context.peak_rss.value, 1)
+    # 0 when the warm-up had every Python worker ready (jobs.faces.warmup); else the tasks that built one
+    summary["pipelines_built_by_tasks"] = int(context.built_in_tasks.value)
     summary["known_searched_by"] = searched_by
     record.add_output("faces", table_path, summary["outputs"]["faces_table_version"])
     record.counts = {k: v for k, v in summary.items() if isinstance(v, int)}
@@ -161,19 +184,26 @@ def _embed_files(
         progress.report(len(chunks[number]), config.embed.progress_interval_s, force=number == 0)
 
 
-def _worker_context(config: EmbedConfig, spark: SparkSession, pack: Pack, run_id: str) -> EmbedContext:
+def _pipeline_ref(config: EmbedConfig, pack: Pack) -> PipelineRef:
+    settings = config.embed
+    return PipelineRef(
+        pack.location,
+        pack.model_id,
+        settings.threads_per_worker,
+        settings.max_pixels,
+        settings.retry_rotations,
+        settings.quality,
+    )
+
+
+def _worker_context(
+    config: EmbedConfig, spark: SparkSession, pack: Pack, pipeline: PipelineRef, run_id: str
+) -> EmbedContext:
     """What every task needs, small enough to ship with the task (the pipeline is built on the worker).
     The erasure register goes with it as digests: an erased image is a status row, never embedded."""
     labels = config.embed.labels
     return EmbedContext(
-        pipeline=PipelineRef(
-            pack.location,
-            pack.model_id,
-            config.embed.threads_per_worker,
-            config.embed.max_pixels,
-            config.embed.retry_rotations,
-            config.embed.quality,
-        ),
+        pipeline=pipeline,
         rows=RowContext(
             model_id=pack.model_id,
             run_id=run_id,
@@ -188,6 +218,7 @@ def _worker_context(config: EmbedConfig, spark: SparkSession, pack: Pack, run_id
         batch_images=config.embed.batch_images,
         max_file_bytes=config.embed.input.max_file_bytes,
         peak_rss=spark.sparkContext.accumulator(0.0, MaxParam()),
+        built_in_tasks=spark.sparkContext.accumulator(0),
     )
 
 

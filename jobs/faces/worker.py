@@ -41,6 +41,14 @@ class EmbedContext:
     batch_images: int
     max_file_bytes: int
     peak_rss: Any  # an accumulator (`MaxParam`): the largest Python worker's peak RSS, MB
+    built_in_tasks: Any = None  # an accumulator (sum): embedding tasks that had to build their pipeline
+
+
+def _pipeline(context: EmbedContext) -> Any:  # a FacePipeline
+    """The worker's pipeline; counted when an embedding task (not a warm-up) had to build it."""
+    if context.built_in_tasks is not None and not context.pipeline.built():
+        context.built_in_tasks.add(1)
+    return context.pipeline.pipeline()
 
 
 def task_table(tasks: list[list[InputRef]]) -> Any:  # a pyarrow.Table
@@ -76,7 +84,7 @@ def make_task_runner(context: EmbedContext, table_path: str) -> Callable[[Iterat
     """mapInArrow over task rows (`TASK_COLUMNS`) -> one Delta add action per written faces file."""
 
     def run(batches: Iterator) -> Iterator:
-        pipeline = context.pipeline.pipeline()
+        pipeline = _pipeline(context)
         for _, refs in _task_rows(batches):
             loaded = read_refs(refs, context.max_file_bytes)
             rows = list(embed_loaded(loaded, pipeline, context.rows, context.batch_images))
@@ -118,7 +126,7 @@ def make_table_runner(context: EmbedContext, prefix: str, table_path: str) -> Ca
     """Known content was already dropped by the job's anti-join, so every row here is embedded."""
 
     def run(batches: Iterator) -> Iterator:
-        pipeline = context.pipeline.pipeline()
+        pipeline = _pipeline(context)
         rows: list[dict] = []
         for batch in batches:
             ids, contents = batch.column(0).to_pylist(), batch.column(1).to_pylist()

@@ -20,9 +20,16 @@ class PipelineRef:
     retry_rotations: bool = False
     quality: bool = True
 
+    def built(self) -> bool:
+        """Whether this worker process has built the pipeline already (by a warm-up or an earlier task)."""
+        return self._key() in _PIPELINES
+
+    def _key(self) -> tuple[str, str, int, int, bool, bool]:
+        return (self.pack_dir, self.model_id, self.threads, self.max_pixels, self.retry_rotations, self.quality)
+
     def pipeline(self) -> FacePipeline:
         """This worker's pipeline for the pack, built on first use."""
-        key = (self.pack_dir, self.model_id, self.threads, self.max_pixels, self.retry_rotations, self.quality)
+        key = self._key()
         if key not in _PIPELINES:
             pack = locate_pack(self.pack_dir, self.model_id)
             settings = PipelineSettings(

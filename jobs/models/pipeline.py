@@ -156,6 +156,12 @@ class FacePipeline:
                 row += 1
         return results
 
+    def warm(self) -> None:
+        """One detection and one embedding of blank input: onnxruntime sizes its buffers and picks its
+        kernels on a session's first run, a cost the first real image would otherwise pay."""
+        self.detect(np.zeros((self.chip_size * 2, self.chip_size * 2, 3), np.uint8))
+        self.embed_chips_raw(np.zeros((1, self.chip_size, self.chip_size, 3), np.uint8))
+
     def embed_chips(self, chips: np.ndarray) -> np.ndarray:
         """Aligned RGB uint8 chips (N, S, S, 3) -> L2-normalised float32 embeddings (N, dim)."""
         return _unit(self.embed_chips_raw(chips))
