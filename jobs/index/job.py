@@ -62,7 +62,7 @@ def _build(config: IndexConfig, spark: SparkSession, phases: Phases) -> dict[str
     with phases.phase("read"):
         gallery = read_gallery(spark, table_path, settings.faces_version, settings.model_id, floor)
         frame, version, model_id, dim = gallery.frame, gallery.version, gallery.model_id, gallery.dim
-        vectors = frame.count()
+        vectors = gallery.vectors
     try:
         choice = choose_index(
             vectors, dim, int(settings.memory_budget_gb * 2**30), settings.factory, settings.recall_floor

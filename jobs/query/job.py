@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
@@ -186,11 +187,18 @@ def _write(
             .collect()
         )
         by_status = {row.probe_status: int(row.probes) for row in per_status}
-        append_with_retries(matches, matches_table, add_columns=True)
         identities = identities_frame(matches)
         if subjects is not None:
             identities = identities.unionByName(subjects)
-        append_with_retries(identities, identities_table, add_columns=True)
+        # Two tables, two commits: each commit is mostly the driver's wait on Delta's log while the cores
+        # idle, so they run side by side (the first error is raised, as a sequential write would).
+        with ThreadPoolExecutor(2, thread_name_prefix="query-write") as pool:
+            writes = [
+                pool.submit(append_with_retries, frame, table, add_columns=True)
+                for frame, table in ((matches, matches_table), (identities, identities_table))
+            ]
+            for write in writes:
+                write.result()
     finally:
         matches.unpersist()
     for name, table in (("matches", matches_table), ("identities", identities_table)):
