@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 GO ?= $(shell command -v go || echo /usr/local/go/bin/go)
 
-.PHONY: install test test-heavy demo
+.PHONY: install test test-heavy demo peers
 
 # Python deps (pinned in pyproject.toml), then `lineup setup`: Delta jars staged from Maven Central with
 # checked sha256, and later the default model pack. Reruns are cheap: verified artefacts are kept.
@@ -40,3 +40,9 @@ test-heavy:
 # The main job, end to end on this machine: LFW from ../shared/data (or LINEUP_DATA_DIR) through every job.
 demo:
 	$(VENV)/bin/lineup demo
+
+# autofaiss for bench/bench_peers.py only, in its own venv: its pins (numpy<2, hence an older pyarrow) clash
+# with Lineup's; never a runtime dependency.
+peers:
+	$(PYTHON) -m venv .peers-venv
+	.peers-venv/bin/pip install --quiet -r bench/peers/requirements.txt
