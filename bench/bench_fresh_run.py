@@ -124,7 +124,7 @@ def main() -> None:
             report["sizes"][str(size)] = {
                 "first_run": runs[0],
                 "all_known_reruns": runs[1:],
-                "max_beyond_session_start_s": max(r["beyond_session_start_s"] for r in runs[1:]),
+                "max_beyond_session_start_s": max((r["beyond_session_start_s"] for r in runs[1:]), default=None),
                 "new_images_run": {
                     **grown,
                     "images_per_s_beyond_session_start": round(grown_rate, 1),
@@ -132,7 +132,8 @@ def main() -> None:
                     "ratio_vs_process_pool": round(grown_rate / pool_rate, 3),
                 },
             }
-            print(json.dumps({size: report["sizes"][str(size)]["max_beyond_session_start_s"]}), file=sys.stderr)
+            ratio = report["sizes"][str(size)]["new_images_run"]["ratio_vs_process_pool"]
+            print(json.dumps({size: ratio}), file=sys.stderr)
     print(json.dumps(report))
 
 

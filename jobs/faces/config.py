@@ -77,9 +77,9 @@ class EmbedSettings(StrictModel):
     )
     threads_per_worker: int = Field(1, ge=1)
     warmup: bool = Field(
-        True,
-        description="start the Python workers and build their face pipelines while the driver plans "
-        "(a fresh process's first tasks would pay for it; docs/performance.md gives the measured gain)",
+        False,
+        description="start the Python workers and build their face pipelines while the driver plans; off by "
+        "default: on the reference VM it did not speed a fresh run up (docs/performance.md#embed)",
     )
     progress_interval_s: float = Field(30.0, gt=0)
 

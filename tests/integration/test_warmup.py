@@ -1,6 +1,6 @@
-"""A scheduled run is a fresh process: its Python workers start, and build their face pipelines, in a
-warm-up job while the driver plans (jobs/faces/warmup.py), so no embedding task has to build one. The
-same run without the warm-up shows the measure can tell the difference."""
+"""With `embed.warmup=true` a fresh process (what a scheduled run is) starts its Python workers, and
+builds their face pipelines, in a warm-up job while the driver plans (jobs/faces/warmup.py), so no
+embedding task has to build one. The same run without the warm-up shows the measure can tell."""
 
 from __future__ import annotations
 
