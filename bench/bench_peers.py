@@ -285,6 +285,7 @@ def _as_cosines(shard, distances: np.ndarray, ids: np.ndarray):
 def _query_job(folder: Path, lineup: dict, cores: int) -> dict:
     """`lineup query` over the probe table twice in one session (cold: its Python workers load the shards;
     warm: they kept them), against plain FAISS on the same files with the manifest's setting."""
+    from bench.bench_query import _ranked
     from jobs.common.config import load_config
     from jobs.common.spark import get_spark
     from jobs.query.config import QueryConfig
@@ -322,11 +323,7 @@ def _query_job(folder: Path, lineup: dict, cores: int) -> dict:
         .toPandas()
     )
     spark.stop()
-    found = np.full((probes, K), -1, np.int64)
-    rows = matches.sort_values(["probe_face_id", "rank"])
-    for probe, group in rows.groupby("probe_face_id"):
-        ids = group["gallery_face_id"].to_numpy()[:K]
-        found[int(probe) - PROBE_ID_BASE, : len(ids)] = ids
+    found = _ranked(matches, PROBE_ID_BASE + np.arange(probes), "probe_face_id", "gallery_face_id", "rank")
     return {
         "plain_faiss": plain,
         "job_runs": runs,
