@@ -17,6 +17,12 @@ from jobs.common.errors import UserError
 from jobs.common.storage import AnyPath, upath
 from jobs.forget.verify import shard_contents
 from jobs.shards.build import remove_from_shard
+from jobs.shards.face_subjects import (
+    is_face_subjects_file,
+    read_face_subjects_bytes,
+    without_faces,
+    write_face_subjects,
+)
 from jobs.shards.files import checked_file, deserialize, serialize, sha256_bytes, write_atomically
 from jobs.shards.generations import publish, without_files
 from jobs.shards.manifest import Manifest, read_manifest, write_manifest
@@ -58,8 +64,9 @@ def erase_from_index(
             entry.file, entry.sha256, entry.vectors = name, sha256_bytes(data), int(shard.ntotal)
             removed_vectors += gone
     removed_list = _drop_from_removed_list(index_dir, manifest, wanted, generation)
+    subjects_rewritten = _drop_from_face_subjects(index_dir, manifest, wanted, generation)
     repinned = _repin(manifest, table_versions)
-    changed = bool(removed_vectors or removed_list or repinned)
+    changed = bool(removed_vectors or removed_list or subjects_rewritten or repinned)
     if changed and manifest.templates_file and rebuild_templates is not None:
         rebuild_templates(manifest, generation)
     if changed:
@@ -85,17 +92,19 @@ def _purge_old_generations(index_dir: AnyPath, wanted: np.ndarray, templates_too
     for path in sorted(upath(index_dir).iterdir()):
         if path.name in keep:
             continue
-        if path.suffix == ".arrow" and templates_too:
+        if path.suffix == ".arrow" and templates_too and not is_face_subjects_file(path.name):
             # an older templates file averages the erased faces in: it goes whatever it holds
             path.unlink()
             purged.append(path.name)
             continue
-        if path.suffix not in (".faiss", ".bin"):
-            continue
         if path.suffix == ".faiss":
             ids = shard_contents(Path(str(path)))[0]
-        else:
+        elif path.suffix == ".bin":
             ids = np.frombuffer(path.read_bytes(), dtype=np.int64)
+        elif is_face_subjects_file(path.name):
+            ids = read_face_subjects_bytes(path.read_bytes()).column("face_id").to_numpy()
+        else:
+            continue
         if np.isin(ids, wanted).any():
             path.unlink()
             purged.append(path.name)
@@ -122,6 +131,20 @@ def _drop_from_removed_list(index_dir: AnyPath, manifest: Manifest, wanted: np.n
         int(len(kept)),
     )
     return int(len(ids) - len(kept))
+
+
+def _drop_from_face_subjects(index_dir: AnyPath, manifest: Manifest, wanted: np.ndarray, generation: int) -> int:
+    """The face_subjects file names the erased faces and their subject: it is rewritten without them."""
+    if not manifest.face_subjects_file or not manifest.face_subjects_sha256:
+        return 0
+    data = checked_file(index_dir, manifest.face_subjects_file, manifest.face_subjects_sha256)
+    table = read_face_subjects_bytes(data)
+    kept = without_faces(table, wanted)
+    if kept.num_rows == table.num_rows:
+        return 0
+    for key, value in write_face_subjects(index_dir, generation, kept, tag="e").items():
+        setattr(manifest, key, value)
+    return table.num_rows - kept.num_rows
 
 
 def _repin(manifest: Manifest, table_versions: dict[str, tuple[int, int]]) -> bool:

@@ -14,6 +14,7 @@ import numpy as np
 
 from jobs.common.erasures import id_digest
 from jobs.forget.plan import embedding_digest
+from jobs.shards.face_subjects import PREFIX, read_face_subjects_bytes
 from jobs.shards.files import deserialize
 
 if TYPE_CHECKING:
@@ -84,9 +85,14 @@ def scan_index(index_dir: Path, id_digests: set[str], vector_digests: set[str], 
             embedding_digest(v) in vector_digests for v in vectors
         ):
             found.shards.append(str(path))
-    for path in sorted(index_dir.glob("*.bin")):  # removed-ids lists
+    id_lists = [(path, np.frombuffer(path.read_bytes(), dtype=np.int64)) for path in sorted(index_dir.glob("*.bin"))]
+    id_lists += [  # the face -> subject lookups
+        (path, read_face_subjects_bytes(path.read_bytes()).column("face_id").to_numpy())
+        for path in sorted(index_dir.glob(f"{PREFIX}*.arrow"))
+    ]
+    for path, ids in id_lists:  # removed-ids lists and face -> subject lookups
         found.files_scanned += 1
-        if any(id_digest(int(i)) in id_digests for i in np.frombuffer(path.read_bytes(), dtype=np.int64)):
+        if any(id_digest(int(i)) in id_digests for i in ids):
             found.shards.append(str(path))
 
 

@@ -27,6 +27,7 @@ from jobs.index.recall import measure_recall
 from jobs.index.shards import _add_shards, _emptied, new_manifest
 from jobs.shards import build
 from jobs.shards.choose import NoIndexFits, choose_index
+from jobs.shards.face_subjects import add_face_subjects
 from jobs.shards.files import deserialize, load_index, sha256_bytes, write_atomically
 from jobs.shards.generations import publish, vacuum
 from jobs.shards.manifest import IndexFileError, Manifest, read_manifest
@@ -91,6 +92,8 @@ def _build(config: IndexConfig, spark: SparkSession, phases: Phases) -> dict[str
         shards = _add_shards(spark, frame, trained, settings.shards, {}, out, generation)
     manifest = new_manifest(model_id, dim, table_path, version, choice, settings.shards, shards, vectors)
     _state_floor(manifest, floor, gallery.below_floor)
+    with phases.phase("face_subjects"):
+        add_face_subjects(spark, manifest, out, generation)
     if settings.templates:
         with phases.phase("templates"):
             _add_templates(spark, manifest, out, generation)
@@ -172,6 +175,8 @@ def _update(config: IndexConfig, spark: SparkSession, phases: Phases) -> dict[st
         manifest.removed = int(len(removed))
     manifest.faces_version = version
     _state_floor(manifest, floor, gallery.below_floor)
+    with phases.phase("face_subjects"):
+        add_face_subjects(spark, manifest, out, generation)
     if settings.templates or manifest.templates_file:  # update == rebuild, for templates
         with phases.phase("templates"):
             _add_templates(spark, manifest, out, generation)
@@ -228,6 +233,7 @@ def _summary(mode: str, manifest: Manifest, out: UPath) -> dict[str, Any]:
         "faces_below_quality_floor",
         "templates",
         "template_faces",
+        "gallery_subjects",
     ]
     disparity = disparity_of(manifest.quality_filter)
     return {

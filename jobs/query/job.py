@@ -100,7 +100,8 @@ def _search_and_write(
     settings, started = config.query, time.perf_counter()
     gallery = gallery_faces(spark, manifest)
     record.add_input("gallery_faces", manifest.faces_table, manifest.faces_version)
-    budget = ErrorBudget.of(threshold, int(manifest.vectors) - int(manifest.removed), gallery_subjects(gallery))
+    gallery_size = int(manifest.vectors) - int(manifest.removed)
+    budget = ErrorBudget.of(threshold, gallery_size, gallery_subjects(manifest, gallery))
     log.info("query: %s", budget.describe())
     record.params["error_budget"] = asdict(budget)
 
@@ -151,7 +152,9 @@ def _face_candidates(
     if normalization and not exact_rerank:
         rescoring = (normalization, gallery_offsets(spark, gallery, normalization), settings.k)
     top = search_candidates(spark, ok_probes, index_dir, manifest, settings, fetch, plan, rescoring)
-    top = top.join(gallery.select("gallery_face_id", "gallery_subject_id"), "gallery_face_id", "left")
+    if manifest.face_subjects_file is None:  # an index built before generations named subjects: a gallery scan
+        subjects = gallery.select("gallery_face_id", "gallery_subject_id")
+        top = top.drop("gallery_subject_id").join(subjects, "gallery_face_id", "left")
     if exact_rerank:
         top = rerank(top, ok_probes, gallery, None if normalization else settings.k)
         if normalization:

@@ -35,10 +35,13 @@ def gallery_faces(spark: SparkSession, manifest: Manifest) -> DataFrame:
     )
 
 
-def gallery_subjects(gallery: DataFrame) -> int:
-    """How many subjects the gallery's faces belong to (faces without a subject_id not counted)."""
+def gallery_subjects(manifest: Manifest, gallery: DataFrame) -> int:
+    """How many subjects the gallery's faces belong to (faces without a subject_id not counted): as the
+    generation states it, or counted from the faces table for an index built before it did."""
     from pyspark.sql import functions as F
 
+    if manifest.gallery_subjects is not None:
+        return manifest.gallery_subjects
     row = gallery.select(F.countDistinct("gallery_subject_id").alias("n")).first()
     return int(row["n"]) if row is not None else 0
 
@@ -87,6 +90,7 @@ def search_candidates(
         manifest=manifest.model_copy(update={"superseded": [], "erasures": []}),  # what tasks need, no more
         k=fetch,
         search_value=settings.search_value or manifest.search_value,
+        subjects=manifest.face_subjects_file is not None,
     )
     if rescoring is not None:
         normalization, offsets, keep = rescoring

@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from jobs.common.normalization import Normalization
 from jobs.common.schema import ddl_of
+from jobs.shards.face_subjects import FaceSubjects, load_face_subjects
 from jobs.shards.files import load_removed, load_shard
 from jobs.shards.manifest import Manifest
 from jobs.shards.search import search_shard, search_shards
@@ -29,25 +30,32 @@ CANDIDATES_ARROW = pa.schema(
         ("score", pa.float32()),
         ("normalized_score", pa.float32()),  # null unless the threshold's calibration normalizes
         ("rank", pa.int32()),
+        ("gallery_subject_id", pa.string()),  # null where the generation keeps no face_subjects file
     ]
 )
 CANDIDATES_DDL = ddl_of(CANDIDATES_ARROW)
 
 
 def _to_batch(
-    probe_ids: np.ndarray, scores: np.ndarray, ids: np.ndarray, normalized: np.ndarray | None = None
+    probe_ids: np.ndarray,
+    scores: np.ndarray,
+    ids: np.ndarray,
+    normalized: np.ndarray | None = None,
+    subjects: FaceSubjects | None = None,
 ) -> pa.RecordBatch:
     keep = ids >= 0
     per_probe = keep.sum(axis=1)
     ranks = np.broadcast_to(np.arange(1, ids.shape[1] + 1, dtype=np.int32), ids.shape)
     kept = int(keep.sum())
+    gallery_ids = ids[keep]
     return pa.RecordBatch.from_arrays(
         [
             pa.array(np.repeat(probe_ids, per_probe), pa.int64()),
-            pa.array(ids[keep], pa.int64()),
+            pa.array(gallery_ids, pa.int64()),
             pa.array(scores[keep].astype(np.float32), pa.float32()),
             pa.nulls(kept, pa.float32()) if normalized is None else pa.array(normalized[keep].astype(np.float32)),
             pa.array(ranks[keep], pa.int32()),
+            pa.nulls(kept, pa.string()) if subjects is None else subjects.lookup(gallery_ids),
         ],
         schema=CANDIDATES_ARROW,
     )
@@ -65,6 +73,7 @@ class SearchContext:
     normalization: Normalization | None = None  # rescore the `k` candidates, keep the `keep` best
     gallery_offsets: Any = None  # a Broadcast of (sorted gallery face ids, their offsets)
     keep: int | None = None
+    subjects: bool = False  # name each candidate's subject from the generation's face_subjects file
 
 
 def make_search_runner(context: SearchContext) -> Callable[[Iterator], Iterator]:
@@ -89,11 +98,13 @@ def make_search_runner(context: SearchContext) -> Callable[[Iterator], Iterator]
 
         normalization = context.normalization
         gallery = context.gallery_offsets.value if normalization is not None else None
+        subjects = load_face_subjects(context.index_dir, context.manifest) if context.subjects else None
 
         def batch_of(probe_ids: np.ndarray, vectors: np.ndarray, scores: np.ndarray, ids: np.ndarray) -> pa.RecordBatch:
             if normalization is None or gallery is None or context.keep is None:
-                return _to_batch(probe_ids, scores, ids)
-            return _to_batch(probe_ids, *normalization.rescore_top(vectors, scores, ids, gallery, context.keep))
+                return _to_batch(probe_ids, scores, ids, subjects=subjects)
+            rescored = normalization.rescore_top(vectors, scores, ids, gallery, context.keep)
+            return _to_batch(probe_ids, *rescored, subjects=subjects)
 
         for batch in batches:
             if batch.num_rows == 0:

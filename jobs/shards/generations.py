@@ -50,7 +50,7 @@ def vacuum(directory: AnyPath, retention_hours: float) -> list[str]:
             kept_entries.append(entry)
     listed = {f for entry in manifest.superseded for f in entry.files}
     for path in storage.upath(directory).iterdir():
-        if path.name in keep or path.name in listed or path.suffix not in (".faiss", ".bin"):
+        if path.name in keep or path.name in listed or path.suffix not in (".faiss", ".bin", ".arrow"):
             continue
         modified = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC)
         if modified <= cutoff:

@@ -91,11 +91,15 @@ class Manifest(BaseModel):
     templates_sha256: str | None = None
     templates: int = 0
     template_faces: int = 0
+    # face_id -> subject_id of the indexed faces (jobs.shards.face_subjects); None: an index built before it
+    face_subjects_file: str | None = None
+    face_subjects_sha256: str | None = None
+    gallery_subjects: int | None = None  # distinct subjects among the indexed faces
 
     def named_files(self) -> set[str]:
-        """The shard and removed-ids files this generation names."""
+        """Every file this generation names (shards, removed ids, templates, face subjects)."""
         files = {entry.file for entry in self.shards}
-        for name in (self.removed_file, self.templates_file):
+        for name in (self.removed_file, self.templates_file, self.face_subjects_file):
             if name is not None:
                 files.add(name)
         return files
@@ -107,6 +111,8 @@ class Manifest(BaseModel):
             named.append((self.removed_file, self.removed_sha256))
         if self.templates_file and self.templates_sha256:
             named.append((self.templates_file, self.templates_sha256))
+        if self.face_subjects_file and self.face_subjects_sha256:
+            named.append((self.face_subjects_file, self.face_subjects_sha256))
         return named
 
     def to_json(self) -> bytes:

@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -140,6 +141,12 @@ def raw_hits(root: Path, ids: set[int], vectors: list[np.ndarray]) -> list[str]:
     for path in (root / "index").glob("*.faiss"):
         shard_ids, shard_vectors = shard_contents(path)
         if ids & set(shard_ids.tolist()) or any(v.astype(np.float32).tobytes() in wanted for v in shard_vectors):
+            hits.append(str(path))
+    for path in (root / "index").glob("*.arrow"):  # templates, face -> subject lookups: ids and the name
+        table = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
+        held = set(table.column("face_id").to_pylist()) if "face_id" in table.column_names else set()
+        names = table.column("subject_id").cast(pa.string()).to_pylist() if "subject_id" in table.column_names else []
+        if ids & held or TARGET in names:
             hits.append(str(path))
     return hits
 

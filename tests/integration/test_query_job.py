@@ -4,6 +4,7 @@ calibrated, none), identities, re-rank, refusals, the runs audit trail, and read
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from jobs.index.job import run_index
 from jobs.query.config import QueryConfig
 from jobs.query.job import run_query
 from jobs.shards.build import exact_top_k
+from jobs.shards.manifest import read_manifest, write_manifest
 from tests.fixtures.faces import clustered, declared_layout, table_layout, write_faces
 
 pytestmark = pytest.mark.slow
@@ -103,6 +105,28 @@ def test_exact_query_equals_numpy_brute_force(spark, world: dict, plan: str) -> 
     assert all(r.gallery_face_id is None and r.above_threshold is None for r in failed)
     above = sum(any(r.score >= 0.8 for r in by_probe[p]) for p in by_probe)
     assert summary["probes_with_candidate_above_threshold"] == above
+
+
+def test_an_index_from_before_face_subjects_names_subjects_from_the_gallery(spark, world: dict, tmp_path: Path) -> None:
+    """The generation's face_subjects file and subject count name the candidates' subjects; an index written
+    before generations kept them is read as it was (the gallery table joined) with the same rows."""
+    manifest = read_manifest(world["root"] / "index")
+    assert manifest.face_subjects_file and manifest.gallery_subjects == 500
+    older = tmp_path / "older-index"
+    shutil.copytree(world["root"] / "index", older)
+    (older / manifest.face_subjects_file).unlink()
+    fields = {"face_subjects_file", "face_subjects_sha256", "gallery_subjects"}
+    write_manifest(older, manifest.model_copy(update=dict.fromkeys(fields)))
+    runs = {}
+    for name, index in (("with-file", world["root"] / "index"), ("older", older)):
+        summary = run_query(query_config(world, f"query.index_dir={index}", name=name), spark)
+        assert summary["gallery_subjects"] == 500
+        rows = rows_of(spark, world["root"] / name / "matches", summary["run_id"])
+        runs[name] = sorted(
+            (r.probe_face_id, r.rank or 0, r.gallery_face_id or 0, r.gallery_subject_id or "") for r in rows
+        )
+    assert runs["with-file"] == runs["older"]
+    assert all(subject == world["subjects"][face] for _, rank, face, subject in runs["older"] if rank)
 
 
 def test_identities_rank_best_score_per_subject(spark, world: dict) -> None:
