@@ -43,6 +43,7 @@ log = logging.getLogger("bench_peers")
 PEERS_PYTHON = REPO_ROOT / ".peers-venv" / "bin" / "python"
 PER_IDENTITY = 5
 JOB_VS_FAISS_TARGET = 0.8
+BULK_SCALE = 10  # the query job's third run: this many times the probes
 PROBE_ID_BASE = 10**12  # probe face_ids apart from the gallery's (which are row numbers)
 
 
@@ -282,10 +283,12 @@ def _as_cosines(shard, distances: np.ndarray, ids: np.ndarray):
     return np.where(ids >= 0, distances, -np.inf), ids
 
 
-def _query_job(folder: Path, lineup: dict, cores: int) -> dict:
+def _query_job(folder: Path, lineup: dict, cores: int, bulk_scale: int = BULK_SCALE) -> dict:
     """`lineup query` over the probe table twice in one session (cold: its Python workers load the shards;
-    warm: they kept them), against plain FAISS on the same files with the manifest's setting."""
-    from bench.bench_query import _ranked
+    warm: they kept them), then warm over `bulk_scale` times as many probes (the same vectors under new
+    face_ids): the two warm runs split the job's time into a fixed part (commits, planning, stages) and a
+    per-probe rate. Against plain FAISS on the same files with the manifest's setting."""
+    from bench.bench_query import _ranked, write_faces_table
     from jobs.common.config import load_config
     from jobs.common.spark import get_spark
     from jobs.query.config import QueryConfig
@@ -294,42 +297,64 @@ def _query_job(folder: Path, lineup: dict, cores: int) -> dict:
     plain = _plain_faiss(folder, lineup["manifest_setting"], lineup["search_param"], cores)
     data = folder / "query_data"
     shutil.rmtree(data, ignore_errors=True)
-    config = load_config(
-        QueryConfig,
-        None,
-        [
-            f"spark.master=local[{cores}]",
-            "spark.driver_memory=4g",
-            f"spark.data_root={data}",
-            f"query.probes.faces_table={folder / 'probe_faces'}",
-            f"query.index_dir={folder / 'lineup_index'}",
-            f"query.k={K}",
-        ],
-    )
+
+    def config_for(probe_table: Path) -> QueryConfig:
+        return load_config(
+            QueryConfig,
+            None,
+            [
+                f"spark.master=local[{cores}]",
+                "spark.driver_memory=4g",
+                f"spark.data_root={data}",
+                f"query.probes.faces_table={probe_table}",
+                f"query.index_dir={folder / 'lineup_index'}",
+                f"query.k={K}",
+            ],
+        )
+
+    config = config_for(folder / "probe_faces")
     spark = get_spark(config.spark)
-    probes = len(np.load(folder / "probes.npy", mmap_mode="r"))
+    probe_vectors = np.load(folder / "probes.npy")
+    probes = len(probe_vectors)
+    bulk_table = folder / f"probe_faces_x{bulk_scale}"
+    if not bulk_table.exists():  # new face_ids, the same vectors (and so the same work per probe)
+        ids = PROBE_ID_BASE + np.arange(probes * bulk_scale)
+        labels = np.zeros(len(ids), np.int64)
+        write_faces_table(spark, bulk_table, ids, np.tile(probe_vectors, (bulk_scale, 1)), labels)
     runs = []
-    for label in ("cold", "warm"):
+    for label, table, count in (
+        ("cold", folder / "probe_faces", probes),
+        ("warm", folder / "probe_faces", probes),
+        (f"warm_x{bulk_scale}", bulk_table, probes * bulk_scale),
+    ):
         started = time.perf_counter()
-        summary = dict(run_query(config, spark))
+        summary = dict(run_query(config_for(table), spark))
         wall = time.perf_counter() - started
-        runs.append({"run": label, "wall_s": round(wall, 2), "queries_per_s": round(probes / wall, 1)})
+        runs.append({"run": label, "probes": count, "wall_s": round(wall, 2), "queries_per_s": round(count / wall, 1)})
         runs[-1]["phases_s"] = dict(summary.get("timings_s") or {})
-    matches = (
-        spark.read.format("delta")
-        .load(summary["outputs"]["matches_table"])
-        .where(f"run_id = '{summary['run_id']}'")
-        .select("probe_face_id", "rank", "gallery_face_id")
-        .toPandas()
-    )
+        if label == "warm":
+            matches = (
+                spark.read.format("delta")
+                .load(summary["outputs"]["matches_table"])
+                .where(f"run_id = '{summary['run_id']}'")
+                .select("probe_face_id", "rank", "gallery_face_id")
+                .toPandas()
+            )
     spark.stop()
     found = _ranked(matches, PROBE_ID_BASE + np.arange(probes), "probe_face_id", "gallery_face_id", "rank")
+    warm, bulk = runs[1], runs[2]
+    per_probe_s = (bulk["wall_s"] - warm["wall_s"]) / (bulk["probes"] - warm["probes"])
     return {
         "plain_faiss": plain,
         "job_runs": runs,
         "job_recall_at_10": round(recall_at_k(found, np.load(folder / "truth.npy")), 4),
-        "warm_ratio": round(runs[1]["queries_per_s"] / plain["queries_per_s"], 3),
+        "warm_ratio": round(warm["queries_per_s"] / plain["queries_per_s"], 3),
         "cold_ratio_vs_faiss_with_load": round(runs[0]["queries_per_s"] / plain["queries_per_s_with_load"], 3),
+        f"warm_x{bulk_scale}_ratio": round(bulk["queries_per_s"] / plain["queries_per_s"], 3),
+        # the two warm runs as fixed + probes x per-probe: what a larger batch converges to
+        "fixed_s": round(warm["wall_s"] - warm["probes"] * per_probe_s, 2),
+        "marginal_queries_per_s": round(1 / per_probe_s, 1) if per_probe_s > 0 else None,
+        "marginal_ratio": round(1 / per_probe_s / plain["queries_per_s"], 3) if per_probe_s > 0 else None,
     }
 
 

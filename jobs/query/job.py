@@ -53,8 +53,7 @@ def run_query(config: QueryConfig, spark: SparkSession | None = None) -> QueryRe
 def _run(config: QueryConfig, spark: SparkSession, record: RunRecord, phases: Phases) -> dict[str, Any]:
     with phases.phase("prepare"):
         probes, probe_counts, plan_inputs = _prepare(config, spark, record)
-    with phases.phase("search_and_write"):
-        return _search_and_write(config, spark, record, probes, probe_counts, *plan_inputs)
+    return _search_and_write(config, spark, record, phases, probes, probe_counts, *plan_inputs)
 
 
 def _prepare(
@@ -89,15 +88,33 @@ def _search_and_write(
     config: QueryConfig,
     spark: SparkSession,
     record: RunRecord,
+    phases: Phases,
     probes: DataFrame,
     probe_counts: dict,
     index_dir: UPath,
     manifest: Manifest,
     threshold: Threshold,
 ) -> dict[str, Any]:
+    started = time.perf_counter()
+    with phases.phase("plan"):
+        matches, subjects, budget = _plan(config, spark, record, probes, index_dir, manifest, threshold)
+    return _write(config, spark, record, phases, matches, subjects, threshold, manifest, probe_counts, budget, started)
+
+
+def _plan(
+    config: QueryConfig,
+    spark: SparkSession,
+    record: RunRecord,
+    probes: DataFrame,
+    index_dir: UPath,
+    manifest: Manifest,
+    threshold: Threshold,
+) -> tuple[DataFrame, DataFrame | None, ErrorBudget]:
+    """The matches frame (and the subjects search's identities rows) as Spark plans: nothing runs yet,
+    except what an exact re-rank or a normalization must read from the gallery first."""
     from pyspark.sql import functions as F
 
-    settings, started = config.query, time.perf_counter()
+    settings = config.query
     gallery = gallery_faces(spark, manifest)
     record.add_input("gallery_faces", manifest.faces_table, manifest.faces_version)
     gallery_size = int(manifest.vectors) - int(manifest.removed)
@@ -120,7 +137,7 @@ def _search_and_write(
         subjects = subject_identities(
             ok_probes, str(index_dir), manifest, settings.k, partitions, threshold, record.run_id, budget
         )
-    return _write(config, spark, record, matches, subjects, threshold, manifest, probe_counts, budget, started)
+    return matches, subjects, budget
 
 
 # A subjects-only search has no face candidates: the matches table then holds the probes' status rows.
@@ -166,6 +183,7 @@ def _write(
     config: QueryConfig,
     spark: SparkSession,
     record: RunRecord,
+    phases: Phases,
     matches: DataFrame,
     subjects: DataFrame | None,
     threshold: Threshold,
@@ -180,22 +198,23 @@ def _write(
     matches_table, identities_table = config.matches_table_path(), config.identities_table_path()
     matches = matches.persist(StorageLevel.DISK_ONLY)  # one computation feeds both tables and the counts
     try:
-        per_status = (
-            matches.groupBy("probe_status")
-            .agg(
-                F.countDistinct("probe_face_id").alias("probes"),
-                F.count(F.when(F.col("rank").isNotNull(), 1)).alias("candidates"),
-                F.countDistinct(F.when(F.col("above_threshold"), F.col("probe_face_id"))).alias("above"),
+        with phases.phase("search"):  # the search, the merge and the probes' details, counted per status
+            per_status = (
+                matches.groupBy("probe_status")
+                .agg(
+                    F.countDistinct("probe_face_id").alias("probes"),
+                    F.count(F.when(F.col("rank").isNotNull(), 1)).alias("candidates"),
+                    F.countDistinct(F.when(F.col("above_threshold"), F.col("probe_face_id"))).alias("above"),
+                )
+                .collect()
             )
-            .collect()
-        )
         by_status = {row.probe_status: int(row.probes) for row in per_status}
         identities = identities_frame(matches)
         if subjects is not None:
             identities = identities.unionByName(subjects)
         # Two tables, two commits: each commit is mostly the driver's wait on Delta's log while the cores
         # idle, so they run side by side (the first error is raised, as a sequential write would).
-        with ThreadPoolExecutor(2, thread_name_prefix="query-write") as pool:
+        with phases.phase("write"), ThreadPoolExecutor(2, thread_name_prefix="query-write") as pool:
             writes = [
                 pool.submit(append_with_retries, frame, table, add_columns=True)
                 for frame, table in ((matches, matches_table), (identities, identities_table))
