@@ -32,7 +32,7 @@ from jobs.query.plan import (
 )
 from jobs.query.probes import check_probes, probe_frame
 from jobs.query.subjects import check_templates, subject_identities
-from jobs.query.tables import identities_frame, matches_frame
+from jobs.query.tables import identities_frame, matches_frame, probe_columns
 from jobs.shards.files import verify_index
 from jobs.shards.manifest import Manifest
 
@@ -168,7 +168,8 @@ def _face_candidates(
     rescoring = None
     if normalization and not exact_rerank:
         rescoring = (normalization, gallery_offsets(spark, gallery, normalization), settings.k)
-    top = search_candidates(spark, ok_probes, index_dir, manifest, settings, fetch, plan, rescoring)
+    details = probe_columns(ok_probes)
+    top = search_candidates(spark, ok_probes, index_dir, manifest, settings, fetch, plan, rescoring, details)
     if manifest.face_subjects_file is None:  # an index built before generations named subjects: a gallery scan
         subjects = gallery.select("gallery_face_id", "gallery_subject_id")
         top = top.drop("gallery_subject_id").join(subjects, "gallery_face_id", "left")

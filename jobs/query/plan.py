@@ -17,7 +17,7 @@ from jobs.shards.manifest import Manifest
 
 if TYPE_CHECKING:
     from pyspark.broadcast import Broadcast
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame, SparkSession
 
     from jobs.common.storage import AnyPath
     from jobs.query.config import QuerySettings
@@ -77,14 +77,19 @@ def search_candidates(
     fetch: int,
     plan: str,
     rescoring: tuple[Normalization, Broadcast, int] | None = None,
+    details: list[Column] | None = None,
 ) -> DataFrame:
     """The `fetch` best gallery faces per probe over all shards (probe_face_id, gallery_face_id, score,
-    normalized_score, rank). With `rescoring` = (normalization, gallery offsets broadcast, keep), the
-    executors rescore those candidates and the `keep` best by normalized score remain."""
+    normalized_score, rank, gallery_subject_id). With `rescoring` = (normalization, gallery offsets
+    broadcast, keep), the executors rescore those candidates and the `keep` best by normalized score
+    remain. With `details` (columns of the probes, probe_face_id first), the all_shards plan's tasks
+    repeat them on each candidate row."""
     from pyspark.sql import functions as F
+    from pyspark.sql.types import StructType
 
     partitions = settings.probe_partitions or spark.sparkContext.defaultParallelism
-    probes = ok_probes.select(F.col("face_id").alias("probe_face_id"), "embedding").dropDuplicates(["probe_face_id"])
+    carried = details if details and plan == "all_shards" else [F.col("face_id").alias("probe_face_id")]
+    probes = ok_probes.select(*carried, "embedding").dropDuplicates(["probe_face_id"])
     context = SearchContext(
         index_dir=str(index_dir),
         manifest=manifest.model_copy(update={"superseded": [], "erasures": []}),  # what tasks need, no more
@@ -97,7 +102,11 @@ def search_candidates(
         context = replace(context, normalization=normalization, gallery_offsets=offsets, keep=keep)
     runner = make_search_runner(context)
     if plan == "all_shards":
-        return probes.repartition(partitions).mapInArrow(runner, CANDIDATES_DDL)
+        passed = [field for field in probes.schema.fields if field.name not in ("probe_face_id", "embedding")]
+        candidates = StructType.fromDDL(CANDIDATES_DDL)
+        assert isinstance(candidates, StructType)
+        schema = StructType(candidates.fields + passed)
+        return probes.repartition(partitions).mapInArrow(runner, schema)
     shard_count = len(manifest.shards)
     shards = spark.range(shard_count).select(F.col("id").cast("int").alias("shard"))
     tasks = (

@@ -23,18 +23,9 @@ def matches_frame(
     """Candidates with their probe's details, plus one row (rank null) per probe image without a usable face."""
     from pyspark.sql import functions as F
 
-    probe_info = probes.select(
-        F.col("face_id").alias("probe_face_id"),
-        F.col("image_id").alias("probe_image_id"),
-        F.col("source_path").alias("probe_source_path"),
-        F.col("subject_id").alias("probe_subject_id"),
-        F.col("attributes").alias("probe_attributes"),
-        F.col("status").alias("probe_status"),
-        F.col("error").alias("probe_error"),
-        _or_null(probes, "quality", "float").alias("probe_quality"),
-        _or_null(probes, "quality_reasons", "array<string>").alias("probe_quality_reasons"),
-    ).dropDuplicates(["probe_face_id"])
-    found = top.join(probe_info, "probe_face_id")
+    probe_info = probes.select(*probe_columns(probes)).dropDuplicates(["probe_face_id"])
+    # The all_shards search carries each probe's details through its task; other plans join them here.
+    found = top if "probe_status" in top.columns else top.join(probe_info, "probe_face_id")
     failed = probe_info.where(F.col("probe_status") != "ok").select(
         "*",
         F.lit(None).cast("int").alias("rank"),
@@ -80,6 +71,23 @@ def matches_frame(
         (F.lit(budget.gallery_size).cast("double") * fmr).alias("expected_false_candidates"),
         F.current_timestamp().alias("queried_at"),
     )
+
+
+def probe_columns(probes: DataFrame) -> list[Column]:
+    """The probe's details every matches row repeats (probe_face_id first), from a probes frame."""
+    from pyspark.sql import functions as F
+
+    return [
+        F.col("face_id").alias("probe_face_id"),
+        F.col("image_id").alias("probe_image_id"),
+        F.col("source_path").alias("probe_source_path"),
+        F.col("subject_id").alias("probe_subject_id"),
+        F.col("attributes").alias("probe_attributes"),
+        F.col("status").alias("probe_status"),
+        F.col("error").alias("probe_error"),
+        _or_null(probes, "quality", "float").alias("probe_quality"),
+        _or_null(probes, "quality_reasons", "array<string>").alias("probe_quality_reasons"),
+    ]
 
 
 def _probe_group_fmr(threshold: Threshold, budget: ErrorBudget) -> tuple[Column, Column]:

@@ -42,23 +42,27 @@ def _to_batch(
     ids: np.ndarray,
     normalized: np.ndarray | None = None,
     subjects: FaceSubjects | None = None,
+    details: pa.RecordBatch | None = None,
 ) -> pa.RecordBatch:
+    """Candidate rows; `details`: columns of the probes' rows (one per probe) repeated on each candidate."""
     keep = ids >= 0
     per_probe = keep.sum(axis=1)
     ranks = np.broadcast_to(np.arange(1, ids.shape[1] + 1, dtype=np.int32), ids.shape)
     kept = int(keep.sum())
     gallery_ids = ids[keep]
-    return pa.RecordBatch.from_arrays(
-        [
-            pa.array(np.repeat(probe_ids, per_probe), pa.int64()),
-            pa.array(gallery_ids, pa.int64()),
-            pa.array(scores[keep].astype(np.float32), pa.float32()),
-            pa.nulls(kept, pa.float32()) if normalized is None else pa.array(normalized[keep].astype(np.float32)),
-            pa.array(ranks[keep], pa.int32()),
-            pa.nulls(kept, pa.string()) if subjects is None else subjects.lookup(gallery_ids),
-        ],
-        schema=CANDIDATES_ARROW,
-    )
+    columns = [
+        pa.array(np.repeat(probe_ids, per_probe), pa.int64()),
+        pa.array(gallery_ids, pa.int64()),
+        pa.array(scores[keep].astype(np.float32), pa.float32()),
+        pa.nulls(kept, pa.float32()) if normalized is None else pa.array(normalized[keep].astype(np.float32)),
+        pa.array(ranks[keep], pa.int32()),
+        pa.nulls(kept, pa.string()) if subjects is None else subjects.lookup(gallery_ids),
+    ]
+    if details is None:
+        return pa.RecordBatch.from_arrays(columns, schema=CANDIDATES_ARROW)
+    repeated = details.take(pa.array(np.repeat(np.arange(len(probe_ids)), per_probe)))
+    schema = pa.schema([*CANDIDATES_ARROW, *details.schema])
+    return pa.RecordBatch.from_arrays([*columns, *repeated.columns], schema=schema)
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,8 @@ def make_search_runner(context: SearchContext) -> Callable[[Iterator], Iterator]
     Without a `shard` column the task searches every shard and `rank` is global; with it, each row's
     shard only, and `rank` is within that shard. With a normalization in the context, the `k` raw
     candidates are rescored and the `keep` best by normalized score are returned (ranked by it).
+    Without a `shard` column, any further input columns (the probe's details) follow each of its
+    candidates' rows, so the matches need no join back to the probes.
     """
 
     def run(batches: Iterator) -> Iterator:
@@ -100,11 +106,17 @@ def make_search_runner(context: SearchContext) -> Callable[[Iterator], Iterator]
         gallery = context.gallery_offsets.value if normalization is not None else None
         subjects = load_face_subjects(context.index_dir, context.manifest) if context.subjects else None
 
-        def batch_of(probe_ids: np.ndarray, vectors: np.ndarray, scores: np.ndarray, ids: np.ndarray) -> pa.RecordBatch:
+        def batch_of(
+            probe_ids: np.ndarray,
+            vectors: np.ndarray,
+            scores: np.ndarray,
+            ids: np.ndarray,
+            details: pa.RecordBatch | None = None,
+        ) -> pa.RecordBatch:
             if normalization is None or gallery is None or context.keep is None:
-                return _to_batch(probe_ids, scores, ids, subjects=subjects)
+                return _to_batch(probe_ids, scores, ids, subjects=subjects, details=details)
             rescored = normalization.rescore_top(vectors, scores, ids, gallery, context.keep)
-            return _to_batch(probe_ids, *rescored, subjects=subjects)
+            return _to_batch(probe_ids, *rescored, subjects=subjects, details=details)
 
         for batch in batches:
             if batch.num_rows == 0:
@@ -114,7 +126,8 @@ def make_search_runner(context: SearchContext) -> Callable[[Iterator], Iterator]
             vectors = flat.astype(np.float32).reshape(len(probe_ids), -1)
             if "shard" not in batch.schema.names:
                 scores, ids = search_shards([shard(key) for key in sorted(entries)], removed, vectors, context.k)
-                yield batch_of(probe_ids, vectors, scores, ids)
+                others = [name for name in batch.schema.names if name not in ("probe_face_id", "embedding")]
+                yield batch_of(probe_ids, vectors, scores, ids, batch.select(others) if others else None)
                 continue
             shard_keys = batch.column("shard").to_numpy()
             for key in np.unique(shard_keys):
