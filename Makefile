@@ -31,11 +31,11 @@ test:
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mkdocs build --strict --site-dir .site
 	$(VENV)/bin/python -m pytest -q --doctest-modules jobs lineup
-	$(VENV)/bin/python -m pytest -m "not heavy"
+	$(VENV)/bin/python -m pytest -m "not heavy" --durations=25
 
 # The long fault-injection tests (killed Python workers, a killed query): CI runs them after `make test`.
 test-heavy:
-	$(VENV)/bin/python -m pytest -m heavy
+	$(VENV)/bin/python -m pytest -m heavy --durations=10
 
 # The main job, end to end on this machine: LFW from ../shared/data (or LINEUP_DATA_DIR) through every job.
 demo:
