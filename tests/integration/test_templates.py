@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from jobs.common.config import load_config
@@ -163,8 +164,15 @@ def test_update_rebuilds_templates_and_forget_removes_the_person(spark, world: d
     kept = [i for i, s in enumerate(subjects) if s != "new-person"]
     assert_templates_match(world, vectors[kept], [subjects[i] for i in kept])
     manifest = read_manifest(root / "index")
-    arrow_files = sorted(p.name for p in Path(root / "index").glob("*.arrow"))
-    assert arrow_files == [manifest.templates_file]  # no older templates file still averages the person in
+    template_files = sorted(p.name for p in Path(root / "index").glob("templates.*.arrow"))
+    assert template_files == [manifest.templates_file]  # no older templates file still averages the person in
+    # no face -> subject file (current or older) still names the person or one of their faces
+    erased = set(new_ids[5:].tolist())
+    for path in Path(root / "index").glob("face_subjects.*.arrow"):
+        table = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
+        assert not erased & set(table.column("face_id").to_pylist()), path.name
+        assert "new-person" not in table.column("subject_id").cast(pa.string()).to_pylist(), path.name
+    assert manifest.face_subjects_file and (Path(root / "index") / manifest.face_subjects_file).exists()
 
 
 def test_a_subjects_search_on_an_index_without_templates_is_refused(spark, world: dict, tmp_path: Path) -> None:
