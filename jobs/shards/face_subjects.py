@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from jobs.common.storage import AnyPath
-from jobs.shards.files import checked_file, sha256_bytes, write_atomically
+from jobs.shards.files import load_once, sha256_bytes, write_atomically
 from jobs.shards.gallery import indexed_faces
 
 if TYPE_CHECKING:
@@ -139,10 +139,8 @@ def load_face_subjects(directory: AnyPath | str, manifest: Manifest) -> FaceSubj
     """The generation's lookup, checked against the manifest's sha256, once per Python worker."""
     if not manifest.face_subjects_file or not manifest.face_subjects_sha256:
         raise ValueError("this index generation keeps no face_subjects file")
-    key = (f"{directory}/{manifest.face_subjects_file}", manifest.face_subjects_sha256)
-    if key not in _LOADED:
-        if len(_LOADED) >= 8:
-            _LOADED.clear()
-        data = checked_file(directory, manifest.face_subjects_file, manifest.face_subjects_sha256)
-        _LOADED[key] = FaceSubjects.of(read_face_subjects_bytes(data))
-    return _LOADED[key]
+    return load_once(_LOADED, directory, manifest.face_subjects_file, manifest.face_subjects_sha256, _parse)
+
+
+def _parse(data: bytes) -> FaceSubjects:
+    return FaceSubjects.of(read_face_subjects_bytes(data))

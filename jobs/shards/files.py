@@ -96,6 +96,19 @@ def checked_file(directory: AnyPath | str, name: str, expected_sha256: str, keep
     return data
 
 
+def load_once(
+    cache: dict[tuple[str, str], Any], directory: AnyPath | str, name: str, sha256: str, parse: Any, limit: int = 8
+) -> Any:
+    """`parse` of a file the manifest names, checked against its sha256 once per process (a Python worker
+    keeps it for later tasks); `cache` maps (path, sha256) to what `parse` returned, `limit` entries at most."""
+    key = (f"{directory}/{name}", sha256)
+    if key not in cache:
+        if len(cache) >= limit:  # a long-lived worker that served many generations: start over
+            cache.clear()
+        cache[key] = parse(checked_file(directory, name, sha256))
+    return cache[key]
+
+
 def file_size(directory: AnyPath | str, name: str) -> int:
     """The size of an index file named by the pinned manifest (`IndexChangedError` when a newer
     generation replaced and removed it)."""

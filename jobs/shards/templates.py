@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from jobs.common.storage import AnyPath
-from jobs.shards.files import checked_file, sha256_bytes, write_atomically
+from jobs.shards.files import load_once, sha256_bytes, write_atomically
 from jobs.shards.gallery import indexed_faces
 
 if TYPE_CHECKING:
@@ -127,9 +127,4 @@ def load_templates(directory: AnyPath | str, manifest: Manifest) -> Templates:
     """The generation's templates, checked against the manifest's sha256, once per Python worker."""
     if not manifest.templates_file or not manifest.templates_sha256:
         raise ValueError("this index generation has no templates")
-    key = (f"{directory}/{manifest.templates_file}", manifest.templates_sha256)
-    if key not in _LOADED:
-        if len(_LOADED) >= 8:
-            _LOADED.clear()
-        _LOADED[key] = read_templates_bytes(checked_file(directory, manifest.templates_file, manifest.templates_sha256))
-    return _LOADED[key]
+    return load_once(_LOADED, directory, manifest.templates_file, manifest.templates_sha256, read_templates_bytes)
