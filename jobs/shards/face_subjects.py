@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from jobs.common.storage import AnyPath
-from jobs.shards.files import load_once, sha256_bytes, write_atomically
+from jobs.shards.files import load_once, write_arrow_file
 from jobs.shards.gallery import indexed_faces
 
 if TYPE_CHECKING:
@@ -59,15 +59,10 @@ def sorted_face_subjects(face_ids: Any, subject_ids: Any) -> pa.Table:
 
 def write_face_subjects(directory: AnyPath, generation: int, table: pa.Table, tag: str = "g") -> dict[str, Any]:
     """Write a generation's file (`tag` g: a build or an update, e: an erasure); the manifest fields naming it."""
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_file(sink, FACE_SUBJECTS_ARROW) as writer:
-        writer.write_table(table.cast(FACE_SUBJECTS_ARROW))
-    data = sink.getvalue().to_pybytes()
     name = f"{PREFIX}{tag}{generation}.arrow"
-    write_atomically(directory / name, data)
     return {
         "face_subjects_file": name,
-        "face_subjects_sha256": sha256_bytes(data),
+        "face_subjects_sha256": write_arrow_file(directory, name, table, FACE_SUBJECTS_ARROW),
         "gallery_subjects": subject_count(table),
     }
 

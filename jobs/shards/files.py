@@ -96,6 +96,19 @@ def checked_file(directory: AnyPath | str, name: str, expected_sha256: str, keep
     return data
 
 
+def write_arrow_file(directory: AnyPath, name: str, table: Any, schema: Any) -> str:
+    """A generation's side file as one Arrow IPC file (a pyarrow Table cast to `schema`), written under
+    a new name; its sha256 for the manifest."""
+    import pyarrow as pa
+
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, schema) as writer:
+        writer.write_table(table.cast(schema))
+    data = sink.getvalue().to_pybytes()
+    write_atomically(directory / name, data)
+    return sha256_bytes(data)
+
+
 def load_once(
     cache: dict[tuple[str, str], Any], directory: AnyPath | str, name: str, sha256: str, parse: Any, limit: int = 8
 ) -> Any:

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from jobs.common.storage import AnyPath
-from jobs.shards.files import load_once, sha256_bytes, write_atomically
+from jobs.shards.files import load_once, write_arrow_file
 from jobs.shards.gallery import indexed_faces
 
 if TYPE_CHECKING:
@@ -81,16 +81,12 @@ def add_templates(spark: SparkSession, manifest: Manifest, directory: AnyPath, g
 
 def write_templates(directory: AnyPath, generation: int, table: pa.Table) -> dict[str, Any]:
     """The templates file of a generation; the manifest fields that name it."""
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_file(sink, TEMPLATES_ARROW) as writer:
-        writer.write_table(table.cast(TEMPLATES_ARROW))
-    data = sink.getvalue().to_pybytes()
     name = f"templates.g{generation}.arrow"
-    write_atomically(directory / name, data)
+    sha256 = write_arrow_file(directory, name, table, TEMPLATES_ARROW)
     faces = int(pa.compute.sum(table.column("faces")).as_py() or 0) if table.num_rows else 0
     return {
         "templates_file": name,
-        "templates_sha256": sha256_bytes(data),
+        "templates_sha256": sha256,
         "templates": table.num_rows,
         "template_faces": faces,
     }

@@ -151,13 +151,14 @@ def raw_hits(root: Path, ids: set[int], vectors: list[np.ndarray]) -> list[str]:
     return hits
 
 
-def others_top_k(spark, root: Path, run_id: str) -> dict[str, list[int]]:
-    """Each non-target probe's candidates in rank order, keyed by the probe's file name."""
+def others_top_k(spark, root: Path, run_id: str) -> dict[tuple[str, int], list[int]]:
+    """Each non-target probe face's candidates in rank order, keyed by its file name and face_id (a photo
+    with two faces has two lists: merged, their order would be the order Spark returned the rows in)."""
     rows = [r for r in table_rows(spark, root / "t" / "matches") if r.run_id == run_id and r.rank is not None]
-    by_probe: dict[str, list] = {}
-    for r in sorted(rows, key=lambda r: (r.probe_source_path, r.rank)):
+    by_probe: dict[tuple[str, int], list] = {}
+    for r in sorted(rows, key=lambda r: (r.probe_source_path, r.probe_face_id, r.rank)):
         if r.probe_subject_id != TARGET:
-            by_probe.setdefault(Path(r.probe_source_path).name, []).append(r.gallery_face_id)
+            by_probe.setdefault((Path(r.probe_source_path).name, r.probe_face_id), []).append(r.gallery_face_id)
     return by_probe
 
 
