@@ -14,7 +14,7 @@ import numpy as np
 
 from jobs.common.erasures import id_digest
 from jobs.forget.plan import embedding_digest
-from jobs.shards.face_subjects import PREFIX, read_face_subjects_bytes
+from jobs.shards.face_subjects import is_face_subjects_file, read_face_subjects_bytes
 from jobs.shards.files import deserialize
 
 if TYPE_CHECKING:
@@ -88,7 +88,8 @@ def scan_index(index_dir: Path, id_digests: set[str], vector_digests: set[str], 
     id_lists = [(path, np.frombuffer(path.read_bytes(), dtype=np.int64)) for path in sorted(index_dir.glob("*.bin"))]
     id_lists += [  # the face -> subject lookups
         (path, read_face_subjects_bytes(path.read_bytes()).column("face_id").to_numpy())
-        for path in sorted(index_dir.glob(f"{PREFIX}*.arrow"))
+        for path in sorted(index_dir.glob("*.arrow"))
+        if is_face_subjects_file(path.name)
     ]
     for path, ids in id_lists:  # removed-ids lists and face -> subject lookups
         found.files_scanned += 1

@@ -111,7 +111,8 @@ def _plan(
     threshold: Threshold,
 ) -> tuple[DataFrame, DataFrame | None, ErrorBudget]:
     """The matches frame (and the subjects search's identities rows) as Spark plans: nothing runs yet,
-    except what an exact re-rank or a normalization must read from the gallery first."""
+    except what a normalization must read from the gallery first and, for an index without a
+    face_subjects file, the count of the gallery's subjects."""
     from pyspark.sql import functions as F
 
     settings = config.query
