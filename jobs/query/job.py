@@ -22,6 +22,7 @@ from jobs.common.timing import Phases
 from jobs.faces.quality_filter import mark_low_quality, quality_floor, require_quality
 from jobs.query.config import QueryConfig
 from jobs.query.plan import (
+    candidate_lists,
     choose_plan,
     gallery_faces,
     gallery_offsets,
@@ -32,7 +33,8 @@ from jobs.query.plan import (
 )
 from jobs.query.probes import check_probes, probe_frame
 from jobs.query.subjects import check_templates, subject_identities
-from jobs.query.tables import identities_frame, matches_frame, probe_columns
+from jobs.query.tables import identities_frame, matches_frame, probe_columns, probe_lists, status_counts
+from jobs.query.worker import CANDIDATE_LISTS_DDL
 from jobs.shards.files import verify_index
 from jobs.shards.manifest import Manifest
 
@@ -97,8 +99,8 @@ def _search_and_write(
 ) -> dict[str, Any]:
     started = time.perf_counter()
     with phases.phase("plan"):
-        matches, subjects, budget = _plan(config, spark, record, probes, index_dir, manifest, threshold)
-    return _write(config, spark, record, phases, matches, subjects, threshold, manifest, probe_counts, budget, started)
+        lists, subjects, budget = _plan(config, spark, record, probes, index_dir, manifest, threshold)
+    return _write(config, spark, record, phases, lists, subjects, threshold, manifest, probe_counts, budget, started)
 
 
 def _plan(
@@ -110,7 +112,8 @@ def _plan(
     manifest: Manifest,
     threshold: Threshold,
 ) -> tuple[DataFrame, DataFrame | None, ErrorBudget]:
-    """The matches frame (and the subjects search's identities rows) as Spark plans: nothing runs yet,
+    """The probes' candidate lists (`probe_lists`; and the subjects search's identities rows) as Spark
+    plans: nothing runs yet,
     except what a normalization must read from the gallery first and, for an index without a
     face_subjects file, the count of the gallery's subjects."""
     from pyspark.sql import functions as F
@@ -128,24 +131,17 @@ def _plan(
         check_templates(manifest, str(index_dir), threshold)
     if settings.search == "subjects":
         record.params["plan"] = "subjects"
-        top = spark.createDataFrame([], NO_CANDIDATES_DDL)
+        top = spark.createDataFrame([], CANDIDATE_LISTS_DDL)
     else:
         top = _face_candidates(config, spark, record, ok_probes, gallery, index_dir, manifest, threshold)
-    matches = matches_frame(top, probes, threshold, manifest, record.run_id, budget)
+    lists = probe_lists(top, probes)
     subjects = None
     if settings.search != "faces":
         partitions = settings.probe_partitions or spark.sparkContext.defaultParallelism
         subjects = subject_identities(
             ok_probes, str(index_dir), manifest, settings.k, partitions, threshold, record.run_id, budget
         )
-    return matches, subjects, budget
-
-
-# A subjects-only search has no face candidates: the matches table then holds the probes' status rows.
-NO_CANDIDATES_DDL = (
-    "probe_face_id BIGINT, gallery_face_id BIGINT, score FLOAT, normalized_score FLOAT, rank INT, "
-    "gallery_subject_id STRING"
-)
+    return lists, subjects, budget
 
 
 def _face_candidates(
@@ -158,7 +154,8 @@ def _face_candidates(
     manifest: Manifest,
     threshold: Threshold,
 ) -> DataFrame:
-    """The k best gallery faces of every searched probe, re-ranked and normalized as configured."""
+    """The k best gallery faces of every searched probe, re-ranked and normalized as configured, as
+    `candidate_lists` rows."""
     settings = config.query
     exact_rerank = settings.rerank and not manifest.exact  # re-ranking an exact index changes nothing
     # Normalization reorders candidates, so it rescores k * rerank_factor of them even from an exact index.
@@ -170,7 +167,11 @@ def _face_candidates(
     if normalization and not exact_rerank:
         rescoring = (normalization, gallery_offsets(spark, gallery, normalization), settings.k)
     details = probe_columns(ok_probes)
-    top = search_candidates(spark, ok_probes, index_dir, manifest, settings, fetch, plan, rescoring, details)
+    # The search tasks rank each probe's subjects themselves unless a later step here changes its candidates.
+    lists = plan == "all_shards" and manifest.face_subjects_file is not None and not exact_rerank
+    top = search_candidates(spark, ok_probes, index_dir, manifest, settings, fetch, plan, rescoring, details, lists)
+    if lists:
+        return top
     if manifest.face_subjects_file is None:  # an index built before generations named subjects: a gallery scan
         subjects = gallery.select("gallery_face_id", "gallery_subject_id")
         top = top.drop("gallery_subject_id").join(subjects, "gallery_face_id", "left")
@@ -178,7 +179,7 @@ def _face_candidates(
         top = rerank(top, ok_probes, gallery, None if normalization else settings.k)
         if normalization:
             top = normalize(top, ok_probes, gallery, normalization, settings.k)
-    return top
+    return candidate_lists(top)
 
 
 def _write(
@@ -186,7 +187,7 @@ def _write(
     spark: SparkSession,
     record: RunRecord,
     phases: Phases,
-    matches: DataFrame,
+    lists: DataFrame,
     subjects: DataFrame | None,
     threshold: Threshold,
     manifest: Manifest,
@@ -195,23 +196,15 @@ def _write(
     started: float,
 ) -> dict[str, Any]:
     from pyspark import StorageLevel
-    from pyspark.sql import functions as F
 
     matches_table, identities_table = config.matches_table_path(), config.identities_table_path()
-    matches = matches.persist(StorageLevel.DISK_ONLY)  # one computation feeds both tables and the counts
+    # One row per probe, computed once: both tables and the counts read it (a tenth of the matches' rows).
+    lists = lists.persist(StorageLevel.DISK_ONLY)
     try:
-        with phases.phase("search"):  # the search, the merge and the probes' details, counted per status
-            per_status = (
-                matches.groupBy("probe_status")
-                .agg(
-                    F.countDistinct("probe_face_id").alias("probes"),
-                    F.count(F.when(F.col("rank").isNotNull(), 1)).alias("candidates"),
-                    F.countDistinct(F.when(F.col("above_threshold"), F.col("probe_face_id"))).alias("above"),
-                )
-                .collect()
-            )
-        by_status = {row.probe_status: int(row.probes) for row in per_status}
-        identities = identities_frame(matches)
+        with phases.phase("search"):  # the search, the ranking and the probes' details, counted per status
+            per_status = status_counts(lists, threshold)
+        matches = matches_frame(lists, threshold, manifest, record.run_id, budget)
+        identities = identities_frame(lists, threshold, manifest, record.run_id, budget)
         if subjects is not None:
             identities = identities.unionByName(subjects)
         # Two tables, two commits: each commit is mostly the driver's wait on Delta's log while the cores
@@ -224,14 +217,15 @@ def _write(
             for write in writes:
                 write.result()
     finally:
-        matches.unpersist()
+        lists.unpersist()
     for name, table in (("matches", matches_table), ("identities", identities_table)):
         record.add_output(name, table, delta_version(spark, table))
-    above = sum(int(row.above) for row in per_status)
+    by_status = {status: row["probes"] for status, row in per_status.items()}
+    above = sum(row["above"] for row in per_status.values())
     record.counts = counts = {
         "probe_rows": sum(by_status.values()),
         "probes_searched": by_status.get("ok", 0),
-        "candidates": sum(int(row.candidates) for row in per_status),
+        "candidates": sum(row["candidates"] for row in per_status.values()),
         "gallery_size": budget.gallery_size,
         "gallery_subjects": budget.gallery_subjects,
         **({"probes_with_candidate_above_threshold": above} if threshold.value is not None else {}),

@@ -7,15 +7,26 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pyarrow as pa
 
 from jobs.common.normalization import Normalization
 from jobs.common.normalized_scores import normalized_score, offset_column
-from jobs.query.worker import CANDIDATES_DDL, SearchContext, make_search_runner
+from jobs.common.schema import spark_type
+from jobs.query.ranking import CANDIDATE_ARROW, rank_subjects
+from jobs.query.worker import (
+    CANDIDATE_LISTS_ARROW,
+    CANDIDATE_LISTS_DDL,
+    CANDIDATES_DDL,
+    SearchContext,
+    make_search_runner,
+)
 from jobs.shards.files import file_size
 from jobs.shards.gallery import indexed_faces
 from jobs.shards.manifest import Manifest
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from pyspark.broadcast import Broadcast
     from pyspark.sql import Column, DataFrame, SparkSession
 
@@ -78,12 +89,14 @@ def search_candidates(
     plan: str,
     rescoring: tuple[Normalization, Broadcast, int] | None = None,
     details: list[Column] | None = None,
+    lists: bool = False,
 ) -> DataFrame:
     """The `fetch` best gallery faces per probe over all shards (probe_face_id, gallery_face_id, score,
     normalized_score, rank, gallery_subject_id). With `rescoring` = (normalization, gallery offsets
     broadcast, keep), the executors rescore those candidates and the `keep` best by normalized score
     remain. With `details` (columns of the probes, probe_face_id first), the all_shards plan's tasks
-    repeat them on each candidate row."""
+    repeat them on each candidate row; with `lists` too, its tasks return `candidate_lists`' rows (with
+    the details) instead."""
     from pyspark.sql import functions as F
     from pyspark.sql.types import StructType
 
@@ -96,6 +109,7 @@ def search_candidates(
         k=fetch,
         search_value=settings.search_value or manifest.search_value,
         subjects=manifest.face_subjects_file is not None,
+        lists=lists and plan == "all_shards",
     )
     if rescoring is not None:
         normalization, offsets, keep = rescoring
@@ -103,7 +117,7 @@ def search_candidates(
     runner = make_search_runner(context)
     if plan == "all_shards":
         passed = [field for field in probes.schema.fields if field.name not in ("probe_face_id", "embedding")]
-        candidates = StructType.fromDDL(CANDIDATES_DDL)
+        candidates = StructType.fromDDL(CANDIDATE_LISTS_DDL if context.lists else CANDIDATES_DDL)
         assert isinstance(candidates, StructType)
         schema = StructType(candidates.fields + passed)
         return probes.repartition(partitions).mapInArrow(runner, schema)
@@ -119,6 +133,24 @@ def search_candidates(
     if rescoring is not None:
         return keep_top(per_shard, rescoring[2], by="normalized_score")
     return keep_top(per_shard, fetch)
+
+
+def candidate_lists(rows: DataFrame) -> DataFrame:
+    """Candidate rows (as `search_candidates` returns them, ranked per probe) -> one row per probe:
+    CANDIDATE_LISTS_ARROW (its candidates in rank order, its subjects ranked by `rank_subjects`)."""
+    from pyspark.sql import functions as F
+
+    item = F.struct(*[F.col(f.name).cast(spark_type(f.type)).alias(f.name) for f in CANDIDATE_ARROW])
+    nested = rows.groupBy("probe_face_id").agg(F.sort_array(F.collect_list(item)).alias("candidates"))
+    return nested.mapInArrow(_with_ranked_subjects, CANDIDATE_LISTS_DDL)
+
+
+def _with_ranked_subjects(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    for batch in batches:
+        candidates = batch.column("candidates")
+        yield pa.RecordBatch.from_arrays(
+            [batch.column("probe_face_id"), candidates, rank_subjects(candidates)], schema=CANDIDATE_LISTS_ARROW
+        )
 
 
 def keep_top(candidates: DataFrame, k: int, by: str = "score") -> DataFrame:

@@ -1,26 +1,24 @@
 """The query job's output tables: matches (every candidate, with the probe's status and the threshold
-used) and identities (per probe, the best score per gallery subject, ranked)."""
+used) and identities (per probe, the best score per gallery subject, ranked), both read from one row per
+probe (`probe_lists`) that holds its candidates and its ranked subjects as lists."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from jobs.common.schema import BUDGET_FIELDS
+from jobs.common.schema import spark_type
 from jobs.common.thresholds import ErrorBudget, Threshold
+from jobs.query.ranking import CANDIDATE_ARROW, SUBJECT_ARROW
 from jobs.shards.manifest import Manifest
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
 
 
-# The error budget's columns, in every matches and identities row.
-BUDGET_COLUMNS = tuple(name for name, _ in BUDGET_FIELDS)
-
-
-def matches_frame(
-    top: DataFrame, probes: DataFrame, threshold: Threshold, manifest: Manifest, run_id: str, budget: ErrorBudget
-) -> DataFrame:
-    """Candidates with their probe's details, plus one row (rank null) per probe image without a usable face."""
+def probe_lists(top: DataFrame, probes: DataFrame) -> DataFrame:
+    """One row per probe face: its details, its candidates and its ranked subjects (CANDIDATE_LISTS_DDL
+    lists), plus one row per probe image without a usable face (a single empty candidate, no subjects),
+    and the time of the query. Both output tables and the run's counts are read from these rows."""
     from pyspark.sql import functions as F
 
     probe_info = probes.select(*probe_columns(probes)).dropDuplicates(["probe_face_id"])
@@ -28,20 +26,25 @@ def matches_frame(
     found = top if "probe_status" in top.columns else top.join(probe_info, "probe_face_id")
     failed = probe_info.where(F.col("probe_status") != "ok").select(
         "*",
-        F.lit(None).cast("int").alias("rank"),
-        F.lit(None).cast("bigint").alias("gallery_face_id"),
-        F.lit(None).cast("string").alias("gallery_subject_id"),
-        F.lit(None).cast("float").alias("score"),
+        F.array(F.lit(None).cast(spark_type(CANDIDATE_ARROW))).alias("candidates"),
+        F.array().cast(f"array<{spark_type(SUBJECT_ARROW)}>").alias("ranked_subjects"),
     )
-    if "normalized_score" not in top.columns:
-        found = found.withColumn("normalized_score", F.lit(None).cast("float"))
-    both = found.unionByName(failed, allowMissingColumns=True)
-    group, fmr = _probe_group_fmr(threshold, budget)
+    return found.unionByName(failed).withColumn("queried_at", F.current_timestamp())
+
+
+def matches_frame(
+    lists: DataFrame, threshold: Threshold, manifest: Manifest, run_id: str, budget: ErrorBudget
+) -> DataFrame:
+    """Every candidate of every probe (`probe_lists` rows), with the probe's details and the threshold used."""
+    from pyspark.sql import functions as F
+
+    details = [name for name in lists.columns if name.startswith("probe_")]
+    rows = lists.select(*details, "queried_at", F.inline("candidates"))
     value = F.lit(threshold.value).cast("double")
     # With a normalizing calibration the threshold judges the normalized score; the raw score stays beside it.
     judged = F.col("normalized_score") if threshold.normalization is not None else F.col("score")
     above = (judged >= value) if threshold.value is not None else F.lit(None).cast("boolean")
-    return both.select(
+    return rows.select(
         F.lit(run_id).alias("run_id"),
         "probe_face_id",
         "probe_image_id",
@@ -62,6 +65,80 @@ def matches_frame(
         above.alias("above_threshold"),
         F.lit(manifest.model_id).alias("model_id"),
         F.lit(manifest.index_id).alias("index_id"),
+        *_budget_columns(threshold, budget),
+        "queried_at",
+    )
+
+
+def identities_frame(
+    lists: DataFrame, threshold: Threshold, manifest: Manifest, run_id: str, budget: ErrorBudget
+) -> DataFrame:
+    """Per probe (`probe_lists` rows), the best score per gallery subject among its candidates, ranked."""
+    from pyspark.sql import functions as F
+
+    rows = lists.select(
+        "probe_face_id",
+        "probe_image_id",
+        "probe_subject_id",
+        "probe_attributes",
+        "queried_at",
+        F.inline("ranked_subjects"),
+    )
+    value = F.lit(threshold.value).cast("double")
+    # A normalized run ranks and judges subjects by their best normalized score.
+    judged = F.coalesce(F.col("best_normalized_score"), F.col("best_score"))
+    above = (judged >= value) if threshold.value is not None else F.lit(None).cast("boolean")
+    return rows.select(
+        F.lit(run_id).alias("run_id"),
+        "probe_face_id",
+        "probe_image_id",
+        "probe_subject_id",
+        F.col("rank").cast("int").alias("rank"),
+        "gallery_subject_id",
+        "best_score",
+        "best_normalized_score",
+        "best_gallery_face_id",
+        "candidate_faces",
+        F.lit(threshold.normalization_label).cast("string").alias("normalization"),
+        value.alias("threshold"),
+        above.alias("above_threshold"),
+        F.lit(manifest.model_id).alias("model_id"),
+        F.lit(manifest.index_id).alias("index_id"),
+        *_budget_columns(threshold, budget),
+        F.lit("faces").alias("search"),
+        "queried_at",
+    )
+
+
+def status_counts(lists: DataFrame, threshold: Threshold) -> dict[str, dict[str, int]]:
+    """Per probe status: probes, candidates and (with a threshold) probes with a candidate above it."""
+    from pyspark.sql import functions as F
+
+    value = F.lit(threshold.value).cast("double")
+    field = "normalized_score" if threshold.normalization is not None else "score"
+    above = F.exists("candidates", lambda c: c[field].cast("double") >= value)
+    searched = F.col("probe_status") == "ok"
+    rows = (
+        lists.groupBy("probe_status")
+        .agg(
+            F.count("*").alias("probes"),
+            F.sum(F.when(searched, F.size("candidates")).otherwise(0)).alias("candidates"),
+            F.count_if(above if threshold.value is not None else F.lit(False)).alias("above"),
+        )
+        .collect()
+    )
+    return {
+        row.probe_status: {"probes": int(row.probes), "candidates": int(row.candidates or 0), "above": int(row.above)}
+        for row in rows
+    }
+
+
+def _budget_columns(threshold: Threshold, budget: ErrorBudget) -> list[Column]:
+    """The error budget's columns (schema.BUDGET_FIELDS) of a row whose probe_attributes are at hand."""
+    from pyspark.sql import functions as F
+
+    group, fmr = _probe_group_fmr(threshold, budget)
+    return [
         F.lit(budget.gallery_size).cast("bigint").alias("gallery_size"),
         F.lit(budget.gallery_subjects).cast("bigint").alias("gallery_subjects"),
         F.lit(budget.threshold_source).cast("string").alias("threshold_source"),
@@ -69,8 +146,7 @@ def matches_frame(
         fmr.alias("threshold_fmr"),
         F.lit(budget.threshold_fmr_data).cast("string").alias("threshold_fmr_data"),
         (F.lit(budget.gallery_size).cast("double") * fmr).alias("expected_false_candidates"),
-        F.current_timestamp().alias("queried_at"),
-    )
+    ]
 
 
 def probe_columns(probes: DataFrame) -> list[Column]:
@@ -115,45 +191,3 @@ def _or_null(frame: DataFrame, column: str, type_name: str) -> Column:
     from pyspark.sql import functions as F
 
     return F.col(column).cast(type_name) if column in frame.columns else F.lit(None).cast(type_name)
-
-
-def identities_frame(matches: DataFrame) -> DataFrame:
-    """Per probe, the best score per gallery subject among its candidates, ranked."""
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-
-    keys = ["run_id", "probe_face_id", "probe_image_id", "probe_subject_id", "gallery_subject_id"]
-    best = (
-        matches.where(F.col("rank").isNotNull() & F.col("gallery_subject_id").isNotNull())
-        .groupBy(*keys, "normalization", "threshold", "model_id", "index_id", *BUDGET_COLUMNS, "queried_at")
-        .agg(
-            F.max("score").alias("best_score"),
-            F.max("normalized_score").alias("best_normalized_score"),
-            F.min_by("gallery_face_id", "rank").alias("best_gallery_face_id"),
-            F.count("*").cast("int").alias("candidate_faces"),
-        )
-    )
-    # A normalized run ranks and judges subjects by their best normalized score.
-    judged = F.coalesce(F.col("best_normalized_score"), F.col("best_score"))
-    order = Window.partitionBy("run_id", "probe_face_id").orderBy(judged.desc(), F.col("gallery_subject_id").asc())
-    above = F.when(F.col("threshold").isNull(), F.lit(None).cast("boolean")).otherwise(judged >= F.col("threshold"))
-    return best.select(
-        "run_id",
-        "probe_face_id",
-        "probe_image_id",
-        "probe_subject_id",
-        F.row_number().over(order).cast("int").alias("rank"),
-        "gallery_subject_id",
-        "best_score",
-        "best_normalized_score",
-        "best_gallery_face_id",
-        "candidate_faces",
-        "normalization",
-        "threshold",
-        above.alias("above_threshold"),
-        "model_id",
-        "index_id",
-        *BUDGET_COLUMNS,
-        F.lit("faces").alias("search"),
-        "queried_at",
-    )

@@ -3,8 +3,10 @@
 
 Two plans. `all_shards`: a task searches every shard for its probes and merges them itself (shards are
 loaded once per Python worker and reused by later tasks): one stage, no shuffle, while the whole index
-fits a worker's memory. `per_shard`: a task gets (probe, shard) rows and searches only that shard, so a
-worker holds one shard at a time; the driver's plan merges the shards' lists per probe.
+fits a worker's memory. It can return one row per probe (`lists`): its candidates and its ranked subjects
+as lists, from which both output tables follow without regrouping. `per_shard`: a task gets (probe, shard)
+rows and searches only that shard, so a worker holds one shard at a time; the driver's plan merges the
+shards' lists per probe.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import pyarrow as pa
 
 from jobs.common.normalization import Normalization
 from jobs.common.schema import ddl_of
+from jobs.query.ranking import CANDIDATE_ARROW, SUBJECT_ARROW, rank_subjects
 from jobs.shards.face_subjects import FaceSubjects, load_face_subjects
 from jobs.shards.files import load_removed, load_shard
 from jobs.shards.manifest import Manifest
@@ -34,6 +37,15 @@ CANDIDATES_ARROW = pa.schema(
     ]
 )
 CANDIDATES_DDL = ddl_of(CANDIDATES_ARROW)
+# `lists`: one row per probe, its candidates in rank order and its subjects ranked
+CANDIDATE_LISTS_ARROW = pa.schema(
+    [
+        ("probe_face_id", pa.int64()),
+        ("candidates", pa.list_(CANDIDATE_ARROW)),
+        ("ranked_subjects", pa.list_(SUBJECT_ARROW)),
+    ]
+)
+CANDIDATE_LISTS_DDL = ddl_of(CANDIDATE_LISTS_ARROW)
 
 
 def _to_batch(
@@ -65,6 +77,21 @@ def _to_batch(
     return pa.RecordBatch.from_arrays([*columns, *repeated.columns], schema=schema)
 
 
+def _to_lists(
+    probe_ids: np.ndarray, rows: pa.RecordBatch, per_probe: np.ndarray, details: pa.RecordBatch | None
+) -> pa.RecordBatch:
+    """Candidate rows (`_to_batch`, no details; `per_probe` of them for each probe in turn) as one row per
+    probe: CANDIDATE_LISTS_ARROW, then `details`' columns."""
+    offsets = pa.array(np.concatenate([[0], np.cumsum(per_probe)]), pa.int32())
+    items = pa.StructArray.from_arrays([rows.column(f.name) for f in CANDIDATE_ARROW], fields=list(CANDIDATE_ARROW))
+    candidates = pa.ListArray.from_arrays(offsets, items)
+    columns = [pa.array(probe_ids, pa.int64()), candidates, rank_subjects(candidates)]
+    if details is None:
+        return pa.RecordBatch.from_arrays(columns, schema=CANDIDATE_LISTS_ARROW)
+    schema = pa.schema([*CANDIDATE_LISTS_ARROW, *details.schema])
+    return pa.RecordBatch.from_arrays([*columns, *details.columns], schema=schema)
+
+
 @dataclass(frozen=True)
 class SearchContext:
     """What every search task needs, pickled once into the runner's closure."""
@@ -78,6 +105,7 @@ class SearchContext:
     gallery_offsets: Any = None  # a Broadcast of (sorted gallery face ids, their offsets)
     keep: int | None = None
     subjects: bool = False  # name each candidate's subject from the generation's face_subjects file
+    lists: bool = False  # without a shard column: one row per probe (CANDIDATE_LISTS_ARROW)
 
 
 def make_search_runner(context: SearchContext) -> Callable[[Iterator], Iterator]:
@@ -87,7 +115,7 @@ def make_search_runner(context: SearchContext) -> Callable[[Iterator], Iterator]
     shard only, and `rank` is within that shard. With a normalization in the context, the `k` raw
     candidates are rescored and the `keep` best by normalized score are returned (ranked by it).
     Without a `shard` column, any further input columns (the probe's details) follow each of its
-    candidates' rows, so the matches need no join back to the probes.
+    candidates' rows (with `lists`: its one row), so the matches need no join back to the probes.
     """
 
     def run(batches: Iterator) -> Iterator:
@@ -113,10 +141,13 @@ def make_search_runner(context: SearchContext) -> Callable[[Iterator], Iterator]
             ids: np.ndarray,
             details: pa.RecordBatch | None = None,
         ) -> pa.RecordBatch:
-            if normalization is None or gallery is None or context.keep is None:
-                return _to_batch(probe_ids, scores, ids, subjects=subjects, details=details)
-            rescored = normalization.rescore_top(vectors, scores, ids, gallery, context.keep)
-            return _to_batch(probe_ids, *rescored, subjects=subjects, details=details)
+            normalized = None
+            if normalization is not None and gallery is not None and context.keep is not None:
+                scores, ids, normalized = normalization.rescore_top(vectors, scores, ids, gallery, context.keep)
+            if not context.lists:
+                return _to_batch(probe_ids, scores, ids, normalized, subjects, details)
+            rows = _to_batch(probe_ids, scores, ids, normalized, subjects)
+            return _to_lists(probe_ids, rows, (ids >= 0).sum(axis=1), details)
 
         for batch in batches:
             if batch.num_rows == 0:

@@ -129,24 +129,33 @@ def test_an_index_from_before_face_subjects_names_subjects_from_the_gallery(spar
     assert all(subject == world["subjects"][face] for _, rank, face, subject in runs["older"] if rank)
 
 
-def test_identities_rank_best_score_per_subject(spark, world: dict) -> None:
-    summary = run_query(query_config(world, "query.threshold.value=0.9", name="ident"), spark)
-    matches = rows_of(spark, world["root"] / "ident" / "matches", summary["run_id"])
-    identities = rows_of(spark, world["root"] / "ident" / "identities", summary["run_id"])
-    expected: dict[int, dict[str, float]] = {}
-    for row in matches:
-        if row.rank is not None:
-            best = expected.setdefault(row.probe_face_id, {})
-            best[row.gallery_subject_id] = max(best.get(row.gallery_subject_id, -2.0), row.score)
+@pytest.mark.parametrize("plan", ["all_shards", "per_shard"])
+def test_identities_rank_best_score_per_subject(spark, world: dict, plan: str) -> None:
+    """all_shards ranks subjects in its search tasks, per_shard after merging the shards' lists: both as the
+    matches say (best score, the face at the subject's best rank, how many candidates it holds)."""
+    name = f"ident-{plan}"
+    summary = run_query(query_config(world, "query.threshold.value=0.9", f"query.plan={plan}", name=name), spark)
+    matches = rows_of(spark, world["root"] / name / "matches", summary["run_id"])
+    identities = rows_of(spark, world["root"] / name / "identities", summary["run_id"])
+    expected: dict[int, dict[str, list]] = {}
+    for row in sorted((r for r in matches if r.rank is not None), key=lambda r: r.rank):
+        subject = expected.setdefault(row.probe_face_id, {}).setdefault(row.gallery_subject_id, [-2.0, None, 0])
+        subject[0] = max(subject[0], row.score)
+        subject[1] = subject[1] if subject[1] is not None else row.gallery_face_id
+        subject[2] += 1
     assert len({r.probe_face_id for r in identities}) == 120
     # The tables written are the layouts declared once in jobs.common.schema.
-    assert table_layout(spark, world["root"] / "ident" / "matches") == declared_layout(MATCHES_DDL)
-    assert table_layout(spark, world["root"] / "ident" / "identities") == declared_layout(IDENTITIES_DDL)
+    assert table_layout(spark, world["root"] / name / "matches") == declared_layout(MATCHES_DDL)
+    assert table_layout(spark, world["root"] / name / "identities") == declared_layout(IDENTITIES_DDL)
     for probe_id, best in expected.items():
         mine = sorted((r for r in identities if r.probe_face_id == probe_id), key=lambda r: r.rank)
-        assert [r.gallery_subject_id for r in mine] == sorted(best, key=lambda s: (-best[s], s))
-        assert [r.best_score for r in mine] == [best[r.gallery_subject_id] for r in mine]
+        assert [r.rank for r in mine] == list(range(1, len(best) + 1))
+        assert [r.gallery_subject_id for r in mine] == sorted(best, key=lambda s: (-best[s][0], s))
+        assert [[r.best_score, r.best_gallery_face_id, r.candidate_faces] for r in mine] == [
+            best[r.gallery_subject_id] for r in mine
+        ]
         assert all(r.above_threshold == (r.best_score >= 0.9) for r in mine)
+        assert all(r.queried_at == matches[0].queried_at for r in mine)
 
 
 def test_no_threshold_is_said_and_above_threshold_is_null(spark, world: dict) -> None:
