@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, TypeVar
 from jobs.common.errors import TABLE_FILE_GONE, TransientError, mentions
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
+    from pyspark.sql import DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
 
@@ -110,3 +110,26 @@ def append_with_retries(
     if add_columns:
         writer = writer.option("mergeSchema", "true")
     with_commit_retries(lambda: writer.save(table), table)
+
+
+def limit_stats(spark: SparkSession, table: str, columns: str) -> None:
+    """Make an existing Delta table collect statistics on `columns` only (`schema.STATS_PROPERTY`): one
+    metadata commit on a table written before Lineup set it, none afterwards. Files already written keep
+    the statistics they were written with. A table not created yet gets the property from its first append."""
+    from jobs.common.delta import delta_log, has_delta_log
+    from jobs.common.schema import STATS_PROPERTY
+    from jobs.common.spark import jvm_of
+
+    if not has_delta_log(spark, table):
+        return
+    none = jvm_of(spark).scala.Option.empty()
+    snapshot = delta_log(spark, table).update(False, none, none)
+    if snapshot.version() < 0:
+        return
+    held = snapshot.metadata().configuration().get(STATS_PROPERTY)
+    if held.isDefined() and held.get() == columns:
+        return
+    log.info("%s: statistics limited to columns that identify no person", table)
+    with_commit_retries(
+        lambda: spark.sql(f"ALTER TABLE delta.`{table}` SET TBLPROPERTIES ('{STATS_PROPERTY}' = '{columns}')"), table
+    )

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from jobs.common.commits import is_commit_conflict, with_commit_retries
 from jobs.common.delta import has_delta_log
 from jobs.common.errors import UserError, mentions
-from jobs.common.schema import FACES_ARROW, FACES_DDL
+from jobs.common.schema import FACES_ARROW, FACES_DDL, STATS_PROPERTY
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -17,10 +17,8 @@ log = logging.getLogger(__name__)
 
 FACES_COLUMNS = frozenset(FACES_ARROW.names)
 
-# Delta keeps each data file's per-column min/max in its log, which outlives an erasure (the log is
-# kept 30 days by default, and VACUUM does not touch it). Statistics are collected only on columns
-# that identify no person: never subject_id, source_path(_raw), attributes, error or the embedding.
-STATS_PROPERTY = "delta.dataSkippingStatsColumns"
+# Statistics only on columns that identify no person (schema.STATS_PROPERTY says why): never subject_id,
+# source_path(_raw), attributes, error or the embedding.
 STATS_COLUMNS = "face_id,image_id,face_index,det_score,quality,model_id,status,run_id,embedded_at"
 
 

@@ -13,10 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from jobs.common.commits import append_with_retries
+from jobs.common.commits import append_with_retries, limit_stats
 from jobs.common.errors import UserError
 from jobs.common.results import QueryResult
 from jobs.common.runs import RunRecord, delta_version, run_job
+from jobs.common.schema import IDENTITIES_STATS_COLUMNS, MATCHES_STATS_COLUMNS, STATS_PROPERTY
 from jobs.common.thresholds import ErrorBudget, resolve_threshold
 from jobs.common.timing import Phases
 from jobs.faces.quality_filter import mark_low_quality, quality_floor, require_quality
@@ -182,6 +183,11 @@ def _face_candidates(
     return candidate_lists(top)
 
 
+def _append(spark: SparkSession, frame: DataFrame, table: str, stats_columns: str) -> None:
+    limit_stats(spark, table, stats_columns)
+    append_with_retries(frame, table, add_columns=True, properties={STATS_PROPERTY: stats_columns})
+
+
 def _write(
     config: QueryConfig,
     spark: SparkSession,
@@ -209,11 +215,12 @@ def _write(
             identities = identities.unionByName(subjects)
         # Two tables, two commits: each commit is mostly the driver's wait on Delta's log while the cores
         # idle, so they run side by side (the first error is raised, as a sequential write would).
+        outputs = (
+            (matches, matches_table, MATCHES_STATS_COLUMNS),
+            (identities, identities_table, IDENTITIES_STATS_COLUMNS),
+        )
         with phases.phase("write"), ThreadPoolExecutor(2, thread_name_prefix="query-write") as pool:
-            writes = [
-                pool.submit(append_with_retries, frame, table, add_columns=True)
-                for frame, table in ((matches, matches_table), (identities, identities_table))
-            ]
+            writes = [pool.submit(_append, spark, frame, table, stats) for frame, table, stats in outputs]
             for write in writes:
                 write.result()
     finally:

@@ -102,7 +102,7 @@ def search_candidates(
 
     partitions = settings.probe_partitions or spark.sparkContext.defaultParallelism
     carried = details if details and plan == "all_shards" else [F.col("face_id").alias("probe_face_id")]
-    probes = ok_probes.select(*carried, "embedding").dropDuplicates(["probe_face_id"])
+    probes = ok_probes.select(*carried, "embedding")
     context = SearchContext(
         index_dir=str(index_dir),
         manifest=manifest.model_copy(update={"superseded": [], "erasures": []}),  # what tasks need, no more
@@ -120,11 +120,14 @@ def search_candidates(
         candidates = StructType.fromDDL(CANDIDATE_LISTS_DDL if context.lists else CANDIDATES_DDL)
         assert isinstance(candidates, StructType)
         schema = StructType(candidates.fields + passed)
-        return probes.repartition(partitions).mapInArrow(runner, schema)
+        # hashed on the face id, so that dropping repeated faces needs no second shuffle
+        spread = probes.repartition(partitions, "probe_face_id").dropDuplicates(["probe_face_id"])
+        return spread.mapInArrow(runner, schema)
     shard_count = len(manifest.shards)
     shards = spark.range(shard_count).select(F.col("id").cast("int").alias("shard"))
     tasks = (
-        probes.withColumn("probe_part", F.pmod(F.xxhash64("probe_face_id"), F.lit(partitions)))
+        probes.dropDuplicates(["probe_face_id"])
+        .withColumn("probe_part", F.pmod(F.xxhash64("probe_face_id"), F.lit(partitions)))
         .crossJoin(F.broadcast(shards))
         .withColumn("task", F.col("probe_part") * shard_count + F.col("shard"))
         .repartitionByRange(partitions * shard_count, "task")

@@ -21,10 +21,13 @@ def probe_lists(top: DataFrame, probes: DataFrame) -> DataFrame:
     and the time of the query. Both output tables and the run's counts are read from these rows."""
     from pyspark.sql import functions as F
 
-    probe_info = probes.select(*probe_columns(probes)).dropDuplicates(["probe_face_id"])
+    def info(rows: DataFrame) -> DataFrame:
+        return rows.select(*probe_columns(probes)).dropDuplicates(["probe_face_id"])
+
     # The all_shards search carries each probe's details through its task; other plans join them here.
-    found = top if "probe_status" in top.columns else top.join(probe_info, "probe_face_id")
-    failed = probe_info.where(F.col("probe_status") != "ok").select(
+    searched = F.col("status") == "ok"
+    found = top if "probe_status" in top.columns else top.join(info(probes.where(searched)), "probe_face_id")
+    failed = info(probes.where(~searched)).select(
         "*",
         F.array(F.lit(None).cast(spark_type(CANDIDATE_ARROW))).alias("candidates"),
         F.array().cast(f"array<{spark_type(SUBJECT_ARROW)}>").alias("ranked_subjects"),

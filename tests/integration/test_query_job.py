@@ -14,7 +14,13 @@ from jobs.cli import main as cli_main
 from jobs.common.calibrations import CalibrationRecord, write_calibration
 from jobs.common.config import load_config
 from jobs.common.errors import UserError
-from jobs.common.schema import IDENTITIES_DDL, MATCHES_DDL
+from jobs.common.schema import (
+    IDENTITIES_DDL,
+    IDENTITIES_STATS_COLUMNS,
+    MATCHES_DDL,
+    MATCHES_STATS_COLUMNS,
+    STATS_PROPERTY,
+)
 from jobs.index.config import IndexConfig
 from jobs.index.job import run_index
 from jobs.query.config import QueryConfig
@@ -156,6 +162,37 @@ def test_identities_rank_best_score_per_subject(spark, world: dict, plan: str) -
         ]
         assert all(r.above_threshold == (r.best_score >= 0.9) for r in mine)
         assert all(r.queried_at == matches[0].queried_at for r in mine)
+
+
+def logged_stats_columns(table: Path) -> dict[int, set[str]]:
+    """Per commit of a Delta table, the columns its data files carry statistics on (from the log itself)."""
+    found: dict[int, set[str]] = {}
+    for commit in sorted((table / "_delta_log").glob("*.json")):
+        for line in commit.read_text().splitlines():
+            add = json.loads(line).get("add")
+            if add and add.get("stats"):
+                stats = json.loads(add["stats"])
+                found.setdefault(int(commit.stem), set()).update(stats.get("minValues", {}), stats.get("nullCount", {}))
+    return found
+
+
+def test_results_tables_keep_no_personal_statistics(spark, world: dict) -> None:
+    """Delta's log outlives an erasure: subject ids, paths and attributes never enter it as min/max; a table
+    written before Lineup limited its statistics is limited by the next query."""
+    name = "stats"
+    run_query(query_config(world, name=name), spark)
+    for table in ("matches", "identities"):
+        spark.sql(f"ALTER TABLE delta.`{world['root'] / name / table}` UNSET TBLPROPERTIES ('{STATS_PROPERTY}')")
+    run_query(query_config(world, name=name), spark)
+    for table, allowed in (("matches", MATCHES_STATS_COLUMNS), ("identities", IDENTITIES_STATS_COLUMNS)):
+        path = world["root"] / name / table
+        properties = {r.key: r.value for r in spark.sql(f"SHOW TBLPROPERTIES delta.`{path}`").collect()}
+        assert properties[STATS_PROPERTY] == allowed
+        per_commit = logged_stats_columns(path)
+        assert len(per_commit) == 2  # both queries' appends
+        for columns in per_commit.values():
+            assert columns and columns <= set(allowed.split(","))
+            assert not columns & {"gallery_subject_id", "probe_subject_id", "probe_source_path", "probe_image_id"}
 
 
 def test_no_threshold_is_said_and_above_threshold_is_null(spark, world: dict) -> None:
