@@ -15,7 +15,10 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
+from jobs.common.delta import delta_log, has_delta_log
 from jobs.common.errors import TABLE_FILE_GONE, TransientError, mentions
+from jobs.common.schema import STATS_PROPERTY
+from jobs.common.spark import jvm_of
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -116,10 +119,6 @@ def limit_stats(spark: SparkSession, table: str, columns: str) -> None:
     """Make an existing Delta table collect statistics on `columns` only (`schema.STATS_PROPERTY`): one
     metadata commit on a table written before Lineup set it, none afterwards. Files already written keep
     the statistics they were written with. A table not created yet gets the property from its first append."""
-    from jobs.common.delta import delta_log, has_delta_log
-    from jobs.common.schema import STATS_PROPERTY
-    from jobs.common.spark import jvm_of
-
     if not has_delta_log(spark, table):
         return
     none = jvm_of(spark).scala.Option.empty()
