@@ -167,9 +167,10 @@ def _face_candidates(
     rescoring = None
     if normalization and not exact_rerank:
         rescoring = (normalization, gallery_offsets(spark, gallery, normalization), settings.k)
-    details = probe_columns(ok_probes)
-    # The search tasks rank each probe's subjects themselves unless a later step here changes its candidates.
+    # The search tasks rank each probe's subjects themselves (and carry its details) unless a later step
+    # here changes its candidates; then the ranked rows are collected per probe and its details joined.
     lists = plan == "all_shards" and manifest.face_subjects_file is not None and not exact_rerank
+    details = probe_columns(ok_probes) if lists else None
     top = search_candidates(spark, ok_probes, index_dir, manifest, settings, fetch, plan, rescoring, details, lists)
     if lists:
         return top

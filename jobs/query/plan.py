@@ -94,14 +94,14 @@ def search_candidates(
     """The `fetch` best gallery faces per probe over all shards (probe_face_id, gallery_face_id, score,
     normalized_score, rank, gallery_subject_id). With `rescoring` = (normalization, gallery offsets
     broadcast, keep), the executors rescore those candidates and the `keep` best by normalized score
-    remain. With `details` (columns of the probes, probe_face_id first), the all_shards plan's tasks
-    repeat them on each candidate row; with `lists` too, its tasks return `candidate_lists`' rows (with
-    the details) instead."""
+    remain. With `lists`, the all_shards plan's tasks return `candidate_lists`' rows instead, each with
+    the probe's `details` (columns of the probes, probe_face_id first)."""
     from pyspark.sql import functions as F
     from pyspark.sql.types import StructType
 
     partitions = settings.probe_partitions or spark.sparkContext.defaultParallelism
-    carried = details if details and plan == "all_shards" else [F.col("face_id").alias("probe_face_id")]
+    lists = lists and plan == "all_shards"
+    carried = details if details and lists else [F.col("face_id").alias("probe_face_id")]
     probes = ok_probes.select(*carried, "embedding")
     context = SearchContext(
         index_dir=str(index_dir),
@@ -109,7 +109,7 @@ def search_candidates(
         k=fetch,
         search_value=settings.search_value or manifest.search_value,
         subjects=manifest.face_subjects_file is not None,
-        lists=lists and plan == "all_shards",
+        lists=lists,
     )
     if rescoring is not None:
         normalization, offsets, keep = rescoring

@@ -54,27 +54,21 @@ def _to_batch(
     ids: np.ndarray,
     normalized: np.ndarray | None = None,
     subjects: FaceSubjects | None = None,
-    details: pa.RecordBatch | None = None,
 ) -> pa.RecordBatch:
-    """Candidate rows; `details`: columns of the probes' rows (one per probe) repeated on each candidate."""
+    """Candidate rows (CANDIDATES_ARROW), each probe's in rank order."""
     keep = ids >= 0
-    per_probe = keep.sum(axis=1)
     ranks = np.broadcast_to(np.arange(1, ids.shape[1] + 1, dtype=np.int32), ids.shape)
     kept = int(keep.sum())
     gallery_ids = ids[keep]
     columns = [
-        pa.array(np.repeat(probe_ids, per_probe), pa.int64()),
+        pa.array(np.repeat(probe_ids, keep.sum(axis=1)), pa.int64()),
         pa.array(gallery_ids, pa.int64()),
         pa.array(scores[keep].astype(np.float32), pa.float32()),
         pa.nulls(kept, pa.float32()) if normalized is None else pa.array(normalized[keep].astype(np.float32)),
         pa.array(ranks[keep], pa.int32()),
         pa.nulls(kept, pa.string()) if subjects is None else subjects.lookup(gallery_ids),
     ]
-    if details is None:
-        return pa.RecordBatch.from_arrays(columns, schema=CANDIDATES_ARROW)
-    repeated = details.take(pa.array(np.repeat(np.arange(len(probe_ids)), per_probe)))
-    schema = pa.schema([*CANDIDATES_ARROW, *details.schema])
-    return pa.RecordBatch.from_arrays([*columns, *repeated.columns], schema=schema)
+    return pa.RecordBatch.from_arrays(columns, schema=CANDIDATES_ARROW)
 
 
 def _to_lists(
@@ -114,8 +108,8 @@ def make_search_runner(context: SearchContext) -> Callable[[Iterator], Iterator]
     Without a `shard` column the task searches every shard and `rank` is global; with it, each row's
     shard only, and `rank` is within that shard. With a normalization in the context, the `k` raw
     candidates are rescored and the `keep` best by normalized score are returned (ranked by it).
-    Without a `shard` column, any further input columns (the probe's details) follow each of its
-    candidates' rows (with `lists`: its one row), so the matches need no join back to the probes.
+    With `lists` (no `shard` column), any further input columns (the probe's details) follow its one
+    row, so the matches need no join back to the probes.
     """
 
     def run(batches: Iterator) -> Iterator:
@@ -144,10 +138,8 @@ def make_search_runner(context: SearchContext) -> Callable[[Iterator], Iterator]
             normalized = None
             if normalization is not None and gallery is not None and context.keep is not None:
                 scores, ids, normalized = normalization.rescore_top(vectors, scores, ids, gallery, context.keep)
-            if not context.lists:
-                return _to_batch(probe_ids, scores, ids, normalized, subjects, details)
             rows = _to_batch(probe_ids, scores, ids, normalized, subjects)
-            return _to_lists(probe_ids, rows, (ids >= 0).sum(axis=1), details)
+            return _to_lists(probe_ids, rows, (ids >= 0).sum(axis=1), details) if context.lists else rows
 
         for batch in batches:
             if batch.num_rows == 0:
