@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from jobs.common.commits import is_commit_conflict, with_commit_retries
+from jobs.common.commits import is_commit_conflict, limit_stats, with_commit_retries
 from jobs.common.delta import has_delta_log
 from jobs.common.errors import UserError, mentions
 from jobs.common.schema import FACES_ARROW, FACES_DDL, STATS_PROPERTY
@@ -58,10 +58,7 @@ def ensure_faces_table(spark: SparkSession, table_path: str) -> None:
         if missing:
             log.info("faces table %s: adding column(s) %s", table_path, ", ".join(missing))
             spark.sql(f"ALTER TABLE delta.`{table_path}` ADD COLUMNS ({', '.join(missing)})")
-        properties = {row.key: row.value for row in spark.sql(f"SHOW TBLPROPERTIES delta.`{table_path}`").collect()}
-        if collects_personal_stats(properties):
-            log.info("faces table %s: statistics limited to columns that identify no person", table_path)
-            spark.sql(f"ALTER TABLE delta.`{table_path}` SET TBLPROPERTIES ('{STATS_PROPERTY}' = '{STATS_COLUMNS}')")
+        limit_stats(spark, table_path, STATS_COLUMNS)
 
     with_commit_retries(create, table_path, is_conflict=_lost_create_race)
 

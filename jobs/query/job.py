@@ -114,9 +114,8 @@ def _plan(
     threshold: Threshold,
 ) -> tuple[DataFrame, DataFrame | None, ErrorBudget]:
     """The probes' candidate lists (`probe_lists`; and the subjects search's identities rows) as Spark
-    plans: nothing runs yet,
-    except what a normalization must read from the gallery first and, for an index without a
-    face_subjects file, the count of the gallery's subjects."""
+    plans: nothing runs yet, except what a normalization must read from the gallery first and, for an
+    index without a face_subjects file, the count of the gallery's subjects."""
     from pyspark.sql import functions as F
 
     settings = config.query

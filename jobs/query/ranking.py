@@ -55,9 +55,11 @@ def rank_subjects(candidates: pa.ListArray) -> pa.ListArray:
     if not known.any():
         return pa.ListArray.from_arrays(pa.array(np.zeros(probes + 1, np.int32)), pa.array([], SUBJECT_ARROW))
     encoded = subjects.filter(pa.array(known)).dictionary_encode()
-    # codes in the subjects' sort order, so that ties go to the smaller subject_id
-    code_rank = np.empty(len(encoded.dictionary), np.int64)
-    code_rank[pc.sort_indices(encoded.dictionary).to_numpy()] = np.arange(len(encoded.dictionary))
+    # codes into the subjects sorted, so that ties go to the smaller subject_id
+    by_name = pc.sort_indices(encoded.dictionary)
+    names = pc.take(encoded.dictionary, by_name)
+    code_rank = np.empty(len(names), np.int64)
+    code_rank[by_name.to_numpy()] = np.arange(len(names))
     code = code_rank[encoded.indices.to_numpy(zero_copy_only=False)]
     probe = probe_of[known]
     rank = items.field("rank").to_numpy(zero_copy_only=False)[known]
@@ -82,11 +84,10 @@ def rank_subjects(candidates: pa.ListArray) -> pa.ListArray:
     per_probe = np.bincount(group_probe, minlength=probes)
     offsets = np.concatenate([[0], np.cumsum(per_probe)]).astype(np.int32)
     subject_rank = np.arange(len(ranked)) - np.repeat(offsets[:-1], per_probe) + 1
-    dictionary_index = encoded.indices.to_numpy(zero_copy_only=False)[order][starts][ranked]
     items_out = pa.StructArray.from_arrays(
         [
             pa.array(subject_rank, pa.int32()),
-            pc.take(encoded.dictionary, pa.array(dictionary_index)),
+            pc.take(names, pa.array(group_code[ranked])),
             pa.array(best_score[ranked], pa.float32()),
             pa.array(best_normalized[ranked], pa.float32())
             if best_normalized is not None
