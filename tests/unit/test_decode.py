@@ -53,3 +53,35 @@ def test_pixel_limit_is_configurable_and_checked_before_decoding() -> None:
     assert decode_image(png_claiming(300, 300), max_pixels=200 * 200).status == TOO_LARGE
     allowed = decode_image(png_claiming(3000, 3000), max_pixels=10**7)
     assert allowed.status == DECODE_ERROR  # passes the limit, then the missing pixel data is a decode error
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_is_shown_as_opencv_shows_it(orientation: int) -> None:
+    import cv2
+    from PIL import Image
+
+    from tests.fixtures.images import pil_bytes
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    stored = np.random.default_rng(orientation).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    data = pil_bytes(Image.fromarray(stored), "JPEG", exif=exif.tobytes())
+    reference = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]  # applies EXIF itself
+    assert np.array_equal(decode_image(data).rgb, reference)
+
+
+def test_a_jpeg_libjpeg_turbo_complains_of_is_still_decoded() -> None:
+    """Bytes between the scan and the end marker: libjpeg-turbo warns (not a short scan), OpenCV decodes."""
+    import cv2
+
+    good = CORPUS["exif_rotated_jpeg"]
+    padded = good[:-2] + b"\x12" * 16 + b"\xff\xd9"
+    result = decode_image(padded)
+    assert result.status == OK, result.error
+    assert np.array_equal(result.rgb, cv2.imdecode(np.frombuffer(padded, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1])
+
+
+def test_a_scan_closed_early_by_an_end_marker_is_refused() -> None:
+    good = CORPUS["exif_rotated_jpeg"]
+    result = decode_image(good[: len(good) * 3 // 4] + b"\xff\xd9")
+    assert result.status == DECODE_ERROR and "scan data stops" in (result.error or "")
