@@ -12,25 +12,27 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-# One candidate of a probe, in rank order (the matches table's candidate columns).
+from jobs.common.schema import IDENTITIES_ARROW, MATCHES_ARROW
+
+# One candidate of a probe, in rank order: the matches table's candidate columns, typed there.
 CANDIDATE_ARROW = pa.struct(
     [
-        ("rank", pa.int32()),
-        ("gallery_face_id", pa.int64()),
-        ("gallery_subject_id", pa.string()),
-        ("score", pa.float32()),
-        ("normalized_score", pa.float32()),
+        MATCHES_ARROW.field(name)
+        for name in ("rank", "gallery_face_id", "gallery_subject_id", "score", "normalized_score")
     ]
 )
-# One ranked subject of a probe (the identities table's per-subject columns).
+# One ranked subject of a probe: the identities table's per-subject columns, typed there.
 SUBJECT_ARROW = pa.struct(
     [
-        ("rank", pa.int32()),
-        ("gallery_subject_id", pa.string()),
-        ("best_score", pa.float32()),
-        ("best_normalized_score", pa.float32()),
-        ("best_gallery_face_id", pa.int64()),
-        ("candidate_faces", pa.int32()),
+        IDENTITIES_ARROW.field(name)
+        for name in (
+            "rank",
+            "gallery_subject_id",
+            "best_score",
+            "best_normalized_score",
+            "best_gallery_face_id",
+            "candidate_faces",
+        )
     ]
 )
 

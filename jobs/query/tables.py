@@ -43,10 +43,8 @@ def matches_frame(
 
     details = [name for name in lists.columns if name.startswith("probe_")]
     rows = lists.select(*details, "queried_at", F.inline("candidates"))
-    value = F.lit(threshold.value).cast("double")
     # With a normalizing calibration the threshold judges the normalized score; the raw score stays beside it.
     judged = F.col("normalized_score") if threshold.normalization is not None else F.col("score")
-    above = (judged >= value) if threshold.value is not None else F.lit(None).cast("boolean")
     return rows.select(
         F.lit(run_id).alias("run_id"),
         "probe_face_id",
@@ -63,12 +61,7 @@ def matches_frame(
         "gallery_subject_id",
         F.col("score").cast("float").alias("score"),
         F.col("normalized_score").cast("float").alias("normalized_score"),
-        F.lit(threshold.normalization_label).cast("string").alias("normalization"),
-        value.alias("threshold"),
-        above.alias("above_threshold"),
-        F.lit(manifest.model_id).alias("model_id"),
-        F.lit(manifest.index_id).alias("index_id"),
-        *_budget_columns(threshold, budget),
+        *_judgement_columns(judged, threshold, manifest, budget),
         "queried_at",
     )
 
@@ -87,10 +80,8 @@ def identities_frame(
         "queried_at",
         F.inline("ranked_subjects"),
     )
-    value = F.lit(threshold.value).cast("double")
     # A normalized run ranks and judges subjects by their best normalized score.
     judged = F.coalesce(F.col("best_normalized_score"), F.col("best_score"))
-    above = (judged >= value) if threshold.value is not None else F.lit(None).cast("boolean")
     return rows.select(
         F.lit(run_id).alias("run_id"),
         "probe_face_id",
@@ -102,12 +93,7 @@ def identities_frame(
         "best_normalized_score",
         "best_gallery_face_id",
         "candidate_faces",
-        F.lit(threshold.normalization_label).cast("string").alias("normalization"),
-        value.alias("threshold"),
-        above.alias("above_threshold"),
-        F.lit(manifest.model_id).alias("model_id"),
-        F.lit(manifest.index_id).alias("index_id"),
-        *_budget_columns(threshold, budget),
+        *_judgement_columns(judged, threshold, manifest, budget),
         F.lit("faces").alias("search"),
         "queried_at",
     )
@@ -134,6 +120,23 @@ def status_counts(lists: DataFrame, threshold: Threshold) -> dict[str, dict[str,
         row.probe_status: {"probes": int(row.probes), "candidates": int(row.candidates or 0), "above": int(row.above)}
         for row in rows
     }
+
+
+def _judgement_columns(judged: Column, threshold: Threshold, manifest: Manifest, budget: ErrorBudget) -> list[Column]:
+    """The columns both tables hold after a row's scores: the threshold and whether `judged` reaches it,
+    the model and index searched, the error budget."""
+    from pyspark.sql import functions as F
+
+    value = F.lit(threshold.value).cast("double")
+    above = (judged >= value) if threshold.value is not None else F.lit(None).cast("boolean")
+    return [
+        F.lit(threshold.normalization_label).cast("string").alias("normalization"),
+        value.alias("threshold"),
+        above.alias("above_threshold"),
+        F.lit(manifest.model_id).alias("model_id"),
+        F.lit(manifest.index_id).alias("index_id"),
+        *_budget_columns(threshold, budget),
+    ]
 
 
 def _budget_columns(threshold: Threshold, budget: ErrorBudget) -> list[Column]:
